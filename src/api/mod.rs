@@ -1,0 +1,332 @@
+/*! The HTTP client: bearer auth, retries of idempotent reads, error reporting and paging.
+
+Errors name the request (method and URL) and what the user can do about them; the token
+never appears in any of them. */
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::provider::{HttpVerb, Pagination};
+
+/// Pages fetched at once after the first one.
+const PAGE_CONCURRENCY: usize = 4;
+/// Attempts for an idempotent read before its error is reported.
+const READ_ATTEMPTS: u32 = 4;
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Characters kept as they are in a path segment (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Percent-encodes one path segment, so `private/42` becomes `private%2F42`.
+pub fn encode_segment(value: &str) -> String {
+    utf8_percent_encode(value, SEGMENT).to_string()
+}
+
+/// A secret that never shows up in `Debug` output.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: String) -> Option<Token> {
+        (!value.trim().is_empty()).then(|| Token(value.trim().to_string()))
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// One entry of the API's error envelope.
+#[derive(Debug, Clone)]
+pub struct ErrorItem {
+    pub reason: String,
+    pub field: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{method} {url} failed with HTTP {status}: {}{}", reasons(errors), hint_text(hint))]
+    Status { method: HttpVerb, url: String, status: u16, errors: Vec<ErrorItem>, hint: Option<String> },
+    #[error("{method} {url} failed: {detail}{}", hint_text(hint))]
+    Network { method: HttpVerb, url: String, detail: String, hint: Option<String> },
+    #[error("{method} {url} returned an unexpected response: {detail}")]
+    Decode { method: HttpVerb, url: String, detail: String },
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+fn reasons(errors: &[ErrorItem]) -> String {
+    if errors.is_empty() {
+        return "no error details".into();
+    }
+    errors
+        .iter()
+        .map(|e| match &e.field {
+            Some(field) => format!("{} (field {field})", e.reason),
+            None => e.reason.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn hint_text(hint: &Option<String>) -> String {
+    hint.as_ref().map(|h| format!(". {h}")).unwrap_or_default()
+}
+
+/// A request relative to the API base: `path` is already encoded.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub verb: HttpVerb,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn get(path: impl Into<String>) -> Request {
+        Request { verb: HttpVerb::Get, path: path.into(), query: vec![], headers: vec![] }
+    }
+
+    fn path_and_query(&self) -> String {
+        if self.query.is_empty() {
+            return self.path.clone();
+        }
+        let query: Vec<String> = self
+            .query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode_segment(k), encode_segment(v)))
+            .collect();
+        format!("{}?{}", self.path, query.join("&"))
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base_url: String,
+    token: Option<Token>,
+    /// The environment variable the token came from, for hints.
+    token_source: String,
+}
+
+impl ApiClient {
+    pub fn new(base_url: &str, token: Option<Token>, token_source: &str) -> ApiClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .user_agent(concat!("imageql/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend initialises");
+        ApiClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token,
+            token_source: token_source.to_string(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn url(&self, request: &Request) -> String {
+        format!("{}{}", self.base_url, request.path_and_query())
+    }
+
+    /// Sends an idempotent read, retrying throttling, server errors and network failures.
+    pub async fn read(&self, request: &Request) -> Result<Value, ApiError> {
+        let mut attempt = 1;
+        loop {
+            match self.send_once(request).await {
+                Ok(value) => return Ok(value),
+                Err(failure) if failure.retryable && attempt < READ_ATTEMPTS => {
+                    let backoff = Duration::from_millis(250 << (attempt - 1));
+                    tokio::time::sleep(failure.retry_after.unwrap_or(backoff).min(MAX_RETRY_WAIT)).await;
+                    attempt += 1;
+                }
+                Err(failure) => return Err(failure.error),
+            }
+        }
+    }
+
+    async fn send_once(&self, request: &Request) -> Result<Value, Failure> {
+        let url = self.url(request);
+        let method = match request.verb {
+            HttpVerb::Get => reqwest::Method::GET,
+            HttpVerb::Post => reqwest::Method::POST,
+            HttpVerb::Put => reqwest::Method::PUT,
+            HttpVerb::Delete => reqwest::Method::DELETE,
+        };
+        let mut builder = self.http.request(method, &url).header("Accept", "application/json");
+        if let Some(Token(token)) = &self.token {
+            builder = builder.bearer_auth(token);
+        }
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        let response = builder.send().await.map_err(|e| Failure {
+            retryable: true,
+            retry_after: None,
+            error: ApiError::Network {
+                method: request.verb,
+                url: url.clone(),
+                detail: error_chain(&e),
+                hint: e.is_connect().then(|| {
+                    "Is the API reachable? To try imageql without an account, run it with --sandbox".to_string()
+                }),
+            },
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = response.bytes().await.map_err(|e| Failure {
+            retryable: true,
+            retry_after: None,
+            error: ApiError::Network { method: request.verb, url: url.clone(), detail: error_chain(&e), hint: None },
+        })?;
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return body.ok_or_else(|| Failure {
+                retryable: false,
+                retry_after: None,
+                error: ApiError::Decode { method: request.verb, url, detail: "the body is not JSON".into() },
+            });
+        }
+        let errors = body.as_ref().map(error_items).unwrap_or_default();
+        let retryable = matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504);
+        Err(Failure {
+            retryable,
+            retry_after,
+            error: ApiError::Status {
+                method: request.verb,
+                url,
+                status: status.as_u16(),
+                errors,
+                hint: self.hint(status),
+            },
+        })
+    }
+
+    fn hint(&self, status: StatusCode) -> Option<String> {
+        let source = &self.token_source;
+        Some(match status.as_u16() {
+            401 if self.token.is_some() => format!("The token in {source} was rejected; check that it is valid"),
+            401 => format!("This needs a token: set {source}"),
+            403 => format!("The token in {source} lacks the permission (OAuth scope) this needs"),
+            429 => format!("The API's rate limit was hit and still applied after {READ_ATTEMPTS} attempts; try again later"),
+            500..=599 => "The API failed; try again later".into(),
+            _ => return None,
+        })
+    }
+
+    /// Every row of a paginated collection, one page per item, in the API's order. The first
+    /// page tells how many there are; the rest are fetched concurrently (bounded) and yielded
+    /// in order. `max_rows` stops fetching once that many rows are certain to have arrived.
+    pub fn pages(
+        self: &Arc<Self>,
+        request: Request,
+        pagination: &Pagination,
+        page_size: u32,
+        object_key: &str,
+        max_rows: Option<usize>,
+    ) -> BoxStream<'static, Result<Vec<Value>, ApiError>> {
+        let fetch = {
+            let client = Arc::clone(self);
+            let pagination = pagination.clone();
+            let object_key = object_key.to_string();
+            move |page: u64| {
+                let client = Arc::clone(&client);
+                let mut request = request.clone();
+                let pagination = pagination.clone();
+                let object_key = object_key.clone();
+                async move {
+                    request.query.push((pagination.page_param.clone(), page.to_string()));
+                    request.query.push((pagination.page_size_param.clone(), page_size.to_string()));
+                    let body = client.read(&request).await?;
+                    let decode_error = |detail: String| ApiError::Decode {
+                        method: request.verb,
+                        url: client.url(&request),
+                        detail,
+                    };
+                    let rows = match body.get(&object_key) {
+                        Some(Value::Array(rows)) => rows.clone(),
+                        _ => return Err(decode_error(format!("no `{object_key}` array in the body"))),
+                    };
+                    let pages = body.get(&pagination.response_pages).and_then(Value::as_u64);
+                    Ok((rows, pages))
+                }
+            }
+        };
+        let first = fetch(1);
+        stream::once(first)
+            .map(move |first| match first {
+                Err(e) => stream::iter([Err(e)]).boxed(),
+                Ok((rows, pages)) => {
+                    // A missing page count means one page; `pages: 0` is the empty result.
+                    let mut last = pages.unwrap_or(1).max(1);
+                    if let Some(max) = max_rows {
+                        last = last.min((max as u64).div_ceil(page_size as u64).max(1));
+                    }
+                    let rest = stream::iter(2..=last).map(fetch.clone()).buffered(PAGE_CONCURRENCY);
+                    stream::iter([Ok(rows)]).chain(rest.map_ok(|(rows, _)| rows)).boxed()
+                }
+            })
+            .flatten()
+            .boxed()
+    }
+}
+
+struct Failure {
+    retryable: bool,
+    retry_after: Option<Duration>,
+    error: ApiError,
+}
+
+fn error_items(body: &Value) -> Vec<ErrorItem> {
+    body.get("errors")
+        .and_then(Value::as_array)
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| ErrorItem {
+                    reason: e.get("reason").and_then(Value::as_str).unwrap_or("(no reason given)").to_string(),
+                    field: e.get("field").and_then(Value::as_str).map(str::to_string),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    // reqwest's outermost message repeats the URL that ours already names.
+    let mut parts: Vec<String> = vec![error.to_string()];
+    parts.retain(|p| !p.starts_with("error sending request for url"));
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,112 @@
+/*! The command line: options, the front ends (`-e`, `-f`, standard input, `sandbox`) and exit
+codes (0 ok, 1 a statement failed, 2 usage error). */
+
+use std::io::{BufWriter, IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+use crate::output::Format;
+use crate::sandbox::{self, SandboxArgs};
+use crate::session::{Session, SessionOptions, Target};
+use crate::sql::split_statements;
+use crate::table::ScanOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "imageql", version, about = "SQL over Linode images, with a built-in sandbox of the Linode Images API")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Run SQL and exit (repeatable; after any -f files)
+    #[arg(short = 'e', long = "execute", value_name = "SQL")]
+    execute: Vec<String>,
+    /// Run a script and exit; stops at the first failing statement (repeatable)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Result format
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// Run against a sandbox started in this process instead of the real API
+    #[arg(long)]
+    sandbox: bool,
+    /// API base URL [default: the provider's, https://api.linode.com/v4]
+    #[arg(long, value_name = "URL", conflicts_with = "sandbox")]
+    api_url: Option<String>,
+    /// Read provider files from DIR instead of the built-in ones
+    #[arg(long, value_name = "DIR")]
+    providers: Option<PathBuf>,
+    /// Evaluate every predicate and LIMIT locally; scans list everything
+    #[arg(long)]
+    no_pushdown: bool,
+    /// Rows per page when listing (clamped to what the API allows)
+    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    page_size: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the sandbox API until interrupted; the first line printed is its base URL
+    Sandbox(SandboxArgs),
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match run_inner(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imageql: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run_inner(cli: Cli) -> Result<(), Error> {
+    if let Some(Command::Sandbox(args)) = &cli.command {
+        return Ok(sandbox::serve(args).await?);
+    }
+    let mut scripts: Vec<(String, String)> = Vec::new();
+    for path in &cli.files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::File { path: path.display().to_string(), source })?;
+        scripts.push((path.display().to_string(), text));
+    }
+    for (i, sql) in cli.execute.iter().enumerate() {
+        let origin = if cli.execute.len() == 1 { "-e".to_string() } else { format!("-e #{}", i + 1) };
+        scripts.push((origin, sql.clone()));
+    }
+    if scripts.is_empty() {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            return Err(Error::Usage(
+                "no statements: give -e SQL or -f FILE, or pipe a script on standard input (see --help)".into(),
+            ));
+        }
+        let mut text = String::new();
+        stdin.lock().read_to_string(&mut text).map_err(|source| Error::File { path: "<stdin>".into(), source })?;
+        scripts.push(("<stdin>".into(), text));
+    }
+    let target = match (cli.sandbox, cli.api_url) {
+        (true, _) => Target::Sandbox(SandboxArgs::default()),
+        (false, base_url) => Target::Api { base_url },
+    };
+    let options = SessionOptions {
+        target,
+        providers: cli.providers,
+        scan: ScanOptions { pushdown: !cli.no_pushdown, page_size: cli.page_size },
+    };
+    let session = Session::connect(options).await?;
+    let stdout = std::io::stdout();
+    for (origin, text) in scripts {
+        for piece in split_statements(&text) {
+            let mut out = BufWriter::new(stdout.lock());
+            session.execute(&piece.text, cli.output, &mut out).await.map_err(|source| Error::At {
+                origin: origin.clone(),
+                line: piece.line,
+                source: Box::new(source),
+            })?;
+        }
+    }
+    Ok(())
+}

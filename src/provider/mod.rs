@@ -1,0 +1,547 @@
+/*! The provider registry: the declarative description of every resource imageql can query.
+
+Files live under `providers/<provider>/provider.yaml` and `providers/<provider>/services/<service>.yaml`
+(format in `docs/providers.md`). The default set is embedded in the binary; `--providers DIR`
+replaces it. Nothing outside this module knows what a resource looks like: tables, the
+pushdown, the sandbox's filter validation and the mutation planner all read it from here. */
+
+mod arrow;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use include_dir::{Dir, include_dir};
+use serde::Deserialize;
+
+pub use arrow::resource_schema;
+
+static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/providers");
+
+#[derive(Debug, thiserror::Error)]
+#[error("provider file {file}: {message}")]
+pub struct LoadError {
+    file: String,
+    message: String,
+}
+
+impl LoadError {
+    fn new(file: impl Into<String>, message: impl fmt::Display) -> Self {
+        LoadError { file: file.into(), message: message.to_string() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Provider {
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub base_url: String,
+    pub auth: Auth,
+    pub pagination: Pagination,
+    pub filter: Option<FilterConfig>,
+    #[serde(default)]
+    pub rate_limits: Option<RateLimits>,
+    #[serde(skip)]
+    pub services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Auth {
+    #[serde(rename = "type")]
+    pub kind: AuthKind,
+    pub env_var: String,
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    Bearer,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Pagination {
+    pub algorithm: PaginationAlgorithm,
+    pub page_param: String,
+    pub page_size_param: String,
+    pub page_size: PageSizeRange,
+    pub response_page: String,
+    pub response_pages: String,
+    pub response_results: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PaginationAlgorithm {
+    PageNumber,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageSizeRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl PageSizeRange {
+    pub fn clamp(&self, n: u64) -> u32 {
+        n.clamp(self.min as u64, self.max as u64) as u32
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilterConfig {
+    pub header: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimits {
+    pub per_minute: u32,
+    pub list_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Service {
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub resources: BTreeMap<String, Resource>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resource {
+    #[serde(skip)]
+    pub name: String,
+    /// `provider.service.resource`, filled in on load.
+    #[serde(skip)]
+    pub full_name: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub fields: Vec<Field>,
+    pub methods: BTreeMap<String, Method>,
+    #[serde(default)]
+    pub sql_verbs: BTreeMap<SqlVerb, Vec<String>>,
+}
+
+/// A field of a response object, a request body or an array's items.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Field {
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    pub items: Option<Box<Field>>,
+    #[serde(default)]
+    pub fields: Vec<Field>,
+    #[serde(default = "yes")]
+    pub nullable: bool,
+    /// X-Filter operators the API accepts on this field; empty = not filterable.
+    #[serde(default)]
+    pub filter: Vec<FilterOp>,
+    #[serde(default)]
+    pub orderable: bool,
+    #[serde(default, rename = "enum")]
+    pub allowed: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Datetime,
+    Array,
+    Object,
+    /// Free-form JSON, exposed as JSON text.
+    Json,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Kind::String => "string",
+            Kind::Integer => "integer",
+            Kind::Number => "number",
+            Kind::Boolean => "boolean",
+            Kind::Datetime => "datetime",
+            Kind::Array => "array",
+            Kind::Object => "object",
+            Kind::Json => "json",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterOp {
+    Eq,
+    Neq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    Contains,
+}
+
+impl Field {
+    pub fn is_filterable(&self) -> bool {
+        !self.filter.is_empty()
+    }
+
+    pub fn supports(&self, op: FilterOp) -> bool {
+        self.filter.contains(&op)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum SqlVerb {
+    Select,
+    Insert,
+    Replace,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpVerb {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl fmt::Display for HttpVerb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HttpVerb::Get => "GET",
+            HttpVerb::Post => "POST",
+            HttpVerb::Put => "PUT",
+            HttpVerb::Delete => "DELETE",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Method {
+    #[serde(default)]
+    pub description: String,
+    pub verb: HttpVerb,
+    /// Relative to the provider's base URL, with `{param}` placeholders.
+    pub path: String,
+    #[serde(default)]
+    pub params: Vec<Param>,
+    /// The key of the row array in the response; absent when the body is one row.
+    pub object_key: Option<String>,
+    #[serde(default)]
+    pub paginated: bool,
+    /// Accepts the provider's filter header.
+    #[serde(default)]
+    pub filtered: bool,
+    #[serde(default)]
+    pub not_found: NotFound,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NotFound {
+    #[default]
+    Error,
+    /// A 404 means "no rows".
+    Empty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Param {
+    pub name: String,
+    #[serde(rename = "in")]
+    pub location: ParamLocation,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    #[serde(default)]
+    pub required: bool,
+    /// The response column that carries the same value (so `WHERE id = …` binds `imageId`).
+    pub column: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamLocation {
+    Path,
+    Query,
+}
+
+impl Resource {
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The methods mapped to `verb`, in the order they are tried.
+    pub fn methods_for(&self, verb: SqlVerb) -> impl Iterator<Item = (&str, &Method)> {
+        self.sql_verbs
+            .get(&verb)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.methods.get(name).map(|m| (name.as_str(), m)))
+    }
+
+    /// The select method that lists rows (no required params), if any.
+    pub fn list_method(&self) -> Option<(&str, &Method)> {
+        self.methods_for(SqlVerb::Select).find(|(_, m)| !m.params.iter().any(|p| p.required))
+    }
+
+    /// The select method that fetches one row by a single required path param bound to a
+    /// column, with that param.
+    pub fn get_method(&self) -> Option<(&str, &Method, &Param)> {
+        self.methods_for(SqlVerb::Select).find_map(|(name, m)| {
+            let required: Vec<&Param> = m.params.iter().filter(|p| p.required).collect();
+            match required.as_slice() {
+                [p] if p.location == ParamLocation::Path && p.column.is_some() => Some((name, m, *p)),
+                _ => None,
+            }
+        })
+    }
+
+    /// Parameters whose name is an alias of a column (`imageId` → `id`).
+    pub fn column_aliases(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.methods
+            .values()
+            .flat_map(|m| m.params.iter())
+            .filter_map(|p| p.column.as_deref().map(|c| (p.name.as_str(), c)))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub providers: BTreeMap<String, Arc<Provider>>,
+}
+
+impl Registry {
+    /// The provider files compiled into the binary.
+    pub fn embedded() -> Result<Registry, LoadError> {
+        let mut registry = Registry::default();
+        for dir in EMBEDDED.dirs() {
+            let name = dir.path().display().to_string();
+            let file = |rel: &str| format!("{name}/{rel}");
+            let provider_text = dir
+                .get_file(dir.path().join("provider.yaml"))
+                .and_then(|f| f.contents_utf8())
+                .ok_or_else(|| LoadError::new(file("provider.yaml"), "missing"))?;
+            let mut services = Vec::new();
+            if let Some(sdir) = dir.get_dir(dir.path().join("services")) {
+                for f in sdir.files() {
+                    if f.path().extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                        let text = f
+                            .contents_utf8()
+                            .ok_or_else(|| LoadError::new(f.path().display().to_string(), "not UTF-8"))?;
+                        services.push((f.path().display().to_string(), text.to_string()));
+                    }
+                }
+            }
+            registry.add(&file("provider.yaml"), provider_text, services)?;
+        }
+        Ok(registry)
+    }
+
+    /// Provider files from a directory laid out like `providers/`.
+    pub fn from_dir(root: &Path) -> Result<Registry, LoadError> {
+        let read_dir = |p: &Path| {
+            std::fs::read_dir(p).map_err(|e| LoadError::new(p.display().to_string(), e))
+        };
+        let mut registry = Registry::default();
+        let mut provider_dirs: Vec<_> = read_dir(root)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        provider_dirs.sort();
+        for dir in provider_dirs.into_iter().filter(|p| p.is_dir()) {
+            let provider_file = dir.join("provider.yaml");
+            let text = std::fs::read_to_string(&provider_file)
+                .map_err(|e| LoadError::new(provider_file.display().to_string(), e))?;
+            let mut services = Vec::new();
+            let services_dir = dir.join("services");
+            if services_dir.is_dir() {
+                let mut files: Vec<_> =
+                    read_dir(&services_dir)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+                files.sort();
+                for f in files {
+                    if f.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                        let body = std::fs::read_to_string(&f)
+                            .map_err(|e| LoadError::new(f.display().to_string(), e))?;
+                        services.push((f.display().to_string(), body));
+                    }
+                }
+            }
+            registry.add(&provider_file.display().to_string(), &text, services)?;
+        }
+        if registry.providers.is_empty() {
+            return Err(LoadError::new(root.display().to_string(), "no <provider>/provider.yaml found"));
+        }
+        Ok(registry)
+    }
+
+    fn add(&mut self, file: &str, text: &str, services: Vec<(String, String)>) -> Result<(), LoadError> {
+        let mut provider: Provider = serde_yaml::from_str(text).map_err(|e| LoadError::new(file, e))?;
+        for (sfile, stext) in services {
+            let mut service: Service = serde_yaml::from_str(&stext).map_err(|e| LoadError::new(&sfile, e))?;
+            for (name, resource) in service.resources.iter_mut() {
+                resource.name = name.clone();
+                resource.full_name = format!("{}.{}.{}", provider.id, service.id, name);
+                validate_resource(resource).map_err(|m| LoadError::new(&sfile, m))?;
+            }
+            if provider.services.contains_key(&service.id) {
+                return Err(LoadError::new(sfile, format!("service `{}` is defined twice", service.id)));
+            }
+            provider.services.insert(service.id.clone(), service);
+        }
+        self.providers.insert(provider.id.clone(), Arc::new(provider));
+        Ok(())
+    }
+
+    /// Every resource with its provider, in name order.
+    pub fn resources(&self) -> impl Iterator<Item = (&Arc<Provider>, &Service, &Resource)> {
+        self.providers.values().flat_map(|p| {
+            p.services.values().flat_map(move |s| s.resources.values().map(move |r| (p, s, r)))
+        })
+    }
+
+    pub fn resource(&self, provider: &str, service: &str, resource: &str) -> Option<(&Arc<Provider>, &Resource)> {
+        let p = self.providers.get(provider)?;
+        let r = p.services.get(service)?.resources.get(resource)?;
+        Some((p, r))
+    }
+}
+
+fn validate_resource(r: &Resource) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for f in &r.fields {
+        if !seen.insert(f.name.as_str()) {
+            return Err(format!("{}: field `{}` is declared twice", r.full_name, f.name));
+        }
+        validate_field(f).map_err(|m| format!("{}: {m}", r.full_name))?;
+    }
+    for (name, m) in &r.methods {
+        for p in &m.params {
+            if p.location == ParamLocation::Path && !m.path.contains(&format!("{{{}}}", p.name)) {
+                return Err(format!("{}: method {name}: path `{}` has no {{{}}}", r.full_name, m.path, p.name));
+            }
+            if let Some(c) = &p.column
+                && r.field(c).is_none()
+            {
+                return Err(format!("{}: method {name}: param {} names unknown column `{c}`", r.full_name, p.name));
+            }
+        }
+        for placeholder in path_placeholders(&m.path) {
+            if !m.params.iter().any(|p| p.name == placeholder && p.location == ParamLocation::Path) {
+                return Err(format!("{}: method {name}: path param {{{placeholder}}} is not declared", r.full_name));
+            }
+        }
+    }
+    for (verb, methods) in &r.sql_verbs {
+        for m in methods {
+            if !r.methods.contains_key(m) {
+                return Err(format!("{}: sqlVerbs.{verb:?} names unknown method `{m}`", r.full_name));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_field(f: &Field) -> Result<(), String> {
+    match f.kind {
+        Kind::Array if f.items.is_none() => Err(format!("array field `{}` needs `items`", f.name)),
+        Kind::Object if f.fields.is_empty() => {
+            Err(format!("object field `{}` needs `fields` (use type json for free-form objects)", f.name))
+        }
+        _ => {
+            for op in &f.filter {
+                let numeric = matches!(f.kind, Kind::Integer | Kind::Number | Kind::Datetime);
+                let ok = match op {
+                    FilterOp::Gt | FilterOp::Gte | FilterOp::Lt | FilterOp::Lte => numeric,
+                    FilterOp::Contains => f.kind == Kind::String,
+                    FilterOp::Eq | FilterOp::Neq => !matches!(f.kind, Kind::Object | Kind::Json),
+                };
+                if !ok {
+                    return Err(format!("field `{}`: filter {op:?} does not apply to type {}", f.name, f.kind));
+                }
+            }
+            f.items.iter().try_for_each(|i| validate_field(i))?;
+            f.fields.iter().try_for_each(validate_field)
+        }
+    }
+}
+
+/// The `{name}` placeholders of a path template, in order.
+pub fn path_placeholders(path: &str) -> impl Iterator<Item = &str> {
+    path.split('{').skip(1).filter_map(|s| s.split_once('}').map(|(name, _)| name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_registry_describes_images() {
+        let reg = Registry::embedded().unwrap();
+        let (provider, images) = reg.resource("linode", "images", "images").unwrap();
+        assert_eq!(provider.auth.env_var, "LINODE_TOKEN");
+        assert_eq!(images.full_name, "linode.images.images");
+        let filterable: Vec<&str> =
+            images.fields.iter().filter(|f| f.is_filterable()).map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            filterable,
+            ["label", "size", "type", "tags", "is_public", "is_shared", "deprecated", "vendor", "status"]
+        );
+        let (get, _, param) = images.get_method().unwrap();
+        assert_eq!((get, param.name.as_str()), ("get_image", "imageId"));
+        assert_eq!(images.list_method().unwrap().0, "get_images");
+    }
+
+    #[test]
+    fn bad_provider_files_are_rejected_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("acme");
+        std::fs::create_dir_all(p.join("services")).unwrap();
+        std::fs::write(
+            p.join("provider.yaml"),
+            "id: acme\nbaseUrl: http://x\nauth: {type: bearer, envVar: T}\npagination: {algorithm: page_number, pageParam: page, pageSizeParam: page_size, pageSize: {min: 1, max: 10}, responsePage: page, responsePages: pages, responseResults: results}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("services/things.yaml"),
+            "id: things\nresources:\n  things:\n    fields: [{name: id, type: strin}]\n    methods: {}\n",
+        )
+        .unwrap();
+        let err = Registry::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("things.yaml"), "{err}");
+        assert!(err.contains("strin"), "{err}");
+    }
+}

@@ -1,0 +1,190 @@
+//! The seeded world: public images modelled on a recorded real list, a default account with a
+//! varied set of private images, and optional generated images for scale tests.
+
+use chrono::{Duration, NaiveDateTime};
+use serde::Deserialize;
+
+use super::store::{Account, Image, RegionStatus, State, TIME_FORMAT};
+
+const PUBLIC_IMAGES: &str = include_str!("seed/public_images.json");
+const PRIVATE_IMAGES: &str = include_str!("seed/private_images.json");
+
+/// The username shown as `created_by` on the default account's images.
+pub const DEFAULT_USERNAME: &str = "sandbox-user";
+
+/// First id for generated images, far from the hand-written ones.
+const GENERATED_BASE_ID: u64 = 200_000;
+
+#[derive(Deserialize)]
+struct PublicSeed {
+    id: String,
+    label: String,
+    size: u64,
+    vendor: String,
+    deprecated: bool,
+    capabilities: Vec<String>,
+    created: String,
+    eol: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PrivateSeed {
+    id: u64,
+    label: String,
+    description: String,
+    created: String,
+    updated: String,
+    size: u64,
+    tags: Vec<String>,
+    status: String,
+    #[serde(rename = "type")]
+    kind: String,
+    expiry: Option<String>,
+    capabilities: Vec<String>,
+    regions: Vec<RegionStatus>,
+}
+
+fn time(text: &str) -> NaiveDateTime {
+    NaiveDateTime::parse_from_str(text, TIME_FORMAT).expect("seed timestamps are well formed")
+}
+
+pub struct SeedOptions {
+    pub token: String,
+    pub extra_accounts: Vec<(String, String)>,
+    pub generated_images: u64,
+}
+
+pub fn initial_state(options: &SeedOptions) -> State {
+    let public: Vec<PublicSeed> = serde_json::from_str(PUBLIC_IMAGES).expect("embedded seed is valid");
+    let public_images = public
+        .into_iter()
+        .map(|p| Image {
+            id: p.id,
+            label: p.label,
+            description: Some(String::new()),
+            created: time(&p.created),
+            updated: time(&p.created),
+            size: p.size,
+            created_by: "linode".into(),
+            kind: "manual".into(),
+            tags: vec![],
+            is_public: true,
+            is_shared: false,
+            deprecated: p.deprecated,
+            vendor: Some(p.vendor),
+            expiry: None,
+            eol: p.eol.as_deref().map(time),
+            status: "available".into(),
+            capabilities: p.capabilities,
+            regions: vec![],
+        })
+        .collect();
+
+    let private: Vec<PrivateSeed> = serde_json::from_str(PRIVATE_IMAGES).expect("embedded seed is valid");
+    let mut images: Vec<Image> = private
+        .into_iter()
+        .map(|p| private_image(p.id, p.label, DEFAULT_USERNAME, |img| {
+            img.description = Some(p.description);
+            img.created = time(&p.created);
+            img.updated = time(&p.updated);
+            img.size = p.size;
+            img.tags = p.tags;
+            img.status = p.status;
+            img.kind = p.kind;
+            img.expiry = p.expiry.as_deref().map(time);
+            img.capabilities = p.capabilities;
+            img.regions = p.regions;
+        }))
+        .collect();
+    images.extend((0..options.generated_images).map(generated_image));
+
+    let mut accounts = vec![Account {
+        name: "default".into(),
+        token: options.token.clone(),
+        username: DEFAULT_USERNAME.into(),
+        images,
+    }];
+    accounts.extend(options.extra_accounts.iter().map(|(name, token)| Account {
+        name: name.clone(),
+        token: token.clone(),
+        username: name.clone(),
+        images: vec![],
+    }));
+    let next_image_id = GENERATED_BASE_ID + options.generated_images + 1;
+    State { public_images, accounts, next_image_id }
+}
+
+fn private_image(id: u64, label: String, username: &str, customize: impl FnOnce(&mut Image)) -> Image {
+    let epoch = time("2024-01-01T00:00:00");
+    let mut image = Image {
+        id: format!("private/{id}"),
+        label,
+        description: Some(String::new()),
+        created: epoch,
+        updated: epoch,
+        size: 0,
+        created_by: username.into(),
+        kind: "manual".into(),
+        tags: vec![],
+        is_public: false,
+        is_shared: false,
+        deprecated: false,
+        vendor: None,
+        expiry: None,
+        eol: None,
+        status: "available".into(),
+        capabilities: vec![],
+        regions: vec![],
+    };
+    customize(&mut image);
+    image
+}
+
+/// A deterministic pseudo-random private image: the same `n` always gives the same image.
+fn generated_image(n: u64) -> Image {
+    const TAGS: [&str; 6] = ["prod", "staging", "web", "db", "batch", "golden"];
+    const REGIONS: [&str; 5] = ["us-east", "us-iad", "us-ord", "eu-west", "ap-south"];
+    // A splitmix64 step: cheap, stable across platforms and releases.
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let r = z ^ (z >> 31);
+    let pick = |shift: u32, modulo: u64| (r >> shift) % modulo;
+    private_image(GENERATED_BASE_ID + n + 1, format!("gen-image-{:05}", n + 1), DEFAULT_USERNAME, |img| {
+        img.created = time("2024-01-01T00:00:00") + Duration::minutes((n * 37) as i64);
+        img.updated = img.created;
+        img.size = 100 + pick(0, 6000);
+        let mut tags: Vec<String> = (0..pick(13, 3)).map(|k| TAGS[((r >> (17 + 3 * k)) % 6) as usize].to_string()).collect();
+        tags.sort();
+        tags.dedup();
+        img.tags = tags;
+        let region_count = 1 + pick(29, 2) as usize;
+        img.regions = (0..region_count)
+            .map(|k| RegionStatus { region: REGIONS[((r >> (33 + 3 * k)) % 5) as usize].into(), status: "available".into() })
+            .collect();
+        img.regions.dedup_by(|a, b| a.region == b.region);
+        if pick(45, 10) == 0 {
+            img.capabilities = vec!["cloud-init".into()];
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_is_varied_and_deterministic() {
+        let options = SeedOptions { token: "t".into(), extra_accounts: vec![], generated_images: 50 };
+        let a = initial_state(&options);
+        assert_eq!(a.public_images.len(), 40);
+        let images = &a.accounts[0].images;
+        assert_eq!(images.len(), 14 + 50);
+        for status in ["available", "creating", "pending_upload"] {
+            assert!(images.iter().any(|i| i.status == status), "{status}");
+        }
+        assert!(images.iter().any(|i| i.kind == "automatic" && i.expiry.is_some()));
+        let b = initial_state(&options);
+        assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    }
+}

@@ -1,0 +1,251 @@
+/*! Which WHERE predicates the API can evaluate, and how.
+
+Each predicate DataFusion offers becomes one of:
+- an id lookup (`id = 'x'`, `id IN (…)`) answered by the resource's get method, one request per
+  value; the other predicates are then left to DataFusion;
+- an X-Filter condition, `Exact` when the API's semantics equal SQL's, `Inexact` when the API
+  returns a superset that DataFusion filters again (`LIKE` → case-insensitive `+contains`,
+  `!=` on a nullable field);
+- nothing, for whatever the API cannot express. */
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::expr::{InList, ScalarFunction};
+use serde_json::Value;
+
+use crate::provider::{Field, FilterOp, Kind, Resource};
+use crate::xfilter::Filter;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterUse {
+    /// Fetch these ids with the get method.
+    IdLookup(Vec<String>),
+    /// Send as (part of) the X-Filter header.
+    Remote { filter: Filter, exact: bool },
+    /// Evaluated by DataFusion only.
+    Local,
+}
+
+impl FilterUse {
+    pub fn pushdown(&self) -> TableProviderFilterPushDown {
+        match self {
+            FilterUse::IdLookup(_) | FilterUse::Remote { exact: true, .. } => TableProviderFilterPushDown::Exact,
+            FilterUse::Remote { exact: false, .. } => TableProviderFilterPushDown::Inexact,
+            FilterUse::Local => TableProviderFilterPushDown::Unsupported,
+        }
+    }
+}
+
+/// Decides the use of every predicate. Deterministic, so the answer given to
+/// `supports_filters_pushdown` and the plan built in `scan` agree.
+pub fn classify(resource: &Resource, filters: &[&Expr]) -> Vec<FilterUse> {
+    let id_column = resource.get_method().and_then(|(_, _, p)| p.column.clone());
+    let lookup = id_column.as_deref().and_then(|column| filters.iter().position(|f| id_values(f, column).is_some()));
+    if let (Some(index), Some(column)) = (lookup, id_column.as_deref()) {
+        return filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match i == index {
+                true => FilterUse::IdLookup(id_values(f, column).unwrap_or_default()),
+                false => FilterUse::Local,
+            })
+            .collect();
+    }
+    filters
+        .iter()
+        .map(|f| match translate(resource, f) {
+            Some((filter, exact)) => FilterUse::Remote { filter, exact },
+            None => FilterUse::Local,
+        })
+        .collect()
+}
+
+/// The literal ids of `column = 'x'` or `column IN ('x', …)`.
+fn id_values(expr: &Expr, column: &str) -> Option<Vec<String>> {
+    let string = |e: &Expr| match literal(e)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    };
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+            let (col, value) = column_and_other(left, right)?;
+            (col == column).then(|| string(value).map(|s| vec![s]))?
+        }
+        Expr::InList(InList { expr, list, negated: false }) if column_name(expr)? == column => {
+            let mut ids: Vec<String> = list.iter().map(string).collect::<Option<_>>()?;
+            ids.dedup();
+            Some(ids)
+        }
+        _ => None,
+    }
+}
+
+/// The X-Filter form of `expr`, and whether it is exact.
+fn translate(resource: &Resource, expr: &Expr) -> Option<(Filter, bool)> {
+    let field = |e: &Expr| column_name(e).and_then(|n| resource.field(n));
+    match expr {
+        // Booleans arrive canonicalised: `col` and `NOT col`.
+        Expr::Column(_) => boolean(field(expr)?, true),
+        Expr::Not(inner) if matches!(inner.as_ref(), Expr::Column(_)) => boolean(field(inner)?, false),
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            match (translate(resource, left), translate(resource, right)) {
+                (Some((l, le)), Some((r, re))) => Some((Filter::all(vec![l, r]), le && re)),
+                // Half of an AND still narrows the rows; the rest is checked locally.
+                (Some((one, _)), None) | (None, Some((one, _))) => Some((one, false)),
+                (None, None) => None,
+            }
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let (l, le) = translate(resource, left)?;
+            let (r, re) = translate(resource, right)?;
+            Some((Filter::any(vec![l, r]), le && re))
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (col, other, op) = match (column_name(left), column_name(right)) {
+                (Some(c), None) => (c, right.as_ref(), *op),
+                (None, Some(c)) => (c, left.as_ref(), op.swap()?),
+                _ => return None,
+            };
+            let f = resource.field(col)?;
+            let value = literal(other)?;
+            let filter_op = match op {
+                Operator::Eq => FilterOp::Eq,
+                Operator::NotEq => FilterOp::Neq,
+                Operator::Gt => FilterOp::Gt,
+                Operator::GtEq => FilterOp::Gte,
+                Operator::Lt => FilterOp::Lt,
+                Operator::LtEq => FilterOp::Lte,
+                _ => return None,
+            };
+            condition(f, filter_op, value)
+        }
+        Expr::Between(Between { expr, negated: false, low, high }) => {
+            let f = field(expr)?;
+            let (lo, _) = condition(f, FilterOp::Gte, literal(low)?)?;
+            let (hi, _) = condition(f, FilterOp::Lte, literal(high)?)?;
+            Some((Filter::all(vec![lo, hi]), true))
+        }
+        Expr::InList(InList { expr, list, negated }) => {
+            let f = field(expr)?;
+            let op = if *negated { FilterOp::Neq } else { FilterOp::Eq };
+            let mut parts = Vec::new();
+            let mut exact = true;
+            for item in list {
+                let (cond, e) = condition(f, op, literal(item)?)?;
+                parts.push(cond);
+                exact &= e;
+            }
+            if parts.is_empty() {
+                return None;
+            }
+            Some((if *negated { Filter::all(parts) } else { Filter::any(parts) }, exact))
+        }
+        Expr::Like(Like { negated: false, expr, pattern, escape_char: None, .. }) => {
+            let f = field(expr)?;
+            let Value::String(pattern) = literal(pattern)? else { return None };
+            let needle = pattern.split(['%', '_']).max_by_key(|s| s.chars().count())?;
+            if needle.is_empty() || !f.supports(FilterOp::Contains) {
+                return None;
+            }
+            Some((Filter::cond(&f.name, FilterOp::Contains, needle), false))
+        }
+        Expr::ScalarFunction(ScalarFunction { func, args }) => match (func.name(), args.as_slice()) {
+            // Equality on an array field is membership, exactly what array_has means.
+            ("array_has", [array, element]) => {
+                let f = field(array)?;
+                let (cond, _) = condition_on_items(f, literal(element)?)?;
+                Some((cond, true))
+            }
+            ("array_has_all" | "array_has_any", [array, Expr::ScalarFunction(ScalarFunction { func: make, args: items })])
+                if make.name() == "make_array" =>
+            {
+                let f = field(array)?;
+                let parts: Vec<Filter> = items
+                    .iter()
+                    .map(|i| condition_on_items(f, literal(i)?).map(|(c, _)| c))
+                    .collect::<Option<_>>()?;
+                if parts.is_empty() {
+                    return None;
+                }
+                let filter = if func.name() == "array_has_all" { Filter::all(parts) } else { Filter::any(parts) };
+                Some((filter, true))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn boolean(field: &Field, value: bool) -> Option<(Filter, bool)> {
+    (field.kind == Kind::Boolean).then_some(())?;
+    condition(field, FilterOp::Eq, Value::Bool(value))
+}
+
+/// A single-field condition, if the API accepts it; exact unless SQL and the API disagree.
+fn condition(field: &Field, op: FilterOp, value: Value) -> Option<(Filter, bool)> {
+    if field.kind == Kind::Array || !field.supports(op) || !operand_matches(field.kind, &value) {
+        return None;
+    }
+    // SQL's `a != x` drops rows where `a` is null; the API keeps them.
+    let exact = op != FilterOp::Neq || !field.nullable;
+    Some((Filter::cond(&field.name, op, value), exact))
+}
+
+fn condition_on_items(field: &Field, value: Value) -> Option<(Filter, bool)> {
+    let items = field.items.as_deref()?;
+    if field.kind != Kind::Array || !field.supports(FilterOp::Eq) || !operand_matches(items.kind, &value) {
+        return None;
+    }
+    Some((Filter::cond(&field.name, FilterOp::Eq, value), true))
+}
+
+fn operand_matches(kind: Kind, value: &Value) -> bool {
+    match value {
+        Value::String(_) => kind == Kind::String,
+        Value::Number(n) => kind == Kind::Number || (kind == Kind::Integer && (n.is_i64() || n.is_u64())),
+        Value::Bool(_) => kind == Kind::Boolean,
+        _ => false,
+    }
+}
+
+fn column_and_other<'a>(left: &'a Expr, right: &'a Expr) -> Option<(&'a str, &'a Expr)> {
+    match (column_name(left), column_name(right)) {
+        (Some(c), None) => Some((c, right)),
+        (None, Some(c)) => Some((c, left)),
+        _ => None,
+    }
+}
+
+/// The column an expression reads, looking through casts between string types.
+fn column_name(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Column(c) => Some(&c.name),
+        Expr::Cast(cast) if cast.field.data_type().is_string() => column_name(&cast.expr),
+        _ => None,
+    }
+}
+
+fn literal(expr: &Expr) -> Option<Value> {
+    let Expr::Literal(value, _) = expr else {
+        return match expr {
+            Expr::Cast(cast) => literal(&cast.expr),
+            _ => None,
+        };
+    };
+    Some(match value {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            Value::String(s.clone())
+        }
+        ScalarValue::Boolean(Some(b)) => Value::Bool(*b),
+        ScalarValue::Int8(Some(n)) => Value::from(*n),
+        ScalarValue::Int16(Some(n)) => Value::from(*n),
+        ScalarValue::Int32(Some(n)) => Value::from(*n),
+        ScalarValue::Int64(Some(n)) => Value::from(*n),
+        ScalarValue::UInt8(Some(n)) => Value::from(*n),
+        ScalarValue::UInt16(Some(n)) => Value::from(*n),
+        ScalarValue::UInt32(Some(n)) => Value::from(*n),
+        ScalarValue::UInt64(Some(n)) => Value::from(*n),
+        ScalarValue::Float64(Some(n)) => serde_json::Number::from_f64(*n).map(Value::Number)?,
+        _ => return None,
+    })
+}
