@@ -21,8 +21,8 @@ pub use split::{Piece, split_statements};
 
 /// Parses one statement's text (a piece from [`split_statements`]).
 pub fn parse_one(sql: &str) -> Result<DFStatement, String> {
-    let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| match e {
-        DataFusionError::SQL(parser_error, _) => match *parser_error {
+    let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| match e.find_root() {
+        DataFusionError::SQL(parser_error, _) => match parser_error.as_ref() {
             ParserError::ParserError(message) | ParserError::TokenizerError(message) => format!("syntax error: {message}"),
             other => other.to_string(),
         },

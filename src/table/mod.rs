@@ -88,27 +88,30 @@ impl ResourceTable {
             let (_, method) = self.resource.list_method().ok_or_else(unlisted)?;
             return Ok(ScanPlan::List { path: method.path.clone(), object_key: object_key(method), xfilter: None, limit: None });
         }
-        let refs: Vec<&Expr> = filters.iter().collect();
-        let uses = classify(&self.resource, &refs);
-        if let Some(ids) = uses.iter().find_map(|u| match u {
-            FilterUse::IdLookup(ids) => Some(ids.clone()),
-            _ => None,
-        }) {
+        let mut ids: Option<Vec<String>> = None;
+        let mut remote = Vec::new();
+        for filter in filters {
+            match classify(&self.resource, filter) {
+                // Several id predicates: only ids that satisfy all of them.
+                FilterUse::IdLookup(found) => {
+                    ids = Some(match ids {
+                        None => found,
+                        Some(previous) => previous.into_iter().filter(|id| found.contains(id)).collect(),
+                    })
+                }
+                FilterUse::Remote { filter, .. } => remote.push(filter),
+                FilterUse::Local => {}
+            }
+        }
+        let remote = (!remote.is_empty()).then(|| Filter::all(remote));
+        if let Some(ids) = ids {
             let (_, method, param) = self.resource.get_method().expect("an id lookup implies a get method");
             let placeholder = format!("{{{}}}", param.name);
             let paths = ids.iter().map(|id| method.path.replace(&placeholder, &encode_segment(id))).collect();
-            return Ok(ScanPlan::Lookup { paths, missing_is_empty: method.not_found == NotFound::Empty });
+            return Ok(ScanPlan::Lookup { paths, missing_is_empty: method.not_found == NotFound::Empty, check: remote });
         }
         let (_, method) = self.resource.list_method().ok_or_else(unlisted)?;
-        let remote: Vec<Filter> = uses
-            .into_iter()
-            .filter_map(|u| match u {
-                FilterUse::Remote { filter, .. } => Some(filter),
-                _ => None,
-            })
-            .collect();
-        let xfilter = (method.filtered && !remote.is_empty())
-            .then(|| XFilter { filter: Some(Filter::all(remote)), order: None });
+        let xfilter = remote.filter(|_| method.filtered).map(|filter| XFilter { filter: Some(filter), order: None });
         Ok(ScanPlan::List { path: method.path.clone(), object_key: object_key(method), xfilter, limit })
     }
 }
@@ -132,9 +135,9 @@ impl TableProvider for ResourceTable {
             return Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()]);
         }
         let filtered = self.resource.list_method().is_some_and(|(_, m)| m.filtered);
-        Ok(classify(&self.resource, filters)
+        Ok(filters
             .iter()
-            .map(|u| match u {
+            .map(|f| match classify(&self.resource, f) {
                 FilterUse::Remote { .. } if !filtered => TableProviderFilterPushDown::Unsupported,
                 u => u.pushdown(),
             })
@@ -174,8 +177,9 @@ impl TableProvider for ResourceTable {
 /// The requests a scan makes.
 #[derive(Debug, Clone)]
 enum ScanPlan {
-    /// One GET per path; a 404 is no row when `missing_is_empty`.
-    Lookup { paths: Vec<String>, missing_is_empty: bool },
+    /// One GET per path; a 404 is no row when `missing_is_empty`. Rows must pass `check`,
+    /// the predicates the list would have sent as X-Filter.
+    Lookup { paths: Vec<String>, missing_is_empty: bool, check: Option<Filter> },
     /// The paginated list, filtered by the API where possible.
     List { path: String, object_key: String, xfilter: Option<XFilter>, limit: Option<usize> },
 }
@@ -215,9 +219,13 @@ impl DisplayAs for ResourceScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "ResourceScanExec: {}: ", self.table)?;
         match &self.plan {
-            ScanPlan::Lookup { paths, .. } => {
+            ScanPlan::Lookup { paths, check, .. } => {
                 let requests: Vec<String> = paths.iter().map(|p| format!("GET {p}")).collect();
-                write!(f, "{}", requests.join(", "))
+                write!(f, "{}", requests.join(", "))?;
+                if let Some(check) = check {
+                    write!(f, ", keeping rows that match {}", check.to_json())?;
+                }
+                Ok(())
             }
             ScanPlan::List { path, xfilter, limit, .. } => {
                 let size = self.page_size(*limit);
@@ -265,15 +273,20 @@ impl ExecutionPlan for ResourceScanExec {
         }
         let decoder = Arc::new(decode::RowDecoder::new(&self.resource, self.schema.clone(), self.projection.clone()));
         let rows = match &self.plan {
-            ScanPlan::Lookup { paths, missing_is_empty } => {
+            ScanPlan::Lookup { paths, missing_is_empty, check } => {
                 let api = self.api.clone();
                 let missing_is_empty = *missing_is_empty;
+                let check = check.clone();
                 stream::iter(paths.clone())
                     .map(move |path| {
                         let api = api.clone();
+                        let check = check.clone();
                         async move {
                             match api.read(&Request::get(path)).await {
-                                Ok(row) => Ok(vec![row]),
+                                Ok(row) => Ok(match (&check, row.as_object()) {
+                                    (Some(check), Some(object)) if !check.matches(object) => vec![],
+                                    _ => vec![row],
+                                }),
                                 Err(e) if missing_is_empty && e.status() == Some(404) => Ok(vec![]),
                                 Err(e) => Err(e),
                             }

@@ -8,6 +8,7 @@ Each predicate DataFusion offers becomes one of:
   `!=` on a nullable field);
 - nothing, for whatever the API cannot express. */
 
+use datafusion::arrow::array::Array;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator, TableProviderFilterPushDown};
 use datafusion::logical_expr::expr::{InList, ScalarFunction};
@@ -20,7 +21,7 @@ use crate::xfilter::Filter;
 pub enum FilterUse {
     /// Fetch these ids with the get method.
     IdLookup(Vec<String>),
-    /// Send as (part of) the X-Filter header.
+    /// Send as part of the X-Filter header; with an id lookup, checked on each fetched row.
     Remote { filter: Filter, exact: bool },
     /// Evaluated by DataFusion only.
     Local,
@@ -36,28 +37,17 @@ impl FilterUse {
     }
 }
 
-/// Decides the use of every predicate. Deterministic, so the answer given to
-/// `supports_filters_pushdown` and the plan built in `scan` agree.
-pub fn classify(resource: &Resource, filters: &[&Expr]) -> Vec<FilterUse> {
-    let id_column = resource.get_method().and_then(|(_, _, p)| p.column.clone());
-    let lookup = id_column.as_deref().and_then(|column| filters.iter().position(|f| id_values(f, column).is_some()));
-    if let (Some(index), Some(column)) = (lookup, id_column.as_deref()) {
-        return filters
-            .iter()
-            .enumerate()
-            .map(|(i, f)| match i == index {
-                true => FilterUse::IdLookup(id_values(f, column).unwrap_or_default()),
-                false => FilterUse::Local,
-            })
-            .collect();
+/// Decides the use of one predicate, on its own: DataFusion may offer predicates one call
+/// at a time, and a scan receives every predicate any call accepted.
+pub fn classify(resource: &Resource, filter: &Expr) -> FilterUse {
+    let id_column = resource.get_method().and_then(|(_, _, p)| p.column.as_deref());
+    if let Some(ids) = id_column.and_then(|column| id_values(filter, column)) {
+        return FilterUse::IdLookup(ids);
     }
-    filters
-        .iter()
-        .map(|f| match translate(resource, f) {
-            Some((filter, exact)) => FilterUse::Remote { filter, exact },
-            None => FilterUse::Local,
-        })
-        .collect()
+    match translate(resource, filter) {
+        Some((filter, exact)) => FilterUse::Remote { filter, exact },
+        None => FilterUse::Local,
+    }
 }
 
 /// The literal ids of `column = 'x'` or `column IN ('x', …)`.
@@ -72,12 +62,27 @@ fn id_values(expr: &Expr, column: &str) -> Option<Vec<String>> {
             (col == column).then(|| string(value).map(|s| vec![s]))?
         }
         Expr::InList(InList { expr, list, negated: false }) if column_name(expr)? == column => {
-            let mut ids: Vec<String> = list.iter().map(string).collect::<Option<_>>()?;
-            ids.dedup();
-            Some(ids)
+            let ids: Vec<String> = list.iter().map(string).collect::<Option<_>>()?;
+            Some(distinct(ids))
+        }
+        // Short IN lists reach the table as OR chains.
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let mut ids = id_values(left, column)?;
+            ids.extend(id_values(right, column)?);
+            Some(distinct(ids))
         }
         _ => None,
     }
+}
+
+fn distinct(values: Vec<String>) -> Vec<String> {
+    let mut seen = Vec::with_capacity(values.len());
+    for v in values {
+        if !seen.contains(&v) {
+            seen.push(v);
+        }
+    }
+    seen
 }
 
 /// The X-Filter form of `expr`, and whether it is exact.
@@ -156,13 +161,11 @@ fn translate(resource: &Resource, expr: &Expr) -> Option<(Filter, bool)> {
                 let (cond, _) = condition_on_items(f, literal(element)?)?;
                 Some((cond, true))
             }
-            ("array_has_all" | "array_has_any", [array, Expr::ScalarFunction(ScalarFunction { func: make, args: items })])
-                if make.name() == "make_array" =>
-            {
+            ("array_has_all" | "array_has_any", [array, items]) => {
                 let f = field(array)?;
-                let parts: Vec<Filter> = items
-                    .iter()
-                    .map(|i| condition_on_items(f, literal(i)?).map(|(c, _)| c))
+                let parts: Vec<Filter> = literal_list(items)?
+                    .into_iter()
+                    .map(|v| condition_on_items(f, v).map(|(c, _)| c))
                     .collect::<Option<_>>()?;
                 if parts.is_empty() {
                     return None;
@@ -226,12 +229,28 @@ fn column_name(expr: &Expr) -> Option<&str> {
 }
 
 fn literal(expr: &Expr) -> Option<Value> {
-    let Expr::Literal(value, _) = expr else {
-        return match expr {
-            Expr::Cast(cast) => literal(&cast.expr),
-            _ => None,
-        };
-    };
+    match expr {
+        Expr::Literal(value, _) => scalar(value),
+        Expr::Cast(cast) => literal(&cast.expr),
+        _ => None,
+    }
+}
+
+/// The elements of an array literal, folded (`List([a, b])`) or not (`make_array('a', 'b')`).
+fn literal_list(expr: &Expr) -> Option<Vec<Value>> {
+    match expr {
+        Expr::Literal(ScalarValue::List(list), _) if list.len() == 1 && !list.is_null(0) => {
+            let values = list.value(0);
+            (0..values.len()).map(|i| ScalarValue::try_from_array(&values, i).ok().as_ref().and_then(scalar)).collect()
+        }
+        Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "make_array" => {
+            args.iter().map(literal).collect()
+        }
+        _ => None,
+    }
+}
+
+fn scalar(value: &ScalarValue) -> Option<Value> {
     Some(match value {
         ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
             Value::String(s.clone())

@@ -1,0 +1,178 @@
+//! Test harness: a real `imageql sandbox` process on a loopback port, its access log, and
+//! runs of the real `imageql` binary against it.
+#![allow(dead_code)] // each test crate uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "sandbox-token";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_imageql")
+}
+
+pub fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+pub struct SandboxProcess {
+    child: Child,
+    pub url: String,
+    pub access_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SandboxProcess {
+    pub fn start(extra: &[&str]) -> SandboxProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let access_log = dir.path().join("access.log");
+        let mut child = Command::new(binary())
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--access-log"])
+            .arg(&access_log)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the imageql binary starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().to_string();
+        assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/v4"), "first line is the base URL: {url:?}");
+        SandboxProcess { child, url, access_log, _dir: dir }
+    }
+
+    /// Every request logged so far.
+    pub fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("access log lines are JSON"))
+            .collect()
+    }
+
+    /// Requests logged after the first `skip`.
+    pub fn log_since(&self, skip: usize) -> Vec<Value> {
+        self.log().into_iter().skip(skip).collect()
+    }
+
+    /// Runs imageql against this sandbox with the seeded account's token.
+    pub fn imageql(&self, args: &[&str]) -> Run {
+        self.imageql_with_token(Some(TOKEN), args)
+    }
+
+    pub fn imageql_with_token(&self, token: Option<&str>, args: &[&str]) -> Run {
+        let mut command = Command::new(binary());
+        command.arg("--api-url").arg(&self.url).args(args).stdin(Stdio::null());
+        match token {
+            Some(t) => command.env("LINODE_TOKEN", t),
+            None => command.env_remove("LINODE_TOKEN"),
+        };
+        Run(command.output().expect("imageql runs"))
+    }
+
+    pub fn client(&self) -> Http {
+        Http { base: self.url.clone(), client: reqwest::Client::new() }
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+
+    /// Asserts success and returns stdout.
+    pub fn ok(&self) -> String {
+        assert_eq!(self.code(), 0, "imageql failed:\nstdout: {}\nstderr: {}", self.stdout(), self.stderr());
+        self.stdout()
+    }
+
+    /// Asserts exit code 1 with an empty stdout, and returns stderr.
+    pub fn fails(&self) -> String {
+        assert_eq!(self.code(), 1, "expected failure:\nstdout: {}\nstderr: {}", self.stdout(), self.stderr());
+        self.stderr()
+    }
+
+    /// stdout of `-o ndjson` as JSON objects.
+    pub fn rows(&self) -> Vec<Value> {
+        self.ok().lines().map(|l| serde_json::from_str(l).expect("ndjson")).collect()
+    }
+}
+
+/// A plain HTTP client for talking to the sandbox directly.
+pub struct Http {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Http {
+    pub async fn get(&self, path: &str, token: Option<&str>, filter: Option<&str>) -> (u16, Value) {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(f) = filter {
+            request = request.header("X-Filter", f);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("body is JSON: {body:?}")))
+    }
+
+    /// Every image the token can see, page by page, in the API's order.
+    pub async fn all_images(&self, token: Option<&str>) -> Vec<Value> {
+        let mut images = Vec::new();
+        let mut page = 1;
+        loop {
+            let (status, body) = self.get(&format!("/images?page={page}&page_size=500"), token, None).await;
+            assert_eq!(status, 200, "{body}");
+            images.extend(body["data"].as_array().unwrap().iter().cloned());
+            if page >= body["pages"].as_u64().unwrap() {
+                return images;
+            }
+            page += 1;
+        }
+    }
+}
+
+/// A filter with its `+and` / `+or` lists sorted, so that equal filters compare equal.
+pub fn normalize(filter: &Value) -> Value {
+    match filter {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v) {
+                        ("+and" | "+or", Value::Array(items)) => {
+                            let mut items: Vec<Value> = items.iter().map(normalize).collect();
+                            items.sort_by_key(|i| i.to_string());
+                            Value::Array(items)
+                        }
+                        _ => normalize(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}

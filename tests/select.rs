@@ -1,0 +1,312 @@
+//! SELECT end to end: the real binary against a real sandbox process.
+
+mod common;
+
+use common::{SandboxProcess, TOKEN, normalize};
+use serde_json::{Value, json};
+
+/// The list requests (GET /v4/images) among `log`.
+fn list_requests(log: &[Value]) -> Vec<&Value> {
+    log.iter().filter(|r| r["method"] == "GET" && r["path"] == "/v4/images").collect()
+}
+
+fn query(where_clause: &str) -> String {
+    format!("SELECT id, label, size, status, type, tags, is_public, vendor FROM linode.images.images WHERE {where_clause} ORDER BY id")
+}
+
+/// Runs `sql` with and without pushdown; returns the rows and the requests of the pushed run.
+fn both_ways(sandbox: &SandboxProcess, sql: &str) -> (Vec<Value>, Vec<Value>) {
+    let mark = sandbox.log().len();
+    let pushed = sandbox.imageql(&["-o", "ndjson", "-e", sql]).rows();
+    let requests = sandbox.log_since(mark);
+    let local = sandbox.imageql(&["--no-pushdown", "-o", "ndjson", "-e", sql]).rows();
+    assert_eq!(pushed, local, "pushdown changed the result of {sql}");
+    (pushed, requests)
+}
+
+#[test]
+fn predicates_become_the_x_filter_and_change_no_result() {
+    let sandbox = SandboxProcess::start(&[]);
+    let cases: Vec<(&str, Value)> = vec![
+        ("label = 'golden-web-2024'", json!({"label": "golden-web-2024"})),
+        ("status != 'available'", json!({"status": {"+neq": "available"}})),
+        ("size > 4000", json!({"size": {"+gt": 4000}})),
+        ("size >= 4100", json!({"size": {"+gte": 4100}})),
+        ("size < 1000", json!({"size": {"+lt": 1000}})),
+        ("size <= 980", json!({"size": {"+lte": 980}})),
+        ("2000 < size", json!({"size": {"+gt": 2000}})),
+        ("status IN ('creating', 'pending_upload')", json!({"+or": [{"status": "creating"}, {"status": "pending_upload"}]})),
+        ("size BETWEEN 1000 AND 3000", json!({"+and": [{"size": {"+gte": 1000}}, {"size": {"+lte": 3000}}]})),
+        (
+            "(size > 4000 OR label = 'ci-runner') AND NOT is_public",
+            json!({"+and": [{"+or": [{"size": {"+gt": 4000}}, {"label": "ci-runner"}]}, {"is_public": false}]}),
+        ),
+        ("is_public", json!({"is_public": true})),
+        ("deprecated", json!({"deprecated": true})),
+        ("NOT deprecated AND is_public", json!({"+and": [{"deprecated": false}, {"is_public": true}]})),
+        ("array_has(tags, 'prod')", json!({"tags": "prod"})),
+        ("label LIKE '%web%'", json!({"label": {"+contains": "web"}})),
+        ("label ILIKE '%WEB%'", json!({"label": {"+contains": "WEB"}})),
+        ("vendor != 'Debian'", json!({"vendor": {"+neq": "Debian"}})),
+        ("type = 'automatic' OR array_has(tags, 'ci')", json!({"+or": [{"type": "automatic"}, {"tags": "ci"}]})),
+        ("array_has_all(tags, ['golden', 'web'])", json!({"+and": [{"tags": "golden"}, {"tags": "web"}]})),
+        ("array_has_any(tags, make_array('db', 'ci'))", json!({"+or": [{"tags": "db"}, {"tags": "ci"}]})),
+    ];
+    for (clause, expected) in cases {
+        let (rows, requests) = both_ways(&sandbox, &query(clause));
+        assert!(!rows.is_empty(), "{clause}: the seed should match some images");
+        let lists = list_requests(&requests);
+        assert_eq!(lists.len(), 1, "{clause}: one page expected, got {requests:?}");
+        let sent: Value = serde_json::from_str(lists[0]["x_filter"].as_str().expect("an X-Filter was sent")).unwrap();
+        assert_eq!(normalize(&sent), normalize(&expected), "{clause}");
+    }
+}
+
+#[test]
+fn predicates_the_api_cannot_evaluate_are_not_sent() {
+    let sandbox = SandboxProcess::start(&[]);
+    for clause in ["description = ''", "length(label) > 12", "created > TIMESTAMP '2025-01-01 00:00:00'", "label NOT LIKE '%web%'"] {
+        let (rows, requests) = both_ways(&sandbox, &query(clause));
+        assert!(!rows.is_empty(), "{clause}");
+        let lists = list_requests(&requests);
+        assert_eq!(lists.len(), 1);
+        assert_eq!(lists[0]["x_filter"], Value::Null, "{clause}");
+    }
+}
+
+#[test]
+fn id_predicates_fetch_single_images() {
+    let sandbox = SandboxProcess::start(&[]);
+    let (rows, requests) = both_ways(&sandbox, &query("id = 'private/1001'"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["label"], "golden-web-2024");
+    let paths: Vec<&str> = requests.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/v4/images/private%2F1001"]);
+
+    let (rows, requests) = both_ways(&sandbox, &query("imageId = 'linode/debian12'"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["path"], "/v4/images/linode%2Fdebian12");
+
+    let (rows, requests) =
+        both_ways(&sandbox, &query("id IN ('private/1001', 'linode/debian12', 'private/999999')"));
+    assert_eq!(rows.iter().map(|r| r["id"].as_str().unwrap()).collect::<Vec<_>>(), ["linode/debian12", "private/1001"]);
+    let mut paths: Vec<&str> = requests.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/v4/images/linode%2Fdebian12", "/v4/images/private%2F1001", "/v4/images/private%2F999999"]);
+    assert!(requests.iter().any(|r| r["status"] == 404));
+
+    // A missing id is no row, not an error; other predicates still apply.
+    let mark = sandbox.log().len();
+    let out = sandbox.imageql(&["-o", "ndjson", "-e", &query("id = 'private/424242'")]).ok();
+    assert_eq!(out, "");
+    assert_eq!(sandbox.log_since(mark).len(), 1);
+    let (rows, _) = both_ways(&sandbox, &query("id = 'private/1001' AND size > 100000"));
+    assert!(rows.is_empty());
+    let (rows, requests) = both_ways(&sandbox, &query("id IN ('private/1001', 'private/1002') AND imageId = 'private/1002'"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], "private/1002");
+    assert_eq!(requests.len(), 1, "only the ids every predicate allows are fetched");
+}
+
+#[test]
+fn limit_shrinks_the_pages_only_when_every_filter_is_exact() {
+    let sandbox = SandboxProcess::start(&["--seed-images", "100"]);
+    let mark = sandbox.log().len();
+    let rows = sandbox
+        .imageql(&["-o", "ndjson", "-e", "SELECT id FROM linode.images.images WHERE is_public = false LIMIT 3"])
+        .rows();
+    assert_eq!(rows.len(), 3);
+    let requests = sandbox.log_since(mark);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0]["query"], "page=1&page_size=25");
+
+    let mark = sandbox.log().len();
+    let rows = sandbox
+        .imageql(&["-o", "ndjson", "-e", "SELECT id FROM linode.images.images WHERE label LIKE '%gen%' LIMIT 3"])
+        .rows();
+    assert_eq!(rows.len(), 3);
+    let requests = sandbox.log_since(mark);
+    assert_eq!(requests[0]["query"], "page=1&page_size=500");
+}
+
+#[tokio::test]
+async fn a_thousand_images_page_through_exactly_once_in_api_order() {
+    let sandbox = SandboxProcess::start(&["--seed-images", "1000"]);
+    let expected: Vec<String> = sandbox
+        .client()
+        .all_images(Some(TOKEN))
+        .await
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(expected.len(), 14 + 1000 + 40);
+    let mark = sandbox.log().len();
+    let out = sandbox.imageql(&["--page-size", "25", "-o", "csv", "-e", "SELECT id FROM linode.images.images"]).ok();
+    let ids: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(ids, expected);
+    let mut pages: Vec<String> = sandbox
+        .log_since(mark)
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], 200);
+            r["query"].as_str().unwrap().to_string()
+        })
+        .collect();
+    pages.sort();
+    let mut wanted: Vec<String> = (1..=43).map(|p| format!("page={p}&page_size=25")).collect();
+    wanted.sort();
+    assert_eq!(pages, wanted, "each of the 43 pages exactly once");
+}
+
+#[test]
+fn tokens_decide_what_is_visible() {
+    let sandbox = SandboxProcess::start(&[]);
+    let sql = "SELECT count(*) AS n, sum(CASE WHEN is_public THEN 0 ELSE 1 END) AS private FROM linode.images.images";
+    let anonymous = sandbox.imageql_with_token(None, &["-o", "ndjson", "-e", sql]).rows();
+    assert_eq!(anonymous, vec![json!({"n": 40, "private": 0})]);
+    let owner = sandbox.imageql(&["-o", "ndjson", "-e", sql]).rows();
+    assert_eq!(owner, vec![json!({"n": 54, "private": 14})]);
+
+    let wrong = sandbox.imageql_with_token(Some("not-the-token-s3cret"), &["-e", sql]);
+    let stderr = wrong.fails();
+    assert!(stderr.contains("401") && stderr.contains("Invalid Token"), "{stderr}");
+    assert!(stderr.contains("LINODE_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("s3cret") && !wrong.stdout().contains("s3cret"), "the token must never be printed");
+    assert_eq!(wrong.stdout(), "");
+}
+
+#[test]
+fn quotes_and_braces_in_values_cannot_change_the_filter() {
+    let sandbox = SandboxProcess::start(&[]);
+    for evil in [r#"x","is_public":true,"label":"y"#, r#"x"}, {"+or": [{"size": {"+gt": 0}}]}"#, r"\", "line\nbreak"] {
+        let sql = format!("SELECT id FROM linode.images.images WHERE label = '{}'", evil.replace('\'', "''"));
+        let (rows, requests) = both_ways(&sandbox, &sql);
+        assert!(rows.is_empty(), "{evil}");
+        let sent: Value = serde_json::from_str(list_requests(&requests)[0]["x_filter"].as_str().unwrap()).unwrap();
+        assert_eq!(sent, json!({ "label": evil }));
+    }
+    let (rows, _) = both_ways(&sandbox, "SELECT id FROM linode.images.images WHERE label = 'ops'' toolbox'");
+    assert_eq!(rows, vec![json!({"id": "private/1008"})]);
+}
+
+#[test]
+fn explain_shows_the_requests_and_sends_none() {
+    let sandbox = SandboxProcess::start(&[]);
+    let mark = sandbox.log().len();
+    let out = sandbox
+        .imageql(&["-o", "text", "-e", "EXPLAIN SELECT label FROM linode.images.images WHERE size > 2000 AND NOT is_public"])
+        .ok();
+    assert!(out.contains("GET /images?page=1..&page_size=500"), "{out}");
+    assert!(out.contains(r#"X-Filter: {"+and":[{"size":{"+gt":2000}},{"is_public":false}]}"#), "{out}");
+    let out = sandbox
+        .imageql(&["-o", "text", "-e", "EXPLAIN SELECT label FROM linode.images.images WHERE id IN ('private/1', 'linode/x')"])
+        .ok();
+    assert!(out.contains("GET /images/private%2F1, GET /images/linode%2Fx"), "{out}");
+    assert!(sandbox.log_since(mark).is_empty(), "EXPLAIN made requests");
+}
+
+#[test]
+fn sql_runs_in_full_over_the_api_rows() {
+    let sandbox = SandboxProcess::start(&[]);
+    let sql = "WITH r AS (SELECT id, unnest(regions) AS region FROM linode.images.images WHERE NOT is_public)
+               SELECT region['region'] AS region, count(*) AS images,
+                      rank() OVER (ORDER BY count(*) DESC, region['region']) AS rnk
+               FROM r GROUP BY region['region'] ORDER BY rnk";
+    let rows = sandbox.imageql(&["-o", "ndjson", "-e", sql]).rows();
+    assert_eq!(rows[0], json!({"region": "us-east", "images": 5, "rnk": 1}));
+    assert_eq!(rows.len(), 6);
+
+    let join = "SELECT p.vendor, count(*) AS n FROM linode.images.images p
+                JOIN linode.images.images q ON p.vendor = q.vendor AND p.id <> q.id
+                WHERE p.is_public AND q.is_public AND p.vendor = 'Alpine' GROUP BY p.vendor";
+    // Five Alpine images: each pairs with the four others.
+    assert_eq!(sandbox.imageql(&["-o", "ndjson", "-e", join]).rows(), vec![json!({"vendor": "Alpine", "n": 20})]);
+
+    let times = "SELECT id, created, expiry FROM linode.images.images WHERE type = 'automatic' AND expiry > TIMESTAMP '2026-11-26 00:00:00'";
+    assert_eq!(
+        sandbox.imageql(&["-o", "ndjson", "-e", times]).rows(),
+        vec![json!({"id": "private/1012", "created": "2026-11-20T03:44:59", "expiry": "2026-11-27T03:44:59"})]
+    );
+}
+
+#[test]
+fn every_output_format_is_parseable() {
+    let sandbox = SandboxProcess::start(&[]);
+    let sql = "SELECT id, tags, regions, size FROM linode.images.images WHERE id IN ('private/1001', 'private/1010') ORDER BY id";
+    let json: Value = serde_json::from_str(&sandbox.imageql(&["-o", "json", "-e", sql]).ok()).unwrap();
+    assert_eq!(json[0]["regions"][1], json!({"region": "eu-west", "status": "available"}));
+    assert_eq!(json[1]["tags"], json!(["golden", "web"]));
+
+    let csv = sandbox.imageql(&["-o", "csv", "-e", sql]).ok();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("id,tags,regions,size"));
+    assert_eq!(lines.next().unwrap(), r#"private/1001,"[""golden"",""prod"",""web""]","[{""region"":""us-east"",""status"":""available""},{""region"":""eu-west"",""status"":""available""}]",2650"#);
+
+    let text = sandbox.imageql(&["-o", "text", "-e", sql]).ok();
+    assert_eq!(text.lines().nth(1), Some(r#"private/1010	["golden","web"]	[]	3010"#));
+
+    let table = sandbox.imageql(&["-e", "SELECT id FROM linode.images.images WHERE id = 'private/1'"]).ok();
+    assert!(table.contains("| id |"), "an empty result still shows its columns: {table}");
+
+    let empty = sandbox.imageql(&["-o", "json", "-e", "SELECT id FROM linode.images.images WHERE id = 'private/1'"]).ok();
+    assert_eq!(empty.trim(), "[]");
+}
+
+#[test]
+fn user_errors_are_reported_clearly() {
+    let sandbox = SandboxProcess::start(&[]);
+    let stderr = sandbox.imageql(&["-e", "SELECT nope FROM linode.images.images"]).fails();
+    assert!(stderr.contains("No field named nope"), "{stderr}");
+
+    let stderr = sandbox.imageql(&["-e", "SELECT id FROM linode.images.images WHER size > 1"]).fails();
+    assert!(stderr.contains("syntax error") && stderr.contains("Line: 1"), "{stderr}");
+
+    let stderr = sandbox.imageql(&["-e", "SELECT * FROM linode.images.nothing"]).fails();
+    assert!(stderr.contains("linode.images.nothing"), "{stderr}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let run = std::process::Command::new(common::binary())
+        .args(["--api-url", &format!("http://127.0.0.1:{port}/v4"), "-e", "SELECT id FROM linode.images.images"])
+        .output()
+        .unwrap();
+    let run = common::Run(run);
+    let stderr = run.fails();
+    assert!(stderr.contains(&format!("http://127.0.0.1:{port}/v4/images")), "{stderr}");
+    assert!(stderr.contains("--sandbox"), "{stderr}");
+
+    let usage = sandbox.imageql(&["--output", "yaml", "-e", "SELECT 1"]);
+    assert_eq!(usage.code(), 2);
+}
+
+#[test]
+fn scripts_stop_at_the_first_failing_statement_with_its_line() {
+    let sandbox = SandboxProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("report.sql");
+    std::fs::write(
+        &script,
+        "-- two good statements, then a bad one\nSELECT 1 AS one;\nSELECT 'a;b' AS two;\n\nSELECT nope\n  FROM linode.images.images;\nSELECT 3 AS never;\n",
+    )
+    .unwrap();
+    let run = sandbox.imageql(&["-o", "csv", "-f", script.to_str().unwrap()]);
+    let stderr = run.fails();
+    assert!(stderr.contains(&format!("{}:5:", script.display())), "{stderr}");
+    assert_eq!(run.stdout(), "one\n1\ntwo\na;b\n");
+}
+
+#[test]
+fn the_readme_example_runs_on_the_in_process_sandbox() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/inventory.sql");
+    let run = common::Run(
+        std::process::Command::new(common::binary())
+            .args(["--sandbox", "-f", examples])
+            .env_remove("LINODE_TOKEN")
+            .output()
+            .unwrap(),
+    );
+    let out = run.ok();
+    assert!(out.contains("golden-db-2024"), "{out}");
+}
