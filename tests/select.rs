@@ -310,3 +310,49 @@ fn the_readme_example_runs_on_the_in_process_sandbox() {
     let out = run.ok();
     assert!(out.contains("golden-db-2024"), "{out}");
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn provider_files_decide_what_is_pushed_down() {
+    let sandbox = SandboxProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/providers")), dir.path());
+    let service = dir.path().join("linode/services/images.yaml");
+    let text = std::fs::read_to_string(&service).unwrap();
+    // The first filter list is label's: without it, label predicates stay local.
+    std::fs::write(&service, text.replacen("filter: [eq, neq, contains]", "", 1)).unwrap();
+    let providers = dir.path().to_str().unwrap();
+
+    let sql = "SELECT id FROM linode.images.images WHERE label = 'ci-runner'";
+    let mark = sandbox.log().len();
+    let rows = sandbox.imageql(&["--providers", providers, "-o", "ndjson", "-e", sql]).rows();
+    assert_eq!(rows, vec![json!({"id": "private/1003"})]);
+    let requests = sandbox.log_since(mark);
+    assert_eq!(requests[0]["x_filter"], Value::Null);
+
+    std::fs::write(&service, "id: images\nresources:\n  images:\n    fields: [{name: id, type: text}]\n    methods: {}\n").unwrap();
+    let stderr = sandbox.imageql(&["--providers", providers, "-e", sql]).fails();
+    assert!(stderr.contains("images.yaml") && stderr.contains("text"), "{stderr}");
+}
+
+#[test]
+fn the_sandbox_token_is_configurable() {
+    let sandbox = SandboxProcess::start(&["--token", "custom-token"]);
+    let sql = "SELECT count(*) AS n FROM linode.images.images WHERE NOT is_public";
+    let rows = sandbox.imageql_with_token(Some("custom-token"), &["-o", "ndjson", "-e", sql]).rows();
+    assert_eq!(rows, vec![json!({"n": 14})]);
+    let stderr = sandbox.imageql_with_token(Some(TOKEN), &["-e", sql]).fails();
+    assert!(stderr.contains("401"), "{stderr}");
+}
