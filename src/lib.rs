@@ -13,4 +13,5 @@ pub mod sandbox;
 pub mod session;
 pub mod sql;
 pub mod table;
+pub mod validate;
 pub mod xfilter;

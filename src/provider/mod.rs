@@ -161,6 +161,18 @@ pub struct Field {
     pub allowed: Vec<String>,
     #[serde(default)]
     pub description: String,
+    /// Request bodies: the field must be given.
+    #[serde(default)]
+    pub required: bool,
+    /// Strings: length bounds in characters, and a regular expression the value must match.
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+    pub pattern: Option<String>,
+    /// What `pattern` allows, in words, for error messages.
+    pub pattern_hint: Option<String>,
+    /// Arrays: bounds on the number of items.
+    pub min_items: Option<usize>,
+    pub max_items: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -259,7 +271,11 @@ pub struct Method {
     pub path: String,
     #[serde(default)]
     pub params: Vec<Param>,
-    /// The key of the row array in the response; absent when the body is one row.
+    /// The JSON request body's fields.
+    #[serde(default)]
+    pub body: Vec<Field>,
+    /// Where the rows are in the response: the array of a list, or the object that holds the
+    /// row (`image` of an upload); absent when the body is the row.
     pub object_key: Option<String>,
     #[serde(default)]
     pub paginated: bool,
@@ -459,6 +475,9 @@ fn validate_resource(r: &Resource) -> Result<(), String> {
                 return Err(format!("{}: method {name}: param {} names unknown column `{c}`", r.full_name, p.name));
             }
         }
+        for f in &m.body {
+            validate_field(f).map_err(|e| format!("{}: method {name}: {e}", r.full_name))?;
+        }
         for placeholder in path_placeholders(&m.path) {
             if !m.params.iter().any(|p| p.name == placeholder && p.location == ParamLocation::Path) {
                 return Err(format!("{}: method {name}: path param {{{placeholder}}} is not declared", r.full_name));
@@ -482,6 +501,9 @@ fn validate_field(f: &Field) -> Result<(), String> {
             Err(format!("object field `{}` needs `fields` (use type json for free-form objects)", f.name))
         }
         _ => {
+            if let Some(pattern) = &f.pattern {
+                regex::Regex::new(pattern).map_err(|e| format!("field `{}`: pattern: {e}", f.name))?;
+            }
             for op in &f.filter {
                 let numeric = matches!(f.kind, Kind::Integer | Kind::Number | Kind::Datetime);
                 let ok = match op {

@@ -5,8 +5,12 @@ free loopback port and talks to it over HTTP like any other API. What it emulate
 faithfully, is described in `docs/sandbox.md`. */
 
 mod http;
+mod images;
+mod linodes;
+mod persist;
 mod seed;
 mod store;
+mod upload;
 
 use std::fs::File;
 use std::io::Write;
@@ -18,9 +22,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::provider::{Registry, Resource};
+use crate::provider::Registry;
+use http::ApiError;
+use persist::DataDir;
 use seed::SeedOptions;
-use store::State;
+use store::{Pace, State};
 
 /// The seeded account's token unless `--token` says otherwise.
 pub const DEFAULT_TOKEN: &str = "sandbox-token";
@@ -33,9 +39,12 @@ pub struct SandboxArgs {
     /// Bearer token of the seeded account; other tokens get 401, no token sees public images only.
     #[arg(long, default_value = DEFAULT_TOKEN, hide_default_value = true)]
     pub token: String,
-    /// One more account with its own token and no private images (repeatable).
+    /// One more account with its own token, instances and disks, and no private images (repeatable).
     #[arg(long = "account", value_name = "NAME:TOKEN", value_parser = parse_account)]
     pub accounts: Vec<(String, String)>,
+    /// Keep the state in DIR across restarts (default: in memory).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Add N generated private images (deterministic), for scale tests.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed_images: u64,
@@ -45,6 +54,21 @@ pub struct SandboxArgs {
     /// Append one JSON object per request to FILE.
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<PathBuf>,
+    /// Multiply every simulated delay (captures, replication) by F; 0 makes them instant.
+    #[arg(long, default_value_t = 1.0, value_name = "F", value_parser = parse_scale)]
+    pub time_scale: f64,
+    /// List requests (GET /images) allowed per minute and token; more get 429 [default: unlimited].
+    #[arg(long, value_name = "N")]
+    pub rate_limit_list: Option<u32>,
+    /// Fraction of requests answered with 500, 502 or 503.
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
+    pub fail_rate: f64,
+    /// Custom images an account may hold.
+    #[arg(long, default_value_t = 25, value_name = "N")]
+    pub max_images: usize,
+    /// Storage an account's custom images may use, in GB (size × regions).
+    #[arg(long, default_value_t = 150, value_name = "GB")]
+    pub max_total_gb: u64,
 }
 
 impl Default for SandboxArgs {
@@ -53,9 +77,15 @@ impl Default for SandboxArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: DEFAULT_TOKEN.into(),
             accounts: vec![],
+            data_dir: None,
             seed_images: 0,
             latency_ms: 0,
             access_log: None,
+            time_scale: 1.0,
+            rate_limit_list: None,
+            fail_rate: 0.0,
+            max_images: 25,
+            max_total_gb: 150,
         }
     }
 }
@@ -67,18 +97,78 @@ fn parse_account(text: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f >= 0.0 && f.is_finite() => Ok(f),
+        _ => Err("expected a number ≥ 0".into()),
+    }
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err("expected a fraction between 0 and 1".into()),
+    }
+}
+
+/// The account limits in force.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_images: usize,
+    max_total_mb: u64,
+}
+
 #[derive(Debug)]
 struct Options {
     latency: Duration,
+    pace: Pace,
+    limits: Limits,
+    rate_limit_list: Option<u32>,
+    fail_rate: f64,
 }
 
 /// Shared by every request handler.
 #[derive(Clone)]
 struct App {
     state: Arc<Mutex<State>>,
-    images: Arc<Resource>,
+    registry: Arc<Registry>,
     options: Arc<Options>,
+    data_dir: Option<Arc<DataDir>>,
     access_log: Option<Arc<Mutex<File>>>,
+    limiter: Arc<Mutex<http::RateLimiter>>,
+    /// `http://host:port`, for the upload URLs handed out.
+    origin: Arc<String>,
+}
+
+impl App {
+    /// Runs `read` on the state as of now.
+    fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.advance(self.options.pace);
+        read(&state)
+    }
+
+    /// Runs `change` on the state as of now and, with `--data-dir`, saves the result before
+    /// returning; a change that cannot be saved is undone and reported as a 500.
+    fn write<T>(&self, change: impl FnOnce(&mut State) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.advance(self.options.pace);
+        let before = self.data_dir.as_ref().map(|_| state.clone());
+        let result = change(&mut state);
+        if let (Some(dir), Some(before)) = (&self.data_dir, before) {
+            let saved = match &result {
+                Ok(_) => dir.save(&state),
+                Err(_) => Ok(()),
+            };
+            if result.is_err() || saved.is_err() {
+                *state = before;
+            }
+            if let Err(e) = saved {
+                return Err(ApiError::internal(format!("the sandbox could not save its state: {e}")));
+            }
+        }
+        result
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +177,8 @@ pub enum SandboxError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open the access log {path}: {source}")]
     AccessLog { path: PathBuf, source: std::io::Error },
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Providers(#[from] crate::provider::LoadError),
     #[error("sandbox server failed: {0}")]
@@ -108,10 +200,7 @@ impl Drop for Sandbox {
 
 impl Sandbox {
     pub async fn start(args: &SandboxArgs) -> Result<Sandbox, SandboxError> {
-        let registry = Registry::embedded()?;
-        let (_, images) = registry
-            .resource("linode", "images", "images")
-            .expect("the embedded registry describes linode.images.images");
+        let registry = Arc::new(Registry::embedded()?);
         let access_log = match &args.access_log {
             None => None,
             Some(path) => {
@@ -123,22 +212,44 @@ impl Sandbox {
                 Some(Arc::new(Mutex::new(file)))
             }
         };
-        let state = seed::initial_state(&SeedOptions {
+        let seed = SeedOptions {
             token: args.token.clone(),
             extra_accounts: args.accounts.clone(),
             generated_images: args.seed_images,
-        });
-        let app = App {
-            state: Arc::new(Mutex::new(state)),
-            images: Arc::new(images.clone()),
-            options: Arc::new(Options { latency: Duration::from_millis(args.latency_ms) }),
-            access_log,
+        };
+        let (data_dir, state) = match &args.data_dir {
+            None => (None, seed::initial_state(&seed)),
+            Some(path) => {
+                let data_error = |source| SandboxError::DataDir { path: path.clone(), source };
+                let (dir, saved) = DataDir::open(path).map_err(data_error)?;
+                let state = match saved {
+                    Some(state) => seed::reconcile(state, &seed),
+                    None => seed::initial_state(&seed),
+                };
+                dir.save(&state).map_err(data_error)?;
+                (Some(Arc::new(dir)), state)
+            }
         };
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|source| SandboxError::Listen { addr: args.listen, source })?;
         let addr = listener.local_addr().map_err(|source| SandboxError::Listen { addr: args.listen, source })?;
-        let router = http::router(app);
+        let app = App {
+            state: Arc::new(Mutex::new(state)),
+            registry,
+            options: Arc::new(Options {
+                latency: Duration::from_millis(args.latency_ms),
+                pace: Pace { scale: args.time_scale },
+                limits: Limits { max_images: args.max_images, max_total_mb: args.max_total_gb * 1024 },
+                rate_limit_list: args.rate_limit_list,
+                fail_rate: args.fail_rate,
+            }),
+            data_dir,
+            access_log,
+            limiter: Arc::new(Mutex::new(http::RateLimiter::default())),
+            origin: Arc::new(format!("http://{addr}")),
+        };
+        let router = http::router(app).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move { axum::serve(listener, router).await });
         Ok(Sandbox { base_url: format!("http://{addr}/v4"), token: args.token.clone(), task })
     }

@@ -4,7 +4,7 @@
 use chrono::{Duration, NaiveDateTime};
 use serde::Deserialize;
 
-use super::store::{Account, Image, RegionStatus, State, TIME_FORMAT};
+use super::store::{Account, Disk, Image, Instance, Region, RegionCopy, State, TIME_FORMAT};
 
 const PUBLIC_IMAGES: &str = include_str!("seed/public_images.json");
 const PRIVATE_IMAGES: &str = include_str!("seed/private_images.json");
@@ -41,7 +41,7 @@ struct PrivateSeed {
     kind: String,
     expiry: Option<String>,
     capabilities: Vec<String>,
-    regions: Vec<RegionStatus>,
+    regions: Vec<RegionCopy>,
 }
 
 fn time(text: &str) -> NaiveDateTime {
@@ -77,6 +77,9 @@ pub fn initial_state(options: &SeedOptions) -> State {
             status: "available".into(),
             capabilities: p.capabilities,
             regions: vec![],
+            ready_at: None,
+            capture_region: None,
+            upload: None,
         })
         .collect();
 
@@ -103,15 +106,105 @@ pub fn initial_state(options: &SeedOptions) -> State {
         token: options.token.clone(),
         username: DEFAULT_USERNAME.into(),
         images,
+        instances: instances(0),
     }];
-    accounts.extend(options.extra_accounts.iter().map(|(name, token)| Account {
-        name: name.clone(),
-        token: token.clone(),
-        username: name.clone(),
-        images: vec![],
-    }));
+    for (name, token) in &options.extra_accounts {
+        accounts.push(extra_account(accounts.len(), name, token));
+    }
     let next_image_id = GENERATED_BASE_ID + options.generated_images + 1;
-    State { public_images, accounts, next_image_id }
+    State { public_images, accounts, regions: regions(), next_image_id, clock_offset: 0 }
+}
+
+/// A saved state brought in line with the options: the default account takes `--token`,
+/// and `--account` entries it does not have yet are added.
+pub fn reconcile(mut state: State, options: &SeedOptions) -> State {
+    if let Some(default) = state.accounts.first_mut() {
+        default.token = options.token.clone();
+    }
+    for (name, token) in &options.extra_accounts {
+        match state.accounts.iter_mut().find(|a| &a.name == name) {
+            Some(account) => account.token = token.clone(),
+            None => {
+                let account = extra_account(state.accounts.len(), name, token);
+                state.accounts.push(account);
+            }
+        }
+    }
+    state
+}
+
+/// An account added by `--account`: its own instances and disks, no private images.
+pub fn extra_account(index: usize, name: &str, token: &str) -> Account {
+    Account { name: name.into(), token: token.into(), username: name.into(), images: vec![], instances: instances(index) }
+}
+
+/// Regions as the real API lists them; uploads and replicas need "Object Storage".
+fn regions() -> Vec<Region> {
+    const COMMON: [&str; 8] =
+        ["Linodes", "Backups", "NodeBalancers", "Block Storage", "Kubernetes", "Cloud Firewall", "Vlans", "Metadata"];
+    let region = |id: &str, label: &str, country: &str, object_storage: bool| {
+        let mut capabilities: Vec<String> = COMMON.iter().map(|c| c.to_string()).collect();
+        if object_storage {
+            capabilities.push(super::store::OBJECT_STORAGE.into());
+        }
+        Region { id: id.into(), label: label.into(), country: country.into(), capabilities }
+    };
+    vec![
+        region("ap-south", "Singapore, SG", "sg", true),
+        region("ap-west", "Mumbai, IN", "in", false),
+        region("au-mel", "Melbourne, AU", "au", true),
+        region("br-gru", "Sao Paulo, BR", "br", false),
+        region("eu-central", "Frankfurt, DE", "de", true),
+        region("eu-west", "London, UK", "gb", true),
+        region("us-east", "Newark, NJ", "us", true),
+        region("us-iad", "Washington, DC", "us", true),
+        region("us-mia", "Miami, FL", "us", true),
+        region("us-ord", "Chicago, IL", "us", true),
+    ]
+}
+
+/// Three instances per account with capturable ext4/ext3 disks, a too-full ext4 disk, a raw
+/// disk and swap disks. Ids are spread by account so that no two accounts share one.
+fn instances(account: usize) -> Vec<Instance> {
+    let base = 100 * account as u64;
+    let created = time("2025-03-01T10:00:00");
+    let disk = |id: u64, label: &str, filesystem: &str, size: u64, used: u64| Disk {
+        id: 67890 + base + id,
+        label: label.into(),
+        filesystem: filesystem.into(),
+        size,
+        used,
+        created,
+    };
+    let instance = |id: u64, label: &str, region: &str, plan: &str, image: &str, size: u64, disks: Vec<Disk>| Instance {
+        id: 12345 + base + id,
+        label: label.into(),
+        region: region.into(),
+        plan: plan.into(),
+        image: Some(image.into()),
+        status: "running".into(),
+        created,
+        tags: vec![],
+        disk: size,
+        memory: size / 25,
+        vcpus: (size / 25600).max(1),
+        disks,
+    };
+    vec![
+        instance(0, "web-1", "us-east", "g6-standard-2", "linode/debian12", 81920, vec![
+            disk(0, "Debian 12 Disk", "ext4", 25088, 2430),
+            disk(1, "512 MB Swap Image", "swap", 512, 0),
+        ]),
+        instance(1, "db-1", "us-ord", "g6-standard-4", "linode/ubuntu24.04", 163840, vec![
+            disk(2, "Ubuntu 24.04 Disk", "ext4", 51200, 5800),
+            disk(3, "scratch", "raw", 10240, 10240),
+            disk(4, "512 MB Swap Image", "swap", 512, 0),
+        ]),
+        instance(2, "build-box", "eu-west", "g6-nanode-1", "linode/alpine3.22", 25600, vec![
+            disk(5, "Alpine Disk", "ext3", 8192, 700),
+            disk(6, "256 MB Swap Image", "swap", 256, 0),
+        ]),
+    ]
 }
 
 fn private_image(id: u64, label: String, username: &str, customize: impl FnOnce(&mut Image)) -> Image {
@@ -135,6 +228,9 @@ fn private_image(id: u64, label: String, username: &str, customize: impl FnOnce(
         status: "available".into(),
         capabilities: vec![],
         regions: vec![],
+        ready_at: None,
+        capture_region: None,
+        upload: None,
     };
     customize(&mut image);
     image
@@ -160,7 +256,7 @@ fn generated_image(n: u64) -> Image {
         img.tags = tags;
         let region_count = 1 + pick(29, 2) as usize;
         img.regions = (0..region_count)
-            .map(|k| RegionStatus { region: REGIONS[((r >> (33 + 3 * k)) % 5) as usize].into(), status: "available".into() })
+            .map(|k| RegionCopy::available(REGIONS[((r >> (33 + 3 * k)) % 5) as usize]))
             .collect();
         img.regions.dedup_by(|a, b| a.region == b.region);
         if pick(45, 10) == 0 {

@@ -1,6 +1,9 @@
-//! The sandbox's state: accounts, their private images, and the public images everyone sees.
+//! The sandbox's state: accounts with their images, instances and disks; public images;
+//! regions; and the clock. Everything that changes over time (captures finishing, replicas
+//! moving between states, uploads and recovery images expiring) is derived from stored
+//! timestamps by [`State::advance`], so a state read back from disk behaves the same.
 
-use chrono::NaiveDateTime;
+use chrono::{Duration, NaiveDateTime, Timelike};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -8,6 +11,10 @@ pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
 
 pub fn format_time(t: NaiveDateTime) -> String {
     t.format(TIME_FORMAT).to_string()
+}
+
+pub fn parse_time(text: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(text, TIME_FORMAT).ok()
 }
 
 mod time_format {
@@ -20,7 +27,7 @@ mod time_format {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
         let text = String::deserialize(d)?;
-        NaiveDateTime::parse_from_str(&text, super::TIME_FORMAT).map_err(serde::de::Error::custom)
+        super::parse_time(&text).ok_or_else(|| serde::de::Error::custom(format!("bad timestamp {text}")))
     }
 
     pub mod option {
@@ -36,17 +43,40 @@ mod time_format {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDateTime>, D::Error> {
             Option::<String>::deserialize(d)?
-                .map(|text| NaiveDateTime::parse_from_str(&text, super::super::TIME_FORMAT))
+                .map(|text| {
+                    super::super::parse_time(&text)
+                        .ok_or_else(|| serde::de::Error::custom(format!("bad timestamp {text}")))
+                })
                 .transpose()
-                .map_err(serde::de::Error::custom)
         }
     }
 }
 
+/// One copy of an image in a region. `changed` is set while the copy is being added or
+/// removed: its status is then derived from how long ago that started.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RegionStatus {
+pub struct RegionCopy {
     pub region: String,
     pub status: String,
+    #[serde(with = "time_format::option", default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<NaiveDateTime>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
+}
+
+impl RegionCopy {
+    pub fn available(region: &str) -> RegionCopy {
+        RegionCopy { region: region.into(), status: "available".into(), changed: None, removing: false }
+    }
+}
+
+/// An upload that has been asked for but whose data has not arrived.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadTicket {
+    pub secret: String,
+    pub region: String,
+    #[serde(with = "time_format")]
+    pub expires: NaiveDateTime,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,7 +103,14 @@ pub struct Image {
     pub eol: Option<NaiveDateTime>,
     pub status: String,
     pub capabilities: Vec<String>,
-    pub regions: Vec<RegionStatus>,
+    pub regions: Vec<RegionCopy>,
+    /// A capture in progress: when it becomes available, and in which region.
+    #[serde(with = "time_format::option", default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<NaiveDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadTicket>,
 }
 
 impl Image {
@@ -81,25 +118,26 @@ impl Image {
     /// which fields they carry, as the recorded responses do.
     pub fn to_json(&self) -> Value {
         let time = |t: &Option<NaiveDateTime>| t.map(format_time);
-        let description = self.description.clone();
         if self.is_public {
             return json!({
                 "id": self.id, "label": self.label, "deprecated": self.deprecated, "size": self.size,
                 "created": format_time(self.created), "updated": format_time(self.updated),
-                "description": description, "created_by": self.created_by, "type": self.kind,
+                "description": self.description, "created_by": self.created_by, "type": self.kind,
                 "tags": self.tags, "is_public": true, "is_shared": self.is_shared, "vendor": self.vendor,
                 "expiry": time(&self.expiry), "eol": time(&self.eol), "regions": null,
                 "status": self.status, "capabilities": self.capabilities, "image_sharing": null,
             });
         }
         let number = self.id.strip_prefix("private/").unwrap_or(&self.id);
+        let regions: Vec<Value> =
+            self.regions.iter().map(|r| json!({"region": r.region, "status": r.status})).collect();
         json!({
-            "id": self.id, "label": self.label, "description": description,
+            "id": self.id, "label": self.label, "description": self.description,
             "created": format_time(self.created), "updated": format_time(self.updated),
             "size": self.size, "created_by": self.created_by, "type": self.kind, "tags": self.tags,
             "is_public": false, "is_shared": self.is_shared, "deprecated": self.deprecated,
             "vendor": self.vendor, "expiry": time(&self.expiry), "eol": time(&self.eol),
-            "status": self.status, "capabilities": self.capabilities, "regions": self.regions,
+            "status": self.status, "capabilities": self.capabilities, "regions": regions,
             "total_size": self.total_size(),
             "image_sharing": {
                 "shared_with": {"sharegroup_count": 0, "sharegroup_list_url": format!("/images/private/{number}/sharegroups")},
@@ -108,7 +146,7 @@ impl Image {
         })
     }
 
-    /// MB across every region that holds a copy (the size alone until the first region exists).
+    /// MB across every region that holds a copy (the size alone until the first copy exists).
     pub fn total_size(&self) -> u64 {
         self.size * (self.regions.len().max(1) as u64)
     }
@@ -119,6 +157,94 @@ impl Image {
             _ => unreachable!("an image is an object"),
         }
     }
+
+    /// Recovery images are free and do not count against the account's limits.
+    pub fn counts_against_limits(&self) -> bool {
+        self.kind != "automatic"
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Disk {
+    pub id: u64,
+    pub label: String,
+    pub filesystem: String,
+    /// MB.
+    pub size: u64,
+    /// MB in use; the real API does not show it, captures take it as the image size.
+    pub used: u64,
+    #[serde(with = "time_format")]
+    pub created: NaiveDateTime,
+}
+
+impl Disk {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id, "status": "ready", "label": self.label,
+            "created": format_time(self.created), "updated": format_time(self.created),
+            "filesystem": self.filesystem, "size": self.size, "disk_encryption": "disabled",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: u64,
+    pub label: String,
+    pub region: String,
+    #[serde(rename = "type")]
+    pub plan: String,
+    pub image: Option<String>,
+    pub status: String,
+    #[serde(with = "time_format")]
+    pub created: NaiveDateTime,
+    pub tags: Vec<String>,
+    /// MB of disk space, memory, and vCPUs.
+    pub disk: u64,
+    pub memory: u64,
+    pub vcpus: u64,
+    pub disks: Vec<Disk>,
+}
+
+impl Instance {
+    pub fn to_json(&self) -> Value {
+        let n = self.id % 250;
+        json!({
+            "id": self.id, "label": self.label, "group": "", "status": self.status,
+            "created": format_time(self.created), "updated": format_time(self.created),
+            "type": self.plan, "ipv4": [format!("192.0.2.{n}")], "ipv6": format!("2001:db8::{n:x}/128"),
+            "image": self.image, "region": self.region, "site_type": "core",
+            "specs": {"disk": self.disk, "memory": self.memory, "vcpus": self.vcpus, "gpus": 0, "transfer": 1000},
+            "hypervisor": "kvm", "watchdog_enabled": true, "tags": self.tags,
+            "disk_encryption": "disabled", "lke_cluster_id": null, "placement_group": null,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Region {
+    pub id: String,
+    pub label: String,
+    pub country: String,
+    pub capabilities: Vec<String>,
+}
+
+pub const OBJECT_STORAGE: &str = "Object Storage";
+
+impl Region {
+    pub fn stores_images(&self) -> bool {
+        self.capabilities.iter().any(|c| c == OBJECT_STORAGE)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id, "label": self.label, "country": self.country,
+            "capabilities": self.capabilities, "status": "ok",
+            "resolvers": {"ipv4": "192.0.2.1,192.0.2.2", "ipv6": "2001:db8::1,2001:db8::2"},
+            "placement_group_limits": {"maximum_pgs_per_customer": null, "maximum_linodes_per_pg": 5},
+            "site_type": "core",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,18 +254,55 @@ pub struct Account {
     pub username: String,
     /// Private images in ascending id order, the API's default listing order.
     pub images: Vec<Image>,
+    pub instances: Vec<Instance>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub public_images: Vec<Image>,
     pub accounts: Vec<Account>,
+    pub regions: Vec<Region>,
     pub next_image_id: u64,
+    /// Seconds added to the wall clock (the sandbox's clock can be moved forward).
+    #[serde(default)]
+    pub clock_offset: i64,
+}
+
+/// How long simulated work takes, already multiplied by `--time-scale`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub scale: f64,
+}
+
+impl Pace {
+    fn scaled(&self, seconds: f64) -> Duration {
+        Duration::milliseconds((seconds * self.scale * 1000.0).round() as i64)
+    }
+
+    /// A capture stays `creating` for 2 s plus 1 s per 700 MB, at most 10 s.
+    pub fn capture(&self, size_mb: u64) -> Duration {
+        self.scaled((2.0 + size_mb as f64 / 700.0).min(10.0))
+    }
+
+    /// Each replication step (pending → replicating → available; pending deletion → gone)
+    /// lasts 1 s plus 1 s per 1500 MB, at most 5 s.
+    pub fn replication_step(&self, size_mb: u64) -> Duration {
+        self.scaled((1.0 + size_mb as f64 / 1500.0).min(5.0))
+    }
 }
 
 impl State {
+    pub fn now(&self) -> NaiveDateTime {
+        let wall = chrono::Utc::now().naive_utc() + Duration::seconds(self.clock_offset);
+        wall.with_nanosecond(0).unwrap_or(wall)
+    }
+
     pub fn account_by_token(&self, token: &str) -> Option<usize> {
         self.accounts.iter().position(|a| a.token == token)
+    }
+
+    pub fn region(&self, id: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.id == id)
     }
 
     /// Every image `account` can see, in the API's default order: its private images by
@@ -151,5 +314,52 @@ impl State {
 
     pub fn find_image(&self, account: Option<usize>, id: &str) -> Option<&Image> {
         self.visible_images(account).find(|i| i.id == id)
+    }
+
+    pub fn new_image_id(&mut self) -> String {
+        let id = self.next_image_id;
+        self.next_image_id += 1;
+        format!("private/{id}")
+    }
+
+    /// Applies every transition due by now.
+    pub fn advance(&mut self, pace: Pace) {
+        let now = self.now();
+        for account in &mut self.accounts {
+            account.images.retain(|image| {
+                let upload_expired = image.upload.as_ref().is_some_and(|u| u.expires <= now);
+                let recovery_expired = image.kind == "automatic" && image.expiry.is_some_and(|e| e <= now);
+                !(upload_expired || recovery_expired)
+            });
+            for image in &mut account.images {
+                if image.status == "creating"
+                    && let Some(ready) = image.ready_at
+                    && ready <= now
+                {
+                    image.status = "available".into();
+                    image.ready_at = None;
+                    let region = image.capture_region.take().unwrap_or_else(|| "us-east".into());
+                    image.regions = vec![RegionCopy::available(&region)];
+                }
+                let step = pace.replication_step(image.size);
+                image.regions.retain_mut(|copy| {
+                    let Some(changed) = copy.changed else { return true };
+                    let elapsed = now - changed;
+                    if copy.removing {
+                        return elapsed < step;
+                    }
+                    copy.status = if elapsed >= step * 2 {
+                        copy.changed = None;
+                        "available"
+                    } else if elapsed >= step {
+                        "replicating"
+                    } else {
+                        "pending replication"
+                    }
+                    .into();
+                    true
+                });
+            }
+        }
     }
 }

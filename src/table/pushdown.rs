@@ -54,6 +54,7 @@ pub fn classify(resource: &Resource, filter: &Expr) -> FilterUse {
 fn id_values(expr: &Expr, column: &str) -> Option<Vec<String>> {
     let string = |e: &Expr| match literal(e)? {
         Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
         _ => None,
     };
     match expr {

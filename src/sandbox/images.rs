@@ -1,0 +1,395 @@
+//! The images endpoints: list, get, capture, upload (and the upload URL), update, delete and
+//! replicate, with the account limits.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use chrono::Duration;
+use serde_json::{Map, Value, json};
+
+use super::http::{ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, method_not_allowed, ok, x_filter};
+use super::store::{Image, RegionCopy, State as World, UploadTicket};
+use super::{App, Limits, upload};
+use crate::provider::Resource;
+use crate::validate::check_body;
+
+const MIB: u64 = 1 << 20;
+/// Largest image, in MB: 6 GB.
+const MAX_IMAGE_MB: u64 = (upload::MAX_UNCOMPRESSED) / MIB;
+/// A disk can be captured only while its used space is below 90% of the image size limit.
+const MAX_CAPTURE_USED_MB: f64 = MAX_IMAGE_MB as f64 * 0.9;
+const UPLOAD_WINDOW_HOURS: i64 = 24;
+const RECOVERY_DAYS: i64 = 7;
+
+fn images_resource(app: &App) -> &Resource {
+    app.registry.resource("linode", "images", "images").expect("the embedded registry describes images").1
+}
+
+fn body_fields<'a>(app: &'a App, method: &str) -> &'a [crate::provider::Field] {
+    &images_resource(app).methods[method].body
+}
+
+/// `/images`: list (GET) and capture (POST).
+pub async fn collection(
+    State(app): State<App>,
+    method: Method,
+    caller: Result<Caller, ApiError>,
+    request: ListRequest,
+    body: Bytes,
+) -> Reply {
+    let caller = caller?;
+    match method {
+        Method::GET => {
+            let filter = x_filter(&request.headers, images_resource(&app))?;
+            let rows = app.read(|s| s.visible_images(caller.0).map(Image::to_object).collect());
+            list(rows, &filter, request.query.as_deref(), EmptyList::Zeros)
+        }
+        Method::POST => capture(&app, caller.account()?, &json_object(&body)?),
+        _ => Err(method_not_allowed()),
+    }
+}
+
+/// `/images/{id}`, `/images/{id}/regions` and `/images/upload`. Ids contain a slash, raw or
+/// encoded; `rest` arrives percent-decoded.
+pub async fn member(
+    State(app): State<App>,
+    Path(rest): Path<String>,
+    method: Method,
+    caller: Result<Caller, ApiError>,
+    body: Bytes,
+) -> Reply {
+    let caller = caller?;
+    if rest == "upload" {
+        return match method {
+            Method::POST => create_upload(&app, caller.account()?, &json_object(&body)?),
+            _ => Err(method_not_allowed()),
+        };
+    }
+    if let Some(id) = rest.strip_suffix("/regions") {
+        return match method {
+            Method::POST => replicate(&app, caller.account()?, id, &json_object(&body)?),
+            _ => Err(method_not_allowed()),
+        };
+    }
+    let id = rest.as_str();
+    match method {
+        Method::GET => app
+            .read(|s| s.find_image(caller.0, id).map(Image::to_json))
+            .map(ok)
+            .ok_or_else(ApiError::not_found),
+        Method::PUT => update(&app, caller.account()?, id, &json_object(&body)?),
+        Method::DELETE => delete(&app, caller.account()?, id),
+        _ => Err(method_not_allowed()),
+    }
+}
+
+fn check(app: &App, method: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
+    let violations = check_body(body_fields(app, method), body);
+    if violations.is_empty() { Ok(()) } else { Err(ApiError::violations(violations)) }
+}
+
+fn text(body: &Map<String, Value>, key: &str) -> Option<String> {
+    body.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Tags as the API returns them: sorted, without duplicates.
+fn tags(body: &Map<String, Value>) -> Option<Vec<String>> {
+    let mut tags: Vec<String> = body.get("tags")?.as_array()?.iter().filter_map(|t| t.as_str().map(str::to_string)).collect();
+    tags.sort();
+    tags.dedup();
+    Some(tags)
+}
+
+/// Checks that `extra_mb` more storage and `extra_images` more custom images fit the limits.
+fn check_limits(world: &World, account: usize, limits: Limits, extra_images: usize, extra_mb: u64) -> Result<(), ApiError> {
+    let custom: Vec<&Image> = world.accounts[account].images.iter().filter(|i| i.counts_against_limits()).collect();
+    if custom.len() + extra_images > limits.max_images {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Image limit reached: an account may hold at most {} custom images", limits.max_images),
+        ));
+    }
+    let used: u64 = custom.iter().map(|i| i.total_size()).sum();
+    if used + extra_mb > limits.max_total_mb {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Storage limit reached: custom images may use at most {} MB; {used} MB are in use and {extra_mb} MB more are needed",
+                limits.max_total_mb
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn new_image(world: &mut World, account: usize, label: String, body: &Map<String, Value>) -> Image {
+    let now = world.now();
+    let mut capabilities = Vec::new();
+    if body.get("cloud_init").and_then(Value::as_bool) == Some(true) {
+        capabilities.push("cloud-init".to_string());
+    }
+    Image {
+        id: world.new_image_id(),
+        label,
+        description: Some(text(body, "description").unwrap_or_default()),
+        created: now,
+        updated: now,
+        size: 0,
+        created_by: world.accounts[account].username.clone(),
+        kind: "manual".into(),
+        tags: tags(body).unwrap_or_default(),
+        is_public: false,
+        is_shared: false,
+        deprecated: false,
+        vendor: None,
+        expiry: None,
+        eol: None,
+        status: "creating".into(),
+        capabilities,
+        regions: vec![],
+        ready_at: None,
+        capture_region: None,
+        upload: None,
+    }
+}
+
+/// POST /images: capture a disk. The image is `creating` for a while that grows with its size.
+fn capture(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
+    check(app, "post_image", body)?;
+    let disk_id = body.get("disk_id").and_then(Value::as_u64).unwrap_or_default();
+    let (pace, limits) = (app.options.pace, app.options.limits);
+    let image = app.write(|world| {
+        let (instance, disk) = world.accounts[account]
+            .instances
+            .iter()
+            .find_map(|i| i.disks.iter().find(|d| d.id == disk_id).map(|d| (i, d)))
+            .ok_or_else(|| ApiError::bad_request(format!("Disk {disk_id} does not exist on this account"), "disk_id"))?;
+        if !matches!(disk.filesystem.as_str(), "ext3" | "ext4") {
+            return Err(ApiError::bad_request(
+                format!("Only ext3 and ext4 disks can be imaged; disk {disk_id} has a {} filesystem", disk.filesystem),
+                "disk_id",
+            ));
+        }
+        if disk.used as f64 >= MAX_CAPTURE_USED_MB {
+            return Err(ApiError::bad_request(
+                format!(
+                    "Disk {disk_id} uses {} MB; a disk must use less than 90% of the {MAX_IMAGE_MB} MB image size limit ({} MB) to be imaged",
+                    disk.used, MAX_CAPTURE_USED_MB as u64
+                ),
+                "disk_id",
+            ));
+        }
+        let (size, label, region) = (disk.used, disk.label.clone(), instance.region.clone());
+        check_limits(world, account, limits, 1, size)?;
+        let label = text(body, "label").unwrap_or(label);
+        let mut image = new_image(world, account, label, body);
+        image.size = size;
+        image.ready_at = Some(image.created + pace.capture(size));
+        image.capture_region = Some(region);
+        world.accounts[account].images.push(image.clone());
+        Ok(image)
+    })?;
+    Ok(ok(image.to_json()))
+}
+
+/// A random, unguessable secret for an upload URL.
+fn upload_secret() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// POST /images/upload: a `pending_upload` image and a URL to PUT the data to within 24 h.
+fn create_upload(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
+    check(app, "post_upload_image", body)?;
+    let region = text(body, "region").unwrap_or_default();
+    let label = text(body, "label").unwrap_or_default();
+    let secret = upload_secret()?;
+    let limits = app.options.limits;
+    let image = app.write(|world| {
+        match world.region(&region) {
+            None => return Err(ApiError::bad_request(format!("Region {region} does not exist"), "region")),
+            Some(r) if !r.stores_images() => {
+                return Err(ApiError::bad_request(
+                    format!("Region {region} has no Object Storage, so images cannot be uploaded there"),
+                    "region",
+                ));
+            }
+            Some(_) => {}
+        }
+        check_limits(world, account, limits, 1, 0)?;
+        let mut image = new_image(world, account, label, body);
+        image.status = "pending_upload".into();
+        image.upload = Some(UploadTicket { secret, region, expires: image.created + Duration::hours(UPLOAD_WINDOW_HOURS) });
+        world.accounts[account].images.push(image.clone());
+        Ok(image)
+    })?;
+    let ticket = image.upload.as_ref().expect("just created");
+    let upload_to = format!("{}/sandbox-uploads/{}?Expires={}", app.origin, ticket.secret, ticket.expires.and_utc().timestamp());
+    Ok(ok(json!({ "upload_to": upload_to, "image": image.to_json() })))
+}
+
+/// PUT to an upload URL: the gzip'd disk image. On success the image is `available`.
+pub async fn receive_upload(
+    State(app): State<App>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
+    let find = |world: &World| {
+        world.accounts.iter().enumerate().find_map(|(a, account)| {
+            account.images.iter().find(|i| i.upload.as_ref().is_some_and(|u| u.secret == secret)).map(|i| (a, i.id.clone()))
+        })
+    };
+    // Expired uploads are gone after `advance`, so an unknown secret may be an expired one.
+    let (account, id) = app
+        .read(find)
+        .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "This upload URL is not valid or has expired"))?;
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = upload::receive(body, content_length).await?;
+    let size = bytes.div_ceil(MIB);
+    let limits = app.options.limits;
+    app.write(|world| {
+        let index = world.accounts[account]
+            .images
+            .iter()
+            .position(|i| i.id == id && i.upload.as_ref().is_some_and(|u| u.secret == secret))
+            .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "This upload URL is not valid or has expired"))?;
+        check_limits(world, account, limits, 0, size)?;
+        let now = world.now();
+        let image = &mut world.accounts[account].images[index];
+        let ticket = image.upload.take().expect("found by its ticket");
+        image.status = "available".into();
+        image.size = size;
+        image.updated = now;
+        image.regions = vec![RegionCopy::available(&ticket.region)];
+        Ok(())
+    })?;
+    Ok(ok(json!({})))
+}
+
+/// The account's own image `id`; public images are refused, others do not exist.
+fn own_image(world: &World, account: usize, id: &str) -> Result<usize, ApiError> {
+    if let Some(index) = world.accounts[account].images.iter().position(|i| i.id == id) {
+        return Ok(index);
+    }
+    match world.public_images.iter().any(|i| i.id == id) {
+        true => Err(ApiError::forbidden()),
+        false => Err(ApiError::not_found()),
+    }
+}
+
+/// PUT /images/{id}: label, description and tags; other fields are ignored.
+fn update(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> Reply {
+    app.read(|world| own_image(world, account, id))?;
+    check(app, "put_image", body)?;
+    let image = app.write(|world| {
+        let index = own_image(world, account, id)?;
+        let now = world.now();
+        let image = &mut world.accounts[account].images[index];
+        if let Some(label) = text(body, "label") {
+            image.label = label;
+        }
+        if let Some(description) = body.get("description") {
+            image.description = Some(description.as_str().unwrap_or_default().to_string());
+        }
+        if let Some(tags) = tags(body) {
+            image.tags = tags;
+        }
+        image.updated = now;
+        Ok(image.to_json())
+    })?;
+    Ok(ok(image))
+}
+
+/// DELETE /images/{id}: the image and all its copies.
+fn delete(app: &App, account: usize, id: &str) -> Reply {
+    app.write(|world| {
+        let index = own_image(world, account, id)?;
+        world.accounts[account].images.remove(index);
+        Ok(())
+    })?;
+    Ok(ok(json!({})))
+}
+
+/// POST /images/{id}/regions: `regions` is the complete desired set.
+fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> Reply {
+    app.read(|world| own_image(world, account, id))?;
+    check(app, "post_replicate_image", body)?;
+    let mut wanted: Vec<String> = Vec::new();
+    for region in body["regions"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        if !wanted.iter().any(|w| w == region) {
+            wanted.push(region.to_string());
+        }
+    }
+    let limits = app.options.limits;
+    let image = app.write(|world| {
+        for region in &wanted {
+            match world.region(region) {
+                None => return Err(ApiError::bad_request(format!("Region {region} does not exist"), "regions")),
+                Some(r) if !r.stores_images() => {
+                    return Err(ApiError::bad_request(
+                        format!("Region {region} has no Object Storage, so images cannot be stored there"),
+                        "regions",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let index = own_image(world, account, id)?;
+        let image = &world.accounts[account].images[index];
+        if image.status != "available" {
+            return Err(ApiError::bad_request(
+                format!("Image {id} is {}; only available images can be replicated", image.status),
+                "regions",
+            ));
+        }
+        let added = wanted.iter().filter(|w| !image.regions.iter().any(|c| &c.region == *w)).count() as u64;
+        check_limits(world, account, limits, 0, added * image.size)?;
+        let now = world.now();
+        let image = &mut world.accounts[account].images[index];
+        for copy in &mut image.regions {
+            let keep = wanted.contains(&copy.region);
+            if keep && copy.removing {
+                *copy = RegionCopy { region: copy.region.clone(), status: "pending replication".into(), changed: Some(now), removing: false };
+            } else if !keep && !copy.removing {
+                copy.status = "pending deletion".into();
+                copy.changed = Some(now);
+                copy.removing = true;
+            }
+        }
+        for region in &wanted {
+            if !image.regions.iter().any(|c| &c.region == region) {
+                image.regions.push(RegionCopy {
+                    region: region.clone(),
+                    status: "pending replication".into(),
+                    changed: Some(now),
+                    removing: false,
+                });
+            }
+        }
+        image.updated = now;
+        Ok(image.to_json())
+    })?;
+    Ok(ok(image))
+}
+
+/// A free recovery image of a deleted instance's largest ext3/ext4 disk.
+pub fn recovery_image(world: &mut World, account: usize, instance_index: usize, pace: super::store::Pace) -> Option<Image> {
+    let instance = &world.accounts[account].instances[instance_index];
+    let disk = instance.disks.iter().filter(|d| matches!(d.filesystem.as_str(), "ext3" | "ext4")).max_by_key(|d| d.size)?;
+    let (size, region) = (disk.used, instance.region.clone());
+    let mut label = format!("{}-recovery", instance.label);
+    label.truncate(50);
+    let mut image = new_image(world, account, label, &Map::new());
+    image.kind = "automatic".into();
+    image.size = size;
+    image.expiry = Some(image.created + Duration::days(RECOVERY_DAYS));
+    image.ready_at = Some(image.created + pace.capture(size));
+    image.capture_region = Some(region);
+    world.accounts[account].images.push(image.clone());
+    Some(image)
+}
