@@ -8,7 +8,7 @@ real API where it is known (`Tag 0 (x) length must be 3-50 characters`,
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::provider::{Field, Kind};
+use crate::provider::{Field, Kind, Method};
 
 /// One problem with one field, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,18 +23,19 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// Every violation of `body` against `fields`. Keys that are not fields are left alone
-/// (the caller decides whether they are an error).
-pub fn check_body(fields: &[Field], body: &Map<String, Value>) -> Vec<Violation> {
+/// Every violation of `body` against a method's body fields and required list. Keys that are
+/// not fields are left alone (the caller decides whether they are an error).
+pub fn check_body(method: &Method, body: &Map<String, Value>) -> Vec<Violation> {
     let mut violations = Vec::new();
-    for field in fields {
+    for field in &method.body {
+        let required = method.required.contains(&field.name);
         match body.get(&field.name) {
-            None if field.required => violations.push(Violation {
+            None if required => violations.push(Violation {
                 field: field.name.clone(),
                 reason: format!("{} is required", field.name),
             }),
             None => {}
-            Some(Value::Null) if field.required || !field.nullable => violations.push(Violation {
+            Some(Value::Null) if required || !field.nullable => violations.push(Violation {
                 field: field.name.clone(),
                 reason: format!("{} must not be null", field.name),
             }),
@@ -155,8 +156,7 @@ mod tests {
     fn post_image_violations(body: Value) -> Vec<String> {
         let registry = Registry::embedded().unwrap();
         let (_, images) = registry.resource("linode", "images", "images").unwrap();
-        let method = &images.methods["post_image"];
-        check_body(&method.body, body.as_object().unwrap()).iter().map(|v| v.to_string()).collect()
+        check_body(&images.methods["post_image"], body.as_object().unwrap()).iter().map(|v| v.to_string()).collect()
     }
 
     #[test]

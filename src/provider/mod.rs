@@ -161,9 +161,6 @@ pub struct Field {
     pub allowed: Vec<String>,
     #[serde(default)]
     pub description: String,
-    /// Request bodies: the field must be given.
-    #[serde(default)]
-    pub required: bool,
     /// Strings: length bounds in characters, and a regular expression the value must match.
     pub min_length: Option<usize>,
     pub max_length: Option<usize>,
@@ -271,9 +268,11 @@ pub struct Method {
     pub path: String,
     #[serde(default)]
     pub params: Vec<Param>,
-    /// The JSON request body's fields.
+    /// The JSON request body's fields, and which of them must be given.
     #[serde(default)]
     pub body: Vec<Field>,
+    #[serde(default)]
+    pub required: Vec<String>,
     /// Where the rows are in the response: the array of a list, or the object that holds the
     /// row (`image` of an upload); absent when the body is the row.
     pub object_key: Option<String>,
@@ -477,6 +476,9 @@ fn validate_resource(r: &Resource) -> Result<(), String> {
         }
         for f in &m.body {
             validate_field(f).map_err(|e| format!("{}: method {name}: {e}", r.full_name))?;
+        }
+        if let Some(missing) = m.required.iter().find(|k| !m.body.iter().any(|f| &f.name == *k)) {
+            return Err(format!("{}: method {name}: required body field `{missing}` is not in `body`", r.full_name));
         }
         for placeholder in path_placeholders(&m.path) {
             if !m.params.iter().any(|p| p.name == placeholder && p.location == ParamLocation::Path) {

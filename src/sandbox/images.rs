@@ -25,9 +25,6 @@ fn images_resource(app: &App) -> &Resource {
     app.registry.resource("linode", "images", "images").expect("the embedded registry describes images").1
 }
 
-fn body_fields<'a>(app: &'a App, method: &str) -> &'a [crate::provider::Field] {
-    &images_resource(app).methods[method].body
-}
 
 /// `/images`: list (GET) and capture (POST).
 pub async fn collection(
@@ -84,7 +81,7 @@ pub async fn member(
 }
 
 fn check(app: &App, method: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
-    let violations = check_body(body_fields(app, method), body);
+    let violations = check_body(&images_resource(app).methods[method], body);
     if violations.is_empty() { Ok(()) } else { Err(ApiError::violations(violations)) }
 }
 

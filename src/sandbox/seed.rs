@@ -151,11 +151,12 @@ fn regions() -> Vec<Region> {
     };
     vec![
         region("ap-south", "Singapore, SG", "sg", true),
-        region("ap-west", "Mumbai, IN", "in", false),
+        region("ap-west", "Mumbai, IN", "in", true),
         region("au-mel", "Melbourne, AU", "au", true),
         region("br-gru", "Sao Paulo, BR", "br", false),
         region("eu-central", "Frankfurt, DE", "de", true),
         region("eu-west", "London, UK", "gb", true),
+        region("in-maa", "Chennai, IN", "in", false),
         region("us-east", "Newark, NJ", "us", true),
         region("us-iad", "Washington, DC", "us", true),
         region("us-mia", "Miami, FL", "us", true),

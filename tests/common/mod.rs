@@ -44,6 +44,21 @@ impl SandboxProcess {
         SandboxProcess { child, url, access_log, _dir: dir }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process without warning (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// The server's root (`http://127.0.0.1:port`), for paths outside the API.
+    pub fn origin(&self) -> String {
+        self.url.trim_end_matches("/v4").to_string()
+    }
+
     /// Every request logged so far.
     pub fn log(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.access_log)
@@ -124,7 +139,44 @@ pub struct Http {
     pub client: reqwest::Client,
 }
 
+/// Status and JSON body of a response; panics unless the body is JSON.
+pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("body is JSON: {body:?}")))
+}
+
 impl Http {
+    /// Sends `method path` with the seeded account's token and a JSON body.
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.send_as(Some(TOKEN), method, path, body).await
+    }
+
+    pub async fn send_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        json_of(request.send().await.unwrap()).await
+    }
+
+    /// Polls GET `path` until `done` holds for the body, for at most `seconds`.
+    pub async fn poll(&self, path: &str, seconds: u64, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            let (status, body) = self.get(path, Some(TOKEN), None).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path} never reached the expected state: {status} {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>, filter: Option<&str>) -> (u16, Value) {
         let mut request = self.client.get(format!("{}{path}", self.base));
         if let Some(t) = token {
@@ -133,10 +185,7 @@ impl Http {
         if let Some(f) = filter {
             request = request.header("X-Filter", f);
         }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.text().await.unwrap();
-        (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("body is JSON: {body:?}")))
+        json_of(request.send().await.unwrap()).await
     }
 
     /// Every image the token can see, page by page, in the API's order.
@@ -153,6 +202,14 @@ impl Http {
             page += 1;
         }
     }
+}
+
+/// Gzip-compresses `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
 }
 
 /// A filter with its `+and` / `+or` lists sorted, so that equal filters compare equal.
