@@ -204,6 +204,40 @@ impl Http {
     }
 }
 
+/// The official clients pinned by these tests.
+pub const PYTHON_CLIENTS: [&str; 2] = ["linode-cli==5.69.0", "linode-api4==5.48.0"];
+
+/// A virtualenv with linode-cli and linode_api4, made once per build directory (needs pip
+/// to reach PyPI the first time).
+pub fn python_clients() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-clients");
+    let ready = venv.join("ready");
+    let wanted = PYTHON_CLIENTS.join(" ");
+    std::fs::create_dir_all(&venv).unwrap();
+    let lock = std::fs::File::create(venv.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
+    if std::fs::read_to_string(&ready).ok().as_deref() == Some(wanted.as_str()) {
+        return venv;
+    }
+    let run = |program: &Path, args: &[&str]| {
+        let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed (the client tests install linode-cli and linode-api4 from PyPI):\n{}{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Path::new("python3"), &["-m", "venv", "--clear", venv.to_str().unwrap()]);
+    let pip = venv.join("bin/pip");
+    let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+    args.extend(PYTHON_CLIENTS);
+    run(&pip, &args);
+    std::fs::write(&ready, wanted).unwrap();
+    venv
+}
+
 /// Gzip-compresses `data`.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
