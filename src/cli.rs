@@ -15,7 +15,11 @@ use crate::sql::split_statements;
 use crate::table::ScanOptions;
 
 #[derive(Debug, Parser)]
-#[command(name = "imageql", version, about = "SQL over Linode images, with a built-in sandbox of the Linode Images API")]
+#[command(
+    name = "imageql",
+    version,
+    about = "SQL over Linode images, with a built-in sandbox of the Linode Images API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -68,8 +72,8 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     }
     let mut scripts: Vec<(String, String)> = Vec::new();
     for path in &cli.files {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| Error::File { path: path.display().to_string(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::File { path: path.display().to_string(), source })?;
         scripts.push((path.display().to_string(), text));
     }
     for (i, sql) in cli.execute.iter().enumerate() {

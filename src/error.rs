@@ -54,6 +54,7 @@ impl From<DataFusionError> for Error {
                 None => Error::Query(inner.to_string()),
             },
             DataFusionError::ArrowError(arrow, _) => Error::Query(arrow.to_string()),
+            DataFusionError::Plan(message) => Error::Query(message.clone()),
             root => Error::Query(root.strip_backtrace()),
         }
     }

@@ -65,7 +65,8 @@ impl<'w> Printer<'w> {
                 buffer.clear();
             }
             Format::Ndjson => {
-                let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, LineDelimited>(&mut *self.out);
+                let mut writer =
+                    WriterBuilder::new().with_explicit_nulls(true).build::<_, LineDelimited>(&mut *self.out);
                 writer.write(&batch)?;
                 writer.finish()?;
             }

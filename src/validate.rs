@@ -30,15 +30,12 @@ pub fn check_body(method: &Method, body: &Map<String, Value>) -> Vec<Violation> 
     for field in &method.body {
         let required = method.required.contains(&field.name);
         match body.get(&field.name) {
-            None if required => violations.push(Violation {
-                field: field.name.clone(),
-                reason: format!("{} is required", field.name),
-            }),
+            None if required => {
+                violations.push(Violation { field: field.name.clone(), reason: format!("{} is required", field.name) })
+            }
             None => {}
-            Some(Value::Null) if required || !field.nullable => violations.push(Violation {
-                field: field.name.clone(),
-                reason: format!("{} must not be null", field.name),
-            }),
+            Some(Value::Null) if required || !field.nullable => violations
+                .push(Violation { field: field.name.clone(), reason: format!("{} must not be null", field.name) }),
             Some(Value::Null) => {}
             Some(value) => check_value(field, value, &field.name, &mut violations),
         }

@@ -108,8 +108,12 @@ impl Filter {
         match self {
             Filter::Cond { field, op: FilterOp::Eq, value } => json!({ field: value }),
             Filter::Cond { field, op, value } => json!({ field: { op.key(): value } }),
-            Filter::And(parts) => json!({ "+and": parts.iter().map(Filter::to_json).collect::<Vec<_>>() }),
-            Filter::Or(parts) => json!({ "+or": parts.iter().map(Filter::to_json).collect::<Vec<_>>() }),
+            Filter::And(parts) => {
+                json!({ "+and": parts.iter().map(Filter::to_json).collect::<Vec<_>>() })
+            }
+            Filter::Or(parts) => {
+                json!({ "+or": parts.iter().map(Filter::to_json).collect::<Vec<_>>() })
+            }
         }
     }
 
@@ -236,12 +240,16 @@ fn parse_object(map: &Map<String, Value>, order: &mut OrderParts) -> Result<Opti
             }
             "+order_by" => match value {
                 Value::String(field) => order.0 = Some(field.clone()),
-                _ => return Err(FilterError::CouldNotApply("+order_by needs a field name".into())),
+                _ => {
+                    return Err(FilterError::CouldNotApply("+order_by needs a field name".into()));
+                }
             },
             "+order" => match value.as_str() {
                 Some("asc") => order.1 = Some(Direction::Asc),
                 Some("desc") => order.1 = Some(Direction::Desc),
-                _ => return Err(FilterError::CouldNotApply("+order must be \"asc\" or \"desc\"".into())),
+                _ => {
+                    return Err(FilterError::CouldNotApply("+order must be \"asc\" or \"desc\"".into()));
+                }
             },
             op if op.starts_with('+') => {
                 return Err(FilterError::CouldNotApply(format!("unknown operator {op}")));
@@ -270,8 +278,8 @@ fn parse_field(field: &str, value: &Value) -> Result<Filter, FilterError> {
             };
             parts.push(Filter::Or(values.iter().map(|v| Filter::cond(field, FilterOp::Eq, v.clone())).collect()));
         } else {
-            let op = FilterOp::from_key(key)
-                .ok_or_else(|| FilterError::CouldNotApply(format!("unknown operator {key}")))?;
+            let op =
+                FilterOp::from_key(key).ok_or_else(|| FilterError::CouldNotApply(format!("unknown operator {key}")))?;
             parts.push(Filter::cond(field, op, operand.clone()));
         }
     }
@@ -312,7 +320,9 @@ fn value_eq(actual: &Value, operand: &Value) -> bool {
 }
 
 fn contains(actual: &Value, needle: &Value) -> bool {
-    let Some(needle) = needle.as_str().map(str::to_lowercase) else { return false };
+    let Some(needle) = needle.as_str().map(str::to_lowercase) else {
+        return false;
+    };
     match actual {
         Value::String(s) => s.to_lowercase().contains(&needle),
         Value::Array(items) => items.iter().any(|i| i.as_str().is_some_and(|s| s.to_lowercase().contains(&needle))),

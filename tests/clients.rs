@@ -89,7 +89,18 @@ fn linode_cli_manages_images_end_to_end() {
     let sandbox = SandboxProcess::start(&["--time-scale", "0.05"]);
     let cli = Cli::new(&sandbox);
 
-    let listed = cli.json(&["images", "list", "--is_public", "false", "--tags", "prod", "--order-by", "size", "--order", "desc"]);
+    let listed = cli.json(&[
+        "images",
+        "list",
+        "--is_public",
+        "false",
+        "--tags",
+        "prod",
+        "--order-by",
+        "size",
+        "--order",
+        "desc",
+    ]);
     let ids: Vec<&str> = listed.iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["private/1002", "private/1014", "private/1004", "private/1001", "private/1009"]);
     let all = cli.json(&["images", "list", "--all-rows"]);
@@ -98,14 +109,32 @@ fn linode_cli_manages_images_end_to_end() {
     let viewed = cli.json(&["images", "view", "private/1001"]);
     assert_eq!(viewed[0]["label"], "golden-web-2024");
 
-    let created = cli.json(&["images", "create", "--disk_id", "67890", "--label", "cli-golden", "--tags", "cli-made", "--cloud_init", "true"]);
+    let created = cli.json(&[
+        "images",
+        "create",
+        "--disk_id",
+        "67890",
+        "--label",
+        "cli-golden",
+        "--tags",
+        "cli-made",
+        "--cloud_init",
+        "true",
+    ]);
     let id = created[0]["id"].as_str().unwrap().to_string();
-    assert_eq!((created[0]["status"].clone(), created[0]["capabilities"].clone()), (json!("creating"), json!(["cloud-init"])));
+    assert_eq!(
+        (created[0]["status"].clone(), created[0]["capabilities"].clone()),
+        (json!("creating"), json!(["cloud-init"]))
+    );
     let available = cli.wait_for(&id, |i| i["status"] == "available");
     assert_eq!(available["regions"], json!([{"region": "us-east", "status": "available"}]));
 
-    let updated = cli.json(&["images", "update", &id, "--label", "cli-golden-v2", "--description", "built by linode-cli"]);
-    assert_eq!((updated[0]["label"].clone(), updated[0]["description"].clone()), (json!("cli-golden-v2"), json!("built by linode-cli")));
+    let updated =
+        cli.json(&["images", "update", &id, "--label", "cli-golden-v2", "--description", "built by linode-cli"]);
+    assert_eq!(
+        (updated[0]["label"].clone(), updated[0]["description"].clone()),
+        (json!("cli-golden-v2"), json!("built by linode-cli"))
+    );
 
     let replicated = cli.json(&["images", "replicate", &id, "--regions", "us-east", "--regions", "us-mia"]);
     assert_eq!(replicated[0]["regions"][1], json!({"region": "us-mia", "status": "pending replication"}));

@@ -61,11 +61,7 @@ async fn replay(sandbox: &SandboxProcess, interaction: &Value) -> (Value, Value)
     }
     let response = builder.send().await.unwrap();
     let status = response.status().as_u16();
-    assert_eq!(
-        response.headers().get("content-type").unwrap(),
-        "application/json",
-        "{path}: every response is JSON"
-    );
+    assert_eq!(response.headers().get("content-type").unwrap(), "application/json", "{path}: every response is JSON");
     let ours: Value = response.json().await.unwrap();
     let recorded_status = interaction["response"]["code"].as_u64().unwrap() as u16;
     assert_eq!(status, recorded_status, "{path}: status; body {ours}");
@@ -123,7 +119,10 @@ async fn pages_within_the_documented_limits() {
     let http = sandbox.client();
     let (status, body) = http.get("/images?page=2&page_size=25", Some(TOKEN), None).await;
     assert_eq!(status, 200);
-    assert_eq!((body["page"].clone(), body["pages"].clone(), body["results"].clone()), (json!(2), json!(5), json!(114)));
+    assert_eq!(
+        (body["page"].clone(), body["pages"].clone(), body["results"].clone()),
+        (json!(2), json!(5), json!(114))
+    );
     assert_eq!(body["data"].as_array().unwrap().len(), 25);
     let (_, last) = http.get("/images?page=5&page_size=25", Some(TOKEN), None).await;
     assert_eq!(last["data"].as_array().unwrap().len(), 14);
@@ -132,7 +131,9 @@ async fn pages_within_the_documented_limits() {
     let (_, default) = http.get("/images", Some(TOKEN), None).await;
     assert_eq!(default["data"].as_array().unwrap().len(), 100);
 
-    for (query, field) in [("page_size=24", "page_size"), ("page_size=501", "page_size"), ("page=0", "page"), ("page=x", "page")] {
+    for (query, field) in
+        [("page_size=24", "page_size"), ("page_size=501", "page_size"), ("page=0", "page"), ("page=x", "page")]
+    {
         let (status, body) = http.get(&format!("/images?{query}"), Some(TOKEN), None).await;
         assert_eq!(status, 400, "{query}");
         assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
@@ -159,17 +160,23 @@ async fn evaluates_every_x_filter_operator() {
     assert_eq!(ids(&list(r#"{"label": {"+contains": "GOLDEN-DB"}}"#).await), ["private/1002"]);
     assert_eq!(ids(&list(r#"{"+and": [{"tags": "prod"}, {"tags": "web"}]}"#).await), ["private/1001", "private/1004"]);
     assert_eq!(
-        ids(&list(r#"{"+or": [{"status": "creating"}, {"+and": [{"type": "automatic"}, {"size": {"+gt": 4000}}]}]}"#).await),
+        ids(&list(r#"{"+or": [{"status": "creating"}, {"+and": [{"type": "automatic"}, {"size": {"+gt": 4000}}]}]}"#)
+            .await),
         ["private/1010", "private/1012"]
     );
     assert_eq!(ids(&list(r#"{"size": {"+gte": 5950}, "is_public": false}"#).await), ["private/1006"]);
-    assert_eq!(ids(&list(r#"{"size": {"+lt": 500}, "deprecated": true}"#).await), ["linode/alpine3.19", "linode/alpine3.20"]);
+    assert_eq!(
+        ids(&list(r#"{"size": {"+lt": 500}, "deprecated": true}"#).await),
+        ["linode/alpine3.19", "linode/alpine3.20"]
+    );
     assert_eq!(ids(&list(r#"{"vendor": "Slackware"}"#).await), ["linode/slackware15.0"]);
     assert_eq!(list(r#"{"status": {"+neq": "available"}}"#).await["results"], 2);
     assert_eq!(list(r#"{"label": "not-found"}"#).await, json!({"pages": 0, "data": [], "results": 0, "page": 0}));
 
     // Sorting, at the top level (linode-cli) or inside +and (linode_api4).
-    let sizes = |body: &Value| -> Vec<u64> { body["data"].as_array().unwrap().iter().map(|i| i["size"].as_u64().unwrap()).collect() };
+    let sizes = |body: &Value| -> Vec<u64> {
+        body["data"].as_array().unwrap().iter().map(|i| i["size"].as_u64().unwrap()).collect()
+    };
     let top = list(r#"{"is_public": false, "+order_by": "size", "+order": "desc"}"#).await;
     let nested = list(r#"{"+and": [{"is_public": false}, {"+order_by": "size", "+order": "desc"}]}"#).await;
     assert_eq!(top, nested);
@@ -197,7 +204,8 @@ async fn evaluates_every_x_filter_operator() {
 async fn tokens_map_to_accounts() {
     let sandbox = SandboxProcess::start(&["--account", "other:other-token"]);
     let http = sandbox.client();
-    let count_private = |body: &Value| body["data"].as_array().unwrap().iter().filter(|i| i["is_public"] == false).count();
+    let count_private =
+        |body: &Value| body["data"].as_array().unwrap().iter().filter(|i| i["is_public"] == false).count();
     let (_, anonymous) = http.get("/images?page_size=500", None, None).await;
     assert_eq!((count_private(&anonymous), anonymous["results"].clone()), (0, json!(40)));
     let (_, empty_bearer) = http.get("/images?page_size=500", Some(""), None).await;
@@ -219,7 +227,12 @@ async fn tokens_map_to_accounts() {
 async fn image_ids_may_carry_a_raw_or_encoded_slash() {
     let sandbox = SandboxProcess::start(&[]);
     let http = sandbox.client();
-    for path in ["/images/private/1001", "/images/private%2F1001", "/images/private%2f1001", "/images/private/1001?page=1&page_size=100"] {
+    for path in [
+        "/images/private/1001",
+        "/images/private%2F1001",
+        "/images/private%2f1001",
+        "/images/private/1001?page=1&page_size=100",
+    ] {
         let (status, body) = http.get(path, Some(TOKEN), None).await;
         assert_eq!((status, body["id"].clone()), (200, json!("private/1001")), "{path}");
     }
@@ -230,7 +243,8 @@ async fn image_ids_may_carry_a_raw_or_encoded_slash() {
     let (status, body) = http.get("/nothing/here", None, None).await;
     assert_eq!((status, body), (404, json!({"errors": [{"reason": "Not found"}]})));
 
-    let response = http.client.patch(format!("{}/images/private/1001", http.base)).bearer_auth(TOKEN).send().await.unwrap();
+    let response =
+        http.client.patch(format!("{}/images/private/1001", http.base)).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 405);
     let body: Value = response.json().await.unwrap();
     assert!(body["errors"][0]["reason"].is_string());
@@ -308,7 +322,10 @@ async fn replays_every_recorded_image_interaction() {
             let (status, ours) = common::json_of(builder.send().await.unwrap()).await;
             assert_eq!(status, recorded_status, "{name}: {path}: {ours}");
             replayed += 1;
-            if recorded.get("errors").is_some() || recorded.as_object().is_some_and(|o| o.is_empty()) || recorded["pages"] == 0 {
+            if recorded.get("errors").is_some()
+                || recorded.as_object().is_some_and(|o| o.is_empty())
+                || recorded["pages"] == 0
+            {
                 assert_eq!(ours, recorded, "{name}: {path}");
                 continue;
             }

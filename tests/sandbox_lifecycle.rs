@@ -22,8 +22,9 @@ fn fast() -> SandboxProcess {
 async fn captures_an_ext_disk_into_an_image_that_becomes_available() {
     let sandbox = fast();
     let http = sandbox.client();
-    let (status, image) =
-        http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK, "cloud_init": true, "tags": ["web", "abc", "web"]}))).await;
+    let (status, image) = http
+        .send("POST", "/images", Some(json!({"disk_id": EXT4_DISK, "cloud_init": true, "tags": ["web", "abc", "web"]})))
+        .await;
     assert_eq!(status, 200, "{image}");
     assert_eq!(image["status"], "creating");
     assert_eq!(image["label"], "Debian 12 Disk", "the label defaults to the disk's");
@@ -48,7 +49,8 @@ async fn captures_an_ext_disk_into_an_image_that_becomes_available() {
     }
     let (status, body) = http.send("POST", "/images", Some(json!({"label": "x"}))).await;
     assert_eq!((status, body), (400, json!({"errors": [{"reason": "disk_id is required", "field": "disk_id"}]})));
-    let (status, body) = http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK, "tags": ["ab"], "label": "bad/label"}))).await;
+    let (status, body) =
+        http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK, "tags": ["ab"], "label": "bad/label"}))).await;
     assert_eq!(status, 400);
     assert_eq!(body["errors"].as_array().unwrap().len(), 2, "every invalid field is reported: {body}");
     let (status, _) = http.send_as(None, "POST", "/images", Some(json!({"disk_id": EXT4_DISK}))).await;
@@ -68,7 +70,9 @@ async fn put_upload(url: &str, data: Vec<u8>) -> (u16, Value) {
 }
 
 async fn create_upload(http: &common::Http, label: &str) -> (String, String) {
-    let (status, body) = http.send("POST", "/images/upload", Some(json!({"label": label, "region": "us-ord", "tags": ["upload"]}))).await;
+    let (status, body) = http
+        .send("POST", "/images/upload", Some(json!({"label": label, "region": "us-ord", "tags": ["upload"]})))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["image"]["status"], "pending_upload");
     assert_eq!(body["image"]["size"], 0);
@@ -168,7 +172,8 @@ async fn upload_urls_and_pending_uploads_expire_after_24_hours() {
     let http = sandbox.client();
     let (id, url) = create_upload(&http, "late").await;
     let clock = format!("{}/sandbox/clock", sandbox.origin());
-    let (status, _) = json_of(http.client.post(&clock).json(&json!({"advance_seconds": 23 * 3600})).send().await.unwrap()).await;
+    let (status, _) =
+        json_of(http.client.post(&clock).json(&json!({"advance_seconds": 23 * 3600})).send().await.unwrap()).await;
     assert_eq!(status, 200);
     let (status, _) = http.get(&format!("/images/{id}"), Some(TOKEN), None).await;
     assert_eq!(status, 200, "still within the window");
@@ -238,7 +243,8 @@ async fn replication_moves_regions_through_their_states() {
     let sandbox = SandboxProcess::start(&["--time-scale", "0.2"]);
     let http = sandbox.client();
     // private/1001 is in us-east and eu-west.
-    let (status, image) = http.send("POST", "/images/private/1001/regions", Some(json!({"regions": ["us-east", "us-iad"]}))).await;
+    let (status, image) =
+        http.send("POST", "/images/private/1001/regions", Some(json!({"regions": ["us-east", "us-iad"]}))).await;
     assert_eq!(status, 200, "{image}");
     assert_eq!(
         image["regions"],
@@ -250,11 +256,15 @@ async fn replication_moves_regions_through_their_states() {
     );
     let done = http
         .poll("/images/private/1001", 20, |i| {
-            let statuses: Vec<String> = i["regions"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_string()).collect();
+            let statuses: Vec<String> =
+                i["regions"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_string()).collect();
             statuses.iter().all(|s| s == "available") && statuses.len() == 2
         })
         .await;
-    assert_eq!(done["regions"], json!([{"region": "us-east", "status": "available"}, {"region": "us-iad", "status": "available"}]));
+    assert_eq!(
+        done["regions"],
+        json!([{"region": "us-east", "status": "available"}, {"region": "us-iad", "status": "available"}])
+    );
     assert_eq!(done["total_size"], json!(2650 * 2));
 
     for (body, field_words) in [
@@ -267,7 +277,8 @@ async fn replication_moves_regions_through_their_states() {
         assert_eq!(status, 400, "{body}");
         assert!(answer["errors"][0]["reason"].as_str().unwrap().contains(field_words), "{answer}");
     }
-    let (status, answer) = http.send("POST", "/images/private/1010/regions", Some(json!({"regions": ["us-east"]}))).await;
+    let (status, answer) =
+        http.send("POST", "/images/private/1010/regions", Some(json!({"regions": ["us-east"]}))).await;
     assert_eq!(status, 400, "a creating image cannot be replicated: {answer}");
     let (status, _) = http.send("POST", "/images/linode/debian12/regions", Some(json!({"regions": ["us-east"]}))).await;
     assert_eq!(status, 403);
@@ -286,11 +297,15 @@ async fn deleting_an_instance_leaves_a_free_recovery_image() {
     assert_eq!((status, body), (200, json!({})));
     let (status, _) = http.get("/linode/instances/12345", Some(TOKEN), None).await;
     assert_eq!(status, 404);
-    let (_, list) = http.get("/images?page_size=500", Some(TOKEN), Some(r#"{"type": "automatic", "label": "web-1-recovery"}"#)).await;
+    let (_, list) = http
+        .get("/images?page_size=500", Some(TOKEN), Some(r#"{"type": "automatic", "label": "web-1-recovery"}"#))
+        .await;
     let recovery = &list["data"][0];
     assert_eq!(recovery["size"], 2430);
-    let created = chrono::NaiveDateTime::parse_from_str(recovery["created"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S").unwrap();
-    let expiry = chrono::NaiveDateTime::parse_from_str(recovery["expiry"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S").unwrap();
+    let created =
+        chrono::NaiveDateTime::parse_from_str(recovery["created"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S").unwrap();
+    let expiry =
+        chrono::NaiveDateTime::parse_from_str(recovery["expiry"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S").unwrap();
     assert_eq!(expiry - created, chrono::Duration::days(7));
     let id = recovery["id"].as_str().unwrap();
     http.poll(&format!("/images/{id}"), 10, |i| i["status"] == "available").await;
@@ -305,10 +320,16 @@ async fn limits_hold_under_50_concurrent_captures() {
         let http = http.clone();
         tokio::spawn(async move { http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK}))).await })
     });
-    let results: Vec<(u16, Value)> = futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let results: Vec<(u16, Value)> =
+        futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
     let created = results.iter().filter(|(s, _)| *s == 200).count();
     assert_eq!(created, 8);
-    assert!(results.iter().filter(|(s, _)| *s != 200).all(|(s, b)| *s == 400 && b["errors"][0]["reason"].as_str().unwrap().contains("Image limit")));
+    assert!(
+        results
+            .iter()
+            .filter(|(s, _)| *s != 200)
+            .all(|(s, b)| { *s == 400 && b["errors"][0]["reason"].as_str().unwrap().contains("Image limit") })
+    );
 
     // Storage: 49790 MB are in use; 55 GB (56320 MB) leave room for two 2430 MB captures.
     let sandbox = SandboxProcess::start(&["--max-total-gb", "55"]);
@@ -317,9 +338,12 @@ async fn limits_hold_under_50_concurrent_captures() {
         let http = http.clone();
         tokio::spawn(async move { http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK}))).await })
     });
-    let results: Vec<(u16, Value)> = futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let results: Vec<(u16, Value)> =
+        futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
     assert_eq!(results.iter().filter(|(s, _)| *s == 200).count(), 2);
-    assert!(results.iter().any(|(_, b)| b["errors"][0]["reason"].as_str().is_some_and(|r| r.contains("Storage limit"))));
+    assert!(
+        results.iter().any(|(_, b)| { b["errors"][0]["reason"].as_str().is_some_and(|r| r.contains("Storage limit")) })
+    );
 }
 
 #[tokio::test]
@@ -335,7 +359,9 @@ async fn acknowledged_changes_survive_kill_9() {
     let captures: Vec<_> = (0..40)
         .map(|_| {
             let http = http.clone();
-            tokio::spawn(async move { http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK, "tags": ["kill"]}))).await })
+            tokio::spawn(async move {
+                http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK, "tags": ["kill"]}))).await
+            })
         })
         .collect();
     let acknowledged = http.poll("/images?page_size=500", 10, |list| {

@@ -11,7 +11,9 @@ fn list_requests(log: &[Value]) -> Vec<&Value> {
 }
 
 fn query(where_clause: &str) -> String {
-    format!("SELECT id, label, size, status, type, tags, is_public, vendor FROM linode.images.images WHERE {where_clause} ORDER BY id")
+    format!(
+        "SELECT id, label, size, status, type, tags, is_public, vendor FROM linode.images.images WHERE {where_clause} ORDER BY id"
+    )
 }
 
 /// Runs `sql` with and without pushdown; returns the rows and the requests of the pushed run.
@@ -35,7 +37,10 @@ fn predicates_become_the_x_filter_and_change_no_result() {
         ("size < 1000", json!({"size": {"+lt": 1000}})),
         ("size <= 980", json!({"size": {"+lte": 980}})),
         ("2000 < size", json!({"size": {"+gt": 2000}})),
-        ("status IN ('creating', 'pending_upload')", json!({"+or": [{"status": "creating"}, {"status": "pending_upload"}]})),
+        (
+            "status IN ('creating', 'pending_upload')",
+            json!({"+or": [{"status": "creating"}, {"status": "pending_upload"}]}),
+        ),
         ("size BETWEEN 1000 AND 3000", json!({"+and": [{"size": {"+gte": 1000}}, {"size": {"+lte": 3000}}]})),
         (
             "(size > 4000 OR label = 'ci-runner') AND NOT is_public",
@@ -65,7 +70,12 @@ fn predicates_become_the_x_filter_and_change_no_result() {
 #[test]
 fn predicates_the_api_cannot_evaluate_are_not_sent() {
     let sandbox = SandboxProcess::start(&[]);
-    for clause in ["description = ''", "length(label) > 12", "created > TIMESTAMP '2025-01-01 00:00:00'", "label NOT LIKE '%web%'"] {
+    for clause in [
+        "description = ''",
+        "length(label) > 12",
+        "created > TIMESTAMP '2025-01-01 00:00:00'",
+        "label NOT LIKE '%web%'",
+    ] {
         let (rows, requests) = both_ways(&sandbox, &query(clause));
         assert!(!rows.is_empty(), "{clause}");
         let lists = list_requests(&requests);
@@ -88,8 +98,7 @@ fn id_predicates_fetch_single_images() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0]["path"], "/v4/images/linode%2Fdebian12");
 
-    let (rows, requests) =
-        both_ways(&sandbox, &query("id IN ('private/1001', 'linode/debian12', 'private/999999')"));
+    let (rows, requests) = both_ways(&sandbox, &query("id IN ('private/1001', 'linode/debian12', 'private/999999')"));
     assert_eq!(rows.iter().map(|r| r["id"].as_str().unwrap()).collect::<Vec<_>>(), ["linode/debian12", "private/1001"]);
     let mut paths: Vec<&str> = requests.iter().map(|r| r["path"].as_str().unwrap()).collect();
     paths.sort();
@@ -103,7 +112,8 @@ fn id_predicates_fetch_single_images() {
     assert_eq!(sandbox.log_since(mark).len(), 1);
     let (rows, _) = both_ways(&sandbox, &query("id = 'private/1001' AND size > 100000"));
     assert!(rows.is_empty());
-    let (rows, requests) = both_ways(&sandbox, &query("id IN ('private/1001', 'private/1002') AND imageId = 'private/1002'"));
+    let (rows, requests) =
+        both_ways(&sandbox, &query("id IN ('private/1001', 'private/1002') AND imageId = 'private/1002'"));
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["id"], "private/1002");
     assert_eq!(requests.len(), 1, "only the ids every predicate allows are fetched");
@@ -133,13 +143,8 @@ fn limit_shrinks_the_pages_only_when_every_filter_is_exact() {
 #[tokio::test]
 async fn a_thousand_images_page_through_exactly_once_in_api_order() {
     let sandbox = SandboxProcess::start(&["--seed-images", "1000"]);
-    let expected: Vec<String> = sandbox
-        .client()
-        .all_images(Some(TOKEN))
-        .await
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_string())
-        .collect();
+    let expected: Vec<String> =
+        sandbox.client().all_images(Some(TOKEN)).await.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(expected.len(), 14 + 1000 + 40);
     let mark = sandbox.log().len();
     let out = sandbox.imageql(&["--page-size", "25", "-o", "csv", "-e", "SELECT id FROM linode.images.images"]).ok();
@@ -195,12 +200,22 @@ fn explain_shows_the_requests_and_sends_none() {
     let sandbox = SandboxProcess::start(&[]);
     let mark = sandbox.log().len();
     let out = sandbox
-        .imageql(&["-o", "text", "-e", "EXPLAIN SELECT label FROM linode.images.images WHERE size > 2000 AND NOT is_public"])
+        .imageql(&[
+            "-o",
+            "text",
+            "-e",
+            "EXPLAIN SELECT label FROM linode.images.images WHERE size > 2000 AND NOT is_public",
+        ])
         .ok();
     assert!(out.contains("GET /images?page=1..&page_size=500"), "{out}");
     assert!(out.contains(r#"X-Filter: {"+and":[{"size":{"+gt":2000}},{"is_public":false}]}"#), "{out}");
     let out = sandbox
-        .imageql(&["-o", "text", "-e", "EXPLAIN SELECT label FROM linode.images.images WHERE id IN ('private/1', 'linode/x')"])
+        .imageql(&[
+            "-o",
+            "text",
+            "-e",
+            "EXPLAIN SELECT label FROM linode.images.images WHERE id IN ('private/1', 'linode/x')",
+        ])
         .ok();
     assert!(out.contains("GET /images/private%2F1, GET /images/linode%2Fx"), "{out}");
     assert!(sandbox.log_since(mark).is_empty(), "EXPLAIN made requests");
@@ -241,7 +256,10 @@ fn every_output_format_is_parseable() {
     let csv = sandbox.imageql(&["-o", "csv", "-e", sql]).ok();
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("id,tags,regions,size"));
-    assert_eq!(lines.next().unwrap(), r#"private/1001,"[""golden"",""prod"",""web""]","[{""region"":""us-east"",""status"":""available""},{""region"":""eu-west"",""status"":""available""}]",2650"#);
+    assert_eq!(
+        lines.next().unwrap(),
+        r#"private/1001,"[""golden"",""prod"",""web""]","[{""region"":""us-east"",""status"":""available""},{""region"":""eu-west"",""status"":""available""}]",2650"#
+    );
 
     let text = sandbox.imageql(&["-o", "text", "-e", sql]).ok();
     assert_eq!(text.lines().nth(1), Some(r#"private/1010	["golden","web"]	[]	3010"#));
@@ -249,7 +267,8 @@ fn every_output_format_is_parseable() {
     let table = sandbox.imageql(&["-e", "SELECT id FROM linode.images.images WHERE id = 'private/1'"]).ok();
     assert!(table.contains("| id |"), "an empty result still shows its columns: {table}");
 
-    let empty = sandbox.imageql(&["-o", "json", "-e", "SELECT id FROM linode.images.images WHERE id = 'private/1'"]).ok();
+    let empty =
+        sandbox.imageql(&["-o", "json", "-e", "SELECT id FROM linode.images.images WHERE id = 'private/1'"]).ok();
     assert_eq!(empty.trim(), "[]");
 }
 
@@ -342,7 +361,11 @@ fn provider_files_decide_what_is_pushed_down() {
     let requests = sandbox.log_since(mark);
     assert_eq!(requests[0]["x_filter"], Value::Null);
 
-    std::fs::write(&service, "id: images\nresources:\n  images:\n    fields: [{name: id, type: text}]\n    methods: {}\n").unwrap();
+    std::fs::write(
+        &service,
+        "id: images\nresources:\n  images:\n    fields: [{name: id, type: text}]\n    methods: {}\n",
+    )
+    .unwrap();
     let stderr = sandbox.imageql(&["--providers", providers, "-e", sql]).fails();
     assert!(stderr.contains("images.yaml") && stderr.contains("text"), "{stderr}");
 }

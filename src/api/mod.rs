@@ -106,11 +106,8 @@ impl Request {
         if self.query.is_empty() {
             return self.path.clone();
         }
-        let query: Vec<String> = self
-            .query
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode_segment(k), encode_segment(v)))
-            .collect();
+        let query: Vec<String> =
+            self.query.iter().map(|(k, v)| format!("{}={}", encode_segment(k), encode_segment(v))).collect();
         format!("{}?{}", self.path, query.join("&"))
     }
 }
@@ -229,10 +226,14 @@ impl ApiClient {
     fn hint(&self, status: StatusCode) -> Option<String> {
         let source = &self.token_source;
         Some(match status.as_u16() {
-            401 if self.token.is_some() => format!("The token in {source} was rejected; check that it is valid"),
+            401 if self.token.is_some() => {
+                format!("The token in {source} was rejected; check that it is valid")
+            }
             401 => format!("This needs a token: set {source}"),
             403 => format!("The token in {source} lacks the permission (OAuth scope) this needs"),
-            429 => format!("The API's rate limit was hit and still applied after {READ_ATTEMPTS} attempts; try again later"),
+            429 => format!(
+                "The API's rate limit was hit and still applied after {READ_ATTEMPTS} attempts; try again later"
+            ),
             500..=599 => "The API failed; try again later".into(),
             _ => return None,
         })
@@ -262,14 +263,13 @@ impl ApiClient {
                     request.query.push((pagination.page_param.clone(), page.to_string()));
                     request.query.push((pagination.page_size_param.clone(), page_size.to_string()));
                     let body = client.read(&request).await?;
-                    let decode_error = |detail: String| ApiError::Decode {
-                        method: request.verb,
-                        url: client.url(&request),
-                        detail,
-                    };
+                    let decode_error =
+                        |detail: String| ApiError::Decode { method: request.verb, url: client.url(&request), detail };
                     let rows = match body.get(&object_key) {
                         Some(Value::Array(rows)) => rows.clone(),
-                        _ => return Err(decode_error(format!("no `{object_key}` array in the body"))),
+                        _ => {
+                            return Err(decode_error(format!("no `{object_key}` array in the body")));
+                        }
                     };
                     let pages = body.get(&pagination.response_pages).and_then(Value::as_u64);
                     Ok((rows, pages))

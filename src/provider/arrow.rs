@@ -6,8 +6,20 @@ use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Fields, Schema
 
 use super::{Field, Kind, Resource};
 
+/// The table's columns: the response fields, then the parameter columns.
 pub fn resource_schema(resource: &Resource) -> SchemaRef {
-    Arc::new(Schema::new(resource.fields.iter().map(arrow_field).collect::<Vec<_>>()))
+    let mut fields: Vec<ArrowField> = resource.fields.iter().map(arrow_field).collect();
+    fields.extend(resource.param_columns().into_iter().map(|p| ArrowField::new(&p.name, scalar_type(p.kind), false)));
+    Arc::new(Schema::new(fields))
+}
+
+fn scalar_type(kind: Kind) -> DataType {
+    match kind {
+        Kind::Integer => DataType::Int64,
+        Kind::Number => DataType::Float64,
+        Kind::Boolean => DataType::Boolean,
+        _ => DataType::Utf8,
+    }
 }
 
 fn arrow_field(f: &Field) -> ArrowField {

@@ -137,6 +137,70 @@ pub struct Resource {
     pub methods: BTreeMap<String, Method>,
     #[serde(default)]
     pub sql_verbs: BTreeMap<SqlVerb, Vec<String>>,
+    /// Rows the API will not let anyone change (public images).
+    pub protected: Option<Protected>,
+    /// How to tell when a row is ready, for `/*+ AWAIT */`.
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// Rows that cannot be changed: those whose `column` is true, recognisable before any request
+/// by an id matching `idPattern`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Protected {
+    pub column: String,
+    pub id_pattern: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Lifecycle {
+    /// The select method that re-reads a row by its id.
+    pub get: String,
+    pub status: String,
+    pub ready: Vec<String>,
+    #[serde(default)]
+    pub failed: Vec<String>,
+    /// Copies of the row in places (image regions), each with its own status.
+    pub regions: Option<PlacesLifecycle>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PlacesLifecycle {
+    pub field: String,
+    pub status: String,
+    pub ready: Vec<String>,
+}
+
+/// A method whose response carries a URL to send a file to (image uploads).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Upload {
+    /// The response field with the URL.
+    pub url_field: String,
+    /// The EXEC parameter that names the local file.
+    pub param: String,
+    pub content_type: String,
+    pub encoding: UploadEncoding,
+    pub content: Option<UploadContent>,
+    /// Limits on the file as sent and once decoded.
+    pub max_bytes: u64,
+    pub max_decoded_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UploadEncoding {
+    Gzip,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UploadContent {
+    /// A raw disk image holding one unpartitioned ext3/ext4 filesystem.
+    ExtDiskImage,
 }
 
 /// A field of a response object, a request body or an array's items.
@@ -283,6 +347,7 @@ pub struct Method {
     pub filtered: bool,
     #[serde(default)]
     pub not_found: NotFound,
+    pub upload: Option<Upload>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -348,6 +413,20 @@ impl Resource {
         })
     }
 
+    /// Required parameters of select methods that no response field carries (`linodeId` of
+    /// disks): they are columns of the table too, filled with the value they were given.
+    pub fn param_columns(&self) -> Vec<&Param> {
+        let mut columns: Vec<&Param> = Vec::new();
+        for (_, method) in self.methods_for(SqlVerb::Select) {
+            for p in method.params.iter().filter(|p| p.required && p.column.is_none()) {
+                if !columns.iter().any(|c| c.name == p.name) {
+                    columns.push(p);
+                }
+            }
+        }
+        columns
+    }
+
     /// Parameters whose name is an alias of a column (`imageId` → `id`).
     pub fn column_aliases(&self) -> impl Iterator<Item = (&str, &str)> {
         self.methods
@@ -391,9 +470,7 @@ impl Registry {
 
     /// Provider files from a directory laid out like `providers/`.
     pub fn from_dir(root: &Path) -> Result<Registry, LoadError> {
-        let read_dir = |p: &Path| {
-            std::fs::read_dir(p).map_err(|e| LoadError::new(p.display().to_string(), e))
-        };
+        let read_dir = |p: &Path| std::fs::read_dir(p).map_err(|e| LoadError::new(p.display().to_string(), e));
         let mut registry = Registry::default();
         let mut provider_dirs: Vec<_> = read_dir(root)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         provider_dirs.sort();
@@ -404,13 +481,12 @@ impl Registry {
             let mut services = Vec::new();
             let services_dir = dir.join("services");
             if services_dir.is_dir() {
-                let mut files: Vec<_> =
-                    read_dir(&services_dir)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+                let mut files: Vec<_> = read_dir(&services_dir)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
                 files.sort();
                 for f in files {
                     if f.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                        let body = std::fs::read_to_string(&f)
-                            .map_err(|e| LoadError::new(f.display().to_string(), e))?;
+                        let body =
+                            std::fs::read_to_string(&f).map_err(|e| LoadError::new(f.display().to_string(), e))?;
                         services.push((f.display().to_string(), body));
                     }
                 }
@@ -443,9 +519,9 @@ impl Registry {
 
     /// Every resource with its provider, in name order.
     pub fn resources(&self) -> impl Iterator<Item = (&Arc<Provider>, &Service, &Resource)> {
-        self.providers.values().flat_map(|p| {
-            p.services.values().flat_map(move |s| s.resources.values().map(move |r| (p, s, r)))
-        })
+        self.providers
+            .values()
+            .flat_map(|p| p.services.values().flat_map(move |s| s.resources.values().map(move |r| (p, s, r))))
     }
 
     pub fn resource(&self, provider: &str, service: &str, resource: &str) -> Option<(&Arc<Provider>, &Resource)> {
@@ -485,6 +561,19 @@ fn validate_resource(r: &Resource) -> Result<(), String> {
                 return Err(format!("{}: method {name}: path param {{{placeholder}}} is not declared", r.full_name));
             }
         }
+    }
+    if let Some(p) = &r.protected {
+        if r.field(&p.column).is_none() {
+            return Err(format!("{}: protected.column names unknown field `{}`", r.full_name, p.column));
+        }
+        if let Some(pattern) = &p.id_pattern {
+            regex::Regex::new(pattern).map_err(|e| format!("{}: protected.idPattern: {e}", r.full_name))?;
+        }
+    }
+    if let Some(l) = &r.lifecycle
+        && !r.methods.contains_key(&l.get)
+    {
+        return Err(format!("{}: lifecycle.get names unknown method `{}`", r.full_name, l.get));
     }
     for (verb, methods) in &r.sql_verbs {
         for m in methods {

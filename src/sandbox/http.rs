@@ -111,7 +111,9 @@ impl Caller {
 
 /// The bearer token of a request: `None` without one; `Some("")` for an empty one.
 fn bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
     let value = value.to_str().map_err(|_| ApiError::unauthorized())?.trim();
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim().to_string())),
@@ -128,7 +130,9 @@ impl FromRequestParts<App> for Caller {
             // linode-cli sends "Bearer " when its token is empty; that is anonymous.
             None => Ok(Caller(None)),
             Some(token) if token.is_empty() => Ok(Caller(None)),
-            Some(token) => app.read(|s| s.account_by_token(&token)).map(|a| Caller(Some(a))).ok_or_else(ApiError::unauthorized),
+            Some(token) => {
+                app.read(|s| s.account_by_token(&token)).map(|a| Caller(Some(a))).ok_or_else(ApiError::unauthorized)
+            }
         }
     }
 }
@@ -178,11 +182,10 @@ async fn clock(State(app): State<App>) -> Response {
 /// recovery image expiry) can be seen without waiting.
 async fn advance_clock(State(app): State<App>, body: Bytes) -> Reply {
     let body = json_object(&body)?;
-    let seconds = body
-        .get("advance_seconds")
-        .and_then(Value::as_i64)
-        .filter(|s| *s >= 0)
-        .ok_or_else(|| ApiError::bad_request("advance_seconds must be a non-negative integer", "advance_seconds"))?;
+    let seconds =
+        body.get("advance_seconds").and_then(Value::as_i64).filter(|s| *s >= 0).ok_or_else(|| {
+            ApiError::bad_request("advance_seconds must be a non-negative integer", "advance_seconds")
+        })?;
     let now = app.write(|s| {
         s.clock_offset += seconds;
         Ok(s.now())
@@ -227,7 +230,9 @@ pub fn parse_query(query: &str) -> HashMap<String, String> {
 /// The request's X-Filter, parsed and checked against the resource's fields.
 pub fn x_filter(headers: &HeaderMap, resource: &Resource) -> Result<XFilter, ApiError> {
     let filter_error = |reason: String| ApiError::bad_request(reason, "X-Filter");
-    let Some(value) = headers.get("x-filter") else { return Ok(XFilter::default()) };
+    let Some(value) = headers.get("x-filter") else {
+        return Ok(XFilter::default());
+    };
     let text = value.to_str().map_err(|_| filter_error("Invalid JSON in X-Filter".into()))?;
     let parsed = XFilter::parse(text).map_err(|e| filter_error(e.to_string()))?;
     parsed.validate(|name| resource.field(name)).map_err(|e| filter_error(e.to_string()))?;
@@ -242,12 +247,7 @@ pub enum EmptyList {
 }
 
 /// Filters, sorts and pages `rows` into the API's list envelope.
-pub fn list(
-    rows: Vec<Map<String, Value>>,
-    filter: &XFilter,
-    query: Option<&str>,
-    empty: EmptyList,
-) -> Reply {
+pub fn list(rows: Vec<Map<String, Value>>, filter: &XFilter, query: Option<&str>, empty: EmptyList) -> Reply {
     let (page, page_size) = paging(query)?;
     let mut rows: Vec<Map<String, Value>> =
         rows.into_iter().filter(|o| filter.filter.as_ref().is_none_or(|f| f.matches(o))).collect();
@@ -266,7 +266,9 @@ pub fn list(
     let data: Vec<Value> = rows.into_iter().skip(start).take(page_size as usize).map(Value::Object).collect();
     Ok(ok(match empty {
         EmptyList::Zeros => json!({"pages": pages, "data": data, "results": results, "page": page}),
-        EmptyList::FirstPage => json!({"data": data, "page": page, "pages": pages, "results": results}),
+        EmptyList::FirstPage => {
+            json!({"data": data, "page": page, "pages": pages, "results": results})
+        }
     }))
 }
 
@@ -355,10 +357,8 @@ async fn every_request(
         next.run(request).await
     };
 
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if !is_json {
         // Real clients call .json() on every body, so nothing may leave without one.
         let reason = response.status().canonical_reason().unwrap_or("Error").to_string();

@@ -7,7 +7,9 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use chrono::Duration;
 use serde_json::{Map, Value, json};
 
-use super::http::{ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, method_not_allowed, ok, x_filter};
+use super::http::{
+    ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, method_not_allowed, ok, x_filter,
+};
 use super::store::{Image, RegionCopy, State as World, UploadTicket};
 use super::{App, Limits, upload};
 use crate::provider::Resource;
@@ -24,7 +26,6 @@ const RECOVERY_DAYS: i64 = 7;
 fn images_resource(app: &App) -> &Resource {
     app.registry.resource("linode", "images", "images").expect("the embedded registry describes images").1
 }
-
 
 /// `/images`: list (GET) and capture (POST).
 pub async fn collection(
@@ -70,10 +71,9 @@ pub async fn member(
     }
     let id = rest.as_str();
     match method {
-        Method::GET => app
-            .read(|s| s.find_image(caller.0, id).map(Image::to_json))
-            .map(ok)
-            .ok_or_else(ApiError::not_found),
+        Method::GET => {
+            app.read(|s| s.find_image(caller.0, id).map(Image::to_json)).map(ok).ok_or_else(ApiError::not_found)
+        }
         Method::PUT => update(&app, caller.account()?, id, &json_object(&body)?),
         Method::DELETE => delete(&app, caller.account()?, id),
         _ => Err(method_not_allowed()),
@@ -91,14 +91,21 @@ fn text(body: &Map<String, Value>, key: &str) -> Option<String> {
 
 /// Tags as the API returns them: sorted, without duplicates.
 fn tags(body: &Map<String, Value>) -> Option<Vec<String>> {
-    let mut tags: Vec<String> = body.get("tags")?.as_array()?.iter().filter_map(|t| t.as_str().map(str::to_string)).collect();
+    let mut tags: Vec<String> =
+        body.get("tags")?.as_array()?.iter().filter_map(|t| t.as_str().map(str::to_string)).collect();
     tags.sort();
     tags.dedup();
     Some(tags)
 }
 
 /// Checks that `extra_mb` more storage and `extra_images` more custom images fit the limits.
-fn check_limits(world: &World, account: usize, limits: Limits, extra_images: usize, extra_mb: u64) -> Result<(), ApiError> {
+fn check_limits(
+    world: &World,
+    account: usize,
+    limits: Limits,
+    extra_images: usize,
+    extra_mb: u64,
+) -> Result<(), ApiError> {
     let custom: Vec<&Image> = world.accounts[account].images.iter().filter(|i| i.counts_against_limits()).collect();
     if custom.len() + extra_images > limits.max_images {
         return Err(ApiError::new(
@@ -205,7 +212,9 @@ fn create_upload(app: &App, account: usize, body: &Map<String, Value>) -> Reply 
     let limits = app.options.limits;
     let image = app.write(|world| {
         match world.region(&region) {
-            None => return Err(ApiError::bad_request(format!("Region {region} does not exist"), "region")),
+            None => {
+                return Err(ApiError::bad_request(format!("Region {region} does not exist"), "region"));
+            }
             Some(r) if !r.stores_images() => {
                 return Err(ApiError::bad_request(
                     format!("Region {region} has no Object Storage, so images cannot be uploaded there"),
@@ -217,12 +226,14 @@ fn create_upload(app: &App, account: usize, body: &Map<String, Value>) -> Reply 
         check_limits(world, account, limits, 1, 0)?;
         let mut image = new_image(world, account, label, body);
         image.status = "pending_upload".into();
-        image.upload = Some(UploadTicket { secret, region, expires: image.created + Duration::hours(UPLOAD_WINDOW_HOURS) });
+        image.upload =
+            Some(UploadTicket { secret, region, expires: image.created + Duration::hours(UPLOAD_WINDOW_HOURS) });
         world.accounts[account].images.push(image.clone());
         Ok(image)
     })?;
     let ticket = image.upload.as_ref().expect("just created");
-    let upload_to = format!("{}/sandbox-uploads/{}?Expires={}", app.origin, ticket.secret, ticket.expires.and_utc().timestamp());
+    let upload_to =
+        format!("{}/sandbox-uploads/{}?Expires={}", app.origin, ticket.secret, ticket.expires.and_utc().timestamp());
     Ok(ok(json!({ "upload_to": upload_to, "image": image.to_json() })))
 }
 
@@ -235,17 +246,19 @@ pub async fn receive_upload(
 ) -> Reply {
     let find = |world: &World| {
         world.accounts.iter().enumerate().find_map(|(a, account)| {
-            account.images.iter().find(|i| i.upload.as_ref().is_some_and(|u| u.secret == secret)).map(|i| (a, i.id.clone()))
+            account
+                .images
+                .iter()
+                .find(|i| i.upload.as_ref().is_some_and(|u| u.secret == secret))
+                .map(|i| (a, i.id.clone()))
         })
     };
     // Expired uploads are gone after `advance`, so an unknown secret may be an expired one.
     let (account, id) = app
         .read(find)
         .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "This upload URL is not valid or has expired"))?;
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let content_length =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let bytes = upload::receive(body, content_length).await?;
     let size = bytes.div_ceil(MIB);
     let limits = app.options.limits;
@@ -351,7 +364,12 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
         for copy in &mut image.regions {
             let keep = wanted.contains(&copy.region);
             if keep && copy.removing {
-                *copy = RegionCopy { region: copy.region.clone(), status: "pending replication".into(), changed: Some(now), removing: false };
+                *copy = RegionCopy {
+                    region: copy.region.clone(),
+                    status: "pending replication".into(),
+                    changed: Some(now),
+                    removing: false,
+                };
             } else if !keep && !copy.removing {
                 copy.status = "pending deletion".into();
                 copy.changed = Some(now);
@@ -375,9 +393,15 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
 }
 
 /// A free recovery image of a deleted instance's largest ext3/ext4 disk.
-pub fn recovery_image(world: &mut World, account: usize, instance_index: usize, pace: super::store::Pace) -> Option<Image> {
+pub fn recovery_image(
+    world: &mut World,
+    account: usize,
+    instance_index: usize,
+    pace: super::store::Pace,
+) -> Option<Image> {
     let instance = &world.accounts[account].instances[instance_index];
-    let disk = instance.disks.iter().filter(|d| matches!(d.filesystem.as_str(), "ext3" | "ext4")).max_by_key(|d| d.size)?;
+    let disk =
+        instance.disks.iter().filter(|d| matches!(d.filesystem.as_str(), "ext3" | "ext4")).max_by_key(|d| d.size)?;
     let (size, region) = (disk.used, instance.region.clone());
     let mut label = format!("{}-recovery", instance.label);
     label.truncate(50);

@@ -6,16 +6,19 @@ use axum::http::Method;
 use serde_json::{Map, Value, json};
 
 use super::App;
-use super::http::{ApiError, Caller, EmptyList, ListRequest, Reply, list, method_not_allowed, numeric_id, ok, x_filter};
+use super::http::{
+    ApiError, Caller, EmptyList, ListRequest, Reply, list, method_not_allowed, numeric_id, ok, x_filter,
+};
 use super::images::recovery_image;
 use crate::xfilter::XFilter;
 
 fn objects(values: impl Iterator<Item = Value>) -> Vec<Map<String, Value>> {
-    values.filter_map(|v| match v {
-        Value::Object(map) => Some(map),
-        _ => None,
-    })
-    .collect()
+    values
+        .filter_map(|v| match v {
+            Value::Object(map) => Some(map),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The X-Filter of a list, checked against the resource's provider description.
@@ -34,7 +37,12 @@ pub async fn list_instances(State(app): State<App>, caller: Result<Caller, ApiEr
 }
 
 /// GET or DELETE one instance.
-pub async fn instance(State(app): State<App>, method: Method, caller: Result<Caller, ApiError>, id: Path<String>) -> Reply {
+pub async fn instance(
+    State(app): State<App>,
+    method: Method,
+    caller: Result<Caller, ApiError>,
+    id: Path<String>,
+) -> Reply {
     let account = caller?.account()?;
     let id = numeric_id(id)?;
     match method {
@@ -45,7 +53,11 @@ pub async fn instance(State(app): State<App>, method: Method, caller: Result<Cal
         Method::DELETE => {
             let pace = app.options.pace;
             app.write(|world| {
-                let index = world.accounts[account].instances.iter().position(|i| i.id == id).ok_or_else(ApiError::not_found)?;
+                let index = world.accounts[account]
+                    .instances
+                    .iter()
+                    .position(|i| i.id == id)
+                    .ok_or_else(ApiError::not_found)?;
                 recovery_image(world, account, index, pace);
                 world.accounts[account].instances.remove(index);
                 Ok(())
@@ -56,18 +68,30 @@ pub async fn instance(State(app): State<App>, method: Method, caller: Result<Cal
     }
 }
 
-pub async fn list_disks(State(app): State<App>, caller: Result<Caller, ApiError>, id: Path<String>, request: ListRequest) -> Reply {
+pub async fn list_disks(
+    State(app): State<App>,
+    caller: Result<Caller, ApiError>,
+    id: Path<String>,
+    request: ListRequest,
+) -> Reply {
     let account = caller?.account()?;
     let id = numeric_id(id)?;
+    let filter = filter_for(&app, &request, "linode", "disks")?;
     let rows = app.read(|s| {
         s.accounts[account].instances.iter().find(|i| i.id == id).map(|i| objects(i.disks.iter().map(|d| d.to_json())))
     });
-    list(rows.ok_or_else(ApiError::not_found)?, &XFilter::default(), request.query.as_deref(), EmptyList::FirstPage)
+    list(rows.ok_or_else(ApiError::not_found)?, &filter, request.query.as_deref(), EmptyList::FirstPage)
 }
 
-pub async fn disk(State(app): State<App>, caller: Result<Caller, ApiError>, Path((id, disk)): Path<(String, String)>) -> Reply {
+pub async fn disk(
+    State(app): State<App>,
+    caller: Result<Caller, ApiError>,
+    Path((id, disk)): Path<(String, String)>,
+) -> Reply {
     let account = caller?.account()?;
-    let (Ok(id), Ok(disk)) = (id.parse::<u64>(), disk.parse::<u64>()) else { return Err(ApiError::not_found()) };
+    let (Ok(id), Ok(disk)) = (id.parse::<u64>(), disk.parse::<u64>()) else {
+        return Err(ApiError::not_found());
+    };
     app.read(|s| {
         s.accounts[account]
             .instances

@@ -86,18 +86,20 @@ pub fn initial_state(options: &SeedOptions) -> State {
     let private: Vec<PrivateSeed> = serde_json::from_str(PRIVATE_IMAGES).expect("embedded seed is valid");
     let mut images: Vec<Image> = private
         .into_iter()
-        .map(|p| private_image(p.id, p.label, DEFAULT_USERNAME, |img| {
-            img.description = Some(p.description);
-            img.created = time(&p.created);
-            img.updated = time(&p.updated);
-            img.size = p.size;
-            img.tags = p.tags;
-            img.status = p.status;
-            img.kind = p.kind;
-            img.expiry = p.expiry.as_deref().map(time);
-            img.capabilities = p.capabilities;
-            img.regions = p.regions;
-        }))
+        .map(|p| {
+            private_image(p.id, p.label, DEFAULT_USERNAME, |img| {
+                img.description = Some(p.description);
+                img.created = time(&p.created);
+                img.updated = time(&p.updated);
+                img.size = p.size;
+                img.tags = p.tags;
+                img.status = p.status;
+                img.kind = p.kind;
+                img.expiry = p.expiry.as_deref().map(time);
+                img.capabilities = p.capabilities;
+                img.regions = p.regions;
+            })
+        })
         .collect();
     images.extend((0..options.generated_images).map(generated_image));
 
@@ -135,7 +137,13 @@ pub fn reconcile(mut state: State, options: &SeedOptions) -> State {
 
 /// An account added by `--account`: its own instances and disks, no private images.
 pub fn extra_account(index: usize, name: &str, token: &str) -> Account {
-    Account { name: name.into(), token: token.into(), username: name.into(), images: vec![], instances: instances(index) }
+    Account {
+        name: name.into(),
+        token: token.into(),
+        username: name.into(),
+        images: vec![],
+        instances: instances(index),
+    }
 }
 
 /// Regions as the real API lists them; uploads and replicas need "Object Storage".
@@ -177,34 +185,53 @@ fn instances(account: usize) -> Vec<Instance> {
         used,
         created,
     };
-    let instance = |id: u64, label: &str, region: &str, plan: &str, image: &str, size: u64, disks: Vec<Disk>| Instance {
-        id: 12345 + base + id,
-        label: label.into(),
-        region: region.into(),
-        plan: plan.into(),
-        image: Some(image.into()),
-        status: "running".into(),
-        created,
-        tags: vec![],
-        disk: size,
-        memory: size / 25,
-        vcpus: (size / 25600).max(1),
-        disks,
-    };
+    let instance =
+        |id: u64, label: &str, region: &str, plan: &str, image: &str, size: u64, disks: Vec<Disk>| Instance {
+            id: 12345 + base + id,
+            label: label.into(),
+            region: region.into(),
+            plan: plan.into(),
+            image: Some(image.into()),
+            status: "running".into(),
+            created,
+            tags: vec![],
+            disk: size,
+            memory: size / 25,
+            vcpus: (size / 25600).max(1),
+            disks,
+        };
     vec![
-        instance(0, "web-1", "us-east", "g6-standard-2", "linode/debian12", 81920, vec![
-            disk(0, "Debian 12 Disk", "ext4", 25088, 2430),
-            disk(1, "512 MB Swap Image", "swap", 512, 0),
-        ]),
-        instance(1, "db-1", "us-ord", "g6-standard-4", "linode/ubuntu24.04", 163840, vec![
-            disk(2, "Ubuntu 24.04 Disk", "ext4", 51200, 5800),
-            disk(3, "scratch", "raw", 10240, 10240),
-            disk(4, "512 MB Swap Image", "swap", 512, 0),
-        ]),
-        instance(2, "build-box", "eu-west", "g6-nanode-1", "linode/alpine3.22", 25600, vec![
-            disk(5, "Alpine Disk", "ext3", 8192, 700),
-            disk(6, "256 MB Swap Image", "swap", 256, 0),
-        ]),
+        instance(
+            0,
+            "web-1",
+            "us-east",
+            "g6-standard-2",
+            "linode/debian12",
+            81920,
+            vec![disk(0, "Debian 12 Disk", "ext4", 25088, 2430), disk(1, "512 MB Swap Image", "swap", 512, 0)],
+        ),
+        instance(
+            1,
+            "db-1",
+            "us-ord",
+            "g6-standard-4",
+            "linode/ubuntu24.04",
+            163840,
+            vec![
+                disk(2, "Ubuntu 24.04 Disk", "ext4", 51200, 5800),
+                disk(3, "scratch", "raw", 10240, 10240),
+                disk(4, "512 MB Swap Image", "swap", 512, 0),
+            ],
+        ),
+        instance(
+            2,
+            "build-box",
+            "eu-west",
+            "g6-nanode-1",
+            "linode/alpine3.22",
+            25600,
+            vec![disk(5, "Alpine Disk", "ext3", 8192, 700), disk(6, "256 MB Swap Image", "swap", 256, 0)],
+        ),
     ]
 }
 
@@ -251,14 +278,14 @@ fn generated_image(n: u64) -> Image {
         img.created = time("2024-01-01T00:00:00") + Duration::minutes((n * 37) as i64);
         img.updated = img.created;
         img.size = 100 + pick(0, 6000);
-        let mut tags: Vec<String> = (0..pick(13, 3)).map(|k| TAGS[((r >> (17 + 3 * k)) % 6) as usize].to_string()).collect();
+        let mut tags: Vec<String> =
+            (0..pick(13, 3)).map(|k| TAGS[((r >> (17 + 3 * k)) % 6) as usize].to_string()).collect();
         tags.sort();
         tags.dedup();
         img.tags = tags;
         let region_count = 1 + pick(29, 2) as usize;
-        img.regions = (0..region_count)
-            .map(|k| RegionCopy::available(REGIONS[((r >> (33 + 3 * k)) % 5) as usize]))
-            .collect();
+        img.regions =
+            (0..region_count).map(|k| RegionCopy::available(REGIONS[((r >> (33 + 3 * k)) % 5) as usize])).collect();
         img.regions.dedup_by(|a, b| a.region == b.region);
         if pick(45, 10) == 0 {
             img.capabilities = vec!["cloud-init".into()];

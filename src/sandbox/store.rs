@@ -343,7 +343,9 @@ impl State {
                 }
                 let step = pace.replication_step(image.size);
                 image.regions.retain_mut(|copy| {
-                    let Some(changed) = copy.changed else { return true };
+                    let Some(changed) = copy.changed else {
+                        return true;
+                    };
                     let elapsed = now - changed;
                     if copy.removing {
                         return elapsed < step;

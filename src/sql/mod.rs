@@ -21,13 +21,16 @@ pub use split::{Piece, split_statements};
 
 /// Parses one statement's text (a piece from [`split_statements`]).
 pub fn parse_one(sql: &str) -> Result<DFStatement, String> {
-    let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| match e.find_root() {
-        DataFusionError::SQL(parser_error, _) => match parser_error.as_ref() {
-            ParserError::ParserError(message) | ParserError::TokenizerError(message) => format!("syntax error: {message}"),
-            other => other.to_string(),
-        },
-        other => other.strip_backtrace(),
-    })?;
+    let mut statements =
+        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| match e.find_root() {
+            DataFusionError::SQL(parser_error, _) => match parser_error.as_ref() {
+                ParserError::ParserError(message) | ParserError::TokenizerError(message) => {
+                    format!("syntax error: {message}")
+                }
+                other => other.to_string(),
+            },
+            other => other.strip_backtrace(),
+        })?;
     match (statements.pop_front(), statements.is_empty()) {
         (Some(statement), true) => Ok(statement),
         (None, _) => Err("empty statement".into()),
@@ -41,8 +44,9 @@ fn resource_name(name: &ObjectName) -> Option<String> {
     (parts.len() == 3).then(|| parts.join("."))
 }
 
-/// Rewrites parameter aliases of the resources a statement reads (`WHERE imageId = …` →
-/// `WHERE id = …`). Columns keep priority over aliases of the same name.
+/// Resolves names SQL would lowercase against the resources a statement reads: a parameter
+/// that aliases a column becomes that column (`WHERE imageId = …` → `WHERE id = …`), and a
+/// camelCase column keeps its case (`linodeId`). Columns take priority over aliases.
 pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
     let statement: &mut Statement = match statement {
         DFStatement::Statement(s) => s,
@@ -60,15 +64,21 @@ pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
         ControlFlow::<()>::Continue(())
     });
     let resources: Vec<_> = registry.resources().filter(|(_, _, r)| referenced.contains(&r.full_name)).collect();
-    let columns: Vec<String> =
-        resources.iter().flat_map(|(_, _, r)| r.fields.iter().map(|f| f.name.to_lowercase())).collect();
-    let aliases: HashMap<String, String> = resources
-        .iter()
-        .flat_map(|(_, _, r)| r.column_aliases())
-        .filter(|(alias, _)| !columns.contains(&alias.to_lowercase()))
-        .map(|(alias, column)| (alias.to_lowercase(), column.to_string()))
-        .collect();
-    if aliases.is_empty() {
+    let mut names: HashMap<String, (String, bool)> = HashMap::new();
+    for (_, _, resource) in &resources {
+        for (alias, column) in resource.column_aliases() {
+            names.insert(alias.to_lowercase(), (column.to_string(), false));
+        }
+    }
+    for (_, _, resource) in &resources {
+        let columns = resource.fields.iter().map(|f| f.name.as_str());
+        for column in columns.chain(resource.param_columns().into_iter().map(|p| p.name.as_str())) {
+            // Quoting keeps a camelCase name from being lowercased.
+            names.insert(column.to_lowercase(), (column.to_string(), column != column.to_lowercase()));
+        }
+    }
+    names.retain(|lower, (name, quote)| *quote || lower != name);
+    if names.is_empty() {
         return;
     }
     let _ = visit_expressions_mut(statement, |expr| {
@@ -79,9 +89,12 @@ pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
         };
         if let Some(ident) = ident
             && ident.quote_style.is_none()
-            && let Some(column) = aliases.get(&ident.value.to_lowercase())
+            && let Some((name, quote)) = names.get(&ident.value.to_lowercase())
         {
-            ident.value = column.clone();
+            ident.value = name.clone();
+            if *quote {
+                ident.quote_style = Some('"');
+            }
         }
         ControlFlow::<()>::Continue(())
     });

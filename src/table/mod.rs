@@ -6,12 +6,15 @@ response page into a `RecordBatch` as it arrives. */
 mod decode;
 mod pushdown;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, Session, TableProvider,
+};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, project_schema};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -24,9 +27,24 @@ use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::api::{ApiClient, ApiError, Request, encode_segment};
-use crate::provider::{NotFound, Provider, Registry, Resource, resource_schema};
+use crate::provider::{
+    FilterOp, Kind, Method, NotFound, Param, Provider, Registry, Resource, SqlVerb, resource_schema,
+};
 use crate::xfilter::{Filter, XFilter};
 use pushdown::{FilterUse, classify};
+use serde_json::Value;
+
+/// Adds the parameter-column values of the call to every row.
+fn with_params(mut rows: Vec<Value>, params: &[(String, Value)]) -> Vec<Value> {
+    for row in rows.iter_mut() {
+        if let Value::Object(object) = row {
+            for (name, value) in params {
+                object.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    rows
+}
 
 /// Requests for single rows made at once.
 const LOOKUP_CONCURRENCY: usize = 4;
@@ -78,46 +96,124 @@ impl ResourceTable {
     }
 
     fn plan(&self, filters: &[Expr], limit: Option<usize>) -> Result<ScanPlan> {
-        let unlisted = || {
-            DataFusionError::Plan(format!(
-                "{} cannot be listed; run SHOW METHODS IN {} to see its required parameters",
-                self.resource.full_name, self.resource.full_name
-            ))
-        };
-        if !self.options.pushdown {
-            let (_, method) = self.resource.list_method().ok_or_else(unlisted)?;
-            return Ok(ScanPlan::List { path: method.path.clone(), object_key: object_key(method), xfilter: None, limit: None });
-        }
-        let mut ids: Option<Vec<String>> = None;
+        let resource = &self.resource;
+        let mut bound: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         let mut remote = Vec::new();
         for filter in filters {
-            match classify(&self.resource, filter) {
-                // Several id predicates: only ids that satisfy all of them.
-                FilterUse::IdLookup(found) => {
-                    ids = Some(match ids {
-                        None => found,
-                        Some(previous) => previous.into_iter().filter(|id| found.contains(id)).collect(),
-                    })
-                }
+            match self.classify(filter) {
+                // Several predicates on one parameter: only values all of them allow.
+                FilterUse::Bind { param, values } => match bound.get_mut(&param) {
+                    Some(previous) => previous.retain(|v| values.contains(v)),
+                    None => {
+                        bound.insert(param, values);
+                    }
+                },
                 FilterUse::Remote { filter, .. } => remote.push(filter),
                 FilterUse::Local => {}
             }
         }
-        let remote = (!remote.is_empty()).then(|| Filter::all(remote));
-        if let Some(ids) = ids {
-            let (_, method, param) = self.resource.get_method().expect("an id lookup implies a get method");
-            let placeholder = format!("{{{}}}", param.name);
-            let paths = ids.iter().map(|id| method.path.replace(&placeholder, &encode_segment(id))).collect();
-            return Ok(ScanPlan::Lookup { paths, missing_is_empty: method.not_found == NotFound::Empty, check: remote });
+        let methods: Vec<(&str, &Method)> = resource.methods_for(SqlVerb::Select).collect();
+        let required = |m: &Method| m.params.iter().filter(|p| p.required).cloned().collect::<Vec<Param>>();
+        let Some((_, method)) = methods.iter().find(|(_, m)| required(m).iter().all(|p| bound.contains_key(&p.name)))
+        else {
+            return Err(self.missing_params(&bound));
+        };
+        // A bound column the chosen method does not take is checked on the rows instead.
+        for (param, values) in &bound {
+            if !method.params.iter().any(|p| &p.name == param)
+                && let Some(column) = methods
+                    .iter()
+                    .flat_map(|(_, m)| m.params.iter())
+                    .find(|p| &p.name == param)
+                    .and_then(|p| p.column.clone())
+            {
+                remote
+                    .push(Filter::any(values.iter().map(|v| Filter::cond(&column, FilterOp::Eq, v.clone())).collect()));
+            }
         }
-        let (_, method) = self.resource.list_method().ok_or_else(unlisted)?;
-        let xfilter = remote.filter(|_| method.filtered).map(|filter| XFilter { filter: Some(filter), order: None });
-        Ok(ScanPlan::List { path: method.path.clone(), object_key: object_key(method), xfilter, limit })
+        let params = required(method);
+        let mut calls = vec![ScanCall { path: method.path.clone(), params: vec![] }];
+        for param in &params {
+            let values = &bound[&param.name];
+            calls = calls
+                .into_iter()
+                .flat_map(|call| {
+                    values.iter().map(move |value| {
+                        let text = match value {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        let mut call = call.clone();
+                        call.path = call.path.replace(&format!("{{{}}}", param.name), &encode_segment(&text));
+                        if param.column.is_none() {
+                            call.params.push((param.name.clone(), value.clone()));
+                        }
+                        call
+                    })
+                })
+                .collect();
+        }
+        let remote = (!remote.is_empty()).then(|| Filter::all(remote));
+        Ok(if method.paginated {
+            let xfilter =
+                remote.filter(|_| method.filtered).map(|filter| XFilter { filter: Some(filter), order: None });
+            ScanPlan::List {
+                calls,
+                object_key: method.object_key.clone().unwrap_or_else(|| "data".into()),
+                xfilter,
+                limit,
+            }
+        } else {
+            ScanPlan::Lookup { calls, missing_is_empty: method.not_found == NotFound::Empty, check: remote }
+        })
     }
-}
 
-fn object_key(method: &crate::provider::Method) -> String {
-    method.object_key.clone().unwrap_or_else(|| "data".into())
+    /// How a predicate is used. Without pushdown only parameter columns are bound: a value
+    /// no response carries can only come from the query.
+    fn classify(&self, filter: &Expr) -> FilterUse {
+        match classify(&self.resource, filter) {
+            FilterUse::Bind { param, values } if !self.options.pushdown => {
+                let is_param_column = self.resource.param_columns().iter().any(|p| p.name == param);
+                if is_param_column { FilterUse::Bind { param, values } } else { FilterUse::Local }
+            }
+            _ if !self.options.pushdown => FilterUse::Local,
+            other => other,
+        }
+    }
+
+    /// No select method has all its parameters: name what is missing and how to give it.
+    fn missing_params(&self, bound: &BTreeMap<String, Vec<Value>>) -> DataFusionError {
+        let resource = &self.resource;
+        let least_selective =
+            resource.methods_for(SqlVerb::Select).min_by_key(|(_, m)| m.params.iter().filter(|p| p.required).count());
+        let Some((name, method)) = least_selective else {
+            return DataFusionError::Plan(format!("{} has no method to read it with", resource.full_name));
+        };
+        let missing: Vec<String> = method
+            .params
+            .iter()
+            .filter(|p| p.required && !bound.contains_key(&p.name))
+            .map(|p| {
+                let column = p.column.as_deref().unwrap_or(&p.name);
+                let example = if p.kind == Kind::String { "'…'" } else { "…" };
+                format!("`WHERE {column} = {example}` ({})", p.description.trim_end_matches('.'))
+            })
+            .collect();
+        DataFusionError::Plan(format!(
+            "{} cannot be read without {}: its list method {name} is {} {}. Add {}",
+            resource.full_name,
+            method
+                .params
+                .iter()
+                .filter(|p| p.required && !bound.contains_key(&p.name))
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            method.verb,
+            method.path,
+            missing.join(" and ")
+        ))
+    }
 }
 
 #[async_trait]
@@ -131,13 +227,10 @@ impl TableProvider for ResourceTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        if !self.options.pushdown {
-            return Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()]);
-        }
         let filtered = self.resource.list_method().is_some_and(|(_, m)| m.filtered);
         Ok(filters
             .iter()
-            .map(|f| match classify(&self.resource, f) {
+            .map(|f| match self.classify(f) {
                 FilterUse::Remote { .. } if !filtered => TableProviderFilterPushDown::Unsupported,
                 u => u.pushdown(),
             })
@@ -174,14 +267,21 @@ impl TableProvider for ResourceTable {
     }
 }
 
+/// One request of a scan, and the parameter-column values its rows get.
+#[derive(Debug, Clone)]
+struct ScanCall {
+    path: String,
+    params: Vec<(String, Value)>,
+}
+
 /// The requests a scan makes.
 #[derive(Debug, Clone)]
 enum ScanPlan {
-    /// One GET per path; a 404 is no row when `missing_is_empty`. Rows must pass `check`,
-    /// the predicates the list would have sent as X-Filter.
-    Lookup { paths: Vec<String>, missing_is_empty: bool, check: Option<Filter> },
-    /// The paginated list, filtered by the API where possible.
-    List { path: String, object_key: String, xfilter: Option<XFilter>, limit: Option<usize> },
+    /// One GET per call; a 404 is no row when `missing_is_empty`. Rows must pass `check`,
+    /// the predicates a list would have sent as X-Filter.
+    Lookup { calls: Vec<ScanCall>, missing_is_empty: bool, check: Option<Filter> },
+    /// Paginated lists, filtered by the API where possible.
+    List { calls: Vec<ScanCall>, object_key: String, xfilter: Option<XFilter>, limit: Option<usize> },
 }
 
 #[derive(Debug)]
@@ -219,18 +319,24 @@ impl DisplayAs for ResourceScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "ResourceScanExec: {}: ", self.table)?;
         match &self.plan {
-            ScanPlan::Lookup { paths, check, .. } => {
-                let requests: Vec<String> = paths.iter().map(|p| format!("GET {p}")).collect();
+            ScanPlan::Lookup { calls, check, .. } => {
+                let requests: Vec<String> = calls.iter().map(|c| format!("GET {}", c.path)).collect();
                 write!(f, "{}", requests.join(", "))?;
                 if let Some(check) = check {
                     write!(f, ", keeping rows that match {}", check.to_json())?;
                 }
                 Ok(())
             }
-            ScanPlan::List { path, xfilter, limit, .. } => {
+            ScanPlan::List { calls, xfilter, limit, .. } => {
                 let size = self.page_size(*limit);
                 let pagination = &self.provider.pagination;
-                write!(f, "GET {path}?{}=1..&{}={size}", pagination.page_param, pagination.page_size_param)?;
+                let requests: Vec<String> = calls
+                    .iter()
+                    .map(|c| {
+                        format!("GET {}?{}=1..&{}={size}", c.path, pagination.page_param, pagination.page_size_param)
+                    })
+                    .collect();
+                write!(f, "{}", requests.join(", "))?;
                 for (name, value) in self.filter_header(xfilter) {
                     write!(f, " {name}: {value}")?;
                 }
@@ -272,20 +378,20 @@ impl ExecutionPlan for ResourceScanExec {
             return Err(DataFusionError::Internal(format!("{} has one partition, not {partition}", self.name())));
         }
         let decoder = Arc::new(decode::RowDecoder::new(&self.resource, self.schema.clone(), self.projection.clone()));
+        let api = self.api.clone();
         let rows = match &self.plan {
-            ScanPlan::Lookup { paths, missing_is_empty, check } => {
-                let api = self.api.clone();
+            ScanPlan::Lookup { calls, missing_is_empty, check } => {
                 let missing_is_empty = *missing_is_empty;
                 let check = check.clone();
-                stream::iter(paths.clone())
-                    .map(move |path| {
+                stream::iter(calls.clone())
+                    .map(move |call| {
                         let api = api.clone();
                         let check = check.clone();
                         async move {
-                            match api.read(&Request::get(path)).await {
+                            match api.read(&Request::get(call.path.clone())).await {
                                 Ok(row) => Ok(match (&check, row.as_object()) {
                                     (Some(check), Some(object)) if !check.matches(object) => vec![],
-                                    _ => vec![row],
+                                    _ => with_params(vec![row], &call.params),
                                 }),
                                 Err(e) if missing_is_empty && e.status() == Some(404) => Ok(vec![]),
                                 Err(e) => Err(e),
@@ -295,18 +401,25 @@ impl ExecutionPlan for ResourceScanExec {
                     .buffered(LOOKUP_CONCURRENCY)
                     .boxed()
             }
-            ScanPlan::List { path, object_key, xfilter, limit } => {
-                let mut request = Request::get(path.clone());
-                request.headers = self.filter_header(xfilter);
-                self.api.pages(request, &self.provider.pagination, self.page_size(*limit), object_key, *limit)
+            ScanPlan::List { calls, object_key, xfilter, limit } => {
+                let headers = self.filter_header(xfilter);
+                let pagination = self.provider.pagination.clone();
+                let page_size = self.page_size(*limit);
+                let (object_key, limit) = (object_key.clone(), *limit);
+                stream::iter(calls.clone())
+                    .flat_map(move |call| {
+                        let mut request = Request::get(call.path.clone());
+                        request.headers = headers.clone();
+                        api.pages(request, &pagination, page_size, &object_key, limit)
+                            .map_ok(move |rows| with_params(rows, &call.params))
+                    })
+                    .boxed()
             }
         };
-        let batches = rows
-            .map_err(|e: ApiError| DataFusionError::External(Box::new(e)))
-            .and_then(move |rows| {
-                let decoder = decoder.clone();
-                async move { decoder.decode(rows) }
-            });
+        let batches = rows.map_err(|e: ApiError| DataFusionError::External(Box::new(e))).and_then(move |rows| {
+            let decoder = decoder.clone();
+            async move { decoder.decode(rows) }
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.projected.clone(), batches)))
     }
 }

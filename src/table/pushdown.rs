@@ -10,18 +10,19 @@ Each predicate DataFusion offers becomes one of:
 
 use datafusion::arrow::array::Array;
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator, TableProviderFilterPushDown};
 use datafusion::logical_expr::expr::{InList, ScalarFunction};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator, TableProviderFilterPushDown};
 use serde_json::Value;
 
-use crate::provider::{Field, FilterOp, Kind, Resource};
+use crate::provider::{Field, FilterOp, Kind, Resource, SqlVerb};
 use crate::xfilter::Filter;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FilterUse {
-    /// Fetch these ids with the get method.
-    IdLookup(Vec<String>),
-    /// Send as part of the X-Filter header; with an id lookup, checked on each fetched row.
+    /// Values for a method parameter: `id = 'x'` binds `imageId` (the parameter of that
+    /// column), `linodeId = 7` binds the parameter column `linodeId`.
+    Bind { param: String, values: Vec<Value> },
+    /// Send as part of the X-Filter header; with a get method, checked on each fetched row.
     Remote { filter: Filter, exact: bool },
     /// Evaluated by DataFusion only.
     Local,
@@ -30,19 +31,27 @@ pub enum FilterUse {
 impl FilterUse {
     pub fn pushdown(&self) -> TableProviderFilterPushDown {
         match self {
-            FilterUse::IdLookup(_) | FilterUse::Remote { exact: true, .. } => TableProviderFilterPushDown::Exact,
+            FilterUse::Bind { .. } | FilterUse::Remote { exact: true, .. } => TableProviderFilterPushDown::Exact,
             FilterUse::Remote { exact: false, .. } => TableProviderFilterPushDown::Inexact,
             FilterUse::Local => TableProviderFilterPushDown::Unsupported,
         }
     }
 }
 
+/// The parameter a column binds, if any: a parameter declared with `column: id`, or a
+/// parameter column.
+fn bound_param<'a>(resource: &'a Resource, column: &str) -> Option<&'a str> {
+    let mut select = resource.methods_for(SqlVerb::Select).flat_map(|(_, m)| m.params.iter());
+    select.find(|p| p.required && p.column.as_deref().unwrap_or(&p.name) == column).map(|p| p.name.as_str())
+}
+
 /// Decides the use of one predicate, on its own: DataFusion may offer predicates one call
 /// at a time, and a scan receives every predicate any call accepted.
 pub fn classify(resource: &Resource, filter: &Expr) -> FilterUse {
-    let id_column = resource.get_method().and_then(|(_, _, p)| p.column.as_deref());
-    if let Some(ids) = id_column.and_then(|column| id_values(filter, column)) {
-        return FilterUse::IdLookup(ids);
+    if let Some((column, values)) = equalities(filter)
+        && let Some(param) = bound_param(resource, column)
+    {
+        return FilterUse::Bind { param: param.to_string(), values };
     }
     match translate(resource, filter) {
         Some((filter, exact)) => FilterUse::Remote { filter, exact },
@@ -50,33 +59,32 @@ pub fn classify(resource: &Resource, filter: &Expr) -> FilterUse {
     }
 }
 
-/// The literal ids of `column = 'x'` or `column IN ('x', …)`.
-fn id_values(expr: &Expr, column: &str) -> Option<Vec<String>> {
-    let string = |e: &Expr| match literal(e)? {
-        Value::String(s) => Some(s),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
+/// The column and literal values of `column = v`, `column IN (v, …)` or an OR of those.
+fn equalities(expr: &Expr) -> Option<(&str, Vec<Value>)> {
+    let scalar_literal = |e: &Expr| literal(e).filter(|v| v.is_string() || v.is_number());
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
-            let (col, value) = column_and_other(left, right)?;
-            (col == column).then(|| string(value).map(|s| vec![s]))?
+            let (column, value) = column_and_other(left, right)?;
+            Some((column, vec![scalar_literal(value)?]))
         }
-        Expr::InList(InList { expr, list, negated: false }) if column_name(expr)? == column => {
-            let ids: Vec<String> = list.iter().map(string).collect::<Option<_>>()?;
-            Some(distinct(ids))
+        Expr::InList(InList { expr, list, negated: false }) => {
+            let column = column_name(expr)?;
+            let values: Vec<Value> = list.iter().map(scalar_literal).collect::<Option<_>>()?;
+            Some((column, distinct(values)))
         }
         // Short IN lists reach the table as OR chains.
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-            let mut ids = id_values(left, column)?;
-            ids.extend(id_values(right, column)?);
-            Some(distinct(ids))
+            let (column, mut values) = equalities(left)?;
+            let (other, more) = equalities(right)?;
+            (column == other).then_some(())?;
+            values.extend(more);
+            Some((column, distinct(values)))
         }
         _ => None,
     }
 }
 
-fn distinct(values: Vec<String>) -> Vec<String> {
+fn distinct(values: Vec<Value>) -> Vec<Value> {
     let mut seen = Vec::with_capacity(values.len());
     for v in values {
         if !seen.contains(&v) {
@@ -148,7 +156,9 @@ fn translate(resource: &Resource, expr: &Expr) -> Option<(Filter, bool)> {
         }
         Expr::Like(Like { negated: false, expr, pattern, escape_char: None, .. }) => {
             let f = field(expr)?;
-            let Value::String(pattern) = literal(pattern)? else { return None };
+            let Value::String(pattern) = literal(pattern)? else {
+                return None;
+            };
             let needle = pattern.split(['%', '_']).max_by_key(|s| s.chars().count())?;
             if needle.is_empty() || !f.supports(FilterOp::Contains) {
                 return None;
