@@ -19,6 +19,12 @@ pub enum Error {
     Api(#[from] ApiError),
     #[error("{0}")]
     Query(String),
+    /// A statement that was refused before any request: every problem found.
+    #[error("{0}")]
+    Validation(String),
+    /// A mutation that failed after sending something: what was done and what was not.
+    #[error("{0}")]
+    Mutation(String),
     #[error("cannot write the result: {0}")]
     Output(#[from] ArrowError),
     #[error("{path}: {source}")]

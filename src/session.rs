@@ -1,6 +1,7 @@
 /*! A session: the provider registry, the API clients and a DataFusion context over them.
 Each statement is parsed, routed and run here; results go to a [`Printer`]. */
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,13 +9,17 @@ use std::sync::Arc;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema};
+use datafusion::physical_plan::displayable;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Expr, Query, Statement};
 use futures::StreamExt;
 
 use crate::api::{ApiClient, Token};
 use crate::error::Error;
 use crate::output::{Format, Printer};
+use crate::plan::{self, Mode, MutationPlan};
 use crate::provider::{Provider, Registry};
 use crate::sandbox::{Sandbox, SandboxArgs};
 use crate::sql;
@@ -39,6 +44,7 @@ pub struct SessionOptions {
 pub struct Session {
     ctx: SessionContext,
     registry: Arc<Registry>,
+    clients: HashMap<String, Arc<ApiClient>>,
     /// Keeps an in-process sandbox alive as long as the session.
     _sandbox: Option<Sandbox>,
 }
@@ -64,23 +70,40 @@ impl Session {
             };
             Arc::new(ApiClient::new(&base_url, token, &provider.auth.env_var))
         };
+        let clients: HashMap<String, Arc<ApiClient>> =
+            registry.providers.values().map(|p| (p.id.clone(), client_for(p))).collect();
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
-        register_all(&ctx, &registry, client_for, options.scan)?;
-        Ok(Session { ctx, registry, _sandbox: sandbox })
+        register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
+        Ok(Session { ctx, registry, clients, _sandbox: sandbox })
     }
 
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
+    pub(crate) fn client(&self, provider: &str) -> Arc<ApiClient> {
+        self.clients[provider].clone()
+    }
+
     /// Runs one statement and prints its result.
     pub async fn execute(&self, text: &str, format: Format, out: &mut dyn Write) -> Result<(), Error> {
-        let mut statement = sql::parse_one(text).map_err(Error::Sql)?;
-        if let DFStatement::Statement(s) = &statement
-            && let Some(verb) = mutation_verb(s)
-        {
-            return Err(Error::Sql(format!("{verb} statements are not supported")));
+        let prepared = sql::prepare(text).map_err(Error::Sql)?;
+        let mut statement = sql::parse_one(&prepared.text).map_err(Error::Sql)?;
+        match &statement {
+            DFStatement::Statement(s) => {
+                if let Some(plan) = plan::plan(self, s, &prepared, Mode::Execute).await? {
+                    return plan::execute(self, plan, format, out).await;
+                }
+            }
+            DFStatement::Explain(explain) => {
+                if let DFStatement::Statement(s) = explain.statement.as_ref()
+                    && let Some(plan) = plan::plan(self, s, &prepared, Mode::Explain).await?
+                {
+                    return self.explain_mutation(&plan, format, out).await;
+                }
+            }
+            _ => {}
         }
         sql::resolve_names(&mut statement, &self.registry);
         let plan = self.ctx.state().statement_to_plan(statement).await?;
@@ -101,14 +124,94 @@ impl Session {
         printer.finish()?;
         Ok(())
     }
-}
 
-fn mutation_verb(statement: &Statement) -> Option<&'static str> {
-    Some(match statement {
-        Statement::Insert(_) => "INSERT",
-        Statement::Update(_) => "UPDATE",
-        Statement::Delete(_) => "DELETE",
-        Statement::Execute { .. } => "EXEC",
-        _ => return None,
-    })
+    fn logical_plan_of(&self, query: &Query) -> DFStatement {
+        let mut statement = DFStatement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
+        sql::resolve_names(&mut statement, &self.registry);
+        statement
+    }
+
+    /// Runs a query for a mutation (its rows, or the rows it acts on) and returns the values.
+    pub(crate) async fn query_rows(&self, query: &Query) -> Result<Vec<Vec<serde_json::Value>>, Error> {
+        let plan = self.ctx.state().statement_to_plan(self.logical_plan_of(query)).await?;
+        let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+        plan::rows(&batches).map_err(Error::Query)
+    }
+
+    /// The values of constant expressions, computed without any request.
+    pub(crate) async fn constant_row(&self, exprs: &[Expr]) -> Result<Vec<serde_json::Value>, Error> {
+        if exprs.is_empty() {
+            return Ok(vec![]);
+        }
+        let items: Vec<String> = exprs.iter().enumerate().map(|(i, e)| format!("{e} AS v{i}")).collect();
+        let query = match sql::parse_one(&format!("SELECT {}", items.join(", "))).map_err(Error::Sql)? {
+            DFStatement::Statement(s) => match *s {
+                Statement::Query(q) => q,
+                _ => return Err(Error::Sql("expected values".into())),
+            },
+            _ => return Err(Error::Sql("expected values".into())),
+        };
+        Ok(self.query_rows(&query).await?.into_iter().next().unwrap_or_default())
+    }
+
+    /// The physical plan of a query, showing the requests its scans would make.
+    async fn physical_plan_text(&self, sql_text: &str) -> Result<String, Error> {
+        let query = match sql::parse_one(sql_text).map_err(Error::Sql)? {
+            DFStatement::Statement(s) => match *s {
+                Statement::Query(q) => q,
+                _ => return Err(Error::Sql("expected a query".into())),
+            },
+            _ => return Err(Error::Sql("expected a query".into())),
+        };
+        let state = self.ctx.state();
+        let logical = state.statement_to_plan(self.logical_plan_of(&query)).await?;
+        let physical = state.create_physical_plan(&logical).await?;
+        Ok(displayable(physical.as_ref()).indent(false).to_string())
+    }
+
+    /// EXPLAIN of a mutation: the requests it would send, none sent.
+    async fn explain_mutation(&self, plan: &MutationPlan, format: Format, out: &mut dyn Write) -> Result<(), Error> {
+        let mut steps: Vec<(String, String)> = Vec::new();
+        if let Some(deferred) = &plan.deferred {
+            let physical = self.physical_plan_text(&deferred.read).await?;
+            steps.push(("read".into(), format!("{}\n{}", deferred.read, physical.trim_end())));
+            steps.push(("for each row".into(), deferred.each.clone()));
+        }
+        for (i, call) in plan.calls.iter().enumerate() {
+            let body = call.body.as_ref().map(|b| format!(" {}", serde_json::Value::Object(b.clone()))).unwrap_or_default();
+            steps.push(((i + 1).to_string(), format!("{} {}{body}", call.verb, call.path)));
+        }
+        if let (Some(file), Some(spec)) = (&plan.upload, &plan.method.upload) {
+            let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            steps.push(("then".into(), format!("PUT the {size} bytes of {} to the response's {}", file.display(), spec.url_field)));
+        }
+        if plan.await_ready
+            && let Some(lifecycle) = &plan.resource.lifecycle
+        {
+            let until = if plan.kind == plan::Kind::Delete {
+                "it is gone (404)".to_string()
+            } else {
+                let places = lifecycle
+                    .regions
+                    .as_ref()
+                    .map(|p| format!(" and every {} entry is {}", p.field, p.ready.join(" or ")))
+                    .unwrap_or_default();
+                format!("{} is {}{places}", lifecycle.status, lifecycle.ready.join(" or "))
+            };
+            steps.push(("then".into(), format!("poll {} until {until}", lifecycle.get)));
+        }
+        let schema = Arc::new(Schema::new(vec![
+            ArrowField::new("step", DataType::Utf8, false),
+            ArrowField::new("request", DataType::Utf8, false),
+        ]));
+        let (left, right): (Vec<String>, Vec<String>) = steps.into_iter().unzip();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(left)), Arc::new(StringArray::from(right))],
+        )?;
+        let mut printer = Printer::new(format, schema, out)?;
+        printer.write(batch)?;
+        printer.finish()?;
+        Ok(())
+    }
 }

@@ -95,11 +95,16 @@ pub struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
 }
 
 impl Request {
     pub fn get(path: impl Into<String>) -> Request {
-        Request { verb: HttpVerb::Get, path: path.into(), query: vec![], headers: vec![] }
+        Request::new(HttpVerb::Get, path, None)
+    }
+
+    pub fn new(verb: HttpVerb, path: impl Into<String>, body: Option<Value>) -> Request {
+        Request { verb, path: path.into(), query: vec![], headers: vec![], body }
     }
 
     fn path_and_query(&self) -> String {
@@ -145,6 +150,12 @@ impl ApiClient {
         format!("{}{}", self.base_url, request.path_and_query())
     }
 
+    /// Sends a request once: changes are never retried, so that a failure never hides a
+    /// change that happened anyway.
+    pub async fn send(&self, request: &Request) -> Result<Value, ApiError> {
+        self.send_once(request).await.map_err(|failure| failure.error)
+    }
+
     /// Sends an idempotent read, retrying throttling, server errors and network failures.
     pub async fn read(&self, request: &Request) -> Result<Value, ApiError> {
         let mut attempt = 1;
@@ -175,6 +186,9 @@ impl ApiClient {
         }
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
         }
         let response = builder.send().await.map_err(|e| Failure {
             retryable: true,
@@ -221,6 +235,26 @@ impl ApiClient {
                 hint: self.hint(status),
             },
         })
+    }
+
+    /// PUTs a stream to an absolute URL handed out by the API (an upload URL): no token is
+    /// sent, and `length` is declared up front, as object stores require.
+    pub async fn put_stream(&self, url: &str, content_type: &str, length: u64, body: reqwest::Body) -> Result<(), ApiError> {
+        let response = self
+            .http
+            .put(url)
+            .header("Content-Type", content_type)
+            .header("Content-Length", length)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ApiError::Network { method: HttpVerb::Put, url: redact_query(url), detail: error_chain(&e), hint: None })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let errors = response.json::<Value>().await.ok().as_ref().map(error_items).unwrap_or_default();
+        Err(ApiError::Status { method: HttpVerb::Put, url: redact_query(url), status: status.as_u16(), errors, hint: None })
     }
 
     fn hint(&self, status: StatusCode) -> Option<String> {
@@ -299,6 +333,14 @@ struct Failure {
     retryable: bool,
     retry_after: Option<Duration>,
     error: ApiError,
+}
+
+/// An upload URL's query is its signature: keep it out of messages.
+fn redact_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_string(),
+    }
 }
 
 fn error_items(body: &Value) -> Vec<ErrorItem> {

@@ -14,12 +14,68 @@ use datafusion::common::DataFusionError;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Statement, visit_expressions_mut, visit_relations};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use crate::provider::Registry;
 pub use split::{Piece, split_statements};
 
-/// Parses one statement's text (a piece from [`split_statements`]).
+/// A statement's text with what the parser does not see: the `REPLACE … SET` form (parsed
+/// as an UPDATE, so the caller must know it was a REPLACE) and `/*+ HINT */` comments after the
+/// verb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub text: String,
+    pub replace: bool,
+    pub hints: Vec<String>,
+}
+
+impl Prepared {
+    pub fn has_hint(&self, hint: &str) -> bool {
+        self.hints.iter().any(|h| h.eq_ignore_ascii_case(hint))
+    }
+}
+
+pub fn prepare(sql: &str) -> Result<Prepared, String> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| format!("syntax error: {e}"))?;
+    let mut words = tokens.iter().enumerate().filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)));
+    let mut prepared = Prepared { text: sql.to_string(), replace: false, hints: vec![] };
+    // EXPLAIN REPLACE … is a REPLACE too.
+    let mut verb = words.next();
+    if let Some((_, t)) = verb
+        && matches!(&t.token, Token::Word(w) if w.keyword == Keyword::EXPLAIN)
+    {
+        verb = words.next();
+    }
+    let Some((index, verb)) = verb else { return Ok(prepared) };
+    let Token::Word(word) = &verb.token else { return Ok(prepared) };
+    for token in tokens[index + 1..].iter().take_while(|t| matches!(t.token, Token::Whitespace(_))) {
+        if let Token::Whitespace(Whitespace::MultiLineComment(comment)) = &token.token
+            && let Some(hint) = comment.strip_prefix('+')
+        {
+            prepared.hints.extend(hint.split_whitespace().map(|h| h.to_uppercase()));
+        }
+    }
+    let next_word = words.next().map(|(_, t)| &t.token);
+    if word.keyword == Keyword::REPLACE && !matches!(next_word, Some(Token::Word(w)) if w.keyword == Keyword::INTO) {
+        let start = byte_offset(sql, verb.span.start.line, verb.span.start.column);
+        prepared.text.replace_range(start..start + "REPLACE".len(), "UPDATE ");
+        prepared.replace = true;
+    }
+    Ok(prepared)
+}
+
+/// The byte offset of a 1-based line and column (in characters).
+fn byte_offset(text: &str, line: u64, column: u64) -> usize {
+    let line_start: usize = text.split_inclusive('\n').take(line.saturating_sub(1) as usize).map(str::len).sum();
+    let column_bytes: usize =
+        text[line_start..].chars().take(column.saturating_sub(1) as usize).map(char::len_utf8).sum();
+    line_start + column_bytes
+}
+
+/// Parses one statement's text (a piece from [`split_statements`], after [`prepare`]).
 pub fn parse_one(sql: &str) -> Result<DFStatement, String> {
     let mut statements =
         DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| match e.find_root() {
@@ -98,4 +154,23 @@ pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_replace_and_hints() {
+        let p = prepare("-- note\nREPLACE /*+ AWAIT */ linode.images.images SET label = 'x' WHERE id = 'p'").unwrap();
+        assert!(p.replace && p.has_hint("await"));
+        assert_eq!(p.text, "-- note\nUPDATE  /*+ AWAIT */ linode.images.images SET label = 'x' WHERE id = 'p'");
+        assert!(matches!(parse_one(&p.text), Ok(DFStatement::Statement(s)) if matches!(*s, Statement::Update(_))));
+        let p = prepare("REPLACE INTO t (a) VALUES (1)").unwrap();
+        assert!(!p.replace);
+        let p = prepare("EXEC /*+ AWAIT */ linode.images.images.post_replicate_image @imageId='x'").unwrap();
+        assert_eq!(p.hints, ["AWAIT"]);
+        assert!(prepare("SELECT /*+ AWAIT */ 1").unwrap().has_hint("AWAIT"));
+        assert!(prepare("SELECT 1 /*+ AWAIT */").unwrap().hints.is_empty());
+    }
 }

@@ -8,6 +8,11 @@ use serde_json::Value;
 
 use crate::provider::{Kind, Resource};
 
+/// Rows of `resource` (or rows shaped by `schema`) as one batch.
+pub fn to_batch(resource: &Resource, schema: SchemaRef, rows: Vec<Value>) -> Result<RecordBatch> {
+    RowDecoder::new(resource, schema, None).decode(rows)
+}
+
 #[derive(Debug)]
 pub struct RowDecoder {
     resource: String,

@@ -6,6 +6,8 @@ response page into a `RecordBatch` as it arrives. */
 mod decode;
 mod pushdown;
 
+pub use decode::to_batch;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;

@@ -1,0 +1,158 @@
+/*! Sending a local file to an upload URL (`EXEC … post_upload_image @file='disk.img.gz'`).
+
+The file is checked before any request (it exists, it is gzip, it is within the compressed
+limit; a warning when the disk image inside is not one unpartitioned ext3/ext4 filesystem),
+then streamed with its length declared, decompressed on the side to measure it: past the
+decoded limit the upload is aborted. A progress bar goes to standard error when it is a
+terminal. */
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use flate2::read::GzDecoder;
+use flate2::write::MultiGzDecoder;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncReadExt;
+
+use crate::api::ApiClient;
+use crate::error::Error;
+use crate::provider::{Upload, UploadContent};
+
+const CHUNK: usize = 1 << 20;
+
+fn refuse(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Validation(format!("{}: {reason}", path.display()))
+}
+
+/// Checks the file before anything is sent; prints warnings about its content.
+pub fn inspect(path: &Path, spec: &Upload) -> Result<(), Error> {
+    let metadata = std::fs::metadata(path).map_err(|e| refuse(path, e))?;
+    if !metadata.is_file() {
+        return Err(refuse(path, "not a file"));
+    }
+    if metadata.len() > spec.max_bytes {
+        return Err(refuse(path, format!("{} bytes is over the upload limit of {} bytes", metadata.len(), spec.max_bytes)));
+    }
+    let mut magic = [0u8; 2];
+    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).map_err(|_| refuse(path, "not gzip data (too short)"))?;
+    if magic != [0x1f, 0x8b] {
+        return Err(refuse(path, "not gzip data: compress the raw disk image first (gzip disk.img)"));
+    }
+    if spec.content == Some(UploadContent::ExtDiskImage) {
+        let mut head = Vec::with_capacity(4096);
+        let _ = GzDecoder::new(File::open(path).map_err(|e| refuse(path, e))?).take(4096).read_to_end(&mut head);
+        if let Some(warning) = disk_image_warning(&head) {
+            eprintln!("imageql: warning: {}: {warning}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// What is wrong, if anything, with the first bytes of a raw disk image for Linode: it must
+/// hold one unpartitioned ext3/ext4 filesystem.
+fn disk_image_warning(head: &[u8]) -> Option<&'static str> {
+    let ext_magic = head.get(1080..1082) == Some(&[0x53, 0xEF]);
+    let mbr = head.get(510..512) == Some(&[0x55, 0xAA]);
+    if mbr && !ext_magic {
+        return Some("the disk image has a partition table; Linode expects a single unpartitioned ext3/ext4 filesystem");
+    }
+    if !ext_magic {
+        return Some("the disk image does not hold an ext2/3/4 filesystem; Linode expects ext3 or ext4");
+    }
+    // s_feature_compat & HAS_JOURNAL: ext3 and ext4 have one, ext2 does not.
+    let compat = head.get(1116..1120).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+    (compat & 0x4 == 0).then_some("the filesystem is ext2 (no journal); Linode expects ext3 or ext4")
+}
+
+/// Counts decompressed bytes, failing past the limit.
+struct Counter {
+    bytes: u64,
+    limit: u64,
+}
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        if self.bytes > self.limit {
+            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "decoded limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Streams the file to `url`; returns its decompressed size in bytes.
+pub async fn send(api: &ApiClient, url: &str, path: &Path, spec: &Upload) -> Result<u64, Error> {
+    let file = tokio::fs::File::open(path).await.map_err(|e| refuse(path, e))?;
+    let length = file.metadata().await.map_err(|e| refuse(path, e))?.len();
+    let limit = spec.max_decoded_bytes.unwrap_or(u64::MAX);
+    let decoder = Arc::new(Mutex::new(MultiGzDecoder::new(Counter { bytes: 0, limit })));
+    let problem: Arc<Mutex<Option<String>>> = Arc::default();
+    let progress = ProgressBar::new(length);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let chunks = futures::stream::unfold(Some(file), {
+        let (decoder, problem, progress) = (decoder.clone(), problem.clone(), progress.clone());
+        move |file| {
+            let (decoder, problem, progress) = (decoder.clone(), problem.clone(), progress.clone());
+            async move {
+                let mut file = file?;
+                let mut buffer = vec![0u8; CHUNK];
+                let read = match file.read(&mut buffer).await {
+                    Ok(0) => return None,
+                    Ok(n) => n,
+                    Err(e) => return Some((Err(e), None)),
+                };
+                buffer.truncate(read);
+                if let Err(e) = decoder.lock().unwrap_or_else(|e| e.into_inner()).write_all(&buffer) {
+                    let reason = match e.kind() {
+                        std::io::ErrorKind::FileTooLarge => format!("it decompresses to more than {limit} bytes"),
+                        _ => format!("it is not valid gzip data ({e})"),
+                    };
+                    *problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+                    return Some((Err(std::io::Error::other(reason)), None));
+                }
+                progress.inc(read as u64);
+                Some((Ok(buffer), Some(file)))
+            }
+        }
+    });
+    let body = reqwest::Body::wrap_stream(chunks);
+    let sent = api.put_stream(url, &spec.content_type, length, body).await;
+    progress.finish_and_clear();
+    if let Some(reason) = problem.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(refuse(path, format!("upload aborted: {reason}")));
+    }
+    sent?;
+    let mut decoder = decoder.lock().unwrap_or_else(|e| e.into_inner());
+    decoder.try_finish().map_err(|e| refuse(path, format!("the gzip data is incomplete or corrupt ({e})")))?;
+    Ok(decoder.get_ref().bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_what_linode_accepts() {
+        let mut ext4 = vec![0u8; 2048];
+        ext4[1080..1082].copy_from_slice(&[0x53, 0xEF]);
+        ext4[1116] = 0x4;
+        assert_eq!(disk_image_warning(&ext4), None);
+        let mut ext2 = ext4.clone();
+        ext2[1116] = 0;
+        assert!(disk_image_warning(&ext2).unwrap().contains("ext2"));
+        let mut partitioned = vec![0u8; 2048];
+        partitioned[510..512].copy_from_slice(&[0x55, 0xAA]);
+        assert!(disk_image_warning(&partitioned).unwrap().contains("partition table"));
+        assert!(disk_image_warning(&[0u8; 100]).unwrap().contains("ext2/3/4"));
+    }
+}
