@@ -384,7 +384,9 @@ async fn targets(
         items.push(quote(&p.column));
     }
     items.extend(computed.iter().map(|(_, e)| e.to_string()));
-    let read = format!("SELECT {} FROM {table} WHERE {selection}", items.join(", "));
+    // Ordered, so that the calls (and any report of a failure part-way) are reproducible.
+    let order: Vec<String> = (1..=params.len()).map(|i| i.to_string()).collect();
+    let read = format!("SELECT {} FROM {table} WHERE {selection} ORDER BY {}", items.join(", "), order.join(", "));
     if mode == Mode::Explain {
         return Ok(Targets { rows: vec![], computed: vec![], deferred: Some(read) });
     }
