@@ -1,6 +1,7 @@
 /*! The command line: options, the front ends (`-e`, `-f`, standard input, `sandbox`) and exit
 codes (0 ok, 1 a statement failed, 2 usage error). */
 
+use std::collections::HashMap;
 use std::io::{BufWriter, IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use crate::sandbox::{self, SandboxArgs};
 use crate::session::{Session, SessionOptions, Target};
 use crate::sql::split_statements;
 use crate::table::ScanOptions;
+use crate::{repl, template};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,9 +46,19 @@ pub struct Cli {
     /// Evaluate every predicate and LIMIT locally; scans list everything
     #[arg(long)]
     no_pushdown: bool,
+    /// Fill `{{ NAME }}` in statements with VALUE (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
     /// Rows per page when listing (clamped to what the API allows)
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     page_size: u32,
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_string(), value.to_string())),
+        _ => Err("expected NAME=VALUE".into()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,15 +92,13 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         let origin = if cli.execute.len() == 1 { "-e".to_string() } else { format!("-e #{}", i + 1) };
         scripts.push((origin, sql.clone()));
     }
-    if scripts.is_empty() {
-        let stdin = std::io::stdin();
-        if stdin.is_terminal() {
-            return Err(Error::Usage(
-                "no statements: give -e SQL or -f FILE, or pipe a script on standard input (see --help)".into(),
-            ));
-        }
+    let interactive = scripts.is_empty() && std::io::stdin().is_terminal();
+    if scripts.is_empty() && !interactive {
         let mut text = String::new();
-        stdin.lock().read_to_string(&mut text).map_err(|source| Error::File { path: "<stdin>".into(), source })?;
+        std::io::stdin()
+            .lock()
+            .read_to_string(&mut text)
+            .map_err(|source| Error::File { path: "<stdin>".into(), source })?;
         scripts.push(("<stdin>".into(), text));
     }
     let target = match (cli.sandbox, cli.api_url) {
@@ -101,15 +111,19 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         scan: ScanOptions { pushdown: !cli.no_pushdown, page_size: cli.page_size },
     };
     let session = Session::connect(options).await?;
+    let vars: HashMap<String, String> = cli.vars.into_iter().collect();
+    if interactive {
+        return repl::run(session, cli.output, vars).await;
+    }
     let stdout = std::io::stdout();
     for (origin, text) in scripts {
         for piece in split_statements(&text) {
-            let mut out = BufWriter::new(stdout.lock());
-            session.execute(&piece.text, cli.output, &mut out).await.map_err(|source| Error::At {
-                origin: origin.clone(),
-                line: piece.line,
-                source: Box::new(source),
+            let at = |source: Error| Error::At { origin: origin.clone(), line: piece.line, source: Box::new(source) };
+            let statement = template::fill(&piece.text, |name| vars.get(name).cloned()).map_err(|name| {
+                at(Error::Sql(format!("undefined variable {{{{ {name} }}}}: give it with --var {name}=VALUE")))
             })?;
+            let mut out = BufWriter::new(stdout.lock());
+            session.execute(&statement, cli.output, &mut out).await.map_err(at)?;
         }
     }
     Ok(())

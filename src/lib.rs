@@ -7,13 +7,17 @@ API. Resources are described declaratively in `providers/`. */
 pub mod api;
 pub mod cli;
 pub mod error;
+pub mod meta;
 pub mod output;
 pub mod plan;
+pub mod progress;
 pub mod provider;
+pub mod repl;
 pub mod sandbox;
 pub mod session;
 pub mod sql;
 pub mod table;
+pub mod template;
 pub mod upload;
 pub mod validate;
 pub mod xfilter;

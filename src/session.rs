@@ -2,11 +2,11 @@
 Each statement is parsed, routed and run here; results go to a [`Printer`]. */
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::arrow::array::{RecordBatch, StringArray};
@@ -18,6 +18,7 @@ use futures::StreamExt;
 
 use crate::api::{ApiClient, Token};
 use crate::error::Error;
+use crate::meta;
 use crate::output::{Format, Printer};
 use crate::plan::{self, Mode, MutationPlan};
 use crate::provider::{Provider, Registry};
@@ -45,6 +46,7 @@ pub struct Session {
     ctx: SessionContext,
     registry: Arc<Registry>,
     clients: HashMap<String, Arc<ApiClient>>,
+    interrupted: Arc<AtomicBool>,
     /// Keeps an in-process sandbox alive as long as the session.
     _sandbox: Option<Sandbox>,
 }
@@ -75,7 +77,36 @@ impl Session {
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
         register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
-        Ok(Session { ctx, registry, clients, _sandbox: sandbox })
+        let session = Session { ctx, registry, clients, interrupted: Arc::default(), _sandbox: sandbox };
+        session.register_views().await?;
+        Ok(session)
+    }
+
+    /// Creates the views the provider files declare, under their service.
+    async fn register_views(&self) -> Result<(), Error> {
+        for provider in self.registry.providers.values() {
+            for service in provider.services.values() {
+                for (name, view) in &service.views {
+                    let full = format!("{}.{}.{name}", provider.id, service.id);
+                    let failed = |e: String| Error::Sql(format!("view {full} in the provider files: {e}"));
+                    let query = provider.view_sql(view).map_err(|missing| failed(format!("no constant {missing}")))?;
+                    let mut statement = sql::parse_one(&format!("CREATE VIEW {full} AS {query}")).map_err(failed)?;
+                    sql::resolve_names(&mut statement, &self.registry);
+                    let plan = self.ctx.state().statement_to_plan(statement).await.map_err(|e| failed(e.strip_backtrace()))?;
+                    self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks a running change to stop before its next request (Ctrl-C in the shell).
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_interrupt(&self) -> bool {
+        self.interrupted.swap(false, Ordering::SeqCst)
     }
 
     pub fn registry(&self) -> &Registry {
@@ -86,8 +117,18 @@ impl Session {
         self.clients[provider].clone()
     }
 
-    /// Runs one statement and prints its result.
-    pub async fn execute(&self, text: &str, format: Format, out: &mut dyn Write) -> Result<(), Error> {
+    /// Runs one statement and prints its result; returns the number of rows printed, if it
+    /// printed rows.
+    pub async fn execute(&self, text: &str, format: Format, out: &mut dyn Write) -> Result<Option<usize>, Error> {
+        self.interrupted.store(false, Ordering::SeqCst);
+        if let Some(meta) = meta::parse(text, &self.registry) {
+            let batch = meta::run(&meta.map_err(Error::Sql)?, &self.registry).map_err(Error::Sql)?;
+            let mut printer = Printer::new(format, batch.schema(), out)?;
+            printer.write(batch)?;
+            let rows = printer.rows();
+            printer.finish()?;
+            return Ok(Some(rows));
+        }
         let prepared = sql::prepare(text).map_err(Error::Sql)?;
         let mut statement = sql::parse_one(&prepared.text).map_err(Error::Sql)?;
         match &statement {
@@ -100,14 +141,13 @@ impl Session {
                 if let DFStatement::Statement(s) = explain.statement.as_ref()
                     && let Some(plan) = plan::plan(self, s, &prepared, Mode::Explain).await?
                 {
-                    return self.explain_mutation(&plan, format, out).await;
+                    return self.explain_mutation(&plan, format, out).await.map(Some);
                 }
             }
             _ => {}
         }
         sql::resolve_names(&mut statement, &self.registry);
         let plan = self.ctx.state().statement_to_plan(statement).await?;
-        SQLOptions::new().with_allow_dml(false).verify_plan(&plan)?;
         let quiet = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
         let frame = self.ctx.execute_logical_plan(plan).await?;
         let mut stream = frame.execute_stream().await?;
@@ -115,14 +155,15 @@ impl Session {
             while let Some(batch) = stream.next().await {
                 batch?;
             }
-            return Ok(());
+            return Ok(None);
         }
         let mut printer = Printer::new(format, stream.schema(), out)?;
         while let Some(batch) = stream.next().await {
             printer.write(batch?)?;
         }
+        let rows = printer.rows();
         printer.finish()?;
-        Ok(())
+        Ok(Some(rows))
     }
 
     fn logical_plan_of(&self, query: &Query) -> DFStatement {
@@ -170,7 +211,7 @@ impl Session {
     }
 
     /// EXPLAIN of a mutation: the requests it would send, none sent.
-    async fn explain_mutation(&self, plan: &MutationPlan, format: Format, out: &mut dyn Write) -> Result<(), Error> {
+    async fn explain_mutation(&self, plan: &MutationPlan, format: Format, out: &mut dyn Write) -> Result<usize, Error> {
         let mut steps: Vec<(String, String)> = Vec::new();
         if let Some(deferred) = &plan.deferred {
             let physical = self.physical_plan_text(&deferred.read).await?;
@@ -209,9 +250,10 @@ impl Session {
             schema.clone(),
             vec![Arc::new(StringArray::from(left)), Arc::new(StringArray::from(right))],
         )?;
+        let rows = batch.num_rows();
         let mut printer = Printer::new(format, schema, out)?;
         printer.write(batch)?;
         printer.finish()?;
-        Ok(())
+        Ok(rows)
     }
 }

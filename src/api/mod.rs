@@ -12,6 +12,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::progress::ScanProgress;
 use crate::provider::{HttpVerb, Pagination};
 
 /// Pages fetched at once after the first one.
@@ -284,6 +285,7 @@ impl ApiClient {
         object_key: &str,
         max_rows: Option<usize>,
     ) -> BoxStream<'static, Result<Vec<Value>, ApiError>> {
+        let progress = Arc::new(ScanProgress::start(&request.path));
         let fetch = {
             let client = Arc::clone(self);
             let pagination = pagination.clone();
@@ -320,8 +322,17 @@ impl ApiClient {
                     if let Some(max) = max_rows {
                         last = last.min((max as u64).div_ceil(page_size as u64).max(1));
                     }
+                    progress.set_pages(last);
+                    progress.page_done();
                     let rest = stream::iter(2..=last).map(fetch.clone()).buffered(PAGE_CONCURRENCY);
-                    stream::iter([Ok(rows)]).chain(rest.map_ok(|(rows, _)| rows)).boxed()
+                    // The bar lives as long as the stream of pages.
+                    let progress = progress.clone();
+                    stream::iter([Ok(rows)])
+                        .chain(rest.map_ok(move |(rows, _)| {
+                            progress.page_done();
+                            rows
+                        }))
+                        .boxed()
                 }
             })
             .flatten()

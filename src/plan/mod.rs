@@ -96,6 +96,8 @@ pub async fn plan(
     mode: Mode,
 ) -> Result<Option<MutationPlan>, Error> {
     let plan = match statement {
+        // INSERT into a table made with CREATE TABLE is DataFusion's.
+        Statement::Insert(insert) if !is_resource(session, &insert.table) => return Ok(None),
         Statement::Insert(insert) => plan_insert(session, insert, mode).await?,
         Statement::Update(update) if prepared.replace => plan_replace(session, update, mode).await?,
         Statement::Update(_) => {
@@ -113,6 +115,12 @@ pub async fn plan(
         return Err(refuse(format!("{} {} is not awaitable", plan.kind.keyword(), plan.resource.full_name)));
     }
     Ok(Some(plan))
+}
+
+fn is_resource(session: &Session, table: &TableObject) -> bool {
+    let TableObject::TableName(name) = table else { return false };
+    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.clone())).collect();
+    matches!(parts.as_slice(), [p, s, r] if session.registry().resource(p, s, r).is_some())
 }
 
 /// The provider and resource a three-part name refers to.

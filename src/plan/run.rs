@@ -22,12 +22,20 @@ use crate::table::to_batch;
 /// How long `/*+ AWAIT */` waits before giving up.
 pub const AWAIT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
-pub async fn execute(session: &Session, plan: MutationPlan, format: Format, out: &mut dyn Write) -> Result<(), Error> {
+pub async fn execute(
+    session: &Session,
+    plan: MutationPlan,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<Option<usize>, Error> {
     let api = session.client(&plan.provider.id);
     let mut done: Vec<String> = Vec::new();
     let mut rows: Vec<Map<String, Value>> = Vec::new();
     let mut extras: Vec<Map<String, Value>> = Vec::new();
     for (index, call) in plan.calls.iter().enumerate() {
+        if session.take_interrupt() {
+            return Err(interrupted(&plan, &done, index));
+        }
         let request = Request::new(call.verb, call.path.clone(), call.body.clone().map(Value::Object));
         let response = match api.send(&request).await {
             Ok(response) => response,
@@ -58,18 +66,25 @@ pub async fn execute(session: &Session, plan: MutationPlan, format: Format, out:
             Kind::Insert | Kind::Exec => row_ids(&plan.resource, &rows),
             Kind::Replace | Kind::Delete => plan.calls.iter().map(|c| c.subject.clone()).collect(),
         };
-        let finished = await_all(&plan.resource, &api, &ids, plan.kind == Kind::Delete).await?;
+        let finished = await_all(session, &plan.resource, &api, &ids, plan.kind == Kind::Delete).await?;
         if plan.kind != Kind::Delete {
             rows = finished;
         }
     }
     if let Some(items) = &plan.returning {
-        return returning(&plan.resource, &rows, items, format, out).await;
+        return returning(&plan.resource, &rows, items, format, out).await.map(Some);
     }
     if plan.kind == Kind::Exec && !rows.is_empty() {
-        return print_rows(&plan.resource, &rows, &extras, format, out);
+        return print_rows(&plan.resource, &rows, &extras, format, out).map(Some);
     }
-    summary(&plan, &rows, format, out)
+    summary(&plan, &rows, format, out).map(|_| None)
+}
+
+fn interrupted(plan: &MutationPlan, done: &[String], next: usize) -> Error {
+    let mut lines = vec![format!("{} on {} interrupted before {} of {}:", plan.kind.keyword(), plan.resource.full_name, next + 1, plan.calls.len())];
+    lines.extend(done.iter().map(|d| format!("  {d}: done")));
+    lines.extend(plan.calls[next..].iter().map(|c| format!("  {}: not sent", c.subject)));
+    Error::Mutation(lines.join("\n"))
 }
 
 /// The rows a response carries (at the method's `objectKey`, or the body itself), and the
@@ -159,6 +174,7 @@ fn partial(plan: &MutationPlan, done: &[String], failed: usize, error: crate::ap
 
 /// Polls each row until it is ready (or gone, for a delete), with a deadline.
 async fn await_all(
+    session: &Session,
     resource: &Arc<Resource>,
     api: &ApiClient,
     ids: &[String],
@@ -193,6 +209,9 @@ async fn await_all(
                 }
                 _ => {}
             }
+            if session.take_interrupt() {
+                return Err(Error::Mutation(format!("stopped waiting for {id}: it is {status}")));
+            }
             if started.elapsed() > AWAIT_DEADLINE {
                 return Err(Error::Mutation(format!(
                     "gave up waiting for {id} after {} minutes; it is {status}",
@@ -225,7 +244,7 @@ async fn returning(
     items: &[datafusion::sql::sqlparser::ast::SelectItem],
     format: Format,
     out: &mut dyn Write,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
     let schema = resource_schema(resource);
     let lenient = Arc::new(Schema::new(
         schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
@@ -241,8 +260,9 @@ async fn returning(
     for batch in batches {
         printer.write(batch)?;
     }
+    let count = printer.rows();
     printer.finish()?;
-    Ok(())
+    Ok(count)
 }
 
 /// The rows an EXEC returned, with the response's other values (such as `upload_to`).
@@ -252,7 +272,7 @@ fn print_rows(
     extras: &[Map<String, Value>],
     format: Format,
     out: &mut dyn Write,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
     let schema = resource_schema(resource);
     let mut fields: Vec<ArrowField> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
     let extra_names: Vec<String> = extras.iter().flat_map(|e| e.keys().cloned()).fold(Vec::new(), |mut names, n| {
@@ -275,10 +295,11 @@ fn print_rows(
         })
         .collect();
     let batch = to_batch(resource, schema.clone(), merged)?;
+    let count = batch.num_rows();
     let mut printer = Printer::new(format, schema, out)?;
     printer.write(batch)?;
     printer.finish()?;
-    Ok(())
+    Ok(count)
 }
 
 /// One line in table and text output; one row elsewhere, so the output stays parseable.

@@ -46,6 +46,9 @@ pub struct Provider {
     pub filter: Option<FilterConfig>,
     #[serde(default)]
     pub rate_limits: Option<RateLimits>,
+    /// Values views refer to as `{{ name }}` (prices, for instance).
+    #[serde(default)]
+    pub constants: BTreeMap<String, serde_json::Value>,
     #[serde(skip)]
     pub services: BTreeMap<String, Service>,
 }
@@ -119,6 +122,32 @@ pub struct Service {
     #[serde(default)]
     pub description: String,
     pub resources: BTreeMap<String, Resource>,
+    /// Named queries over the service's resources, queried like tables.
+    #[serde(default)]
+    pub views: BTreeMap<String, View>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct View {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// The query; `{{ name }}` stands for the provider's constant `name`.
+    pub sql: String,
+}
+
+impl Provider {
+    /// A view's query with the provider's constants filled in.
+    pub fn view_sql(&self, view: &View) -> Result<String, String> {
+        crate::template::fill(&view.sql, |name| {
+            self.constants.get(name).map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use crate::provider::Registry;
-pub use split::{Piece, split_statements};
+pub use split::{Piece, is_complete, split_statements};
 
 /// A statement's text with what the parser does not see: the `REPLACE … SET` form (parsed
 /// as an UPDATE, so the caller must know it was a REPLACE) and `/*+ HINT */` comments after the
@@ -65,6 +65,13 @@ pub fn prepare(sql: &str) -> Result<Prepared, String> {
         prepared.replace = true;
     }
     Ok(prepared)
+}
+
+/// Whether a statement changes resources (so it must not be abandoned half-way).
+pub fn changes_resources(sql: &str) -> bool {
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return false };
+    let first = tokens.into_iter().find(|t| !matches!(t, Token::Whitespace(_)));
+    matches!(first, Some(Token::Word(w)) if matches!(w.keyword, Keyword::INSERT | Keyword::REPLACE | Keyword::DELETE | Keyword::EXEC | Keyword::EXECUTE | Keyword::UPDATE))
 }
 
 /// The byte offset of a 1-based line and column (in characters).

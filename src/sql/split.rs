@@ -91,6 +91,48 @@ pub fn split_statements(script: &str) -> Vec<Piece> {
     pieces
 }
 
+/// Whether `text` ends a statement: its last character outside quotes and comments is `;`.
+pub fn is_complete(text: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    let mut last = None;
+    while i < chars.len() {
+        match (chars[i], chars.get(i + 1).copied()) {
+            (q @ ('\'' | '"' | '`'), _) => {
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return false,
+                        Some(c) if *c == q && chars.get(i + 1) == Some(&q) => i += 2,
+                        Some(c) if *c == q => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                last = Some(q);
+            }
+            ('-', Some('-')) => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            ('/', Some('*')) => {
+                i += 2;
+                while !(chars.get(i) == Some(&'*') && chars.get(i + 1) == Some(&'/')) {
+                    if i >= chars.len() {
+                        return false;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            (c, _) if !c.is_whitespace() => last = Some(c),
+            _ => {}
+        }
+        i += 1;
+    }
+    last == Some(';')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +146,16 @@ mod tests {
         assert_eq!(pieces[0].text, "-- a comment; not a statement\nSELECT 'a;b' AS x");
         assert!(pieces[1].text.ends_with("SELECT \"we;ird\"\n  FROM t"));
         assert_eq!(pieces[2].text, "SELECT 'it''s;'");
+    }
+
+    #[test]
+    fn knows_when_a_statement_is_complete() {
+        assert!(is_complete("SELECT 1;"));
+        assert!(is_complete("SELECT 1; -- done"));
+        assert!(!is_complete("SELECT ';'"));
+        assert!(!is_complete("SELECT 'open;"));
+        assert!(!is_complete("SELECT 1 /* ; */"));
+        assert!(!is_complete("SELECT 1\nFROM t"));
     }
 
     #[test]

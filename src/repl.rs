@@ -1,0 +1,281 @@
+/*! The interactive shell: statements over several lines until `;`, history in the user's
+data directory, completion of keywords, resource and column names and EXEC methods, backslash
+commands, and Ctrl-C that stops the running statement without leaving the shell. */
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::FileHistory;
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{Config, Context, Editor, Helper};
+
+use crate::error::Error;
+use crate::output::Format;
+use crate::provider::Registry;
+use crate::session::Session;
+use crate::sql::{is_complete, split_statements};
+use crate::template;
+
+const KEYWORDS: &[&str] = &[
+    "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "ILIKE", "IS", "NULL", "GROUP", "BY", "ORDER", "HAVING",
+    "LIMIT", "OFFSET", "JOIN", "LEFT", "INNER", "ON", "AS", "DISTINCT", "COUNT", "SUM", "AVG", "MIN", "MAX", "CASE",
+    "WHEN", "THEN", "ELSE", "END", "WITH", "UNION", "ALL", "ASC", "DESC", "INSERT", "INTO", "VALUES", "RETURNING",
+    "REPLACE", "SET", "DELETE", "EXEC", "EXPLAIN", "DESCRIBE", "SHOW", "PROVIDERS", "SERVICES", "RESOURCES",
+    "METHODS", "METHOD", "EXTENDED", "COPY", "TO", "TRUE", "FALSE", "unnest", "array_has", "cardinality",
+];
+
+const HELP: &[(&str, &str)] = &[
+    ("\\q", "quit (Ctrl-D too)"),
+    ("\\?", "this help"),
+    ("\\d", "list resources and views"),
+    ("\\d NAME", "describe a resource (provider.service.resource)"),
+    ("\\timing", "show or hide the time each statement takes"),
+    ("\\o [FORMAT]", "show or set the output format: table, json, ndjson, csv, text"),
+];
+
+/// Names the shell completes, taken from the provider files.
+struct Names {
+    /// `provider.service.resource` and views.
+    tables: Vec<String>,
+    /// `provider.service.resource.method`.
+    methods: Vec<String>,
+    /// Column names by table, lowercased table names.
+    columns: HashMap<String, Vec<String>>,
+}
+
+impl Names {
+    fn new(registry: &Registry) -> Names {
+        let mut names = Names { tables: vec![], methods: vec![], columns: HashMap::new() };
+        for (provider, service, resource) in registry.resources() {
+            names.tables.push(resource.full_name.clone());
+            names.methods.extend(resource.methods.keys().map(|m| format!("{}.{m}", resource.full_name)));
+            let mut columns: Vec<String> = resource.fields.iter().map(|f| f.name.clone()).collect();
+            columns.extend(resource.param_columns().into_iter().map(|p| p.name.clone()));
+            names.columns.insert(resource.full_name.to_lowercase(), columns);
+            for view in service.views.keys() {
+                let full = format!("{}.{}.{view}", provider.id, service.id);
+                if !names.tables.contains(&full) {
+                    names.tables.push(full);
+                }
+            }
+        }
+        names
+    }
+}
+
+struct ShellHelper {
+    names: Names,
+}
+
+impl Completer for ShellHelper {
+    type Candidate = Pair;
+
+    fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+        let start = line[..pos].rfind(|c: char| !is_word(c)).map(|i| i + 1).unwrap_or(0);
+        let word = &line[start..pos];
+        let before = line[..start].trim_end();
+        let previous = before.rsplit(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("");
+        let mut candidates: Vec<String> = Vec::new();
+        if previous.eq_ignore_ascii_case("EXEC") {
+            candidates.extend(self.names.methods.iter().cloned());
+        } else if word.contains('.') {
+            candidates.extend(self.names.tables.iter().cloned());
+        } else {
+            // Columns of the resources the statement names, then keywords and table names.
+            let lowered = line.to_lowercase();
+            for (table, columns) in &self.names.columns {
+                if lowered.contains(table.as_str()) {
+                    candidates.extend(columns.iter().cloned());
+                }
+            }
+            candidates.extend(KEYWORDS.iter().map(|k| k.to_string()));
+            candidates.extend(self.names.tables.iter().cloned());
+        }
+        let lowered = word.to_lowercase();
+        let mut seen = Vec::new();
+        let pairs = candidates
+            .into_iter()
+            .filter(|c| c.to_lowercase().starts_with(&lowered) && c.len() > word.len())
+            .filter(|c| !seen.contains(c) && {
+                seen.push(c.clone());
+                true
+            })
+            .map(|c| Pair { display: c.clone(), replacement: c })
+            .collect();
+        Ok((start, pairs))
+    }
+}
+
+impl Hinter for ShellHelper {
+    type Hint = String;
+}
+
+impl Highlighter for ShellHelper {
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, prompt: &'p str, _default: bool) -> Cow<'b, str> {
+        Cow::Borrowed(prompt)
+    }
+}
+
+impl Validator for ShellHelper {
+    /// Enter inserts a newline until the statement ends with `;` (outside quotes and
+    /// comments); backslash commands end at the line.
+    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
+        let input = ctx.input().trim();
+        if input.is_empty() || input.starts_with('\\') || is_complete(input) {
+            Ok(ValidationResult::Valid(None))
+        } else {
+            Ok(ValidationResult::Incomplete)
+        }
+    }
+}
+
+impl Helper for ShellHelper {}
+
+/// `$XDG_DATA_HOME/imageql/history`, or `~/.local/share/imageql/history`.
+fn history_file() -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))?;
+    let dir = data.join("imageql");
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir.join("history"))
+}
+
+struct Shell {
+    session: Session,
+    format: Format,
+    timing: bool,
+    vars: HashMap<String, String>,
+}
+
+pub async fn run(session: Session, format: Format, vars: HashMap<String, String>) -> Result<(), Error> {
+    let config = Config::builder().auto_add_history(false).history_ignore_space(true).max_history_size(5000).map_err(readline)?.build();
+    let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config).map_err(readline)?;
+    editor.set_helper(Some(ShellHelper { names: Names::new(session.registry()) }));
+    let history = history_file();
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    println!("imageql {}: end statements with ;  \\? for help, \\q to quit", env!("CARGO_PKG_VERSION"));
+    let mut shell = Shell { session, format, timing: true, vars };
+    loop {
+        let line = match tokio::task::block_in_place(|| editor.readline("imageql> ")) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(readline(e)),
+        };
+        let input = line.trim();
+        if input.is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(input);
+        if let Some(path) = &history {
+            // Saved at once, so that a killed shell keeps what was typed.
+            let _ = editor.save_history(path);
+        }
+        if let Some(command) = input.strip_prefix('\\') {
+            if !shell.command(command).await {
+                break;
+            }
+            continue;
+        }
+        for piece in split_statements(input) {
+            shell.statement(&piece.text).await;
+        }
+    }
+    Ok(())
+}
+
+fn readline(e: ReadlineError) -> Error {
+    Error::Usage(format!("the interactive shell cannot start: {e}"))
+}
+
+impl Shell {
+    /// A backslash command; false to quit.
+    async fn command(&mut self, command: &str) -> bool {
+        let mut words = command.split_whitespace();
+        match (words.next().unwrap_or(""), words.next()) {
+            ("q", _) => return false,
+            ("?", _) => {
+                for (name, what) in HELP {
+                    println!("  {name:<12} {what}");
+                }
+                println!("  Statements end with ; and may span lines. Ctrl-C stops the running statement.");
+            }
+            ("d", None) => self.statement("SHOW RESOURCES").await,
+            ("d", Some(name)) => self.statement(&format!("DESCRIBE {name}")).await,
+            ("timing", _) => {
+                self.timing = !self.timing;
+                println!("timing is {}", if self.timing { "on" } else { "off" });
+            }
+            ("o", None) => println!("output format: {}", format_name(self.format)),
+            ("o", Some(name)) => match <Format as clap::ValueEnum>::from_str(name, true) {
+                Ok(format) => {
+                    self.format = format;
+                    println!("output format: {}", format_name(format));
+                }
+                Err(_) => eprintln!("imageql: unknown format {name}: use table, json, ndjson, csv or text"),
+            },
+            (other, _) => eprintln!("imageql: \\{other} is not a command; \\? lists them"),
+        }
+        true
+    }
+
+    /// Runs one statement; Ctrl-C stops a query at once, and a change before its next request.
+    async fn statement(&mut self, text: &str) {
+        let text = match template::fill(text, |name| self.vars.get(name).cloned()) {
+            Ok(text) => text,
+            Err(name) => {
+                eprintln!("imageql: error: undefined variable {{{{ {name} }}}}: start imageql with --var {name}=VALUE");
+                return;
+            }
+        };
+        let started = Instant::now();
+        let changes = crate::sql::changes_resources(&text);
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let result = {
+            let running = self.session.execute(&text, self.format, &mut out);
+            tokio::pin!(running);
+            tokio::select! {
+                result = &mut running => result,
+                _ = tokio::signal::ctrl_c() => {
+                    if changes {
+                        eprintln!("imageql: stopping after the request in progress…");
+                        self.session.interrupt();
+                        running.await
+                    } else {
+                        Err(Error::Query("cancelled".into()))
+                    }
+                }
+            }
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let time = if self.timing { format!(" in {elapsed:.3} s") } else { String::new() };
+        match result {
+            Ok(Some(rows)) => {
+                let _ = writeln!(out, "({rows} row{}{time})", if rows == 1 { "" } else { "s" });
+            }
+            Ok(None) if self.timing => {
+                let _ = writeln!(out, "({elapsed:.3} s)");
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("imageql: error: {e}"),
+        }
+        let _ = out.flush();
+    }
+}
+
+fn format_name(format: Format) -> String {
+    <Format as clap::ValueEnum>::to_possible_value(&format).map(|v| v.get_name().to_string()).unwrap_or_default()
+}
