@@ -7,6 +7,7 @@ API. Resources are described declaratively in `providers/`. */
 pub mod api;
 pub mod cli;
 pub mod error;
+pub mod gzip;
 pub mod meta;
 pub mod output;
 pub mod plan;

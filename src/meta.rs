@@ -135,7 +135,8 @@ fn sql_like(pattern: &str, text: &str) -> bool {
 }
 
 fn batch(columns: &[&str], rows: Vec<Vec<String>>) -> RecordBatch {
-    let schema = Arc::new(Schema::new(columns.iter().map(|c| ArrowField::new(*c, DataType::Utf8, false)).collect::<Vec<_>>()));
+    let schema =
+        Arc::new(Schema::new(columns.iter().map(|c| ArrowField::new(*c, DataType::Utf8, false)).collect::<Vec<_>>()));
     let arrays: Vec<ArrayRef> = (0..columns.len())
         .map(|i| Arc::new(StringArray::from(rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>())) as ArrayRef)
         .collect();
@@ -219,10 +220,22 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
                         continue;
                     }
                     rows.extend(s.resources.values().map(|r| {
-                        vec![r.full_name.clone(), r.name.clone(), "table".into(), r.title.clone(), r.description.clone()]
+                        vec![
+                            r.full_name.clone(),
+                            r.name.clone(),
+                            "table".into(),
+                            r.title.clone(),
+                            r.description.clone(),
+                        ]
                     }));
                     rows.extend(s.views.iter().map(|(name, v)| {
-                        vec![format!("{id}.{name}"), name.clone(), "view".into(), v.title.clone(), v.description.clone()]
+                        vec![
+                            format!("{id}.{name}"),
+                            name.clone(),
+                            "view".into(),
+                            v.title.clone(),
+                            v.description.clone(),
+                        ]
                     }));
                 }
             }
@@ -236,7 +249,12 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
                 .iter()
                 .filter(|(name, _)| keep(like, name))
                 .map(|(name, m)| {
-                    vec![name.clone(), required_inputs(m).join(", "), verb_of(found, name).into(), format!("{} {}", m.verb, m.path)]
+                    vec![
+                        name.clone(),
+                        required_inputs(m).join(", "),
+                        verb_of(found, name).into(),
+                        format!("{} {}", m.verb, m.path),
+                    ]
                 })
                 .collect();
             Ok(batch(&["method", "required_params", "sql_verb", "request"], rows))
@@ -246,7 +264,9 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
             let bound: Vec<(String, String)> = found
                 .methods_for(SqlVerb::Select)
                 .flat_map(|(name, m)| m.params.iter().filter(|p| p.required).map(move |p| (name, p)))
-                .map(|(name, p)| (p.column.clone().unwrap_or_else(|| p.name.clone()), format!("= or IN ({} of {name})", p.name)))
+                .map(|(name, p)| {
+                    (p.column.clone().unwrap_or_else(|| p.name.clone()), format!("= or IN ({} of {name})", p.name))
+                })
                 .collect();
             let filterable = |name: &str, ops: Vec<String>| -> String {
                 let mut parts = ops;
@@ -258,7 +278,13 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
                 .iter()
                 .map(|f| {
                     let ops = f.filter.iter().map(|op| format!("{op:?}").to_lowercase()).collect();
-                    vec![f.name.clone(), type_name(f), yes_no(f.nullable), filterable(&f.name, ops), f.description.clone()]
+                    vec![
+                        f.name.clone(),
+                        type_name(f),
+                        yes_no(f.nullable),
+                        filterable(&f.name, ops),
+                        f.description.clone(),
+                    ]
                 })
                 .collect();
             rows.extend(found.param_columns().into_iter().map(|p| {
@@ -270,7 +296,8 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
         Meta::DescribeMethod { method, extended } => {
             let (resource_name, method_name) =
                 method.rsplit_once('.').ok_or_else(|| format!("{method} is not provider.service.resource.method"))?;
-            let found = find_resource(registry, resource_name).ok_or_else(|| unknown_resource(registry, resource_name))?;
+            let found =
+                find_resource(registry, resource_name).ok_or_else(|| unknown_resource(registry, resource_name))?;
             let m = found.methods.get(method_name).ok_or_else(|| {
                 let names: Vec<&str> = found.methods.keys().map(String::as_str).collect();
                 format!("{resource_name} has no method {method_name}; methods are {}", names.join(", "))
@@ -284,19 +311,39 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
                         ParamLocation::Path => "path",
                         ParamLocation::Query => "query",
                     };
-                    vec![p.name.clone(), p.kind.to_string(), input(p.required).into(), format!("({place}) {}", p.description)]
+                    vec![
+                        p.name.clone(),
+                        p.kind.to_string(),
+                        input(p.required).into(),
+                        format!("({place}) {}", p.description),
+                    ]
                 })
                 .collect();
             rows.extend(m.body.iter().map(|f| {
                 vec![f.name.clone(), type_name(f), input(m.required.contains(&f.name)).into(), f.description.clone()]
             }));
             if let Some(upload) = &m.upload {
-                rows.push(vec![upload.param.clone(), "file".into(), "input_optional".into(), "A local file to upload (EXEC only)".into()]);
+                rows.push(vec![
+                    upload.param.clone(),
+                    "file".into(),
+                    "input_optional".into(),
+                    "A local file to upload (EXEC only)".into(),
+                ]);
             }
             if m.verb != crate::provider::HttpVerb::Delete {
-                rows.extend(found.fields.iter().map(|f| vec![f.name.clone(), type_name(f), "output".into(), f.description.clone()]));
+                rows.extend(
+                    found
+                        .fields
+                        .iter()
+                        .map(|f| vec![f.name.clone(), type_name(f), "output".into(), f.description.clone()]),
+                );
                 if let Some(upload) = &m.upload {
-                    rows.push(vec![upload.url_field.clone(), "string".into(), "output".into(), "Where to send the file".into()]);
+                    rows.push(vec![
+                        upload.url_field.clone(),
+                        "string".into(),
+                        "output".into(),
+                        "Where to send the file".into(),
+                    ]);
                 }
             }
             Ok(describe_table(&["name", "type", "param_type"], rows, *extended))
@@ -339,7 +386,10 @@ mod tests {
         let registry = Registry::embedded().unwrap();
         let p = |t: &str| parse(t, &registry);
         assert_eq!(p("SHOW PROVIDERS;"), Some(Ok(Meta::Providers { like: None })));
-        assert_eq!(p("show services in linode"), Some(Ok(Meta::Services { provider: Some("linode".into()), like: None })));
+        assert_eq!(
+            p("show services in linode"),
+            Some(Ok(Meta::Services { provider: Some("linode".into()), like: None }))
+        );
         assert_eq!(
             p("SHOW METHODS IN linode.images.images LIKE 'post%'"),
             Some(Ok(Meta::Methods { resource: "linode.images.images".into(), like: Some("post%".into()) }))
@@ -355,6 +405,8 @@ mod tests {
         assert_eq!(p("DESCRIBE information_schema.tables"), None);
         assert_eq!(p("SHOW TABLES"), None);
         assert!(matches!(p("SHOW METHODS"), Some(Err(_))));
-        assert!(sql_like("post%", "post_image") && !sql_like("post%", "get_image") && sql_like("_et_image", "get_image"));
+        assert!(
+            sql_like("post%", "post_image") && !sql_like("post%", "get_image") && sql_like("_et_image", "get_image")
+        );
     }
 }

@@ -24,11 +24,68 @@ use crate::sql::{is_complete, split_statements};
 use crate::template;
 
 const KEYWORDS: &[&str] = &[
-    "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "ILIKE", "IS", "NULL", "GROUP", "BY", "ORDER", "HAVING",
-    "LIMIT", "OFFSET", "JOIN", "LEFT", "INNER", "ON", "AS", "DISTINCT", "COUNT", "SUM", "AVG", "MIN", "MAX", "CASE",
-    "WHEN", "THEN", "ELSE", "END", "WITH", "UNION", "ALL", "ASC", "DESC", "INSERT", "INTO", "VALUES", "RETURNING",
-    "REPLACE", "SET", "DELETE", "EXEC", "EXPLAIN", "DESCRIBE", "SHOW", "PROVIDERS", "SERVICES", "RESOURCES",
-    "METHODS", "METHOD", "EXTENDED", "COPY", "TO", "TRUE", "FALSE", "unnest", "array_has", "cardinality",
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "LIKE",
+    "ILIKE",
+    "IS",
+    "NULL",
+    "GROUP",
+    "BY",
+    "ORDER",
+    "HAVING",
+    "LIMIT",
+    "OFFSET",
+    "JOIN",
+    "LEFT",
+    "INNER",
+    "ON",
+    "AS",
+    "DISTINCT",
+    "COUNT",
+    "SUM",
+    "AVG",
+    "MIN",
+    "MAX",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "WITH",
+    "UNION",
+    "ALL",
+    "ASC",
+    "DESC",
+    "INSERT",
+    "INTO",
+    "VALUES",
+    "RETURNING",
+    "REPLACE",
+    "SET",
+    "DELETE",
+    "EXEC",
+    "EXPLAIN",
+    "DESCRIBE",
+    "SHOW",
+    "PROVIDERS",
+    "SERVICES",
+    "RESOURCES",
+    "METHODS",
+    "METHOD",
+    "EXTENDED",
+    "COPY",
+    "TO",
+    "TRUE",
+    "FALSE",
+    "unnest",
+    "array_has",
+    "cardinality",
 ];
 
 const HELP: &[(&str, &str)] = &[
@@ -104,9 +161,11 @@ impl Completer for ShellHelper {
         let pairs = candidates
             .into_iter()
             .filter(|c| c.to_lowercase().starts_with(&lowered) && c.len() > word.len())
-            .filter(|c| !seen.contains(c) && {
-                seen.push(c.clone());
-                true
+            .filter(|c| {
+                !seen.contains(c) && {
+                    seen.push(c.clone());
+                    true
+                }
             })
             .map(|c| Pair { display: c.clone(), replacement: c })
             .collect();
@@ -158,7 +217,12 @@ struct Shell {
 }
 
 pub async fn run(session: Session, format: Format, vars: HashMap<String, String>) -> Result<(), Error> {
-    let config = Config::builder().auto_add_history(false).history_ignore_space(true).max_history_size(5000).map_err(readline)?.build();
+    let config = Config::builder()
+        .auto_add_history(false)
+        .history_ignore_space(true)
+        .max_history_size(5000)
+        .map_err(readline)?
+        .build();
     let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config).map_err(readline)?;
     editor.set_helper(Some(ShellHelper { names: Names::new(session.registry()) }));
     let history = history_file();

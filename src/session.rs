@@ -2,16 +2,16 @@
 Each statement is parsed, routed and run here; results go to a [`Printer`]. */
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::displayable;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Query, Statement};
 use futures::StreamExt;
@@ -92,7 +92,8 @@ impl Session {
                     let query = provider.view_sql(view).map_err(|missing| failed(format!("no constant {missing}")))?;
                     let mut statement = sql::parse_one(&format!("CREATE VIEW {full} AS {query}")).map_err(failed)?;
                     sql::resolve_names(&mut statement, &self.registry);
-                    let plan = self.ctx.state().statement_to_plan(statement).await.map_err(|e| failed(e.strip_backtrace()))?;
+                    let plan =
+                        self.ctx.state().statement_to_plan(statement).await.map_err(|e| failed(e.strip_backtrace()))?;
                     self.ctx.execute_logical_plan(plan).await?.collect().await?;
                 }
             }
@@ -185,25 +186,13 @@ impl Session {
             return Ok(vec![]);
         }
         let items: Vec<String> = exprs.iter().enumerate().map(|(i, e)| format!("{e} AS v{i}")).collect();
-        let query = match sql::parse_one(&format!("SELECT {}", items.join(", "))).map_err(Error::Sql)? {
-            DFStatement::Statement(s) => match *s {
-                Statement::Query(q) => q,
-                _ => return Err(Error::Sql("expected values".into())),
-            },
-            _ => return Err(Error::Sql("expected values".into())),
-        };
+        let query = sql::parse_query(&format!("SELECT {}", items.join(", "))).map_err(Error::Sql)?;
         Ok(self.query_rows(&query).await?.into_iter().next().unwrap_or_default())
     }
 
     /// The physical plan of a query, showing the requests its scans would make.
     async fn physical_plan_text(&self, sql_text: &str) -> Result<String, Error> {
-        let query = match sql::parse_one(sql_text).map_err(Error::Sql)? {
-            DFStatement::Statement(s) => match *s {
-                Statement::Query(q) => q,
-                _ => return Err(Error::Sql("expected a query".into())),
-            },
-            _ => return Err(Error::Sql("expected a query".into())),
-        };
+        let query = sql::parse_query(sql_text).map_err(Error::Sql)?;
         let state = self.ctx.state();
         let logical = state.statement_to_plan(self.logical_plan_of(&query)).await?;
         let physical = state.create_physical_plan(&logical).await?;
@@ -219,12 +208,16 @@ impl Session {
             steps.push(("for each row".into(), deferred.each.clone()));
         }
         for (i, call) in plan.calls.iter().enumerate() {
-            let body = call.body.as_ref().map(|b| format!(" {}", serde_json::Value::Object(b.clone()))).unwrap_or_default();
+            let body =
+                call.body.as_ref().map(|b| format!(" {}", serde_json::Value::Object(b.clone()))).unwrap_or_default();
             steps.push(((i + 1).to_string(), format!("{} {}{body}", call.verb, call.path)));
         }
         if let (Some(file), Some(spec)) = (&plan.upload, &plan.method.upload) {
             let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-            steps.push(("then".into(), format!("PUT the {size} bytes of {} to the response's {}", file.display(), spec.url_field)));
+            steps.push((
+                "then".into(),
+                format!("PUT the {size} bytes of {} to the response's {}", file.display(), spec.url_field),
+            ));
         }
         if plan.await_ready
             && let Some(lifecycle) = &plan.resource.lifecycle

@@ -31,7 +31,10 @@ mod tests {
     #[test]
     fn fills_placeholders_and_names_the_missing_one() {
         let lookup = |name: &str| (name == "label").then(|| "web".to_string());
-        assert_eq!(fill("WHERE label = '{{ label }}' AND x = '{{label}}'", lookup).unwrap(), "WHERE label = 'web' AND x = 'web'");
+        assert_eq!(
+            fill("WHERE label = '{{ label }}' AND x = '{{label}}'", lookup).unwrap(),
+            "WHERE label = 'web' AND x = 'web'"
+        );
         assert_eq!(fill("{{ region }}", lookup).unwrap_err(), "region");
         assert_eq!(fill("no placeholders { here }", lookup).unwrap(), "no placeholders { here }");
     }

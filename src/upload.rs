@@ -12,12 +12,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use flate2::read::GzDecoder;
-use flate2::write::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncReadExt;
 
 use crate::api::ApiClient;
 use crate::error::Error;
+use crate::gzip;
 use crate::provider::{Upload, UploadContent};
 
 const CHUNK: usize = 1 << 20;
@@ -33,10 +33,15 @@ pub fn inspect(path: &Path, spec: &Upload) -> Result<(), Error> {
         return Err(refuse(path, "not a file"));
     }
     if metadata.len() > spec.max_bytes {
-        return Err(refuse(path, format!("{} bytes is over the upload limit of {} bytes", metadata.len(), spec.max_bytes)));
+        return Err(refuse(
+            path,
+            format!("{} bytes is over the upload limit of {} bytes", metadata.len(), spec.max_bytes),
+        ));
     }
     let mut magic = [0u8; 2];
-    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).map_err(|_| refuse(path, "not gzip data (too short)"))?;
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|_| refuse(path, "not gzip data (too short)"))?;
     if magic != [0x1f, 0x8b] {
         return Err(refuse(path, "not gzip data: compress the raw disk image first (gzip disk.img)"));
     }
@@ -56,7 +61,9 @@ fn disk_image_warning(head: &[u8]) -> Option<&'static str> {
     let ext_magic = head.get(1080..1082) == Some(&[0x53, 0xEF]);
     let mbr = head.get(510..512) == Some(&[0x55, 0xAA]);
     if mbr && !ext_magic {
-        return Some("the disk image has a partition table; Linode expects a single unpartitioned ext3/ext4 filesystem");
+        return Some(
+            "the disk image has a partition table; Linode expects a single unpartitioned ext3/ext4 filesystem",
+        );
     }
     if !ext_magic {
         return Some("the disk image does not hold an ext2/3/4 filesystem; Linode expects ext3 or ext4");
@@ -66,32 +73,12 @@ fn disk_image_warning(head: &[u8]) -> Option<&'static str> {
     (compat & 0x4 == 0).then_some("the filesystem is ext2 (no journal); Linode expects ext3 or ext4")
 }
 
-/// Counts decompressed bytes, failing past the limit.
-struct Counter {
-    bytes: u64,
-    limit: u64,
-}
-
-impl Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.bytes += buf.len() as u64;
-        if self.bytes > self.limit {
-            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "decoded limit"));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Streams the file to `url`; returns its decompressed size in bytes.
 pub async fn send(api: &ApiClient, url: &str, path: &Path, spec: &Upload) -> Result<u64, Error> {
     let file = tokio::fs::File::open(path).await.map_err(|e| refuse(path, e))?;
     let length = file.metadata().await.map_err(|e| refuse(path, e))?.len();
     let limit = spec.max_decoded_bytes.unwrap_or(u64::MAX);
-    let decoder = Arc::new(Mutex::new(MultiGzDecoder::new(Counter { bytes: 0, limit })));
+    let decoder = Arc::new(Mutex::new(gzip::measuring_decoder(limit)));
     let problem: Arc<Mutex<Option<String>>> = Arc::default();
     let progress = ProgressBar::new(length);
     progress.set_style(
@@ -113,9 +100,9 @@ pub async fn send(api: &ApiClient, url: &str, path: &Path, spec: &Upload) -> Res
                 };
                 buffer.truncate(read);
                 if let Err(e) = decoder.lock().unwrap_or_else(|e| e.into_inner()).write_all(&buffer) {
-                    let reason = match e.kind() {
-                        std::io::ErrorKind::FileTooLarge => format!("it decompresses to more than {limit} bytes"),
-                        _ => format!("it is not valid gzip data ({e})"),
+                    let reason = match gzip::is_over_limit(&e) {
+                        true => format!("it decompresses to more than {limit} bytes"),
+                        false => format!("it is not valid gzip data ({e})"),
                     };
                     *problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
                     return Some((Err(std::io::Error::other(reason)), None));

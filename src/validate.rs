@@ -116,7 +116,7 @@ fn string_problem(field: &Field, text: &str) -> Option<String> {
         });
     }
     let pattern = field.pattern.as_deref()?;
-    // Patterns were compiled when the provider files were loaded.
+    // A pattern that does not compile was refused when the provider files were loaded.
     let matches = Regex::new(pattern).map(|re| re.is_match(text)).unwrap_or(true);
     (!matches).then(|| match &field.pattern_hint {
         Some(hint) => format!("Must only contain {hint}"),

@@ -68,7 +68,9 @@ async fn insert_values_posts_one_capture_per_row_in_order() {
     let id = ids_labelled(&sandbox, "arrays").await.remove(0);
     assert_eq!(
         rows,
-        vec![json!({"id": id, "status": "creating", "tags": ["one-tag", "two-tag"], "shout": "ARRAYS", "double": 4860})]
+        vec![
+            json!({"id": id, "status": "creating", "tags": ["one-tag", "two-tag"], "shout": "ARRAYS", "double": 4860})
+        ]
     );
 }
 
@@ -133,7 +135,8 @@ async fn replace_puts_the_new_values_and_refuses_read_only_fields() {
     }
 
     let mark = sandbox.log().len();
-    let stderr = sandbox.imageql(&["-e", "REPLACE linode.images.images SET size = 1 WHERE id = 'private/1003'"]).fails();
+    let stderr =
+        sandbox.imageql(&["-e", "REPLACE linode.images.images SET size = 1 WHERE id = 'private/1003'"]).fails();
     assert!(stderr.contains("size is read-only") && stderr.contains("label, description, tags"), "{stderr}");
     assert!(sandbox.log_since(mark).is_empty());
 }
@@ -150,9 +153,8 @@ async fn delete_by_id_by_list_and_by_predicate() {
     assert_eq!(image(&sandbox, "private/1008").await.0, 404);
 
     let mark = sandbox.log().len();
-    let out = sandbox
-        .imageql(&["-e", "DELETE FROM linode.images.images WHERE type = 'automatic' AND NOT is_public"])
-        .ok();
+    let out =
+        sandbox.imageql(&["-e", "DELETE FROM linode.images.images WHERE type = 'automatic' AND NOT is_public"]).ok();
     assert_eq!(out.trim(), "deleted 2 from linode.images.images: private/1007, private/1012");
     let log = sandbox.log_since(mark);
     assert_eq!(log[0]["method"], "GET");
@@ -199,7 +201,10 @@ async fn exec_calls_methods_with_params_and_json_bodies() {
 fn ext4_image_gz(dir: &std::path::Path, megabytes: u64) -> std::path::PathBuf {
     let raw = dir.join("disk.img");
     std::fs::File::create(&raw).unwrap().set_len(megabytes << 20).unwrap();
-    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap_or("mkfs.ext4");
+    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("mkfs.ext4");
     assert!(Command::new(mkfs).args(["-q", "-F"]).arg(&raw).status().unwrap().success());
     let gz = dir.join("disk.img.gz");
     std::fs::write(&gz, common::gzip(&std::fs::read(&raw).unwrap())).unwrap();
@@ -265,8 +270,14 @@ fn invalid_statements_make_no_request() {
         ("INSERT INTO linode.images.images (label) VALUES ('x')", "needs disk_id"),
         ("INSERT INTO linode.images.images (disk_id, label) VALUES (67890, 'bad/label')", "Must only contain"),
         ("INSERT INTO linode.images.images (disk_id, label) VALUES (67890, '')", "Length must be 1-50"),
-        ("INSERT INTO linode.images.images (disk_id, tags) VALUES (67890, '[\"ab\"]')", "Tag 0 (ab) length must be 3-50"),
-        ("INSERT INTO linode.images.images (disk_id, description) VALUES (67890, repeat('d', 65001))", "65000 characters or less"),
+        (
+            "INSERT INTO linode.images.images (disk_id, tags) VALUES (67890, '[\"ab\"]')",
+            "Tag 0 (ab) length must be 3-50",
+        ),
+        (
+            "INSERT INTO linode.images.images (disk_id, description) VALUES (67890, repeat('d', 65001))",
+            "65000 characters or less",
+        ),
         ("INSERT INTO linode.images.images (disk_id, lable) VALUES (67890, 'x')", "did you mean label?"),
         ("INSERT INTO linode.images.images (disk_id, cloud_init) VALUES ('x', 'yes')", "Must be an integer"),
         ("REPLACE linode.images.images SET status = 'available' WHERE id = 'private/1001'", "read-only"),
@@ -274,12 +285,23 @@ fn invalid_statements_make_no_request() {
         ("DELETE FROM linode.images.images", "WHERE clause is required"),
         ("DELETE FROM linode.images.images WHERE id = 'linode/debian12'", "cannot be changed"),
         ("EXEC linode.images.images.post_replicate_image @@json='{\"regions\": [\"us-east\"]}'", "needs @imageId"),
-        ("EXEC linode.images.images.post_replicate_image @imageId='private/1001', @@json='{\"regions\": []}'", "at least one region"),
-        ("EXEC linode.images.images.post_upload_image @@json='{\"lable\": \"x\", \"region\": \"us-east\"}'", "did you mean label?"),
+        (
+            "EXEC linode.images.images.post_replicate_image @imageId='private/1001', @@json='{\"regions\": []}'",
+            "at least one region",
+        ),
+        (
+            "EXEC linode.images.images.post_upload_image @@json='{\"lable\": \"x\", \"region\": \"us-east\"}'",
+            "did you mean label?",
+        ),
         ("EXEC linode.images.images.post_upload_image @@json='{\"label\": \"x\"}'", "region is required"),
-        ("EXEC linode.images.images.post_upload_image @file='/nonexistent.img.gz', @@json='{\"label\": \"x\", \"region\": \"us-east\"}'", "nonexistent"),
+        (
+            "EXEC linode.images.images.post_upload_image @file='/nonexistent.img.gz', @@json='{\"label\": \"x\", \"region\": \"us-east\"}'",
+            "nonexistent",
+        ),
         ("EXEC linode.images.images.post_uplaod_image @@json='{}'", "did you mean post_upload_image?"),
         ("UPDATE linode.images.images SET label = 'x' WHERE id = 'private/1001'", "use REPLACE"),
+        ("INSERT INTO linode.images.images (disk_id) VALUES (67890) RETURNING nope", "RETURNING"),
+        ("REPLACE linode.images.images SET label = '' WHERE label LIKE 'golden%'", "Length must be 1-50"),
     ];
     for (sql, words) in cases {
         let mark = sandbox.log().len();
@@ -328,7 +350,12 @@ fn explain_shows_mutation_requests_and_sends_none() {
         .ok();
     assert_eq!(out.trim(), r#"1	POST /images {"disk_id":67890,"label":"a","tags":["abc"]}"#);
     let out = sandbox
-        .imageql(&["-o", "text", "-e", "EXPLAIN DELETE FROM linode.images.images WHERE label LIKE 'golden%' AND NOT is_public"])
+        .imageql(&[
+            "-o",
+            "text",
+            "-e",
+            "EXPLAIN DELETE FROM linode.images.images WHERE label LIKE 'golden%' AND NOT is_public",
+        ])
         .ok();
     assert!(out.contains("ResourceScanExec: linode.images.images: GET /images"), "{out}");
     assert!(out.contains("for each row\tDELETE /images/{imageId}"), "{out}");
@@ -359,6 +386,10 @@ async fn await_waits_for_a_capture_to_become_available() {
     assert_eq!(rows[0]["status"], "available");
     assert_eq!(rows[0]["regions"], json!([{"region": "eu-west", "status": "available"}]));
     assert_eq!(image(&sandbox, rows[0]["id"].as_str().unwrap()).await.1["status"], "available");
-    let polls = sandbox.log().iter().filter(|r| r["method"] == "GET" && r["path"].as_str().unwrap().starts_with("/v4/images/")).count();
+    let polls = sandbox
+        .log()
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["path"].as_str().unwrap().starts_with("/v4/images/"))
+        .count();
     assert!(polls >= 1);
 }

@@ -182,6 +182,8 @@ async fn evaluates_every_x_filter_operator() {
     assert_eq!(top, nested);
     let s = sizes(&top);
     assert!(s.windows(2).all(|w| w[0] >= w[1]) && s.len() == 14, "{s:?}");
+    let by_type = list(r#"{"is_public": false, "+order_by": "type", "+order": "desc"}"#).await;
+    assert_eq!(by_type["data"][0]["type"], "manual", "any filterable field but status sorts");
     let ascending = sizes(&list(r#"{"+and": [{"vendor": "Debian"}], "+order_by": "size"}"#).await);
     assert!(ascending.windows(2).all(|w| w[0] <= w[1]));
 

@@ -178,6 +178,11 @@ async fn upload_urls_and_pending_uploads_expire_after_24_hours() {
     let (status, _) = http.get(&format!("/images/{id}"), Some(TOKEN), None).await;
     assert_eq!(status, 200, "still within the window");
     json_of(http.client.post(&clock).json(&json!({"advance_seconds": 3600})).send().await.unwrap()).await;
+    let (status, _) = json_of(
+        http.client.post(&clock).json(&json!({"advance_seconds": 10_000_000_000_000i64})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "the clock refuses to overflow");
     let (status, body) = put_upload(&url, gzip(b"too late")).await;
     assert_eq!(status, 403, "{body}");
     let (status, _) = http.get(&format!("/images/{id}"), Some(TOKEN), None).await;
@@ -408,7 +413,11 @@ async fn list_rate_limits_answer_429_with_retry_after() {
     assert!((1..=60).contains(&retry_after));
     let (_, body) = json_of(response).await;
     assert_eq!(body["errors"][0]["reason"], "Too Many Requests");
-    // Other requests have their own, larger budget.
+    // Other requests have their own, larger budget; without the option lists are unlimited.
+    let unlimited = SandboxProcess::start(&[]);
+    for _ in 0..30 {
+        assert_eq!(unlimited.client().get("/images", Some(TOKEN), None).await.0, 200);
+    }
     let (status, _) = http.get("/images/private/1001", Some(TOKEN), None).await;
     assert_eq!(status, 200);
 }

@@ -20,6 +20,8 @@ const PAGE_CONCURRENCY: usize = 4;
 /// Attempts for an idempotent read before its error is reported.
 const READ_ATTEMPTS: u32 = 4;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+/// How long one API call may take, response body included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Characters kept as they are in a path segment (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -129,9 +131,9 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base_url: &str, token: Option<Token>, token_source: &str) -> ApiClient {
+        // No overall timeout on the client: an upload may take hours. API calls set their own.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
             .user_agent(concat!("imageql/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the TLS backend initialises");
@@ -154,14 +156,14 @@ impl ApiClient {
     /// Sends a request once: changes are never retried, so that a failure never hides a
     /// change that happened anyway.
     pub async fn send(&self, request: &Request) -> Result<Value, ApiError> {
-        self.send_once(request).await.map_err(|failure| failure.error)
+        self.send_once(request, 1).await.map_err(|failure| failure.error)
     }
 
     /// Sends an idempotent read, retrying throttling, server errors and network failures.
     pub async fn read(&self, request: &Request) -> Result<Value, ApiError> {
         let mut attempt = 1;
         loop {
-            match self.send_once(request).await {
+            match self.send_once(request, READ_ATTEMPTS).await {
                 Ok(value) => return Ok(value),
                 Err(failure) if failure.retryable && attempt < READ_ATTEMPTS => {
                     let backoff = Duration::from_millis(250 << (attempt - 1));
@@ -173,7 +175,8 @@ impl ApiClient {
         }
     }
 
-    async fn send_once(&self, request: &Request) -> Result<Value, Failure> {
+    /// One attempt; `attempts` is how many the caller makes in all, for the hints.
+    async fn send_once(&self, request: &Request, attempts: u32) -> Result<Value, Failure> {
         let url = self.url(request);
         let method = match request.verb {
             HttpVerb::Get => reqwest::Method::GET,
@@ -181,7 +184,7 @@ impl ApiClient {
             HttpVerb::Put => reqwest::Method::PUT,
             HttpVerb::Delete => reqwest::Method::DELETE,
         };
-        let mut builder = self.http.request(method, &url).header("Accept", "application/json");
+        let mut builder = self.http.request(method, &url).header("Accept", "application/json").timeout(CALL_TIMEOUT);
         if let Some(Token(token)) = &self.token {
             builder = builder.bearer_auth(token);
         }
@@ -197,10 +200,10 @@ impl ApiClient {
             error: ApiError::Network {
                 method: request.verb,
                 url: url.clone(),
-                detail: error_chain(&e),
                 hint: e.is_connect().then(|| {
                     "Is the API reachable? To try imageql without an account, run it with --sandbox".to_string()
                 }),
+                detail: error_chain(&e.without_url()),
             },
         })?;
         let status = response.status();
@@ -213,7 +216,12 @@ impl ApiClient {
         let bytes = response.bytes().await.map_err(|e| Failure {
             retryable: true,
             retry_after: None,
-            error: ApiError::Network { method: request.verb, url: url.clone(), detail: error_chain(&e), hint: None },
+            error: ApiError::Network {
+                method: request.verb,
+                url: url.clone(),
+                detail: error_chain(&e.without_url()),
+                hint: None,
+            },
         })?;
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
@@ -233,14 +241,20 @@ impl ApiClient {
                 url,
                 status: status.as_u16(),
                 errors,
-                hint: self.hint(status),
+                hint: self.hint(status, attempts),
             },
         })
     }
 
     /// PUTs a stream to an absolute URL handed out by the API (an upload URL): no token is
     /// sent, and `length` is declared up front, as object stores require.
-    pub async fn put_stream(&self, url: &str, content_type: &str, length: u64, body: reqwest::Body) -> Result<(), ApiError> {
+    pub async fn put_stream(
+        &self,
+        url: &str,
+        content_type: &str,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<(), ApiError> {
         let response = self
             .http
             .put(url)
@@ -249,27 +263,39 @@ impl ApiClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| ApiError::Network { method: HttpVerb::Put, url: redact_query(url), detail: error_chain(&e), hint: None })?;
+            .map_err(|e| ApiError::Network {
+                method: HttpVerb::Put,
+                url: redact_upload_url(url),
+                detail: error_chain(&e.without_url()),
+                hint: None,
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
         let errors = response.json::<Value>().await.ok().as_ref().map(error_items).unwrap_or_default();
-        Err(ApiError::Status { method: HttpVerb::Put, url: redact_query(url), status: status.as_u16(), errors, hint: None })
+        Err(ApiError::Status {
+            method: HttpVerb::Put,
+            url: redact_upload_url(url),
+            status: status.as_u16(),
+            errors,
+            hint: None,
+        })
     }
 
-    fn hint(&self, status: StatusCode) -> Option<String> {
+    fn hint(&self, status: StatusCode, attempts: u32) -> Option<String> {
         let source = &self.token_source;
+        let again = match attempts {
+            1 => "changes are never retried: check whether it happened before sending it again",
+            _ => "try again later",
+        };
         Some(match status.as_u16() {
-            401 if self.token.is_some() => {
-                format!("The token in {source} was rejected; check that it is valid")
-            }
+            401 if self.token.is_some() => format!("The token in {source} was rejected; check that it is valid"),
             401 => format!("This needs a token: set {source}"),
             403 => format!("The token in {source} lacks the permission (OAuth scope) this needs"),
-            429 => format!(
-                "The API's rate limit was hit and still applied after {READ_ATTEMPTS} attempts; try again later"
-            ),
-            500..=599 => "The API failed; try again later".into(),
+            429 if attempts > 1 => format!("The API's rate limit still applied after {attempts} attempts; {again}"),
+            429 => format!("The API's rate limit was hit; {again}"),
+            500..=599 => format!("The API failed; {again}"),
             _ => return None,
         })
     }
@@ -346,11 +372,12 @@ struct Failure {
     error: ApiError,
 }
 
-/// An upload URL's query is its signature: keep it out of messages.
-fn redact_query(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => url.to_string(),
+/// An upload URL is a credential (a signature in its query, or a secret in its path): only
+/// its host may appear in messages.
+fn redact_upload_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => format!("{}://{}/… (the upload URL)", parsed.scheme(), parsed.host_str().unwrap_or("?")),
+        Err(_) => "the upload URL".into(),
     }
 }
 
@@ -370,9 +397,9 @@ fn error_items(body: &Value) -> Vec<ErrorItem> {
 }
 
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    // reqwest's outermost message repeats the URL that ours already names.
+    // reqwest's outermost message says only that the request failed; its causes say why.
     let mut parts: Vec<String> = vec![error.to_string()];
-    parts.retain(|p| !p.starts_with("error sending request for url"));
+    parts.retain(|p| !p.starts_with("error sending request"));
     let mut source = error.source();
     while let Some(e) = source {
         let text = e.to_string();

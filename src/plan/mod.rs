@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::api::encode_segment;
 use crate::error::Error;
-use crate::provider::{HttpVerb, Method, ParamLocation, Provider, Resource, SqlVerb};
+use crate::provider::{HttpVerb, Method, ParamLocation, Provider, Resource, SqlVerb, fill_path};
 use crate::session::Session;
 use crate::sql::Prepared;
 use crate::validate::check_body;
@@ -101,9 +101,7 @@ pub async fn plan(
         Statement::Insert(insert) => plan_insert(session, insert, mode).await?,
         Statement::Update(update) if prepared.replace => plan_replace(session, update, mode).await?,
         Statement::Update(_) => {
-            return Err(refuse(
-                "UPDATE is not supported: the API replaces writable fields as a whole; use REPLACE … SET … WHERE …",
-            ));
+            return Err(refuse("UPDATE is not supported: use REPLACE … SET … WHERE …, which maps to the API's PUT"));
         }
         Statement::Delete(delete) => plan_delete(session, delete, mode).await?,
         Statement::Execute { name: Some(name), parameters, .. } => plan_exec(session, name, parameters)?,
@@ -113,6 +111,9 @@ pub async fn plan(
     plan.await_ready = prepared.has_hint("AWAIT");
     if plan.await_ready && plan.resource.lifecycle.is_none() {
         return Err(refuse(format!("{} {} is not awaitable", plan.kind.keyword(), plan.resource.full_name)));
+    }
+    if let Some(items) = &plan.returning {
+        run::check_returning(&plan.resource, items).await?;
     }
     Ok(Some(plan))
 }
@@ -231,7 +232,7 @@ fn call_for(
                 other => other.to_string(),
             };
             match param.location {
-                ParamLocation::Path => path = path.replace(&format!("{{{name}}}"), &encode_segment(&text)),
+                ParamLocation::Path => path = fill_path(&path, &name, &text),
                 ParamLocation::Query => query.push(format!("{}={}", encode_segment(&name), encode_segment(&text))),
             }
         } else if let Some(field) = method.body.iter().find(|f| f.name == name) {
@@ -336,7 +337,11 @@ async fn plan_insert(session: &Session, insert: &Insert, mode: Mode) -> Result<M
     let mut problems = Vec::new();
     for (i, row) in rows.into_iter().enumerate() {
         if row.len() != columns.len() {
-            return Err(refuse(format!("INSERT names {} columns but its rows have {} values", columns.len(), row.len())));
+            return Err(refuse(format!(
+                "INSERT names {} columns but its rows have {} values",
+                columns.len(),
+                row.len()
+            )));
         }
         let subject = format!("row {}", i + 1);
         let (call, issues) = call_for(method, columns.iter().cloned().zip(row).collect(), false, subject.clone())?;
@@ -378,11 +383,10 @@ async fn targets(
     if let ([param], true) = (params.as_slice(), computed.is_empty())
         && let Some(ids) = literal_equalities(selection, &column_of(param), &param.name)
     {
-        if let Some(pattern) = protected.and_then(|p| p.id_pattern.as_deref()) {
-            let re = regex::Regex::new(pattern).expect("checked on load");
-            if let Some(id) = ids.iter().filter_map(Value::as_str).find(|s| re.is_match(s)) {
-                return Err(refuse(format!("{id}: {}", protected.map(|p| p.reason.as_str()).unwrap_or_default())));
-            }
+        if let Some(p) = protected
+            && let Some(id) = ids.iter().filter_map(Value::as_str).find(|id| p.protects_id(id))
+        {
+            return Err(refuse(format!("{id}: {}", p.reason)));
         }
         let rows = ids.into_iter().map(|id| vec![(param.name.clone(), id)]).collect();
         return Ok(Targets { rows, computed: vec![], deferred: None });
@@ -398,13 +402,7 @@ async fn targets(
     if mode == Mode::Explain {
         return Ok(Targets { rows: vec![], computed: vec![], deferred: Some(read) });
     }
-    let query = match crate::sql::parse_one(&read).map_err(Error::Sql)? {
-        datafusion::sql::parser::Statement::Statement(s) => match *s {
-            Statement::Query(q) => q,
-            _ => unreachable!("a SELECT parses as a query"),
-        },
-        _ => unreachable!("a SELECT parses as a statement"),
-    };
+    let query = crate::sql::parse_query(&read).map_err(Error::Sql)?;
     let found = session.query_rows(&query).await?;
     if let Some(p) = protected {
         let blocked: Vec<String> = found
@@ -424,9 +422,15 @@ async fn targets(
         }
     }
     let skip = params.len() + usize::from(protected.is_some());
-    let rows = found.iter().map(|row| params.iter().zip(row).map(|(p, v)| (p.name.clone(), v.clone())).collect()).collect();
+    let rows =
+        found.iter().map(|row| params.iter().zip(row).map(|(p, v)| (p.name.clone(), v.clone())).collect()).collect();
     let computed = found.into_iter().map(|row| row.into_iter().skip(skip).collect()).collect();
     Ok(Targets { rows, computed, deferred: None })
+}
+
+/// How a call on a row is named in reports: by its first path parameter (the id).
+fn subject_of(params: &[(String, Value)]) -> String {
+    params.first().map(|(_, v)| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_default()
 }
 
 fn quote(name: &str) -> String {
@@ -446,8 +450,12 @@ fn literal_equalities(expr: &Expr, column: &str, alias: &str) -> Option<Vec<Valu
     };
     match expr {
         Expr::Nested(inner) => literal_equalities(inner, column, alias),
-        Expr::BinaryOp { left, op: BinaryOperator::Eq, right } if is_column(left) => Some(vec![values::literal(right)?]),
-        Expr::BinaryOp { left, op: BinaryOperator::Eq, right } if is_column(right) => Some(vec![values::literal(left)?]),
+        Expr::BinaryOp { left, op: BinaryOperator::Eq, right } if is_column(left) => {
+            Some(vec![values::literal(right)?])
+        }
+        Expr::BinaryOp { left, op: BinaryOperator::Eq, right } if is_column(right) => {
+            Some(vec![values::literal(left)?])
+        }
         Expr::InList { expr, list, negated: false } if is_column(expr) => list.iter().map(values::literal).collect(),
         Expr::BinaryOp { left, op: BinaryOperator::Or, right } => {
             let mut values = literal_equalities(left, column, alias)?;
@@ -458,7 +466,12 @@ fn literal_equalities(expr: &Expr, column: &str, alias: &str) -> Option<Vec<Valu
     }
     .map(|mut values| {
         let mut seen = Vec::new();
-        values.retain(|v| !v.is_null() && !seen.contains(v) && { seen.push(v.clone()); true });
+        values.retain(|v| {
+            !v.is_null() && !seen.contains(v) && {
+                seen.push(v.clone());
+                true
+            }
+        });
         values
     })
 }
@@ -492,7 +505,9 @@ async fn plan_replace(session: &Session, update: &Update, mode: Mode) -> Result<
                     resource.full_name,
                     writable.join(", ")
                 )),
-                None => unknown_name(format!("{} has no writable column {column}", resource.full_name), column, &writable),
+                None => {
+                    unknown_name(format!("{} has no writable column {column}", resource.full_name), column, &writable)
+                }
             });
         }
     }
@@ -500,6 +515,9 @@ async fn plan_replace(session: &Session, update: &Update, mode: Mode) -> Result<
     let (constant, computed): (Vec<_>, Vec<_>) = assigned.into_iter().partition(|(_, e)| !has_column_references(e));
     let constant_values = session.constant_row(&constant.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()).await?;
     let constant: Vec<(String, Value)> = constant.into_iter().map(|(c, _)| c).zip(constant_values).collect();
+    let (_, mut problems) = call_for(method, constant.clone(), true, String::new())?;
+    problems.retain(|p| constant.iter().any(|(c, _)| p.starts_with(&format!("{c}:"))));
+    all_valid(Kind::Replace, &resource, vec![("SET".into(), problems)])?;
     let targets = targets(session, &resource, method, name, update.selection.as_ref(), &computed, mode).await?;
     let mut plan = MutationPlan {
         kind: Kind::Replace,
@@ -513,22 +531,19 @@ async fn plan_replace(session: &Session, update: &Update, mode: Mode) -> Result<
         await_ready: false,
         upload: None,
     };
-    let (_, problems) = call_for(method, constant.clone(), true, String::new())?;
-    if !problems.is_empty() && computed.is_empty() {
-        all_valid(Kind::Replace, &resource, vec![("SET".into(), problems)])?;
-    }
     if let Some(read) = targets.deferred {
         let sets: Vec<String> = constant
             .iter()
             .map(|(c, v)| format!("{c}: {v}"))
             .chain(computed.iter().map(|(c, e)| format!("{c}: {e}")))
             .collect();
-        plan.deferred = Some(Deferred { read, each: format!("{} {} with {{{}}}", method.verb, method.path, sets.join(", ")) });
+        plan.deferred =
+            Some(Deferred { read, each: format!("{} {} with {{{}}}", method.verb, method.path, sets.join(", ")) });
         return Ok(plan);
     }
     let mut problems = Vec::new();
     for (i, params) in targets.rows.into_iter().enumerate() {
-        let subject = params.first().map(|(_, v)| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_default();
+        let subject = subject_of(&params);
         let per_row = computed.iter().map(|(c, _)| c.clone()).zip(targets.computed.get(i).cloned().unwrap_or_default());
         let values: Vec<(String, Value)> = params.into_iter().chain(constant.iter().cloned()).chain(per_row).collect();
         let (call, issues) = call_for(method, values, true, subject.clone())?;
@@ -570,7 +585,7 @@ async fn plan_delete(session: &Session, delete: &Delete, mode: Mode) -> Result<M
         upload: None,
     };
     for params in targets.rows {
-        let subject = params.first().map(|(_, v)| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_default();
+        let subject = subject_of(&params);
         let (call, _) = call_for(method, params, false, subject)?;
         plan.calls.push(call);
     }
@@ -583,9 +598,15 @@ fn plan_exec(session: &Session, name: &ObjectName, parameters: &[Expr]) -> Resul
     let [provider_id, service, resource_name, method_name] = parts.as_slice() else {
         return Err(refuse(format!("EXEC needs provider.service.resource.method, not {name}")));
     };
-    let (provider, resource) = resolve(session, &ObjectName::from(
-        [provider_id, service, resource_name].iter().map(|s| datafusion::sql::sqlparser::ast::Ident::new(s.as_str())).collect::<Vec<_>>(),
-    ))?;
+    let (provider, resource) = resolve(
+        session,
+        &ObjectName::from(
+            [provider_id, service, resource_name]
+                .iter()
+                .map(|s| datafusion::sql::sqlparser::ast::Ident::new(s.as_str()))
+                .collect::<Vec<_>>(),
+        ),
+    )?;
     let Some(method) = resource.methods.get(method_name.as_str()).cloned() else {
         let names: Vec<&str> = resource.methods.keys().map(String::as_str).collect();
         return Err(unknown_name(format!("{} has no method {method_name}", resource.full_name), method_name, &names));
@@ -600,7 +621,8 @@ fn plan_exec(session: &Session, name: &ObjectName, parameters: &[Expr]) -> Resul
         let Expr::Identifier(ident) = left.as_ref() else {
             return Err(refuse(format!("EXEC parameters are @name = value; got {left}")));
         };
-        let value = values::literal(right).ok_or_else(|| refuse(format!("{ident}: EXEC parameters take literals, not {right}")))?;
+        let value = values::literal(right)
+            .ok_or_else(|| refuse(format!("{ident}: EXEC parameters take literals, not {right}")))?;
         match ident.value.as_str() {
             "@@json" => {
                 let text = value.as_str().ok_or_else(|| refuse("@@json takes a JSON object in a string"))?;
@@ -620,7 +642,9 @@ fn plan_exec(session: &Session, name: &ObjectName, parameters: &[Expr]) -> Resul
                     return Err(refuse(format!("EXEC parameters start with @: {other}")));
                 };
                 if upload_param.as_deref() == Some(param) {
-                    upload = Some(PathBuf::from(value.as_str().ok_or_else(|| refuse(format!("@{param} takes a file name")))?));
+                    upload = Some(PathBuf::from(
+                        value.as_str().ok_or_else(|| refuse(format!("@{param} takes a file name")))?,
+                    ));
                     continue;
                 }
                 let mut valid = accepted(&method);
@@ -643,18 +667,14 @@ fn plan_exec(session: &Session, name: &ObjectName, parameters: &[Expr]) -> Resul
         }
     }
     if let Some(protected) = &resource.protected
-        && let Some(pattern) = &protected.id_pattern
         && method.verb != HttpVerb::Get
-    {
-        let re = regex::Regex::new(pattern).expect("checked on load");
-        if let Some(id) = values
+        && let Some(id) = values
             .iter()
             .filter(|(n, _)| method.params.iter().any(|p| &p.name == n && p.column.is_some()))
             .filter_map(|(_, v)| v.as_str())
-            .find(|s| re.is_match(s))
-        {
-            return Err(refuse(format!("{id}: {}", protected.reason)));
-        }
+            .find(|id| protected.protects_id(id))
+    {
+        return Err(refuse(format!("{id}: {}", protected.reason)));
     }
     if let Some(path) = &upload {
         crate::upload::inspect(path, method.upload.as_ref().expect("only upload methods take a file"))?;

@@ -12,10 +12,10 @@ use indicatif::ProgressBar;
 use serde_json::{Map, Value, json};
 
 use super::{Kind, MutationPlan};
-use crate::api::{ApiClient, Request, encode_segment};
+use crate::api::{ApiClient, Request};
 use crate::error::Error;
 use crate::output::{Format, Printer};
-use crate::provider::{HttpVerb, Resource, SqlVerb, resource_schema};
+use crate::provider::{HttpVerb, Resource, SqlVerb, fill_path, resource_schema};
 use crate::session::Session;
 use crate::table::to_batch;
 
@@ -43,15 +43,17 @@ pub async fn execute(
         };
         let (found, extra) = rows_of(&plan, &response);
         if let (Some(file), Some(spec)) = (&plan.upload, &plan.method.upload) {
-            let url = response.get(&spec.url_field).and_then(Value::as_str).ok_or_else(|| {
-                Error::Query(format!("the response of {} has no {}", plan.method_name, spec.url_field))
-            })?;
-            if let Err(e) = crate::upload::send(&api, url, file, spec).await {
+            let sent = match response.get(&spec.url_field).and_then(Value::as_str) {
+                Some(url) => crate::upload::send(&api, url, file, spec).await.map(|_| ()),
+                None => Err(Error::Query(format!("the response of {} has no {}", plan.method_name, spec.url_field))),
+            };
+            if let Err(e) = sent {
                 return Err(abandon_upload(&plan, &api, found.first(), e).await);
             }
             // The upload changed the row: read it again.
             let ids = row_ids(&plan.resource, &found);
-            rows.extend(reread(&plan.resource, &api, &ids).await?);
+            let reread = reread(&plan.resource, &api, &ids).await;
+            rows.extend(reread.map_err(|e| after_changes(&plan, &ids, e))?);
         } else {
             rows.extend(found);
             extras.push(extra);
@@ -61,7 +63,20 @@ pub async fn execute(
             _ => call.subject.clone(),
         });
     }
+    finish(session, &plan, rows, extras, format, out).await.map_err(|e| after_changes(&plan, &done, e))
+}
+
+/// Waiting and printing, once every call was made.
+async fn finish(
+    session: &Session,
+    plan: &MutationPlan,
+    mut rows: Vec<Map<String, Value>>,
+    extras: Vec<Map<String, Value>>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<Option<usize>, Error> {
     if plan.await_ready {
+        let api = session.client(&plan.provider.id);
         let ids = match plan.kind {
             Kind::Insert | Kind::Exec => row_ids(&plan.resource, &rows),
             Kind::Replace | Kind::Delete => plan.calls.iter().map(|c| c.subject.clone()).collect(),
@@ -77,11 +92,30 @@ pub async fn execute(
     if plan.kind == Kind::Exec && !rows.is_empty() {
         return print_rows(&plan.resource, &rows, &extras, format, out).map(Some);
     }
-    summary(&plan, &rows, format, out).map(|_| None)
+    summary(plan, &rows, format, out).map(|_| None)
+}
+
+/// An error after changes were made must say that they were.
+fn after_changes(plan: &MutationPlan, done: &[String], error: Error) -> Error {
+    if done.is_empty() {
+        return error;
+    }
+    Error::Mutation(format!(
+        "{} on {} was done ({}), but then: {error}",
+        plan.kind.keyword(),
+        plan.resource.full_name,
+        done.join(", ")
+    ))
 }
 
 fn interrupted(plan: &MutationPlan, done: &[String], next: usize) -> Error {
-    let mut lines = vec![format!("{} on {} interrupted before {} of {}:", plan.kind.keyword(), plan.resource.full_name, next + 1, plan.calls.len())];
+    let mut lines = vec![format!(
+        "{} on {} interrupted before {} of {}:",
+        plan.kind.keyword(),
+        plan.resource.full_name,
+        next + 1,
+        plan.calls.len()
+    )];
     lines.extend(done.iter().map(|d| format!("  {d}: done")));
     lines.extend(plan.calls[next..].iter().map(|c| format!("  {}: not sent", c.subject)));
     Error::Mutation(lines.join("\n"))
@@ -126,7 +160,7 @@ fn row_ids(resource: &Resource, rows: &[Map<String, Value>]) -> Vec<String> {
 
 fn get_path(resource: &Resource, id: &str) -> Option<String> {
     let (_, param, path) = id_column(resource)?;
-    Some(path.replace(&format!("{{{param}}}"), &encode_segment(id)))
+    Some(fill_path(&path, &param, id))
 }
 
 async fn reread(resource: &Resource, api: &ApiClient, ids: &[String]) -> Result<Vec<Map<String, Value>>, Error> {
@@ -149,7 +183,7 @@ async fn abandon_upload(plan: &MutationPlan, api: &ApiClient, row: Option<&Map<S
     let delete = plan.resource.methods_for(SqlVerb::Delete).next().map(|(_, m)| m.clone());
     let cleanup = match delete.as_ref().and_then(|m| {
         let param = m.params.iter().find(|p| p.required)?;
-        Some(m.path.replace(&format!("{{{}}}", param.name), &encode_segment(&id)))
+        Some(fill_path(&m.path, &param.name, &id))
     }) {
         Some(path) => match api.send(&Request::new(HttpVerb::Delete, path, None)).await {
             Ok(_) => format!("{id}, created for it, was deleted again"),
@@ -185,7 +219,8 @@ async fn await_all(
     let started = Instant::now();
     let mut finished = Vec::new();
     for id in ids {
-        let path = get_path(resource, id).ok_or_else(|| Error::Query(format!("{} has no way to re-read {id}", resource.full_name)))?;
+        let path = get_path(resource, id)
+            .ok_or_else(|| Error::Query(format!("{} has no way to re-read {id}", resource.full_name)))?;
         let mut pause = Duration::from_millis(200);
         loop {
             let row = match api.read(&Request::get(path.clone())).await {
@@ -199,7 +234,9 @@ async fn await_all(
             spinner.tick();
             match (&row, gone) {
                 (None, true) => break,
-                (None, false) => return Err(Error::Mutation(format!("{id} disappeared while waiting for it to be ready"))),
+                (None, false) => {
+                    return Err(Error::Mutation(format!("{id} disappeared while waiting for it to be ready")));
+                }
                 (Some(_), _) if lifecycle.failed.iter().any(|f| f == status) => {
                     return Err(Error::Mutation(format!("{id} ended {status}")));
                 }
@@ -228,7 +265,8 @@ async fn await_all(
 
 fn is_ready(resource: &Resource, row: &Map<String, Value>) -> bool {
     let lifecycle = resource.lifecycle.as_ref().expect("checked when planning");
-    let status_ready = row.get(&lifecycle.status).and_then(Value::as_str).is_some_and(|s| lifecycle.ready.iter().any(|r| r == s));
+    let status_ready =
+        row.get(&lifecycle.status).and_then(Value::as_str).is_some_and(|s| lifecycle.ready.iter().any(|r| r == s));
     let places_ready = lifecycle.regions.as_ref().is_none_or(|places| {
         row.get(&places.field).and_then(Value::as_array).into_iter().flatten().all(|place| {
             place.get(&places.status).and_then(Value::as_str).is_some_and(|s| places.ready.iter().any(|r| r == s))
@@ -237,14 +275,12 @@ fn is_ready(resource: &Resource, row: &Map<String, Value>) -> bool {
     status_ready && places_ready
 }
 
-/// RETURNING: the items evaluated by DataFusion over the response rows.
-async fn returning(
+/// RETURNING items evaluated by DataFusion over response rows.
+async fn returning_frame(
     resource: &Resource,
     rows: &[Map<String, Value>],
     items: &[datafusion::sql::sqlparser::ast::SelectItem],
-    format: Format,
-    out: &mut dyn Write,
-) -> Result<usize, Error> {
+) -> Result<datafusion::dataframe::DataFrame, Error> {
     let schema = resource_schema(resource);
     let lenient = Arc::new(Schema::new(
         schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
@@ -253,8 +289,25 @@ async fn returning(
     let ctx = SessionContext::new();
     ctx.register_batch("returning", batch)?;
     let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
-    let frame = ctx.sql(&format!("SELECT {} FROM returning", items.join(", "))).await?;
-    let batches = frame.collect().await?;
+    Ok(ctx.sql(&format!("SELECT {} FROM returning", items.join(", "))).await?)
+}
+
+/// Plans RETURNING over no rows, so that a mistake in it is found before anything is sent.
+pub async fn check_returning(
+    resource: &Resource,
+    items: &[datafusion::sql::sqlparser::ast::SelectItem],
+) -> Result<(), Error> {
+    returning_frame(resource, &[], items).await.map(|_| ()).map_err(|e| Error::Sql(format!("RETURNING: {e}")))
+}
+
+async fn returning(
+    resource: &Resource,
+    rows: &[Map<String, Value>],
+    items: &[datafusion::sql::sqlparser::ast::SelectItem],
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<usize, Error> {
+    let batches = returning_frame(resource, rows, items).await?.collect().await?;
     let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
     let mut printer = Printer::new(format, schema, out)?;
     for batch in batches {
@@ -289,7 +342,10 @@ fn print_rows(
         .map(|(i, row)| {
             let mut row = row.clone();
             for (name, value) in extras.get(i).into_iter().flatten() {
-                row.insert(name.clone(), Value::String(value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string())));
+                row.insert(
+                    name.clone(),
+                    Value::String(value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string())),
+                );
             }
             Value::Object(row)
         })
@@ -326,7 +382,8 @@ fn summary(plan: &MutationPlan, rows: &[Map<String, Value>], format: Format, out
         ArrowField::new("count", DataType::Int64, false),
         ArrowField::new("ids", DataType::List(Arc::new(ArrowField::new("item", DataType::Utf8, true))), false),
     ]));
-    let row = json!({"statement": plan.kind.keyword(), "resource": plan.resource.full_name, "count": count, "ids": ids});
+    let row =
+        json!({"statement": plan.kind.keyword(), "resource": plan.resource.full_name, "count": count, "ids": ids});
     let batch = to_batch(&plan.resource, schema.clone(), vec![row])?;
     let mut printer = Printer::new(format, schema, out)?;
     printer.write(batch)?;

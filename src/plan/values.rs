@@ -26,8 +26,9 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>, String> {
 /// `value` as `field` wants it: JSON text becomes the list or object it spells.
 pub fn coerce(field: &Field, value: Value) -> Result<Value, String> {
     match (field.kind, value) {
-        (Kind::Array | Kind::Object | Kind::Json, Value::String(text)) => serde_json::from_str(&text)
-            .map_err(|e| format!("{}: {text:?} is not valid JSON ({e}); write a list as '[\"a\", \"b\"]' or ['a', 'b']", field.name)),
+        (Kind::Array | Kind::Object | Kind::Json, Value::String(text)) => serde_json::from_str(&text).map_err(|e| {
+            format!("{}: {text:?} is not valid JSON ({e}); write a list as '[\"a\", \"b\"]' or ['a', 'b']", field.name)
+        }),
         (_, value) => Ok(value),
     }
 }

@@ -59,8 +59,6 @@ pub struct Auth {
     #[serde(rename = "type")]
     pub kind: AuthKind,
     pub env_var: String,
-    #[serde(default)]
-    pub optional: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -109,8 +107,8 @@ pub struct FilterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RateLimits {
+    /// Requests per minute and token.
     pub per_minute: u32,
-    pub list_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +178,14 @@ pub struct Protected {
     pub column: String,
     pub id_pattern: Option<String>,
     pub reason: String,
+}
+
+impl Protected {
+    /// Whether an id alone shows that its row is protected.
+    pub fn protects_id(&self, id: &str) -> bool {
+        // The pattern was checked when the provider files were loaded.
+        self.id_pattern.as_deref().and_then(|p| regex::Regex::new(p).ok()).is_some_and(|re| re.is_match(id))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -639,6 +645,12 @@ fn validate_field(f: &Field) -> Result<(), String> {
             f.fields.iter().try_for_each(validate_field)
         }
     }
+}
+
+/// `path` with its `{name}` placeholder replaced by `value`, percent-encoded as one segment
+/// (so `private/42` becomes `private%2F42`).
+pub fn fill_path(path: &str, name: &str, value: &str) -> String {
+    path.replace(&format!("{{{name}}}"), &crate::api::encode_segment(value))
 }
 
 /// The `{name}` placeholders of a path template, in order.

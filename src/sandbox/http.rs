@@ -17,12 +17,10 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value, json};
 
 use super::{App, images, linodes};
-use crate::provider::Resource;
+use crate::provider::{PageSizeRange, Resource};
 use crate::xfilter::XFilter;
 
 const DEFAULT_PAGE_SIZE: u64 = 100;
-/// Requests per minute and token for everything but image lists (Linode's documented limit).
-const GENERAL_RATE_LIMIT: u32 = 1600;
 
 /// An error in the API's envelope: `{"errors": [{"reason": …, "field": …}]}`.
 #[derive(Debug)]
@@ -181,12 +179,17 @@ async fn clock(State(app): State<App>) -> Response {
 /// Moves the sandbox's clock forward, so that time-based transitions (upload expiry,
 /// recovery image expiry) can be seen without waiting.
 async fn advance_clock(State(app): State<App>, body: Bytes) -> Reply {
+    // A century is more than any expiry needs, and keeps the clock far from overflowing.
+    const MAX_OFFSET: i64 = 100 * 366 * 24 * 3600;
     let body = json_object(&body)?;
-    let seconds =
-        body.get("advance_seconds").and_then(Value::as_i64).filter(|s| *s >= 0).ok_or_else(|| {
-            ApiError::bad_request("advance_seconds must be a non-negative integer", "advance_seconds")
-        })?;
+    let seconds = body.get("advance_seconds").and_then(Value::as_i64).filter(|s| (0..=MAX_OFFSET).contains(s));
+    let seconds = seconds.ok_or_else(|| {
+        ApiError::bad_request(format!("advance_seconds must be an integer from 0 to {MAX_OFFSET}"), "advance_seconds")
+    })?;
     let now = app.write(|s| {
+        if s.clock_offset + seconds > MAX_OFFSET {
+            return Err(ApiError::bad_request("the clock cannot move more than a century ahead", "advance_seconds"));
+        }
         s.clock_offset += seconds;
         Ok(s.now())
     })?;
@@ -194,7 +197,7 @@ async fn advance_clock(State(app): State<App>, body: Bytes) -> Reply {
 }
 
 /// `page` and `page_size` from a query string, within the documented limits.
-pub fn paging(query: Option<&str>) -> Result<(u64, u64), ApiError> {
+pub fn paging(query: Option<&str>, sizes: PageSizeRange) -> Result<(u64, u64), ApiError> {
     let params = parse_query(query.unwrap_or(""));
     let number = |name: &str, default: u64| -> Result<u64, ApiError> {
         match params.get(name) {
@@ -209,8 +212,11 @@ pub fn paging(query: Option<&str>) -> Result<(u64, u64), ApiError> {
         return Err(ApiError::bad_request("page must be a positive integer", "page"));
     }
     let page_size = number("page_size", DEFAULT_PAGE_SIZE)?;
-    if !(25..=500).contains(&page_size) {
-        return Err(ApiError::bad_request("page_size must be between 25 and 500", "page_size"));
+    if !(sizes.min as u64..=sizes.max as u64).contains(&page_size) {
+        return Err(ApiError::bad_request(
+            format!("page_size must be between {} and {}", sizes.min, sizes.max),
+            "page_size",
+        ));
     }
     Ok((page, page_size))
 }
@@ -247,8 +253,15 @@ pub enum EmptyList {
 }
 
 /// Filters, sorts and pages `rows` into the API's list envelope.
-pub fn list(rows: Vec<Map<String, Value>>, filter: &XFilter, query: Option<&str>, empty: EmptyList) -> Reply {
-    let (page, page_size) = paging(query)?;
+pub fn list(
+    app: &App,
+    rows: Vec<Map<String, Value>>,
+    filter: &XFilter,
+    query: Option<&str>,
+    empty: EmptyList,
+) -> Reply {
+    let sizes = app.registry.providers.get("linode").expect("the embedded registry has linode").pagination.page_size;
+    let (page, page_size) = paging(query, sizes)?;
     let mut rows: Vec<Map<String, Value>> =
         rows.into_iter().filter(|o| filter.filter.as_ref().is_none_or(|f| f.matches(o))).collect();
     if let Some(order) = &filter.order {
@@ -281,18 +294,19 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Counts a request; returns the requests left in this minute (None when over the limit)
     /// and the epoch second the window resets.
-    fn take(&mut self, key: String, list: bool, limit: u32, now: u64) -> (Option<u32>, u64) {
+    /// An unenforced limit only counts, for the headers.
+    fn take(&mut self, key: String, list: bool, limit: u32, enforced: bool, now: u64) -> (Option<u32>, u64) {
         let minute = now / 60;
         let entry = self.windows.entry((key, list)).or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }
         let reset = (minute + 1) * 60;
-        if entry.1 >= limit {
+        if enforced && entry.1 >= limit {
             return (None, reset);
         }
         entry.1 += 1;
-        (Some(limit - entry.1), reset)
+        (Some(limit.saturating_sub(entry.1)), reset)
     }
 }
 
@@ -324,12 +338,15 @@ async fn every_request(
     }
 
     let is_list = method == Method::GET && (path.ends_with("/images") || path.ends_with("/images/"));
-    let limit = match is_list {
-        true => app.options.rate_limit_list.unwrap_or(GENERAL_RATE_LIMIT),
-        false => GENERAL_RATE_LIMIT,
+    let general = app.options.rate_limit;
+    // Image lists are unlimited unless --rate-limit-list says otherwise.
+    let (limit, enforced) = match (is_list, app.options.rate_limit_list) {
+        (true, Some(n)) => (n, true),
+        (true, None) => (general, false),
+        (false, _) => (general, true),
     };
     let caller = match bearer(request.headers()) {
-        Ok(Some(token)) if !token.is_empty() => match app.read(|s| s.account_by_token(&token)) {
+        Ok(Some(token)) if !token.is_empty() => match app.account_for(&token) {
             Some(account) => format!("account:{account}"),
             None => format!("ip:{}", peer.ip()),
         },
@@ -337,7 +354,7 @@ async fn every_request(
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (remaining, reset) = match is_api {
-        true => app.limiter.lock().unwrap_or_else(|e| e.into_inner()).take(caller, is_list, limit, now),
+        true => app.limiter.lock().unwrap_or_else(|e| e.into_inner()).take(caller, is_list, limit, enforced, now),
         false => (Some(limit), now),
     };
 

@@ -10,21 +10,25 @@ use serde_json::{Map, Value, json};
 use super::http::{
     ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, method_not_allowed, ok, x_filter,
 };
-use super::store::{Image, RegionCopy, State as World, UploadTicket};
+use super::store::{Image, RECOVERY_DAYS, RegionCopy, State as World, UploadTicket, random_hex};
 use super::{App, Limits, upload};
 use crate::provider::Resource;
 use crate::validate::check_body;
 
 const MIB: u64 = 1 << 20;
-/// Largest image, in MB: 6 GB.
-const MAX_IMAGE_MB: u64 = (upload::MAX_UNCOMPRESSED) / MIB;
 /// A disk can be captured only while its used space is below 90% of the image size limit.
-const MAX_CAPTURE_USED_MB: f64 = MAX_IMAGE_MB as f64 * 0.9;
+const CAPTURE_USE_LIMIT: f64 = 0.9;
 const UPLOAD_WINDOW_HOURS: i64 = 24;
-const RECOVERY_DAYS: i64 = 7;
 
 fn images_resource(app: &App) -> &Resource {
     app.registry.resource("linode", "images", "images").expect("the embedded registry describes images").1
+}
+
+/// The upload limits the provider file gives (5 GB compressed, 6 GB uncompressed); the latter
+/// is also the largest image.
+fn upload_limits(app: &App) -> upload::Limits {
+    let spec = images_resource(app).methods["post_upload_image"].upload.as_ref().expect("uploads are described");
+    upload::Limits { compressed: spec.max_bytes, uncompressed: spec.max_decoded_bytes.unwrap_or(spec.max_bytes) }
 }
 
 /// `/images`: list (GET) and capture (POST).
@@ -40,7 +44,7 @@ pub async fn collection(
         Method::GET => {
             let filter = x_filter(&request.headers, images_resource(&app))?;
             let rows = app.read(|s| s.visible_images(caller.0).map(Image::to_object).collect());
-            list(rows, &filter, request.query.as_deref(), EmptyList::Zeros)
+            list(&app, rows, &filter, request.query.as_deref(), EmptyList::Zeros)
         }
         Method::POST => capture(&app, caller.account()?, &json_object(&body)?),
         _ => Err(method_not_allowed()),
@@ -162,6 +166,7 @@ fn capture(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
     check(app, "post_image", body)?;
     let disk_id = body.get("disk_id").and_then(Value::as_u64).unwrap_or_default();
     let (pace, limits) = (app.options.pace, app.options.limits);
+    let max_image_mb = upload_limits(app).uncompressed / MIB;
     let image = app.write(|world| {
         let (instance, disk) = world.accounts[account]
             .instances
@@ -174,11 +179,12 @@ fn capture(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
                 "disk_id",
             ));
         }
-        if disk.used as f64 >= MAX_CAPTURE_USED_MB {
+        if disk.used as f64 >= max_image_mb as f64 * CAPTURE_USE_LIMIT {
             return Err(ApiError::bad_request(
                 format!(
-                    "Disk {disk_id} uses {} MB; a disk must use less than 90% of the {MAX_IMAGE_MB} MB image size limit ({} MB) to be imaged",
-                    disk.used, MAX_CAPTURE_USED_MB as u64
+                    "Disk {disk_id} uses {} MB; a disk must use less than 90% of the {max_image_mb} MB image size limit ({} MB) to be imaged",
+                    disk.used,
+                    (max_image_mb as f64 * CAPTURE_USE_LIMIT) as u64
                 ),
                 "disk_id",
             ));
@@ -196,19 +202,12 @@ fn capture(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
     Ok(ok(image.to_json()))
 }
 
-/// A random, unguessable secret for an upload URL.
-fn upload_secret() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// POST /images/upload: a `pending_upload` image and a URL to PUT the data to within 24 h.
 fn create_upload(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
     check(app, "post_upload_image", body)?;
     let region = text(body, "region").unwrap_or_default();
     let label = text(body, "label").unwrap_or_default();
-    let secret = upload_secret()?;
+    let secret = random_hex(24);
     let limits = app.options.limits;
     let image = app.write(|world| {
         match world.region(&region) {
@@ -259,7 +258,7 @@ pub async fn receive_upload(
         .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "This upload URL is not valid or has expired"))?;
     let content_length =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let bytes = upload::receive(body, content_length).await?;
+    let bytes = upload::receive(body, content_length, upload_limits(&app)).await?;
     let size = bytes.div_ceil(MIB);
     let limits = app.options.limits;
     app.write(|world| {

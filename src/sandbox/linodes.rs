@@ -33,7 +33,7 @@ pub async fn list_instances(State(app): State<App>, caller: Result<Caller, ApiEr
     let account = caller?.account()?;
     let filter = filter_for(&app, &request, "linode", "instances")?;
     let rows = app.read(|s| objects(s.accounts[account].instances.iter().map(|i| i.to_json())));
-    list(rows, &filter, request.query.as_deref(), EmptyList::FirstPage)
+    list(&app, rows, &filter, request.query.as_deref(), EmptyList::FirstPage)
 }
 
 /// GET or DELETE one instance.
@@ -80,7 +80,7 @@ pub async fn list_disks(
     let rows = app.read(|s| {
         s.accounts[account].instances.iter().find(|i| i.id == id).map(|i| objects(i.disks.iter().map(|d| d.to_json())))
     });
-    list(rows.ok_or_else(ApiError::not_found)?, &filter, request.query.as_deref(), EmptyList::FirstPage)
+    list(&app, rows.ok_or_else(ApiError::not_found)?, &filter, request.query.as_deref(), EmptyList::FirstPage)
 }
 
 pub async fn disk(
@@ -107,7 +107,7 @@ pub async fn disk(
 pub async fn list_regions(State(app): State<App>, request: ListRequest) -> Reply {
     let filter = filter_for(&app, &request, "regions", "regions")?;
     let rows = app.read(|s| objects(s.regions.iter().map(|r| r.to_json())));
-    list(rows, &filter, request.query.as_deref(), EmptyList::FirstPage)
+    list(&app, rows, &filter, request.query.as_deref(), EmptyList::FirstPage)
 }
 
 pub async fn region(State(app): State<App>, Path(id): Path<String>) -> Reply {

@@ -99,8 +99,8 @@ fn parse_account(text: &str) -> Result<(String, String), String> {
 
 fn parse_scale(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(f) if f >= 0.0 && f.is_finite() => Ok(f),
-        _ => Err("expected a number ≥ 0".into()),
+        Ok(f) if (0.0..=1000.0).contains(&f) => Ok(f),
+        _ => Err("expected a number from 0 to 1000".into()),
     }
 }
 
@@ -123,6 +123,8 @@ struct Options {
     latency: Duration,
     pace: Pace,
     limits: Limits,
+    /// Requests per minute and token (the provider's documented limit).
+    rate_limit: u32,
     rate_limit_list: Option<u32>,
     fail_rate: f64,
 }
@@ -141,6 +143,11 @@ struct App {
 }
 
 impl App {
+    /// The account a token belongs to; tokens do not change over time, so nothing advances.
+    fn account_for(&self, token: &str) -> Option<usize> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).account_by_token(token)
+    }
+
     /// Runs `read` on the state as of now.
     fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -181,6 +188,8 @@ pub enum SandboxError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Providers(#[from] crate::provider::LoadError),
+    #[error("{0}")]
+    Accounts(String),
     #[error("sandbox server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -201,6 +210,14 @@ impl Drop for Sandbox {
 impl Sandbox {
     pub async fn start(args: &SandboxArgs) -> Result<Sandbox, SandboxError> {
         let registry = Arc::new(Registry::embedded()?);
+        let provider = registry.providers.get("linode").expect("the embedded registry has linode").clone();
+        let mut tokens: Vec<&str> = vec![args.token.as_str()];
+        for (name, token) in &args.accounts {
+            if tokens.contains(&token.as_str()) {
+                return Err(SandboxError::Accounts(format!("account {name} reuses a token another account has")));
+            }
+            tokens.push(token);
+        }
         let access_log = match &args.access_log {
             None => None,
             Some(path) => {
@@ -218,13 +235,13 @@ impl Sandbox {
             generated_images: args.seed_images,
         };
         let (data_dir, state) = match &args.data_dir {
-            None => (None, seed::initial_state(&seed)),
+            None => (None, seed::initial_state(&seed, store::wall_clock())),
             Some(path) => {
                 let data_error = |source| SandboxError::DataDir { path: path.clone(), source };
                 let (dir, saved) = DataDir::open(path).map_err(data_error)?;
                 let state = match saved {
                     Some(state) => seed::reconcile(state, &seed),
-                    None => seed::initial_state(&seed),
+                    None => seed::initial_state(&seed, store::wall_clock()),
                 };
                 dir.save(&state).map_err(data_error)?;
                 (Some(Arc::new(dir)), state)
@@ -241,6 +258,7 @@ impl Sandbox {
                 latency: Duration::from_millis(args.latency_ms),
                 pace: Pace { scale: args.time_scale },
                 limits: Limits { max_images: args.max_images, max_total_mb: args.max_total_gb * 1024 },
+                rate_limit: provider.rate_limits.as_ref().map(|r| r.per_minute).unwrap_or(u32::MAX),
                 rate_limit_list: args.rate_limit_list,
                 fail_rate: args.fail_rate,
             }),

@@ -4,7 +4,9 @@
 use chrono::{Duration, NaiveDateTime};
 use serde::Deserialize;
 
-use super::store::{Account, Disk, Image, Instance, Region, RegionCopy, State, TIME_FORMAT};
+use super::store::{
+    Account, Disk, Image, Instance, RECOVERY_DAYS, Region, RegionCopy, State, TIME_FORMAT, UploadTicket, random_hex,
+};
 
 const PUBLIC_IMAGES: &str = include_str!("seed/public_images.json");
 const PRIVATE_IMAGES: &str = include_str!("seed/private_images.json");
@@ -32,14 +34,18 @@ struct PrivateSeed {
     id: u64,
     label: String,
     description: String,
-    created: String,
-    updated: String,
+    created: Option<String>,
+    updated: Option<String>,
+    /// Instead of `created`: how long before the sandbox first started, for images whose
+    /// state depends on the time (recovery images expire, uploads and captures finish).
+    created_hours_ago: Option<i64>,
+    ready_in_minutes: Option<i64>,
+    upload_hours_left: Option<i64>,
     size: u64,
     tags: Vec<String>,
     status: String,
     #[serde(rename = "type")]
     kind: String,
-    expiry: Option<String>,
     capabilities: Vec<String>,
     regions: Vec<RegionCopy>,
 }
@@ -54,7 +60,8 @@ pub struct SeedOptions {
     pub generated_images: u64,
 }
 
-pub fn initial_state(options: &SeedOptions) -> State {
+/// The world as of `now`, the sandbox's first start.
+pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
     let public: Vec<PublicSeed> = serde_json::from_str(PUBLIC_IMAGES).expect("embedded seed is valid");
     let public_images = public
         .into_iter()
@@ -88,14 +95,28 @@ pub fn initial_state(options: &SeedOptions) -> State {
         .into_iter()
         .map(|p| {
             private_image(p.id, p.label, DEFAULT_USERNAME, |img| {
+                let created = match (p.created_hours_ago, &p.created) {
+                    (Some(hours), _) => now - Duration::hours(hours),
+                    (None, Some(text)) => time(text),
+                    (None, None) => now,
+                };
                 img.description = Some(p.description);
-                img.created = time(&p.created);
-                img.updated = time(&p.updated);
+                img.created = created;
+                img.updated = p.updated.as_deref().map(time).unwrap_or(created);
                 img.size = p.size;
                 img.tags = p.tags;
                 img.status = p.status;
                 img.kind = p.kind;
-                img.expiry = p.expiry.as_deref().map(time);
+                if img.kind == "automatic" {
+                    img.expiry = Some(created + Duration::days(RECOVERY_DAYS));
+                }
+                img.ready_at = p.ready_in_minutes.map(|m| now + Duration::minutes(m));
+                img.capture_region = img.ready_at.map(|_| "us-east".to_string());
+                img.upload = p.upload_hours_left.map(|hours| UploadTicket {
+                    secret: random_hex(24),
+                    region: "us-east".into(),
+                    expires: now + Duration::hours(hours),
+                });
                 img.capabilities = p.capabilities;
                 img.regions = p.regions;
             })
@@ -300,7 +321,8 @@ mod tests {
     #[test]
     fn seed_is_varied_and_deterministic() {
         let options = SeedOptions { token: "t".into(), extra_accounts: vec![], generated_images: 50 };
-        let a = initial_state(&options);
+        let now = time("2026-11-22T12:00:00");
+        let a = initial_state(&options, now);
         assert_eq!(a.public_images.len(), 40);
         let images = &a.accounts[0].images;
         assert_eq!(images.len(), 14 + 50);
@@ -308,7 +330,8 @@ mod tests {
             assert!(images.iter().any(|i| i.status == status), "{status}");
         }
         assert!(images.iter().any(|i| i.kind == "automatic" && i.expiry.is_some()));
-        let b = initial_state(&options);
-        assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+        let b = initial_state(&options, now);
+        let view = |s: &State| s.accounts[0].images.iter().map(Image::to_json).collect::<Vec<_>>();
+        assert_eq!(view(&a), view(&b));
     }
 }

@@ -9,6 +9,22 @@ use serde_json::{Map, Value, json};
 
 pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
 
+/// Recovery images expire this many days after the instance was deleted.
+pub const RECOVERY_DAYS: i64 = 7;
+
+/// UTC now, to the second (the API's timestamps have no fraction).
+pub fn wall_clock() -> NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    now.with_nanosecond(0).unwrap_or(now)
+}
+
+/// A random, unguessable token of `bytes` bytes, in hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the operating system provides randomness");
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn format_time(t: NaiveDateTime) -> String {
     t.format(TIME_FORMAT).to_string()
 }
@@ -293,8 +309,7 @@ impl Pace {
 
 impl State {
     pub fn now(&self) -> NaiveDateTime {
-        let wall = chrono::Utc::now().naive_utc() + Duration::seconds(self.clock_offset);
-        wall.with_nanosecond(0).unwrap_or(wall)
+        wall_clock() + Duration::seconds(self.clock_offset)
     }
 
     pub fn account_by_token(&self, token: &str) -> Option<usize> {

@@ -6,15 +6,10 @@ use std::io::Write;
 
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
-use flate2::write::MultiGzDecoder;
 use futures::StreamExt;
 
 use super::http::ApiError;
-
-const GIB: u64 = 1 << 30;
-/// The API's limits: 5 GB compressed, 6 GB uncompressed.
-pub const MAX_COMPRESSED: u64 = 5 * GIB;
-pub const MAX_UNCOMPRESSED: u64 = 6 * GIB;
+use crate::gzip;
 
 /// Chunks in flight between the connection and the decoder.
 const QUEUE: usize = 4;
@@ -23,33 +18,31 @@ fn refuse(reason: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, reason)
 }
 
-/// Counts decompressed bytes and fails past the limit.
-struct Counter {
-    bytes: u64,
+/// Limits on an upload, from the provider file's description of the upload method.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub compressed: u64,
+    pub uncompressed: u64,
 }
 
-impl Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.bytes += buf.len() as u64;
-        if self.bytes > MAX_UNCOMPRESSED {
-            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "uncompressed limit"));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+fn gigabytes(bytes: u64) -> String {
+    format!("{} GB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// Reads the whole upload and returns its uncompressed size in bytes.
-pub async fn receive(body: Body, content_length: Option<u64>) -> Result<u64, ApiError> {
-    if content_length.is_some_and(|n| n > MAX_COMPRESSED) {
-        return Err(refuse("The compressed image must be 5 GB or less"));
+pub async fn receive(body: Body, content_length: Option<u64>, limits: Limits) -> Result<u64, ApiError> {
+    let too_big = || refuse(format!("The compressed image must be {} or less", gigabytes(limits.compressed)));
+    if content_length.is_some_and(|n| n > limits.compressed) {
+        return Err(too_big());
     }
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
     let decoder = tokio::task::spawn_blocking(move || {
-        let mut decoder = MultiGzDecoder::new(Counter { bytes: 0 });
+        let decode_error = |e: std::io::Error| match gzip::is_over_limit(&e) {
+            true => refuse(format!("The uncompressed image must be {} or less", gigabytes(limits.uncompressed))),
+            // A truncated stream surfaces as a checksum mismatch.
+            false => refuse(format!("The upload is not a complete, valid gzip file ({e})")),
+        };
+        let mut decoder = gzip::measuring_decoder(limits.uncompressed);
         while let Some(chunk) = receiver.blocking_recv() {
             decoder.write_all(&chunk).map_err(decode_error)?;
         }
@@ -68,8 +61,8 @@ pub async fn receive(body: Body, content_length: Option<u64>) -> Result<u64, Api
             }
         };
         compressed += chunk.len() as u64;
-        if compressed > MAX_COMPRESSED {
-            failure = Some(refuse("The compressed image must be 5 GB or less"));
+        if compressed > limits.compressed {
+            failure = Some(too_big());
             break;
         }
         if sender.send(chunk).await.is_err() {
@@ -88,13 +81,5 @@ pub async fn receive(body: Body, content_length: Option<u64>) -> Result<u64, Api
     match decoded? {
         0 => Err(refuse("The image is empty")),
         bytes => Ok(bytes),
-    }
-}
-
-fn decode_error(e: std::io::Error) -> ApiError {
-    match e.kind() {
-        std::io::ErrorKind::FileTooLarge => refuse("The uncompressed image must be 6 GB or less"),
-        // A truncated stream surfaces as a checksum mismatch.
-        _ => refuse(format!("The upload is not a complete, valid gzip file ({e})")),
     }
 }

@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 
 use datafusion::common::DataFusionError;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Statement, visit_expressions_mut, visit_relations};
+use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query, Statement, visit_expressions_mut, visit_relations};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
@@ -98,6 +98,17 @@ pub fn parse_one(sql: &str) -> Result<DFStatement, String> {
         (Some(statement), true) => Ok(statement),
         (None, _) => Err("empty statement".into()),
         (Some(_), false) => Err("expected one statement; separate statements with ';'".into()),
+    }
+}
+
+/// Parses a text that must be one query.
+pub fn parse_query(sql: &str) -> Result<Box<Query>, String> {
+    match parse_one(sql)? {
+        DFStatement::Statement(statement) => match *statement {
+            Statement::Query(query) => Ok(query),
+            other => Err(format!("expected a query, not {other}")),
+        },
+        _ => Err(format!("expected a query: {sql}")),
     }
 }
 

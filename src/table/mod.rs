@@ -28,9 +28,9 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt, stream};
 
-use crate::api::{ApiClient, ApiError, Request, encode_segment};
+use crate::api::{ApiClient, ApiError, Request};
 use crate::provider::{
-    FilterOp, Kind, Method, NotFound, Param, Provider, Registry, Resource, SqlVerb, resource_schema,
+    FilterOp, Kind, Method, NotFound, Param, Provider, Registry, Resource, SqlVerb, fill_path, resource_schema,
 };
 use crate::xfilter::{Filter, XFilter};
 use pushdown::{FilterUse, classify};
@@ -146,7 +146,7 @@ impl ResourceTable {
                             other => other.to_string(),
                         };
                         let mut call = call.clone();
-                        call.path = call.path.replace(&format!("{{{}}}", param.name), &encode_segment(&text));
+                        call.path = fill_path(&call.path, &param.name, &text);
                         if param.column.is_none() {
                             call.params.push((param.name.clone(), value.clone()));
                         }

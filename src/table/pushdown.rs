@@ -1,8 +1,9 @@
 /*! Which WHERE predicates the API can evaluate, and how.
 
 Each predicate DataFusion offers becomes one of:
-- an id lookup (`id = 'x'`, `id IN (…)`) answered by the resource's get method, one request per
-  value; the other predicates are then left to DataFusion;
+- a parameter binding (`id = 'x'`, `id IN (…)`, `linodeId = 7`) that picks the method and
+  fills its path, one request per value; with a get method, the X-Filter predicates below are
+  then checked on each fetched row instead;
 - an X-Filter condition, `Exact` when the API's semantics equal SQL's, `Inexact` when the API
   returns a superset that DataFusion filters again (`LIKE` → case-insensitive `+contains`,
   `!=` on a nullable field);
@@ -159,6 +160,10 @@ fn translate(resource: &Resource, expr: &Expr) -> Option<(Filter, bool)> {
             let Value::String(pattern) = literal(pattern)? else {
                 return None;
             };
+            // A backslash escapes % and _ in LIKE; splitting on them would get it wrong.
+            if pattern.contains('\\') {
+                return None;
+            }
             let needle = pattern.split(['%', '_']).max_by_key(|s| s.chars().count())?;
             if needle.is_empty() || !f.supports(FilterOp::Contains) {
                 return None;
