@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use futures::FutureExt;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -15,6 +16,7 @@ use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Config, Context, Editor, Helper};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::error::Error;
 use crate::output::Format;
@@ -214,6 +216,9 @@ struct Shell {
     format: Format,
     timing: bool,
     vars: HashMap<String, String>,
+    /// SIGINT, caught from the start: a Ctrl-C while a statement runs (the terminal is not in
+    /// raw mode then) must stop the statement, not the shell.
+    interrupts: Signal,
 }
 
 pub async fn run(session: Session, format: Format, vars: HashMap<String, String>) -> Result<(), Error> {
@@ -230,7 +235,9 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
         let _ = editor.load_history(path);
     }
     println!("imageql {}: end statements with ;  \\? for help, \\q to quit", env!("CARGO_PKG_VERSION"));
-    let mut shell = Shell { session, format, timing: true, vars };
+    let interrupts = signal(SignalKind::interrupt())
+        .map_err(|e| Error::Usage(format!("the interactive shell cannot catch Ctrl-C: {e}")))?;
+    let mut shell = Shell { session, format, timing: true, vars, interrupts };
     loop {
         let line = match tokio::task::block_in_place(|| editor.readline("imageql> ")) {
             Ok(line) => line,
@@ -308,12 +315,14 @@ impl Shell {
         let changes = crate::sql::changes_resources(&text);
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
+        // A Ctrl-C pressed after the last statement ended must not cancel this one.
+        while self.interrupts.recv().now_or_never().is_some() {}
         let result = {
             let running = self.session.execute(&text, self.format, &mut out);
             tokio::pin!(running);
             tokio::select! {
                 result = &mut running => result,
-                _ = tokio::signal::ctrl_c() => {
+                _ = self.interrupts.recv() => {
                     if changes {
                         eprintln!("imageql: stopping after the request in progress…");
                         self.session.interrupt();

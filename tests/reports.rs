@@ -1,0 +1,193 @@
+//! Meta commands, script variables, the provider-declared cost view, exports and the
+//! example reports, through the real binary against a real sandbox.
+
+mod common;
+
+use std::path::Path;
+
+use common::{SandboxProcess, TOKEN};
+use serde_json::{Value, json};
+
+/// Compares `actual` with `tests/snapshots/<name>`; `IMAGEQL_BLESS=1` rewrites the file.
+fn snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(name);
+    if std::env::var_os("IMAGEQL_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (IMAGEQL_BLESS=1 writes it)", path.display()));
+    assert_eq!(actual, expected, "{name} changed; if that is intended, rerun with IMAGEQL_BLESS=1");
+}
+
+#[test]
+fn show_and_describe_answer_from_the_provider_files() {
+    let sandbox = SandboxProcess::start(&[]);
+    let cases = [
+        ("show_providers.csv", "SHOW PROVIDERS"),
+        ("show_services.csv", "SHOW SERVICES IN linode"),
+        ("show_resources.csv", "SHOW RESOURCES IN linode.images"),
+        ("show_methods.csv", "SHOW METHODS IN linode.images.images"),
+        ("show_methods_like.csv", "SHOW METHODS IN linode.images.images LIKE 'post%'"),
+        ("describe_images.csv", "DESCRIBE linode.images.images"),
+        ("describe_disks_extended.csv", "DESCRIBE EXTENDED linode.linode.disks"),
+        ("describe_method_post_image.csv", "DESCRIBE METHOD linode.images.images.post_image"),
+    ];
+    let mark = sandbox.log().len();
+    for (name, sql) in cases {
+        snapshot(name, &sandbox.imageql(&["-o", "csv", "-e", sql]).ok());
+    }
+    assert!(sandbox.log_since(mark).is_empty(), "meta commands make no request");
+
+    for (sql, words) in [
+        ("SHOW METHODS IN linode.images.nothing", "unknown resource"),
+        ("SHOW SERVICES IN aws", "unknown provider aws"),
+        ("DESCRIBE METHOD linode.images.images.get_imag", "has no method get_imag"),
+        ("SHOW METHODS", "SHOW METHODS needs IN"),
+    ] {
+        let stderr = sandbox.imageql(&["-e", sql]).fails();
+        assert!(stderr.contains(words), "{sql}: {stderr}");
+    }
+    // DESCRIBE of something that is not a resource is DataFusion's.
+    let out = sandbox.imageql(&["-o", "csv", "-e", "DESCRIBE information_schema.tables"]).ok();
+    assert!(out.starts_with("column_name,data_type,is_nullable"), "{out}");
+}
+
+#[test]
+fn variables_fill_placeholders_and_a_missing_one_is_named() {
+    let sandbox = SandboxProcess::start(&[]);
+    let out = sandbox
+        .imageql(&[
+            "--var",
+            "label=ci-runner",
+            "--var",
+            "min_size=1000",
+            "-o",
+            "csv",
+            "-e",
+            "SELECT id FROM linode.images.images WHERE label = '{{ label }}' AND size > {{min_size}}",
+        ])
+        .ok();
+    assert_eq!(out, "id\nprivate/1003\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("report.sql");
+    std::fs::write(&script, "-- uses a variable\nSELECT '{{ region }}' AS region;\n\nSELECT '{{ missing }}';\n")
+        .unwrap();
+    let run = sandbox.imageql(&["--var", "region=us-east", "-o", "csv", "-f", script.to_str().unwrap()]);
+    let stderr = run.fails();
+    assert_eq!(run.stdout(), "region\nus-east\n");
+    assert!(stderr.contains(&format!("{}:4:", script.display())), "{stderr}");
+    assert!(stderr.contains("{{ missing }}") && stderr.contains("--var missing="), "{stderr}");
+}
+
+#[test]
+fn scripts_report_the_file_and_line_of_the_failing_statement() {
+    let sandbox = SandboxProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.sql");
+    let second = dir.path().join("second.sql");
+    std::fs::write(&first, "SELECT 1 AS a;\n").unwrap();
+    std::fs::write(
+        &second,
+        "/* a comment\n   over lines */\nSELECT 2 AS b;\nSELECT *\nFROM linode.images.nowhere;\nSELECT 3;\n",
+    )
+    .unwrap();
+    let run = sandbox.imageql(&["-o", "csv", "-f", first.to_str().unwrap(), "-f", second.to_str().unwrap()]);
+    let stderr = run.fails();
+    assert_eq!(run.stdout(), "a\n1\nb\n2\n");
+    assert!(stderr.contains(&format!("{}:4:", second.display())), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_cost_view_matches_a_hand_computation() {
+    let sandbox = SandboxProcess::start(&[]);
+    let rows = sandbox
+        .imageql(&[
+            "-o",
+            "ndjson",
+            "-e",
+            "SELECT id, type, billed_mb, gb, monthly_usd, hourly_usd FROM linode.images.storage_costs ORDER BY id",
+        ])
+        .rows();
+
+    // By hand: private/1004 is 2890 MB in 4 regions = 11560 MB = 11.2890625 GB;
+    // at $0.10 per GB-month that is $1.12890625 a month, and $0.00154645 an hour (730 h).
+    let golden = rows.iter().find(|r| r["id"] == "private/1004").unwrap();
+    assert_eq!(
+        golden,
+        &json!({"id": "private/1004", "type": "manual", "billed_mb": 11560, "gb": 11.2891, "monthly_usd": 1.1289, "hourly_usd": 0.001546})
+    );
+    // Recovery images are free.
+    let recovery = rows.iter().find(|r| r["id"] == "private/1012").unwrap();
+    assert_eq!((recovery["monthly_usd"].clone(), recovery["hourly_usd"].clone()), (json!(0.0), json!(0.0)));
+
+    // Every row, against the API's own numbers.
+    let (_, list) = sandbox.client().get("/images?page_size=500", Some(TOKEN), Some(r#"{"is_public": false}"#)).await;
+    let images = list["data"].as_array().unwrap();
+    assert_eq!(rows.len(), images.len());
+    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+    for image in images {
+        let row = rows.iter().find(|r| r["id"] == image["id"]).unwrap();
+        let total = image["total_size"].as_f64().unwrap();
+        let monthly = if image["type"] == "automatic" { 0.0 } else { total / 1024.0 * 0.10 };
+        assert_eq!(row["billed_mb"].as_f64().unwrap(), total);
+        assert_eq!(row["gb"].as_f64().unwrap(), round(total / 1024.0, 4), "{row}");
+        assert_eq!(row["monthly_usd"].as_f64().unwrap(), round(monthly, 4), "{row}");
+        assert_eq!(row["hourly_usd"].as_f64().unwrap(), round(monthly / 730.0, 6), "{row}");
+    }
+}
+
+#[test]
+fn copy_exports_csv_json_and_parquet() {
+    let sandbox = SandboxProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    // CSV holds no lists: they are spelled out as text for it.
+    let query = "SELECT id, label, size, tags, created FROM linode.images.images WHERE NOT is_public ORDER BY id";
+    let flat = "SELECT id, label, size, array_to_string(tags, ' ') AS tags FROM linode.images.images WHERE NOT is_public ORDER BY id";
+    for (name, query) in [("images.csv", flat), ("images.json", query), ("images.parquet", query)] {
+        let out = sandbox.imageql(&["-o", "csv", "-e", &format!("COPY ({query}) TO '{}'", file(name))]).ok();
+        assert_eq!(out, "count\n14\n", "{name}");
+    }
+    let csv = std::fs::read_to_string(file("images.csv")).unwrap();
+    assert!(csv.starts_with("id,label,size,tags\nprivate/1001,golden-web-2024,2650,golden prod web\n"), "{csv}");
+    let stderr = sandbox.imageql(&["-e", &format!("COPY ({query}) TO '{}'", file("nested.csv"))]).fails();
+    assert!(stderr.contains("not supported in CSV"), "{stderr}");
+    let json: Vec<Value> = std::fs::read_to_string(file("images.json"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json[0]["tags"], json!(["golden", "prod", "web"]));
+    let parquet = std::fs::read(file("images.parquet")).unwrap();
+    assert_eq!(&parquet[..4], b"PAR1");
+    let back = sandbox
+        .imageql(&[
+            "-o",
+            "csv",
+            "-e",
+            &format!("CREATE EXTERNAL TABLE back STORED AS PARQUET LOCATION '{}'", file("images.parquet")),
+            "-e",
+            "SELECT count(*) AS n, sum(size) AS mb FROM back",
+        ])
+        .ok();
+    // The sizes of the 14 seeded private images add up to 35820 MB.
+    assert_eq!(back, "n,mb\n14,35820\n");
+}
+
+#[test]
+fn the_example_reports_run() {
+    for example in ["inventory.sql", "costs.sql"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(example);
+        let run = common::Run(
+            std::process::Command::new(common::binary())
+                .args(["--sandbox", "-o", "csv", "-f", path.to_str().unwrap()])
+                .env_remove("LINODE_TOKEN")
+                .output()
+                .unwrap(),
+        );
+        let out = run.ok();
+        assert!(out.contains("private/10"), "{example}: {out}");
+    }
+}

@@ -1,0 +1,95 @@
+//! The interactive shell, driven through a real pseudo-terminal.
+
+mod common;
+
+use std::process::Command;
+
+use common::{SandboxProcess, TOKEN};
+use rexpect::session::{PtySession, spawn_command};
+
+fn shell(sandbox: &SandboxProcess, home: &std::path::Path) -> PtySession {
+    let mut command = Command::new(common::binary());
+    command
+        .args(["--api-url", &sandbox.url])
+        .env("LINODE_TOKEN", TOKEN)
+        .env("HOME", home)
+        .env_remove("XDG_DATA_HOME")
+        .env("TERM", "xterm");
+    let mut session = spawn_command(command, Some(20_000)).expect("the shell starts on a pty");
+    session.exp_string("imageql> ").expect("a prompt");
+    session
+}
+
+#[test]
+fn the_shell_takes_multi_line_statements_completes_columns_and_keeps_history() {
+    let sandbox = SandboxProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = shell(&sandbox, home.path());
+
+    // Enter before the ; continues the statement on the next line.
+    p.send_line("SELECT count(*) AS private_images").unwrap();
+    p.send_line("FROM linode.images.images WHERE NOT is_public;").unwrap();
+    p.exp_string("| 14").unwrap();
+    p.exp_string("(1 row in").unwrap();
+    p.exp_string("imageql> ").unwrap();
+
+    // Tab completes a column of the resource the statement names.
+    p.send("SELECT id FROM linode.images.images WHERE lab").unwrap();
+    p.flush().unwrap();
+    p.exp_string("WHERE lab").unwrap();
+    p.send("\t").unwrap();
+    p.flush().unwrap();
+    p.exp_string("WHERE label").unwrap();
+    p.send(" = 'ci-runner';\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("private/1003").unwrap();
+    p.exp_string("imageql> ").unwrap();
+
+    // Backslash commands.
+    p.send_line("\\o csv").unwrap();
+    p.exp_string("output format: csv").unwrap();
+    p.send_line("SELECT label FROM linode.images.images WHERE id = 'private/1002';").unwrap();
+    p.exp_string("label\r\ngolden-db-2024").unwrap();
+    p.send_line("\\d linode.linode.disks").unwrap();
+    p.exp_string("linodeId,integer,NO").unwrap();
+    p.send_line("\\q").unwrap();
+    p.exp_eof().unwrap();
+
+    let history = std::fs::read_to_string(home.path().join(".local/share/imageql/history")).unwrap();
+    assert!(history.contains("WHERE NOT is_public;"), "{history}");
+    assert!(history.contains("WHERE label = 'ci-runner';"), "the completed statement is kept: {history}");
+    assert!(!history.contains(TOKEN), "the token is never stored");
+}
+
+#[test]
+fn ctrl_c_stops_a_slow_scan_and_keeps_the_shell() {
+    let sandbox = SandboxProcess::start(&["--latency-ms", "4000"]);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = shell(&sandbox, home.path());
+    p.send_line("SELECT count(*) FROM linode.images.images;").unwrap();
+    // The scan's progress shows once it has run for a moment: it is running now.
+    p.exp_string("/images").unwrap();
+    p.send_control('c').unwrap();
+    p.exp_string("cancelled").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    p.send_line("\\timing").unwrap();
+    p.exp_string("timing is off").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}
+
+#[test]
+fn errors_in_the_shell_are_reported_and_the_shell_goes_on() {
+    let sandbox = SandboxProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = shell(&sandbox, home.path());
+    p.send_line("SELECT nope FROM linode.images.images;").unwrap();
+    p.exp_string("No field named nope").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    p.send_line("\\nonsense").unwrap();
+    p.exp_string("is not a command").unwrap();
+    p.send_line("\\?").unwrap();
+    p.exp_string("\\timing").unwrap();
+    p.send_line("\\q").unwrap();
+    p.exp_eof().unwrap();
+}
