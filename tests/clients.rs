@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{SandboxProcess, TOKEN, python_clients};
+use common::{SandboxProcess, TOKEN, ext4_image, python_clients};
 use serde_json::{Value, json};
 
 struct Cli {
@@ -65,23 +65,6 @@ impl Cli {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
-}
-
-/// A small raw ext4 filesystem image, gzip'd, as Linode expects uploads.
-fn ext4_image(dir: &Path, megabytes: u64) -> PathBuf {
-    let raw = dir.join("disk.img");
-    let file = std::fs::File::create(&raw).unwrap();
-    file.set_len(megabytes << 20).unwrap();
-    drop(file);
-    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "mkfs.ext4"]
-        .into_iter()
-        .find(|p| !p.starts_with('/') || Path::new(p).exists())
-        .unwrap();
-    let status = Command::new(mkfs).args(["-q", "-F"]).arg(&raw).status().expect("mkfs.ext4 (e2fsprogs) is installed");
-    assert!(status.success());
-    let gz = dir.join("disk.img.gz");
-    std::fs::write(&gz, common::gzip(&std::fs::read(&raw).unwrap())).unwrap();
-    gz
 }
 
 #[test]

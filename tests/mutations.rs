@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 
 use common::{SandboxProcess, TOKEN};
 use serde_json::{Value, json};
@@ -198,24 +197,11 @@ async fn exec_calls_methods_with_params_and_json_bodies() {
     assert_eq!(image(&sandbox, "private/1002").await.1["label"], "renamed-by-exec");
 }
 
-fn ext4_image_gz(dir: &std::path::Path, megabytes: u64) -> std::path::PathBuf {
-    let raw = dir.join("disk.img");
-    std::fs::File::create(&raw).unwrap().set_len(megabytes << 20).unwrap();
-    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("mkfs.ext4");
-    assert!(Command::new(mkfs).args(["-q", "-F"]).arg(&raw).status().unwrap().success());
-    let gz = dir.join("disk.img.gz");
-    std::fs::write(&gz, common::gzip(&std::fs::read(&raw).unwrap())).unwrap();
-    gz
-}
-
 #[tokio::test]
 async fn exec_uploads_a_real_ext4_image() {
     let sandbox = sandbox();
     let dir = tempfile::tempdir().unwrap();
-    let file = ext4_image_gz(dir.path(), 24);
+    let file = common::ext4_image(dir.path(), 24);
     let sql = format!(
         r#"EXEC /*+ AWAIT */ linode.images.images.post_upload_image @file='{}', @@json='{{"label": "ext4-upload", "region": "us-ord", "cloud_init": true}}'"#,
         file.display()
@@ -246,13 +232,7 @@ async fn an_upload_over_the_decoded_limit_is_aborted_and_cleaned_up() {
     let sandbox = sandbox();
     let dir = tempfile::tempdir().unwrap();
     let bomb = dir.path().join("bomb.img.gz");
-    let member = {
-        use std::io::Write;
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        encoder.write_all(&vec![0u8; 64 << 20]).unwrap();
-        encoder.finish().unwrap()
-    };
-    std::fs::write(&bomb, member.repeat(97)).unwrap();
+    std::fs::write(&bomb, common::gzip_bomb()).unwrap();
     let sql = format!(
         r#"EXEC linode.images.images.post_upload_image @file='{}', @@json='{{"label": "bomb", "region": "us-east"}}'"#,
         bomb.display()

@@ -146,11 +146,7 @@ async fn a_gzip_bomb_is_stopped_at_6_gb_with_bounded_memory() {
     let sandbox = fast();
     let http = sandbox.client();
     let (id, url) = create_upload(&http, "bomb").await;
-    // 97 gzip members of 64 MiB of zeros each: about 6 MB that inflate to 6.06 GiB.
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(&vec![0u8; 64 << 20]).unwrap();
-    let member = encoder.finish().unwrap();
-    let bomb: Vec<u8> = std::iter::repeat_n(member.as_slice(), 97).flatten().copied().collect();
+    let bomb = common::gzip_bomb();
     assert!(bomb.len() < 16 << 20);
     let (status, body) = put_upload(&url, bomb).await;
     assert_eq!(status, 400);
@@ -316,38 +312,32 @@ async fn deleting_an_instance_leaves_a_free_recovery_image() {
     http.poll(&format!("/images/{id}"), 10, |i| i["status"] == "available").await;
 }
 
+/// 50 captures of the seeded ext4 disk at once.
+async fn fifty_captures(sandbox: &SandboxProcess) -> Vec<(u16, Value)> {
+    let http = std::sync::Arc::new(sandbox.client());
+    let attempts = (0..50).map(|_| {
+        let http = http.clone();
+        tokio::spawn(async move { http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK}))).await })
+    });
+    futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect()
+}
+
 #[tokio::test]
 async fn limits_hold_under_50_concurrent_captures() {
     // 12 custom images are seeded; 8 more fit under a limit of 20.
-    let sandbox = SandboxProcess::start(&["--max-images", "20"]);
-    let http = std::sync::Arc::new(sandbox.client());
-    let attempts = (0..50).map(|_| {
-        let http = http.clone();
-        tokio::spawn(async move { http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK}))).await })
-    });
-    let results: Vec<(u16, Value)> =
-        futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
-    let created = results.iter().filter(|(s, _)| *s == 200).count();
-    assert_eq!(created, 8);
+    let results = fifty_captures(&SandboxProcess::start(&["--max-images", "20"])).await;
+    assert_eq!(results.iter().filter(|(s, _)| *s == 200).count(), 8);
+    let refused = results.iter().filter(|(s, _)| *s != 200);
+    assert!(refused.clone().count() == 42);
     assert!(
-        results
-            .iter()
-            .filter(|(s, _)| *s != 200)
-            .all(|(s, b)| { *s == 400 && b["errors"][0]["reason"].as_str().unwrap().contains("Image limit") })
+        refused.clone().all(|(s, b)| *s == 400 && b["errors"][0]["reason"].as_str().unwrap().contains("Image limit"))
     );
 
     // Storage: 49790 MB are in use; 55 GB (56320 MB) leave room for two 2430 MB captures.
-    let sandbox = SandboxProcess::start(&["--max-total-gb", "55"]);
-    let http = std::sync::Arc::new(sandbox.client());
-    let attempts = (0..50).map(|_| {
-        let http = http.clone();
-        tokio::spawn(async move { http.send("POST", "/images", Some(json!({"disk_id": EXT4_DISK}))).await })
-    });
-    let results: Vec<(u16, Value)> =
-        futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let results = fifty_captures(&SandboxProcess::start(&["--max-total-gb", "55"])).await;
     assert_eq!(results.iter().filter(|(s, _)| *s == 200).count(), 2);
     assert!(
-        results.iter().any(|(_, b)| { b["errors"][0]["reason"].as_str().is_some_and(|r| r.contains("Storage limit")) })
+        results.iter().any(|(_, b)| b["errors"][0]["reason"].as_str().is_some_and(|r| r.contains("Storage limit")))
     );
 }
 

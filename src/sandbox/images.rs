@@ -131,34 +131,15 @@ fn check_limits(
 }
 
 fn new_image(world: &mut World, account: usize, label: String, body: &Map<String, Value>) -> Image {
-    let now = world.now();
-    let mut capabilities = Vec::new();
+    let (id, now) = (world.new_image_id(), world.now());
+    let mut image = Image::private(id, label, &world.accounts[account].username, now);
+    image.description = Some(text(body, "description").unwrap_or_default());
+    image.tags = tags(body).unwrap_or_default();
+    image.status = "creating".into();
     if body.get("cloud_init").and_then(Value::as_bool) == Some(true) {
-        capabilities.push("cloud-init".to_string());
+        image.capabilities.push("cloud-init".into());
     }
-    Image {
-        id: world.new_image_id(),
-        label,
-        description: Some(text(body, "description").unwrap_or_default()),
-        created: now,
-        updated: now,
-        size: 0,
-        created_by: world.accounts[account].username.clone(),
-        kind: "manual".into(),
-        tags: tags(body).unwrap_or_default(),
-        is_public: false,
-        is_shared: false,
-        deprecated: false,
-        vendor: None,
-        expiry: None,
-        eol: None,
-        status: "creating".into(),
-        capabilities,
-        regions: vec![],
-        ready_at: None,
-        capture_region: None,
-        upload: None,
-    }
+    image
 }
 
 /// POST /images: capture a disk. The image is `creating` for a while that grows with its size.

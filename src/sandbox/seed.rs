@@ -257,30 +257,7 @@ fn instances(account: usize) -> Vec<Instance> {
 }
 
 fn private_image(id: u64, label: String, username: &str, customize: impl FnOnce(&mut Image)) -> Image {
-    let epoch = time("2024-01-01T00:00:00");
-    let mut image = Image {
-        id: format!("private/{id}"),
-        label,
-        description: Some(String::new()),
-        created: epoch,
-        updated: epoch,
-        size: 0,
-        created_by: username.into(),
-        kind: "manual".into(),
-        tags: vec![],
-        is_public: false,
-        is_shared: false,
-        deprecated: false,
-        vendor: None,
-        expiry: None,
-        eol: None,
-        status: "available".into(),
-        capabilities: vec![],
-        regions: vec![],
-        ready_at: None,
-        capture_region: None,
-        upload: None,
-    };
+    let mut image = Image::private(format!("private/{id}"), label, username, time("2024-01-01T00:00:00"));
     customize(&mut image);
     image
 }

@@ -130,6 +130,33 @@ pub struct Image {
 }
 
 impl Image {
+    /// A new private image of `username`: manual, untagged, in no region yet.
+    pub fn private(id: String, label: String, username: &str, now: NaiveDateTime) -> Image {
+        Image {
+            id,
+            label,
+            description: Some(String::new()),
+            created: now,
+            updated: now,
+            size: 0,
+            created_by: username.into(),
+            kind: "manual".into(),
+            tags: vec![],
+            is_public: false,
+            is_shared: false,
+            deprecated: false,
+            vendor: None,
+            expiry: None,
+            eol: None,
+            status: "available".into(),
+            capabilities: vec![],
+            regions: vec![],
+            ready_at: None,
+            capture_region: None,
+            upload: None,
+        }
+    }
+
     /// The API's representation. Public and private images differ in field order and in
     /// which fields they carry, as the recorded responses do.
     pub fn to_json(&self) -> Value {

@@ -246,6 +246,28 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
+/// A gzip bomb: 97 members of 64 MiB of zeros, about 6 MB that inflate to 6.06 GiB.
+pub fn gzip_bomb() -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&vec![0u8; 64 << 20]).unwrap();
+    encoder.finish().unwrap().repeat(97)
+}
+
+/// A raw disk image of `megabytes` MiB holding an ext4 filesystem (made by mkfs.ext4), gzip'd
+/// as Linode expects uploads; returns the .gz file.
+pub fn ext4_image(dir: &Path, megabytes: u64) -> PathBuf {
+    let raw = dir.join("disk.img");
+    std::fs::File::create(&raw).unwrap().set_len(megabytes << 20).unwrap();
+    let mkfs =
+        ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("mkfs.ext4");
+    let status = Command::new(mkfs).args(["-q", "-F"]).arg(&raw).status().expect("mkfs.ext4 (e2fsprogs) is installed");
+    assert!(status.success());
+    let gz = dir.join("disk.img.gz");
+    std::fs::write(&gz, gzip(&std::fs::read(&raw).unwrap())).unwrap();
+    gz
+}
+
 /// A filter with its `+and` / `+or` lists sorted, so that equal filters compare equal.
 pub fn normalize(filter: &Value) -> Value {
     match filter {
