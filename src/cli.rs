@@ -55,10 +55,14 @@ pub struct Cli {
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_string(), value.to_string())),
-        _ => Err("expected NAME=VALUE".into()),
+    let Some((name, value)) = text.split_once('=') else { return Err("expected NAME=VALUE".into()) };
+    let name = name.trim();
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !valid {
+        return Err(format!("{name:?} cannot appear in a {{{{ placeholder }}}}: use letters, digits, _ and ."));
     }
+    Ok((name.to_string(), value.to_string()))
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,8 +88,9 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     }
     let mut scripts: Vec<(String, String)> = Vec::new();
     for path in &cli.files {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| Error::File { path: path.display().to_string(), source })?;
+        // A script that cannot be read is a mistake on the command line.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Usage(format!("cannot read the script {}: {e}", path.display())))?;
         scripts.push((path.display().to_string(), text));
     }
     for (i, sql) in cli.execute.iter().enumerate() {

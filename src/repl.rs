@@ -138,9 +138,16 @@ impl Completer for ShellHelper {
 
     fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
         let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
-        let start = line[..pos].rfind(|c: char| !is_word(c)).map(|i| i + 1).unwrap_or(0);
+        let start =
+            line[..pos].char_indices().rev().find(|(_, c)| !is_word(*c)).map(|(i, c)| i + c.len_utf8()).unwrap_or(0);
         let word = &line[start..pos];
-        let before = line[..start].trim_end();
+        let mut before = line[..start].trim_end();
+        // `EXEC /*+ AWAIT */ …`: the hint is not the word before.
+        if before.ends_with("*/")
+            && let Some(open) = before.rfind("/*")
+        {
+            before = before[..open].trim_end();
+        }
         let previous = before.rsplit(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("");
         let mut candidates: Vec<String> = Vec::new();
         if previous.eq_ignore_ascii_case("EXEC") {
@@ -261,7 +268,10 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
             continue;
         }
         for piece in split_statements(input) {
-            shell.statement(&piece.text).await;
+            // Ctrl-C stops what was typed or pasted after the interrupted statement too.
+            if shell.statement(&piece.text).await == Outcome::Interrupted {
+                break;
+            }
         }
     }
     Ok(())
@@ -283,8 +293,12 @@ impl Shell {
                 }
                 println!("  Statements end with ; and may span lines. Ctrl-C stops the running statement.");
             }
-            ("d", None) => self.statement("SHOW RESOURCES").await,
-            ("d", Some(name)) => self.statement(&format!("DESCRIBE {name}")).await,
+            ("d", None) => {
+                self.statement("SHOW RESOURCES").await;
+            }
+            ("d", Some(name)) => {
+                self.statement(&format!("DESCRIBE {name}")).await;
+            }
             ("timing", _) => {
                 self.timing = !self.timing;
                 println!("timing is {}", if self.timing { "on" } else { "off" });
@@ -303,12 +317,12 @@ impl Shell {
     }
 
     /// Runs one statement; Ctrl-C stops a query at once, and a change before its next request.
-    async fn statement(&mut self, text: &str) {
+    async fn statement(&mut self, text: &str) -> Outcome {
         let text = match template::fill(text, |name| self.vars.get(name).cloned()) {
             Ok(text) => text,
             Err(name) => {
                 eprintln!("imageql: error: undefined variable {{{{ {name} }}}}: start imageql with --var {name}=VALUE");
-                return;
+                return Outcome::Done;
             }
         };
         let started = Instant::now();
@@ -317,14 +331,18 @@ impl Shell {
         let mut out = stdout.lock();
         // A Ctrl-C pressed after the last statement ended must not cancel this one.
         while self.interrupts.recv().now_or_never().is_some() {}
+        self.session.clear_interrupt();
+        let mut interrupted = false;
         let result = {
             let running = self.session.execute(&text, self.format, &mut out);
             tokio::pin!(running);
             tokio::select! {
+                biased;
                 result = &mut running => result,
                 _ = self.interrupts.recv() => {
+                    interrupted = true;
                     if changes {
-                        eprintln!("imageql: stopping after the request in progress…");
+                        eprintln!("imageql: stopping before the next request (an upload stops at once)…");
                         self.session.interrupt();
                         running.await
                     } else {
@@ -346,7 +364,14 @@ impl Shell {
             Err(e) => eprintln!("imageql: error: {e}"),
         }
         let _ = out.flush();
+        if interrupted { Outcome::Interrupted } else { Outcome::Done }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    Interrupted,
 }
 
 fn format_name(format: Format) -> String {

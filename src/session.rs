@@ -15,6 +15,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Query, Statement};
 use futures::StreamExt;
+use tokio::sync::Notify;
 
 use crate::api::{ApiClient, Token};
 use crate::error::Error;
@@ -47,6 +48,7 @@ pub struct Session {
     registry: Arc<Registry>,
     clients: HashMap<String, Arc<ApiClient>>,
     interrupted: Arc<AtomicBool>,
+    interrupt_notice: Arc<Notify>,
     /// Keeps an in-process sandbox alive as long as the session.
     _sandbox: Option<Sandbox>,
 }
@@ -70,14 +72,30 @@ impl Session {
                 ),
                 (None, Target::Sandbox(_)) => unreachable!("a sandbox target starts a sandbox"),
             };
-            Arc::new(ApiClient::new(&base_url, token, &provider.auth.env_var))
+            if token.is_some() && sandbox.is_none() && cleartext_off_host(&base_url) {
+                return Err(Error::Usage(format!(
+                    "refusing to send {} over plain http to {base_url}: use https, or a loopback address",
+                    provider.auth.env_var
+                )));
+            }
+            Ok(Arc::new(ApiClient::new(&base_url, token, &provider.auth.env_var)))
         };
-        let clients: HashMap<String, Arc<ApiClient>> =
-            registry.providers.values().map(|p| (p.id.clone(), client_for(p))).collect();
+        let clients: HashMap<String, Arc<ApiClient>> = registry
+            .providers
+            .values()
+            .map(|p| client_for(p).map(|client| (p.id.clone(), client)))
+            .collect::<Result<_, Error>>()?;
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
         register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
-        let session = Session { ctx, registry, clients, interrupted: Arc::default(), _sandbox: sandbox };
+        let session = Session {
+            ctx,
+            registry,
+            clients,
+            interrupted: Arc::default(),
+            interrupt_notice: Arc::default(),
+            _sandbox: sandbox,
+        };
         session.register_views().await?;
         Ok(session)
     }
@@ -101,13 +119,28 @@ impl Session {
         Ok(())
     }
 
-    /// Asks a running change to stop before its next request (Ctrl-C in the shell).
+    /// Asks a running change to stop before its next request, or an upload at once (Ctrl-C
+    /// in the shell).
     pub fn interrupt(&self) {
         self.interrupted.store(true, Ordering::SeqCst);
+        self.interrupt_notice.notify_waiters();
+    }
+
+    /// Forgets an interruption that came after the last statement ended.
+    pub fn clear_interrupt(&self) {
+        self.interrupted.store(false, Ordering::SeqCst);
     }
 
     pub(crate) fn take_interrupt(&self) -> bool {
         self.interrupted.swap(false, Ordering::SeqCst)
+    }
+
+    /// Resolves when [`Session::interrupt`] is called.
+    pub(crate) async fn interrupted(&self) {
+        let notified = self.interrupt_notice.notified();
+        if !self.interrupted.load(Ordering::SeqCst) {
+            notified.await;
+        }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -121,7 +154,6 @@ impl Session {
     /// Runs one statement and prints its result; returns the number of rows printed, if it
     /// printed rows.
     pub async fn execute(&self, text: &str, format: Format, out: &mut dyn Write) -> Result<Option<usize>, Error> {
-        self.interrupted.store(false, Ordering::SeqCst);
         if let Some(meta) = meta::parse(text, &self.registry) {
             let batch = meta::run(&meta.map_err(Error::Sql)?, &self.registry).map_err(Error::Sql)?;
             let mut printer = Printer::new(format, batch.schema(), out)?;
@@ -248,5 +280,17 @@ impl Session {
         printer.write(batch)?;
         printer.finish()?;
         Ok(rows)
+    }
+}
+
+/// A URL that would carry the token unencrypted off this machine.
+fn cleartext_off_host(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
+            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            url.scheme() == "http" && !loopback
+        }
+        Err(_) => false,
     }
 }

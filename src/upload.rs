@@ -18,7 +18,7 @@ use tokio::io::AsyncReadExt;
 use crate::api::ApiClient;
 use crate::error::Error;
 use crate::gzip;
-use crate::provider::{Upload, UploadContent};
+use crate::provider::{Upload, UploadContent, UploadEncoding};
 
 const CHUNK: usize = 1 << 20;
 
@@ -38,12 +38,16 @@ pub fn inspect(path: &Path, spec: &Upload) -> Result<(), Error> {
             format!("{} bytes is over the upload limit of {} bytes", metadata.len(), spec.max_bytes),
         ));
     }
-    let mut magic = [0u8; 2];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|_| refuse(path, "not gzip data (too short)"))?;
-    if magic != [0x1f, 0x8b] {
-        return Err(refuse(path, "not gzip data: compress the raw disk image first (gzip disk.img)"));
+    match spec.encoding {
+        UploadEncoding::Gzip => {
+            let mut magic = [0u8; 2];
+            File::open(path)
+                .and_then(|mut f| f.read_exact(&mut magic))
+                .map_err(|_| refuse(path, "not gzip data (too short)"))?;
+            if magic != [0x1f, 0x8b] {
+                return Err(refuse(path, "not gzip data: compress the raw disk image first (gzip disk.img)"));
+            }
+        }
     }
     if spec.content == Some(UploadContent::ExtDiskImage) {
         let mut head = Vec::with_capacity(4096);

@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::{SandboxProcess, TOKEN};
 use serde_json::{Value, json};
 
@@ -132,6 +131,12 @@ async fn replace_puts_the_new_values_and_refuses_read_only_fields() {
     for id in ["private/1001", "private/1004", "private/1010"] {
         assert!(image(&sandbox, id).await.1["label"].as_str().unwrap().ends_with("-old"));
     }
+
+    // The same column twice, and a value read from each row.
+    sandbox
+        .imageql(&["-e", "REPLACE linode.images.images SET description = id, label = label WHERE label = 'ci-runner'"])
+        .ok();
+    assert_eq!(image(&sandbox, "private/1003").await.1["description"], "private/1003");
 
     let mark = sandbox.log().len();
     let stderr =
@@ -349,6 +354,15 @@ fn explain_shows_mutation_requests_and_sends_none() {
         .ok();
     assert!(out.contains(r#"PUT /images/private%2F1001 {"description":"x"}"#), "{out}");
     assert!(out.contains("until status is available"), "{out}");
+    let out = sandbox
+        .imageql(&[
+            "-o",
+            "text",
+            "-e",
+            "EXPLAIN REPLACE linode.images.images SET description = (SELECT max(label) FROM linode.images.images) WHERE id = 'private/1001'",
+        ])
+        .ok();
+    assert!(out.contains("for each row"), "a value that reads is computed later: {out}");
     assert!(sandbox.log_since(mark).is_empty(), "EXPLAIN sent requests");
 }
 

@@ -151,6 +151,14 @@ fn limit_shrinks_the_pages_only_when_every_filter_is_exact() {
     assert_eq!(rows.len(), 3);
     let requests = sandbox.log_since(mark);
     assert_eq!(requests[0]["query"], "page=1&page_size=500");
+
+    let mark = sandbox.log().len();
+    let rows =
+        sandbox.imageql(&["--no-pushdown", "-o", "ndjson", "-e", "SELECT id FROM linode.images.images LIMIT 3"]).rows();
+    assert_eq!(rows.len(), 3);
+    let requests = sandbox.log_since(mark);
+    assert!(requests.iter().all(|r| r["x_filter"].is_null()), "{requests:?}");
+    assert_eq!(requests[0]["query"], "page=1&page_size=500", "without pushdown the API sees no limit");
 }
 
 #[tokio::test]
@@ -313,6 +321,17 @@ fn user_errors_are_reported_clearly() {
 
     let usage = sandbox.imageql(&["--output", "yaml", "-e", "SELECT 1"]);
     assert_eq!(usage.code(), 2);
+
+    // The token never travels over plain http off this machine.
+    let run = common::Run(
+        std::process::Command::new(common::binary())
+            .args(["--api-url", "http://api.example.com/v4", "-e", "SELECT id FROM linode.images.images"])
+            .env("LINODE_TOKEN", "real-s3cret")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code(), 2);
+    assert!(run.stderr().contains("plain http") && !run.stderr().contains("s3cret"), "{}", run.stderr());
 }
 
 #[test]

@@ -145,10 +145,6 @@ impl ApiClient {
         }
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
     pub fn url(&self, request: &Request) -> String {
         format!("{}{}", self.base_url, request.path_and_query())
     }

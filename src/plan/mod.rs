@@ -112,6 +112,12 @@ pub async fn plan(
     if plan.await_ready && plan.resource.lifecycle.is_none() {
         return Err(refuse(format!("{} {} is not awaitable", plan.kind.keyword(), plan.resource.full_name)));
     }
+    if plan.await_ready && plan.kind == Kind::Exec && plan.method.verb == HttpVerb::Delete {
+        return Err(refuse(format!(
+            "AWAIT has nothing to wait for after {}: use DELETE /*+ AWAIT */ FROM {} WHERE …",
+            plan.method_name, plan.resource.full_name
+        )));
+    }
     if let Some(items) = &plan.returning {
         run::check_returning(&plan.resource, items).await?;
     }
@@ -283,15 +289,23 @@ fn reads_tables(query: &Query) -> bool {
     reads
 }
 
-fn has_column_references(expr: &Expr) -> bool {
-    let mut found = false;
+/// Whether an expression can be computed once, without rows and without reading anything.
+fn is_constant(expr: &Expr) -> bool {
+    let mut constant = true;
     let _ = visit_expressions(expr, |e| {
-        if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-            found = true;
+        if matches!(
+            e,
+            Expr::Identifier(_)
+                | Expr::CompoundIdentifier(_)
+                | Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::InSubquery { .. }
+        ) {
+            constant = false;
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
-    found
+    constant
 }
 
 async fn plan_insert(session: &Session, insert: &Insert, mode: Mode) -> Result<MutationPlan, Error> {
@@ -391,11 +405,13 @@ async fn targets(
         let rows = ids.into_iter().map(|id| vec![(param.name.clone(), id)]).collect();
         return Ok(Targets { rows, computed: vec![], deferred: None });
     }
+    // Aliased, so that the same column twice (`SET description = id`) stays two columns.
     let mut items: Vec<String> = params.iter().map(|p| quote(&column_of(p))).collect();
     if let Some(p) = protected {
         items.push(quote(&p.column));
     }
     items.extend(computed.iter().map(|(_, e)| e.to_string()));
+    let items: Vec<String> = items.into_iter().enumerate().map(|(i, item)| format!("{item} AS c{i}")).collect();
     // Ordered, so that the calls (and any report of a failure part-way) are reproducible.
     let order: Vec<String> = (1..=params.len()).map(|i| i.to_string()).collect();
     let read = format!("SELECT {} FROM {table} WHERE {selection} ORDER BY {}", items.join(", "), order.join(", "));
@@ -512,7 +528,7 @@ async fn plan_replace(session: &Session, update: &Update, mode: Mode) -> Result<
         }
     }
     // Constant values are computed (and checked) before any request; the others per row.
-    let (constant, computed): (Vec<_>, Vec<_>) = assigned.into_iter().partition(|(_, e)| !has_column_references(e));
+    let (constant, computed): (Vec<_>, Vec<_>) = assigned.into_iter().partition(|(_, e)| is_constant(e));
     let constant_values = session.constant_row(&constant.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()).await?;
     let constant: Vec<(String, Value)> = constant.into_iter().map(|(c, _)| c).zip(constant_values).collect();
     let (_, mut problems) = call_for(method, constant.clone(), true, String::new())?;

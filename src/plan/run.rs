@@ -44,7 +44,10 @@ pub async fn execute(
         let (found, extra) = rows_of(&plan, &response);
         if let (Some(file), Some(spec)) = (&plan.upload, &plan.method.upload) {
             let sent = match response.get(&spec.url_field).and_then(Value::as_str) {
-                Some(url) => crate::upload::send(&api, url, file, spec).await.map(|_| ()),
+                Some(url) => tokio::select! {
+                    sent = crate::upload::send(&api, url, file, spec) => sent,
+                    _ = session.interrupted() => Err(Error::Mutation("the upload was interrupted".into())),
+                },
                 None => Err(Error::Query(format!("the response of {} has no {}", plan.method_name, spec.url_field))),
             };
             if let Err(e) = sent {
@@ -216,6 +219,8 @@ async fn await_all(
 ) -> Result<Vec<Map<String, Value>>, Error> {
     let lifecycle = resource.lifecycle.as_ref().expect("checked when planning");
     let spinner = ProgressBar::new_spinner();
+    // Cleared however the wait ends.
+    let _clear = ClearOnDrop(spinner.clone());
     let started = Instant::now();
     let mut finished = Vec::new();
     for id in ids {
@@ -259,8 +264,15 @@ async fn await_all(
             pause = (pause * 3 / 2).min(Duration::from_secs(5));
         }
     }
-    spinner.finish_and_clear();
     Ok(finished)
+}
+
+struct ClearOnDrop(ProgressBar);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
 }
 
 fn is_ready(resource: &Resource, row: &Map<String, Value>) -> bool {

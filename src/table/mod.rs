@@ -246,7 +246,8 @@ impl TableProvider for ResourceTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = self.plan(filters, limit)?;
+        // Without pushdown the API sees no limit either.
+        let plan = self.plan(filters, limit.filter(|_| self.options.pushdown))?;
         let projected = project_schema(&self.schema, projection)?;
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(projected.clone()),
