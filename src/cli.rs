@@ -20,7 +20,10 @@ use crate::{repl, template};
 #[command(
     name = "imageql",
     version,
-    about = "SQL over Linode images, with a built-in sandbox of the Linode Images API"
+    about = "SQL over Linode images, with a built-in sandbox of the Linode Images API",
+    after_help = "Without -e or -f, imageql starts an interactive shell on a terminal, and otherwise reads \
+                  statements from standard input. LINODE_TOKEN holds the API token.\n\
+                  Exit codes: 0 ok, 1 a statement failed, 2 usage error."
 )]
 pub struct Cli {
     #[command(subcommand)]
