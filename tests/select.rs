@@ -413,3 +413,11 @@ fn the_sandbox_token_is_configurable() {
     let stderr = sandbox.imageql_with_token(Some(TOKEN), &["-e", sql]).fails();
     assert!(stderr.contains("401"), "{stderr}");
 }
+
+#[test]
+fn a_slow_scan_draws_no_progress_when_stderr_is_not_a_terminal() {
+    let sandbox = SandboxProcess::start(&["--latency-ms", "1500"]);
+    let run = sandbox.imageql(&["-o", "csv", "-e", "SELECT count(*) AS n FROM linode.images.images"]);
+    assert_eq!(run.ok(), "n\n54\n");
+    assert_eq!(run.stderr(), "", "progress is for terminals only");
+}
