@@ -54,15 +54,10 @@ async fn insert_values_posts_one_capture_per_row_in_order() {
     assert_eq!((created["size"].clone(), created["description"].clone()), (json!(700), json!("")));
 
     // Lists may also be written as array expressions; RETURNING evaluates expressions.
-    let rows = sandbox
-        .imageql(&[
-            "-o",
-            "ndjson",
-            "-e",
-            "INSERT INTO linode.images.images (disk_id, label, tags) VALUES (67890, 'arrays', ['one-tag', 'two-tag'])
+    let rows = sandbox.rows(
+        "INSERT INTO linode.images.images (disk_id, label, tags) VALUES (67890, 'arrays', ['one-tag', 'two-tag'])
              RETURNING id, status, tags, upper(label) AS shout, size * 2 AS double",
-        ])
-        .rows();
+    );
     let id = ids_labelled(&sandbox, "arrays").await.remove(0);
     assert_eq!(
         rows,
@@ -76,16 +71,11 @@ async fn insert_values_posts_one_capture_per_row_in_order() {
 async fn insert_select_captures_disks_found_by_a_query() {
     let sandbox = sandbox();
     let mark = sandbox.log().len();
-    let rows = sandbox
-        .imageql(&[
-            "-o",
-            "ndjson",
-            "-e",
-            "INSERT INTO linode.images.images (disk_id, label)
+    let rows = sandbox.rows(
+        "INSERT INTO linode.images.images (disk_id, label)
              SELECT id, 'golden-' || label FROM linode.linode.disks WHERE linodeId = 12345 AND filesystem = 'ext4'
              RETURNING id, label",
-        ])
-        .rows();
+    );
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["label"], "golden-Debian 12 Disk");
     let log = sandbox.log_since(mark);
@@ -106,15 +96,10 @@ async fn insert_select_captures_disks_found_by_a_query() {
 #[tokio::test]
 async fn replace_puts_the_new_values_and_refuses_read_only_fields() {
     let sandbox = sandbox();
-    let rows = sandbox
-        .imageql(&[
-            "-o",
-            "ndjson",
-            "-e",
-            "REPLACE linode.images.images SET description = 'v2', tags = ['ci-tag', 'runner'] WHERE id = 'private/1003'
+    let rows = sandbox.rows(
+        "REPLACE linode.images.images SET description = 'v2', tags = ['ci-tag', 'runner'] WHERE id = 'private/1003'
              RETURNING id, description, tags",
-        ])
-        .rows();
+    );
     assert_eq!(rows, vec![json!({"id": "private/1003", "description": "v2", "tags": ["ci-tag", "runner"]})]);
     let (_, after) = image(&sandbox, "private/1003").await;
     assert_eq!((after["description"].clone(), after["label"].clone()), (json!("v2"), json!("ci-runner")));
@@ -369,14 +354,7 @@ fn explain_shows_mutation_requests_and_sends_none() {
 #[tokio::test]
 async fn await_waits_for_a_capture_to_become_available() {
     let sandbox = SandboxProcess::start(&["--time-scale", "0.2"]);
-    let rows = sandbox
-        .imageql(&[
-            "-o",
-            "ndjson",
-            "-e",
-            "INSERT /*+ AWAIT */ INTO linode.images.images (disk_id, label) VALUES (67895, 'awaited') RETURNING id, status, regions",
-        ])
-        .rows();
+    let rows = sandbox.rows("INSERT /*+ AWAIT */ INTO linode.images.images (disk_id, label) VALUES (67895, 'awaited') RETURNING id, status, regions");
     assert_eq!(rows[0]["status"], "available");
     assert_eq!(rows[0]["regions"], json!([{"region": "eu-west", "status": "available"}]));
     assert_eq!(image(&sandbox, rows[0]["id"].as_str().unwrap()).await.1["status"], "available");

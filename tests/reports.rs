@@ -103,13 +103,7 @@ fn scripts_report_the_file_and_line_of_the_failing_statement() {
 async fn the_cost_view_matches_a_hand_computation() {
     let sandbox = SandboxProcess::start(&[]);
     let rows = sandbox
-        .imageql(&[
-            "-o",
-            "ndjson",
-            "-e",
-            "SELECT id, type, billed_mb, gb, monthly_usd, hourly_usd FROM linode.images.storage_costs ORDER BY id",
-        ])
-        .rows();
+        .rows("SELECT id, type, billed_mb, gb, monthly_usd, hourly_usd FROM linode.images.storage_costs ORDER BY id");
 
     // By hand: private/1004 is 2890 MB in 4 regions = 11560 MB = 11.2890625 GB;
     // at $0.10 per GB-month that is $1.12890625 a month, and $0.00154645 an hour (730 h).

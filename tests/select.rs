@@ -136,18 +136,14 @@ fn id_predicates_fetch_single_images() {
 fn limit_shrinks_the_pages_only_when_every_filter_is_exact() {
     let sandbox = SandboxProcess::start(&["--seed-images", "100"]);
     let mark = sandbox.log().len();
-    let rows = sandbox
-        .imageql(&["-o", "ndjson", "-e", "SELECT id FROM linode.images.images WHERE is_public = false LIMIT 3"])
-        .rows();
+    let rows = sandbox.rows("SELECT id FROM linode.images.images WHERE is_public = false LIMIT 3");
     assert_eq!(rows.len(), 3);
     let requests = sandbox.log_since(mark);
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert_eq!(requests[0]["query"], "page=1&page_size=25");
 
     let mark = sandbox.log().len();
-    let rows = sandbox
-        .imageql(&["-o", "ndjson", "-e", "SELECT id FROM linode.images.images WHERE label LIKE '%gen%' LIMIT 3"])
-        .rows();
+    let rows = sandbox.rows("SELECT id FROM linode.images.images WHERE label LIKE '%gen%' LIMIT 3");
     assert_eq!(rows.len(), 3);
     let requests = sandbox.log_since(mark);
     assert_eq!(requests[0]["query"], "page=1&page_size=500");

@@ -78,6 +78,11 @@ impl SandboxProcess {
         self.imageql_with_token(Some(TOKEN), args)
     }
 
+    /// The rows of one statement (run with `-o ndjson`), which must succeed.
+    pub fn rows(&self, sql: &str) -> Vec<Value> {
+        self.imageql(&["-o", "ndjson", "-e", sql]).rows()
+    }
+
     pub fn imageql_with_token(&self, token: Option<&str>, args: &[&str]) -> Run {
         let mut command = Command::new(binary());
         command.arg("--api-url").arg(&self.url).args(args).stdin(Stdio::null());
