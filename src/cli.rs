@@ -5,16 +5,19 @@ use std::collections::HashMap;
 use std::io::{BufWriter, IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::api::Token;
+use crate::engine::{Session, SessionOptions};
 use crate::error::Error;
-use crate::output::Format;
-use crate::sandbox::{self, SandboxArgs};
-use crate::session::{Session, SessionOptions, Target};
+use crate::output::{self, Format};
+use crate::provider::Registry;
+use crate::sandbox::{self, Sandbox, SandboxArgs};
+use crate::scan::ScanOptions;
 use crate::sql::split_statements;
-use crate::table::ScanOptions;
-use crate::{repl, template};
+use crate::{shell, template};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -109,29 +112,44 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
             .map_err(|source| Error::File { path: "<stdin>".into(), source })?;
         scripts.push(("<stdin>".into(), text));
     }
-    let target = match (cli.sandbox, cli.api_url) {
-        (true, _) => Target::Sandbox(SandboxArgs::default()),
-        (false, base_url) => Target::Api { base_url },
+    let registry = Arc::new(match &cli.providers {
+        Some(dir) => Registry::from_dir(dir)?,
+        None => Registry::embedded()?,
+    });
+    // The in-process sandbox lives as long as the session that talks to it.
+    let (_sandbox, base_url, token) = match cli.sandbox {
+        true => {
+            let sandbox = Sandbox::start(&SandboxArgs::default()).await?;
+            let (url, token) = (sandbox.base_url.clone(), Token::new(sandbox.token.clone()));
+            (Some(sandbox), Some(url), token)
+        }
+        false => {
+            let token = registry.providers.values().find_map(|p| std::env::var(&p.auth.env_var).ok());
+            (None, cli.api_url, token.and_then(Token::new))
+        }
     };
     let options = SessionOptions {
-        target,
-        providers: cli.providers,
+        base_url,
+        token,
+        registry,
         scan: ScanOptions { pushdown: !cli.no_pushdown, page_size: cli.page_size },
+        progress: output::progress::terminal(),
     };
-    let session = Session::connect(options).await?;
+    let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();
     if interactive {
-        return repl::run(session, cli.output, vars).await;
+        return shell::run(session, cli.output, vars).await;
     }
     let stdout = std::io::stdout();
     for (origin, text) in scripts {
         for piece in split_statements(&text) {
             let at = |source: Error| Error::At { origin: origin.clone(), line: piece.line, source: Box::new(source) };
             let statement = template::fill(&piece.text, |name| vars.get(name).cloned()).map_err(|name| {
-                at(Error::Sql(format!("undefined variable {{{{ {name} }}}}: give it with --var {name}=VALUE")))
+                at(Error::Refused(format!("undefined variable {{{{ {name} }}}}: give it with --var {name}=VALUE")))
             })?;
+            let outcome = session.execute(&statement).await.map_err(at)?;
             let mut out = BufWriter::new(stdout.lock());
-            session.execute(&statement, cli.output, &mut out).await.map_err(at)?;
+            output::print(outcome, cli.output, &mut out).await.map_err(at)?;
         }
     }
     Ok(())

@@ -1,24 +1,27 @@
 /*! imageql: SQL over cloud image resources, starting with Linode images.
 
-`SELECT … FROM linode.images.images` pages through the Linode API v4 into Arrow batches that
-DataFusion filters, joins and aggregates; the sandbox is a local implementation of the same
-API. Resources are described declaratively in `providers/`. */
+The pipeline reads in module names. Front ends ([`cli`], [`shell`], [`output`]) hand
+statement text to the [`engine`], which parses it ([`sql`]) and either queries through
+DataFusion, whose tables ([`scan`]) page through the API, or binds and runs a change
+([`mutate`]); both call the API through [`api`]. The engine returns an [`outcome::Outcome`] or an
+[`error::Error`] and never prints. Resources are described declaratively in `providers/`
+and loaded once into the [`provider`] registry; the X-Filter grammar ([`xfilter`]) and body
+validation ([`validate`]) are shared by the client and the [`sandbox`], a local
+implementation of the same API. */
 
 pub mod api;
 pub mod cli;
+pub mod engine;
 pub mod error;
 pub mod gzip;
-pub mod meta;
+pub mod mutate;
+pub mod outcome;
 pub mod output;
-pub mod plan;
-pub mod progress;
 pub mod provider;
-pub mod repl;
 pub mod sandbox;
-pub mod session;
+pub mod scan;
+pub mod shell;
 pub mod sql;
-pub mod table;
 pub mod template;
-pub mod upload;
 pub mod validate;
 pub mod xfilter;

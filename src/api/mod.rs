@@ -1,19 +1,20 @@
 /*! The HTTP client: bearer auth, retries of idempotent reads, error reporting and paging.
 
 Errors name the request (method and URL) and what the user can do about them; the token
-never appears in any of them. */
+never appears in any of them. Progress goes to a [`Progress`] callback. */
+
+pub mod progress;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::progress::ScanProgress;
-use crate::provider::{HttpVerb, Pagination};
+use crate::provider::{HttpVerb, Pagination, encode_segment};
+pub use progress::{Event, Progress};
 
 /// Pages fetched at once after the first one.
 const PAGE_CONCURRENCY: usize = 4;
@@ -22,14 +23,6 @@ const READ_ATTEMPTS: u32 = 4;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// How long one API call may take, response body included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Characters kept as they are in a path segment (RFC 3986 unreserved).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// Percent-encodes one path segment, so `private/42` becomes `private%2F42`.
-pub fn encode_segment(value: &str) -> String {
-    utf8_percent_encode(value, SEGMENT).to_string()
-}
 
 /// A secret that never shows up in `Debug` output.
 #[derive(Clone)]
@@ -54,7 +47,7 @@ pub struct ErrorItem {
     pub field: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("{method} {url} failed with HTTP {status}: {}{}", reasons(errors), hint_text(hint))]
     Status { method: HttpVerb, url: String, status: u16, errors: Vec<ErrorItem>, hint: Option<String> },
@@ -127,10 +120,11 @@ pub struct ApiClient {
     token: Option<Token>,
     /// The environment variable the token came from, for hints.
     token_source: String,
+    progress: Progress,
 }
 
 impl ApiClient {
-    pub fn new(base_url: &str, token: Option<Token>, token_source: &str) -> ApiClient {
+    pub fn new(base_url: &str, token: Option<Token>, token_source: &str, progress: Progress) -> ApiClient {
         // No overall timeout on the client: an upload may take hours. API calls set their own.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -142,7 +136,12 @@ impl ApiClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             token,
             token_source: token_source.to_string(),
+            progress,
         }
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     pub fn url(&self, request: &Request) -> String {
@@ -307,7 +306,7 @@ impl ApiClient {
         object_key: &str,
         max_rows: Option<usize>,
     ) -> BoxStream<'static, Result<Vec<Value>, ApiError>> {
-        let progress = Arc::new(ScanProgress::start(&request.path));
+        let progress = Arc::new(self.progress.scan(&request.path));
         let fetch = {
             let client = Arc::clone(self);
             let pagination = pagination.clone();
@@ -344,7 +343,7 @@ impl ApiClient {
                     if let Some(max) = max_rows {
                         last = last.min((max as u64).div_ceil(page_size as u64).max(1));
                     }
-                    progress.set_pages(last);
+                    progress.pages(last);
                     progress.page_done();
                     let rest = stream::iter(2..=last).map(fetch.clone()).buffered(PAGE_CONCURRENCY);
                     // The bar lives as long as the stream of pages.

@@ -6,6 +6,7 @@ replaces it. Nothing outside this module knows what a resource looks like: table
 pushdown, the sandbox's filter validation and the mutation planner all read it from here. */
 
 mod arrow;
+mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,7 @@ use include_dir::{Dir, include_dir};
 use serde::Deserialize;
 
 pub use arrow::resource_schema;
+pub use template::{PathTemplate, Pattern, encode_segment};
 
 static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/providers");
 
@@ -74,9 +76,8 @@ pub struct Pagination {
     pub page_param: String,
     pub page_size_param: String,
     pub page_size: PageSizeRange,
-    pub response_page: String,
+    /// The body key with the number of pages.
     pub response_pages: String,
-    pub response_results: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -119,7 +120,7 @@ pub struct Service {
     pub title: String,
     #[serde(default)]
     pub description: String,
-    pub resources: BTreeMap<String, Resource>,
+    pub resources: BTreeMap<String, Arc<Resource>>,
     /// Named queries over the service's resources, queried like tables.
     #[serde(default)]
     pub views: BTreeMap<String, View>,
@@ -176,15 +177,14 @@ pub struct Resource {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Protected {
     pub column: String,
-    pub id_pattern: Option<String>,
+    pub id_pattern: Option<Pattern>,
     pub reason: String,
 }
 
 impl Protected {
     /// Whether an id alone shows that its row is protected.
     pub fn protects_id(&self, id: &str) -> bool {
-        // The pattern was checked when the provider files were loaded.
-        self.id_pattern.as_deref().and_then(|p| regex::Regex::new(p).ok()).is_some_and(|re| re.is_match(id))
+        self.id_pattern.as_ref().is_some_and(|p| p.is_match(id))
     }
 }
 
@@ -263,7 +263,7 @@ pub struct Field {
     /// Strings: length bounds in characters, and a regular expression the value must match.
     pub min_length: Option<usize>,
     pub max_length: Option<usize>,
-    pub pattern: Option<String>,
+    pub pattern: Option<Pattern>,
     /// What `pattern` allows, in words, for error messages.
     pub pattern_hint: Option<String>,
     /// Arrays: bounds on the number of items.
@@ -333,8 +333,37 @@ pub enum SqlVerb {
     Select,
     Insert,
     Replace,
-    Update,
     Delete,
+}
+
+/// The statements that change resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Insert,
+    Replace,
+    Delete,
+    Exec,
+}
+
+impl Verb {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Verb::Insert => "INSERT",
+            Verb::Replace => "REPLACE",
+            Verb::Delete => "DELETE",
+            Verb::Exec => "EXEC",
+        }
+    }
+
+    /// The methods a statement may call: those mapped in `sqlVerbs`, or any for EXEC.
+    pub fn sql_verb(self) -> Option<SqlVerb> {
+        match self {
+            Verb::Insert => Some(SqlVerb::Insert),
+            Verb::Replace => Some(SqlVerb::Replace),
+            Verb::Delete => Some(SqlVerb::Delete),
+            Verb::Exec => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -363,8 +392,7 @@ pub struct Method {
     #[serde(default)]
     pub description: String,
     pub verb: HttpVerb,
-    /// Relative to the provider's base URL, with `{param}` placeholders.
-    pub path: String,
+    pub path: PathTemplate,
     #[serde(default)]
     pub params: Vec<Param>,
     /// The JSON request body's fields, and which of them must be given.
@@ -436,13 +464,16 @@ impl Resource {
         self.methods_for(SqlVerb::Select).find(|(_, m)| !m.params.iter().any(|p| p.required))
     }
 
-    /// The select method that fetches one row by a single required path param bound to a
-    /// column, with that param.
-    pub fn get_method(&self) -> Option<(&str, &Method, &Param)> {
-        self.methods_for(SqlVerb::Select).find_map(|(name, m)| {
-            let required: Vec<&Param> = m.params.iter().filter(|p| p.required).collect();
+    /// How one row is addressed: the select method that reads it by a single path parameter
+    /// bound to a column (`get_image` by `imageId`, carried by `id`). Every caller that needs a
+    /// row's id (lookups, re-reads, AWAIT, reports) asks here.
+    pub fn key(&self) -> Option<RowKey<'_>> {
+        self.methods_for(SqlVerb::Select).find_map(|(name, method)| {
+            let required: Vec<&Param> = method.params.iter().filter(|p| p.required).collect();
             match required.as_slice() {
-                [p] if p.location == ParamLocation::Path && p.column.is_some() => Some((name, m, *p)),
+                [param] if param.location == ParamLocation::Path => {
+                    Some(RowKey { method_name: name, method, param, column: param.column.as_deref()? })
+                }
                 _ => None,
             }
         })
@@ -469,6 +500,40 @@ impl Resource {
             .flat_map(|m| m.params.iter())
             .filter_map(|p| p.column.as_deref().map(|c| (p.name.as_str(), c)))
     }
+}
+
+/// See [`Resource::key`].
+#[derive(Debug, Clone, Copy)]
+pub struct RowKey<'a> {
+    pub method_name: &'a str,
+    pub method: &'a Method,
+    pub param: &'a Param,
+    pub column: &'a str,
+}
+
+impl RowKey<'_> {
+    /// The path that reads the row with this id.
+    pub fn path(&self, id: &str) -> PathTemplate {
+        self.method.path.fill(&self.param.name, id)
+    }
+}
+
+/// What a dotted name refers to.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub provider: Arc<Provider>,
+    pub resource: Arc<Resource>,
+    /// The method of a four-part name (`EXEC provider.service.resource.method`).
+    pub method: Option<String>,
+}
+
+/// A name that refers to no resource, with the closest one when it looks like a typo.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown resource {name}: {}resources are {}", .nearest.as_ref().map(|n| format!("did you mean {n}? ")).unwrap_or_default(), .known.join(", "))]
+pub struct UnknownResource {
+    pub name: String,
+    pub nearest: Option<String>,
+    pub known: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -539,6 +604,7 @@ impl Registry {
         for (sfile, stext) in services {
             let mut service: Service = serde_yaml::from_str(&stext).map_err(|e| LoadError::new(&sfile, e))?;
             for (name, resource) in service.resources.iter_mut() {
+                let resource = Arc::get_mut(resource).expect("just deserialized, not shared");
                 resource.name = name.clone();
                 resource.full_name = format!("{}.{}.{}", provider.id, service.id, name);
                 validate_resource(resource).map_err(|m| LoadError::new(&sfile, m))?;
@@ -553,17 +619,67 @@ impl Registry {
     }
 
     /// Every resource with its provider, in name order.
-    pub fn resources(&self) -> impl Iterator<Item = (&Arc<Provider>, &Service, &Resource)> {
+    pub fn resources(&self) -> impl Iterator<Item = (&Arc<Provider>, &Service, &Arc<Resource>)> {
         self.providers
             .values()
             .flat_map(|p| p.services.values().flat_map(move |s| s.resources.values().map(move |r| (p, s, r))))
     }
 
-    pub fn resource(&self, provider: &str, service: &str, resource: &str) -> Option<(&Arc<Provider>, &Resource)> {
+    pub fn resource(&self, provider: &str, service: &str, resource: &str) -> Option<(&Arc<Provider>, &Arc<Resource>)> {
         let p = self.providers.get(provider)?;
         let r = p.services.get(service)?.resources.get(resource)?;
         Some((p, r))
     }
+
+    /// `provider.service.resource` or `provider.service.resource.method`; the resource's
+    /// parts compare without case, as SQL identifiers do.
+    pub fn resolve(&self, name: &str) -> Result<Resolved, UnknownResource> {
+        let parts: Vec<&str> = name.split('.').collect();
+        let (table, method) = match parts.as_slice() {
+            [p, s, r] => ([p, s, r], None),
+            [p, s, r, m] => ([p, s, r], Some(m.to_string())),
+            _ => return Err(self.unknown(name)),
+        };
+        let [p, s, r] = table.map(|part| part.to_lowercase());
+        match self.resource(&p, &s, &r) {
+            Some((provider, resource)) => {
+                Ok(Resolved { provider: provider.clone(), resource: resource.clone(), method })
+            }
+            None => Err(self.unknown(name)),
+        }
+    }
+
+    fn unknown(&self, name: &str) -> UnknownResource {
+        let known: Vec<String> = self.resources().map(|(_, _, r)| r.full_name.clone()).collect();
+        let table: String = name.split('.').take(3).collect::<Vec<_>>().join(".");
+        let nearest = nearest(&table, known.iter().map(String::as_str)).map(str::to_string);
+        UnknownResource { name: name.to_string(), nearest, known }
+    }
+}
+
+/// The closest of `candidates` to `name`, if one is close enough to be a typo.
+pub fn nearest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let name = name.to_lowercase();
+    candidates
+        .map(|c| (edit_distance(&name, &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb)).min(row[j] + 1).min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
 }
 
 fn validate_resource(r: &Resource) -> Result<(), String> {
@@ -576,7 +692,7 @@ fn validate_resource(r: &Resource) -> Result<(), String> {
     }
     for (name, m) in &r.methods {
         for p in &m.params {
-            if p.location == ParamLocation::Path && !m.path.contains(&format!("{{{}}}", p.name)) {
+            if p.location == ParamLocation::Path && !m.path.has(&p.name) {
                 return Err(format!("{}: method {name}: path `{}` has no {{{}}}", r.full_name, m.path, p.name));
             }
             if let Some(c) = &p.column
@@ -591,7 +707,7 @@ fn validate_resource(r: &Resource) -> Result<(), String> {
         if let Some(missing) = m.required.iter().find(|k| !m.body.iter().any(|f| &f.name == *k)) {
             return Err(format!("{}: method {name}: required body field `{missing}` is not in `body`", r.full_name));
         }
-        for placeholder in path_placeholders(&m.path) {
+        for placeholder in m.path.placeholders() {
             if !m.params.iter().any(|p| p.name == placeholder && p.location == ParamLocation::Path) {
                 return Err(format!("{}: method {name}: path param {{{placeholder}}} is not declared", r.full_name));
             }
@@ -601,14 +717,14 @@ fn validate_resource(r: &Resource) -> Result<(), String> {
         if r.field(&p.column).is_none() {
             return Err(format!("{}: protected.column names unknown field `{}`", r.full_name, p.column));
         }
-        if let Some(pattern) = &p.id_pattern {
-            regex::Regex::new(pattern).map_err(|e| format!("{}: protected.idPattern: {e}", r.full_name))?;
-        }
     }
     if let Some(l) = &r.lifecycle
-        && !r.methods.contains_key(&l.get)
+        && r.key().is_none_or(|key| key.method_name != l.get)
     {
-        return Err(format!("{}: lifecycle.get names unknown method `{}`", r.full_name, l.get));
+        return Err(format!(
+            "{}: lifecycle.get must name the select method that reads one row by its id, not `{}`",
+            r.full_name, l.get
+        ));
     }
     for (verb, methods) in &r.sql_verbs {
         for m in methods {
@@ -627,9 +743,6 @@ fn validate_field(f: &Field) -> Result<(), String> {
             Err(format!("object field `{}` needs `fields` (use type json for free-form objects)", f.name))
         }
         _ => {
-            if let Some(pattern) = &f.pattern {
-                regex::Regex::new(pattern).map_err(|e| format!("field `{}`: pattern: {e}", f.name))?;
-            }
             for op in &f.filter {
                 let numeric = matches!(f.kind, Kind::Integer | Kind::Number | Kind::Datetime);
                 let ok = match op {
@@ -645,17 +758,6 @@ fn validate_field(f: &Field) -> Result<(), String> {
             f.fields.iter().try_for_each(validate_field)
         }
     }
-}
-
-/// `path` with its `{name}` placeholder replaced by `value`, percent-encoded as one segment
-/// (so `private/42` becomes `private%2F42`).
-pub fn fill_path(path: &str, name: &str, value: &str) -> String {
-    path.replace(&format!("{{{name}}}"), &crate::api::encode_segment(value))
-}
-
-/// The `{name}` placeholders of a path template, in order.
-pub fn path_placeholders(path: &str) -> impl Iterator<Item = &str> {
-    path.split('{').skip(1).filter_map(|s| s.split_once('}').map(|(name, _)| name))
 }
 
 #[cfg(test)]
@@ -674,8 +776,8 @@ mod tests {
             filterable,
             ["label", "size", "type", "tags", "is_public", "is_shared", "deprecated", "vendor", "status"]
         );
-        let (get, _, param) = images.get_method().unwrap();
-        assert_eq!((get, param.name.as_str()), ("get_image", "imageId"));
+        let key = images.key().unwrap();
+        assert_eq!((key.method_name, key.param.name.as_str(), key.column), ("get_image", "imageId", "id"));
         assert_eq!(images.list_method().unwrap().0, "get_images");
     }
 
@@ -686,7 +788,7 @@ mod tests {
         std::fs::create_dir_all(p.join("services")).unwrap();
         std::fs::write(
             p.join("provider.yaml"),
-            "id: acme\nbaseUrl: http://x\nauth: {type: bearer, envVar: T}\npagination: {algorithm: page_number, pageParam: page, pageSizeParam: page_size, pageSize: {min: 1, max: 10}, responsePage: page, responsePages: pages, responseResults: results}\n",
+            "id: acme\nbaseUrl: http://x\nauth: {type: bearer, envVar: T}\npagination: {algorithm: page_number, pageParam: page, pageSizeParam: page_size, pageSize: {min: 1, max: 10}, responsePages: pages}\n",
         )
         .unwrap();
         std::fs::write(
@@ -697,5 +799,24 @@ mod tests {
         let err = Registry::from_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("things.yaml"), "{err}");
         assert!(err.contains("strin"), "{err}");
+        std::fs::write(
+            p.join("services/things.yaml"),
+            "id: things\nresources:\n  things:\n    fields: [{name: id, type: string, pattern: '[a-'}]\n    methods: {}\n",
+        )
+        .unwrap();
+        let err = Registry::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("things.yaml") && err.contains("pattern"), "{err}");
+    }
+
+    #[test]
+    fn names_resolve_to_resources_and_methods() {
+        let reg = Registry::embedded().unwrap();
+        let found = reg.resolve("Linode.Images.images.post_image").unwrap();
+        assert_eq!(
+            (found.resource.full_name.as_str(), found.method.as_deref()),
+            ("linode.images.images", Some("post_image"))
+        );
+        let err = reg.resolve("linode.images.imagse").unwrap_err();
+        assert_eq!(err.nearest.as_deref(), Some("linode.images.images"));
     }
 }

@@ -1,9 +1,11 @@
 /*! Statement text → parsed statements, ready for the engine.
 
-Scripts are split into statements with their line numbers (quote- and comment-aware), each
-statement is parsed with DataFusion's parser, and names that SQL would lowercase are resolved
-against the provider registry: a parameter that aliases a column (`imageId` → `id`) is
-rewritten to that column. */
+Scripts are split into statements with their line numbers (quote- and comment-aware). Each
+statement is lexed once and parsed once with DataFusion's parser; `REPLACE … SET` is handed to
+sqlparser's own UPDATE grammar (the AST keeps the REPLACE keyword as its verb token), and
+`/*+ HINT */` comments after the verb are read from the same tokens. Names that SQL would
+lowercase are resolved against the provider registry: a parameter that aliases a column
+(`imageId` → `id`) is rewritten to that column. */
 
 mod split;
 
@@ -11,104 +13,108 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use datafusion::common::DataFusionError;
-use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query, Statement, visit_expressions_mut, visit_relations};
+use datafusion::sql::parser::{DFParserBuilder, ExplainStatement, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Statement, Update, visit_expressions_mut, visit_relations};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::ParserError;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, Whitespace};
 
+use crate::error::Error;
 use crate::provider::Registry;
 pub use split::{Piece, is_complete, split_statements};
 
-/// A statement's text with what the parser does not see: the `REPLACE … SET` form (parsed
-/// as an UPDATE, so the caller must know it was a REPLACE) and `/*+ HINT */` comments after the
-/// verb.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prepared {
-    pub text: String,
-    pub replace: bool,
+/// One parsed statement and the hints written after its verb (`INSERT /*+ AWAIT */ …`).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub statement: DFStatement,
     pub hints: Vec<String>,
 }
 
-impl Prepared {
+impl Parsed {
     pub fn has_hint(&self, hint: &str) -> bool {
         self.hints.iter().any(|h| h.eq_ignore_ascii_case(hint))
     }
 }
 
-pub fn prepare(sql: &str) -> Result<Prepared, String> {
+/// Parses the text of one statement (a piece from [`split_statements`]).
+pub fn parse(sql: &str) -> Result<Parsed, Error> {
     let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| format!("syntax error: {e}"))?;
-    let mut words = tokens.iter().enumerate().filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)));
-    let mut prepared = Prepared { text: sql.to_string(), replace: false, hints: vec![] };
-    // EXPLAIN REPLACE … is a REPLACE too.
-    let mut verb = words.next();
-    if let Some((_, t)) = verb
-        && matches!(&t.token, Token::Word(w) if w.keyword == Keyword::EXPLAIN)
-    {
-        verb = words.next();
+    let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build().map_err(syntax)?;
+    let hints = hints(&parser.parser);
+    let statement = match replace_form(&parser.parser) {
+        Some(explained) => {
+            if explained {
+                parser.parser.next_token();
+            }
+            let verb = parser.parser.next_token();
+            let update = DFStatement::Statement(Box::new(parser.parser.parse_update(verb).map_err(parse_error)?));
+            match explained {
+                true => {
+                    DFStatement::Explain(ExplainStatement { options: Default::default(), statement: Box::new(update) })
+                }
+                false => update,
+            }
+        }
+        None if parser.parser.peek_token_ref().token == Token::EOF => {
+            return Err(Error::Syntax("empty statement".into()));
+        }
+        None => parser.parse_statement().map_err(syntax)?,
+    };
+    while parser.parser.consume_token(&Token::SemiColon) {}
+    if parser.parser.peek_token_ref().token != Token::EOF {
+        let found = parser.parser.peek_token();
+        return Err(parse_error(parser.parser.expected::<()>("end of statement", found).unwrap_err()));
     }
-    let Some((index, verb)) = verb else { return Ok(prepared) };
-    let Token::Word(word) = &verb.token else { return Ok(prepared) };
-    for token in tokens[index + 1..].iter().take_while(|t| matches!(t.token, Token::Whitespace(_))) {
-        if let Token::Whitespace(Whitespace::MultiLineComment(comment)) = &token.token
-            && let Some(hint) = comment.strip_prefix('+')
-        {
-            prepared.hints.extend(hint.split_whitespace().map(|h| h.to_uppercase()));
+    Ok(Parsed { statement, hints })
+}
+
+/// `Some(explained)` when the statement is `[EXPLAIN] REPLACE table SET …` (not MySQL's
+/// `REPLACE INTO`, which is an INSERT).
+fn replace_form(parser: &Parser) -> Option<bool> {
+    let is = |n: usize, keyword: Keyword| matches!(&parser.peek_nth_token_ref(n).token, Token::Word(w) if w.keyword == keyword);
+    let explained = is(0, Keyword::EXPLAIN);
+    let verb = usize::from(explained);
+    (is(verb, Keyword::REPLACE) && !is(verb + 1, Keyword::INTO)).then_some(explained)
+}
+
+/// `/*+ … */` comments right after the statement's verb (after EXPLAIN, the verb after it).
+fn hints(parser: &Parser) -> Vec<String> {
+    let tokens = (0..).map(|n| parser.peek_nth_token_no_skip(n)).take_while(|t| t.token != Token::EOF);
+    let mut words_seen = 0;
+    let mut hints = Vec::new();
+    for token in tokens {
+        match &token.token {
+            Token::Whitespace(Whitespace::MultiLineComment(comment)) if words_seen > 0 => {
+                if let Some(hint) = comment.strip_prefix('+') {
+                    hints.extend(hint.split_whitespace().map(str::to_uppercase));
+                }
+            }
+            Token::Whitespace(_) => {}
+            Token::Word(w) if words_seen == 0 && w.keyword == Keyword::EXPLAIN => {}
+            _ if words_seen == 0 => words_seen = 1,
+            _ => break,
         }
     }
-    let next_word = words.next().map(|(_, t)| &t.token);
-    if word.keyword == Keyword::REPLACE && !matches!(next_word, Some(Token::Word(w)) if w.keyword == Keyword::INTO) {
-        let start = byte_offset(sql, verb.span.start.line, verb.span.start.column);
-        prepared.text.replace_range(start..start + "REPLACE".len(), "UPDATE ");
-        prepared.replace = true;
-    }
-    Ok(prepared)
+    hints
 }
 
-/// Whether a statement changes resources (so it must not be abandoned half-way).
-pub fn changes_resources(sql: &str) -> bool {
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return false };
-    let first = tokens.into_iter().find(|t| !matches!(t, Token::Whitespace(_)));
-    matches!(first, Some(Token::Word(w)) if matches!(w.keyword, Keyword::INSERT | Keyword::REPLACE | Keyword::DELETE | Keyword::EXEC | Keyword::EXECUTE | Keyword::UPDATE))
+/// The REPLACE … SET statement behind an UPDATE node, if it was one.
+pub fn is_replace(update: &Update) -> bool {
+    matches!(&update.update_token.0.token, Token::Word(w) if w.keyword == Keyword::REPLACE)
 }
 
-/// The byte offset of a 1-based line and column (in characters).
-fn byte_offset(text: &str, line: u64, column: u64) -> usize {
-    let line_start: usize = text.split_inclusive('\n').take(line.saturating_sub(1) as usize).map(str::len).sum();
-    let column_bytes: usize =
-        text[line_start..].chars().take(column.saturating_sub(1) as usize).map(char::len_utf8).sum();
-    line_start + column_bytes
-}
-
-/// Parses one statement's text (a piece from [`split_statements`], after [`prepare`]).
-pub fn parse_one(sql: &str) -> Result<DFStatement, String> {
-    let mut statements =
-        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| match e.find_root() {
-            DataFusionError::SQL(parser_error, _) => match parser_error.as_ref() {
-                ParserError::ParserError(message) | ParserError::TokenizerError(message) => {
-                    format!("syntax error: {message}")
-                }
-                other => other.to_string(),
-            },
-            other => other.strip_backtrace(),
-        })?;
-    match (statements.pop_front(), statements.is_empty()) {
-        (Some(statement), true) => Ok(statement),
-        (None, _) => Err("empty statement".into()),
-        (Some(_), false) => Err("expected one statement; separate statements with ';'".into()),
+fn syntax(error: DataFusionError) -> Error {
+    match error.find_root() {
+        DataFusionError::SQL(parser_error, _) => parse_error(parser_error.as_ref().clone()),
+        other => Error::Syntax(other.strip_backtrace()),
     }
 }
 
-/// Parses a text that must be one query.
-pub fn parse_query(sql: &str) -> Result<Box<Query>, String> {
-    match parse_one(sql)? {
-        DFStatement::Statement(statement) => match *statement {
-            Statement::Query(query) => Ok(query),
-            other => Err(format!("expected a query, not {other}")),
-        },
-        _ => Err(format!("expected a query: {sql}")),
+fn parse_error(error: ParserError) -> Error {
+    match error {
+        ParserError::ParserError(message) | ParserError::TokenizerError(message) => Error::Syntax(message),
+        other => Error::Syntax(other.to_string()),
     }
 }
 
@@ -180,15 +186,19 @@ mod tests {
 
     #[test]
     fn finds_replace_and_hints() {
-        let p = prepare("-- note\nREPLACE /*+ AWAIT */ linode.images.images SET label = 'x' WHERE id = 'p'").unwrap();
-        assert!(p.replace && p.has_hint("await"));
-        assert_eq!(p.text, "-- note\nUPDATE  /*+ AWAIT */ linode.images.images SET label = 'x' WHERE id = 'p'");
-        assert!(matches!(parse_one(&p.text), Ok(DFStatement::Statement(s)) if matches!(*s, Statement::Update(_))));
-        let p = prepare("REPLACE INTO t (a) VALUES (1)").unwrap();
-        assert!(!p.replace);
-        let p = prepare("EXEC /*+ AWAIT */ linode.images.images.post_replicate_image @imageId='x'").unwrap();
+        let p = parse("-- note\nREPLACE /*+ AWAIT */ linode.images.images SET label = 'x' WHERE id = 'p'").unwrap();
+        assert!(p.has_hint("await"));
+        assert!(
+            matches!(&p.statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Update(u) if is_replace(u)))
+        );
+        let p = parse("EXPLAIN REPLACE linode.images.images SET label = 'x' WHERE id = 'p'").unwrap();
+        assert!(matches!(&p.statement, DFStatement::Explain(_)));
+        let p = parse("REPLACE INTO t (a) VALUES (1)").unwrap();
+        assert!(matches!(&p.statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Insert(_))));
+        let p = parse("EXEC /*+ AWAIT */ linode.images.images.post_replicate_image @imageId='x'").unwrap();
         assert_eq!(p.hints, ["AWAIT"]);
-        assert!(prepare("SELECT /*+ AWAIT */ 1").unwrap().has_hint("AWAIT"));
-        assert!(prepare("SELECT 1 /*+ AWAIT */").unwrap().hints.is_empty());
+        assert!(parse("SELECT 1 /*+ AWAIT */").unwrap().hints.is_empty());
+        assert!(matches!(parse("SELECT 1; SELECT 2"), Err(Error::Syntax(_))));
+        assert!(matches!(parse("SELEC 1"), Err(Error::Syntax(m)) if m.contains("Line: 1")));
     }
 }

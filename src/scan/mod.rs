@@ -29,8 +29,9 @@ use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::api::{ApiClient, ApiError, Request};
+use crate::error::ScanError;
 use crate::provider::{
-    FilterOp, Kind, Method, NotFound, Param, Provider, Registry, Resource, SqlVerb, fill_path, resource_schema,
+    FilterOp, Kind, Method, NotFound, Param, PathTemplate, Provider, Registry, Resource, SqlVerb, resource_schema,
 };
 use crate::xfilter::{Filter, XFilter};
 use pushdown::{FilterUse, classify};
@@ -59,6 +60,12 @@ pub struct ScanOptions {
     pub page_size: u32,
 }
 
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions { pushdown: true, page_size: 500 }
+    }
+}
+
 /// Registers a catalog per provider, a schema per service and a table per resource.
 pub fn register_all(
     ctx: &SessionContext,
@@ -72,7 +79,7 @@ pub fn register_all(
         for service in provider.services.values() {
             let schema = Arc::new(MemorySchemaProvider::new());
             for resource in service.resources.values() {
-                let table = ResourceTable::new(provider.clone(), Arc::new(resource.clone()), api.clone(), options);
+                let table = ResourceTable::new(provider.clone(), resource.clone(), api.clone(), options);
                 schema.register_table(resource.name.clone(), Arc::new(table))?;
             }
             catalog.register_schema(&service.id, schema)?;
@@ -146,7 +153,7 @@ impl ResourceTable {
                             other => other.to_string(),
                         };
                         let mut call = call.clone();
-                        call.path = fill_path(&call.path, &param.name, &text);
+                        call.path = call.path.fill(&param.name, &text);
                         if param.column.is_none() {
                             call.params.push((param.name.clone(), value.clone()));
                         }
@@ -189,7 +196,10 @@ impl ResourceTable {
         let least_selective =
             resource.methods_for(SqlVerb::Select).min_by_key(|(_, m)| m.params.iter().filter(|p| p.required).count());
         let Some((name, method)) = least_selective else {
-            return DataFusionError::Plan(format!("{} has no method to read it with", resource.full_name));
+            return DataFusionError::External(Box::new(ScanError(format!(
+                "{} has no method to read it with",
+                resource.full_name
+            ))));
         };
         let missing: Vec<String> = method
             .params
@@ -201,7 +211,7 @@ impl ResourceTable {
                 format!("`WHERE {column} = {example}` ({})", p.description.trim_end_matches('.'))
             })
             .collect();
-        DataFusionError::Plan(format!(
+        DataFusionError::External(Box::new(ScanError(format!(
             "{} cannot be read without {}: its list method {name} is {} {}. Add {}",
             resource.full_name,
             method
@@ -214,7 +224,7 @@ impl ResourceTable {
             method.verb,
             method.path,
             missing.join(" and ")
-        ))
+        ))))
     }
 }
 
@@ -273,7 +283,7 @@ impl TableProvider for ResourceTable {
 /// One request of a scan, and the parameter-column values its rows get.
 #[derive(Debug, Clone)]
 struct ScanCall {
-    path: String,
+    path: PathTemplate,
     params: Vec<(String, Value)>,
 }
 
@@ -391,7 +401,7 @@ impl ExecutionPlan for ResourceScanExec {
                         let api = api.clone();
                         let check = check.clone();
                         async move {
-                            match api.read(&Request::get(call.path.clone())).await {
+                            match api.read(&Request::get(call.path.to_string())).await {
                                 Ok(row) => Ok(match (&check, row.as_object()) {
                                     (Some(check), Some(object)) if !check.matches(object) => vec![],
                                     _ => with_params(vec![row], &call.params),
@@ -411,7 +421,7 @@ impl ExecutionPlan for ResourceScanExec {
                 let (object_key, limit) = (object_key.clone(), *limit);
                 stream::iter(calls.clone())
                     .flat_map(move |call| {
-                        let mut request = Request::get(call.path.clone());
+                        let mut request = Request::get(call.path.to_string());
                         request.headers = headers.clone();
                         api.pages(request, &pagination, page_size, &object_key, limit)
                             .map_ok(move |rows| with_params(rows, &call.params))

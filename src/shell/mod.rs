@@ -1,6 +1,9 @@
 /*! The interactive shell: statements over several lines until `;`, history in the user's
 data directory, completion of keywords, resource and column names and EXEC methods, backslash
-commands, and Ctrl-C that stops the running statement without leaving the shell. */
+commands ([`command`]), and Ctrl-C that stops the running statement without leaving the
+shell. */
+
+mod command;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -8,6 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use command::Command;
 use futures::FutureExt;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -18,10 +22,11 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Config, Context, Editor, Helper};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+use crate::engine::{CancelToken, Session};
 use crate::error::Error;
-use crate::output::Format;
+use crate::outcome::Outcome;
+use crate::output::{self, Format};
 use crate::provider::Registry;
-use crate::session::Session;
 use crate::sql::{is_complete, split_statements};
 use crate::template;
 
@@ -88,15 +93,6 @@ const KEYWORDS: &[&str] = &[
     "unnest",
     "array_has",
     "cardinality",
-];
-
-const HELP: &[(&str, &str)] = &[
-    ("\\q", "quit (Ctrl-D too)"),
-    ("\\?", "this help"),
-    ("\\d", "list resources and views"),
-    ("\\d NAME", "describe a resource (provider.service.resource)"),
-    ("\\timing", "show or hide the time each statement takes"),
-    ("\\o [FORMAT]", "show or set the output format: table, json, ndjson, csv, text"),
 ];
 
 /// Names the shell completes, taken from the provider files.
@@ -262,14 +258,19 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
             let _ = editor.save_history(path);
         }
         if let Some(command) = input.strip_prefix('\\') {
-            if !shell.command(command).await {
-                break;
+            match command.parse::<Command>() {
+                Ok(command) => {
+                    if !shell.command(command).await {
+                        break;
+                    }
+                }
+                Err(problem) => eprintln!("imageql: {problem}"),
             }
             continue;
         }
         for piece in split_statements(input) {
             // Ctrl-C stops what was typed or pasted after the interrupted statement too.
-            if shell.statement(&piece.text).await == Outcome::Interrupted {
+            if shell.statement(&piece.text).await == Ran::Interrupted {
                 break;
             }
         }
@@ -283,73 +284,81 @@ fn readline(e: ReadlineError) -> Error {
 
 impl Shell {
     /// A backslash command; false to quit.
-    async fn command(&mut self, command: &str) -> bool {
-        let mut words = command.split_whitespace();
-        match (words.next().unwrap_or(""), words.next()) {
-            ("q", _) => return false,
-            ("?", _) => {
-                for (name, what) in HELP {
-                    println!("  {name:<12} {what}");
+    async fn command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Quit => return false,
+            Command::Help => {
+                let mut out = std::io::stdout().lock();
+                let outcome = Outcome::batch(command::help(), None);
+                if let Err(e) = output::print(outcome, Format::Table, &mut out).await {
+                    eprintln!("imageql: error: {e}");
                 }
-                println!("  Statements end with ; and may span lines. Ctrl-C stops the running statement.");
             }
-            ("d", None) => {
+            Command::Describe(None) => {
                 self.statement("SHOW RESOURCES").await;
             }
-            ("d", Some(name)) => {
+            Command::Describe(Some(name)) => {
                 self.statement(&format!("DESCRIBE {name}")).await;
             }
-            ("timing", _) => {
-                self.timing = !self.timing;
+            Command::Timing(setting) => {
+                self.timing = setting.unwrap_or(!self.timing);
                 println!("timing is {}", if self.timing { "on" } else { "off" });
             }
-            ("o", None) => println!("output format: {}", format_name(self.format)),
-            ("o", Some(name)) => match <Format as clap::ValueEnum>::from_str(name, true) {
-                Ok(format) => {
-                    self.format = format;
-                    println!("output format: {}", format_name(format));
-                }
-                Err(_) => eprintln!("imageql: unknown format {name}: use table, json, ndjson, csv or text"),
-            },
-            (other, _) => eprintln!("imageql: \\{other} is not a command; \\? lists them"),
+            Command::Output(None) => println!("output format: {}", format_name(self.format)),
+            Command::Output(Some(format)) => {
+                self.format = format;
+                println!("output format: {}", format_name(format));
+            }
         }
         true
     }
 
-    /// Runs one statement; Ctrl-C stops a query at once, and a change before its next request.
-    async fn statement(&mut self, text: &str) -> Outcome {
+    /// Runs one statement. Ctrl-C stops a query at once; a change stops before its next
+    /// request (an upload or a wait at once) and reports what it did.
+    async fn statement(&mut self, text: &str) -> Ran {
         let text = match template::fill(text, |name| self.vars.get(name).cloned()) {
             Ok(text) => text,
             Err(name) => {
                 eprintln!("imageql: error: undefined variable {{{{ {name} }}}}: start imageql with --var {name}=VALUE");
-                return Outcome::Done;
+                return Ran::Done;
             }
         };
         let started = Instant::now();
-        let changes = crate::sql::changes_resources(&text);
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
         // A Ctrl-C pressed after the last statement ended must not cancel this one.
         while self.interrupts.recv().now_or_never().is_some() {}
-        self.session.clear_interrupt();
+        let cancel = CancelToken::new();
         let mut interrupted = false;
-        let result = {
-            let running = self.session.execute(&text, self.format, &mut out);
+        let executed = {
+            let running = self.session.execute_with(&text, &cancel);
             tokio::pin!(running);
             tokio::select! {
                 biased;
                 result = &mut running => result,
                 _ = self.interrupts.recv() => {
                     interrupted = true;
-                    if changes {
-                        eprintln!("imageql: stopping before the next request (an upload stops at once)…");
-                        self.session.interrupt();
-                        running.await
-                    } else {
-                        Err(Error::Query("cancelled".into()))
+                    eprintln!("imageql: stopping before the next request (an upload stops at once)…");
+                    cancel.cancel();
+                    running.await
+                }
+            }
+        };
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let result = match executed {
+            Ok(_) if interrupted => Err(Error::Cancelled),
+            Ok(outcome) => {
+                let printing = output::print(outcome, self.format, &mut out);
+                tokio::pin!(printing);
+                tokio::select! {
+                    biased;
+                    result = &mut printing => result,
+                    _ = self.interrupts.recv() => {
+                        interrupted = true;
+                        Err(Error::Cancelled)
                     }
                 }
             }
+            Err(e) => Err(e),
         };
         let elapsed = started.elapsed().as_secs_f64();
         let time = if self.timing { format!(" in {elapsed:.3} s") } else { String::new() };
@@ -364,12 +373,12 @@ impl Shell {
             Err(e) => eprintln!("imageql: error: {e}"),
         }
         let _ = out.flush();
-        if interrupted { Outcome::Interrupted } else { Outcome::Done }
+        if interrupted { Ran::Interrupted } else { Ran::Done }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+enum Ran {
     Done,
     Interrupted,
 }

@@ -3,8 +3,8 @@
 The file is checked before any request (it exists, it is gzip, it is within the compressed
 limit; a warning when the disk image inside is not one unpartitioned ext3/ext4 filesystem),
 then streamed with its length declared, decompressed on the side to measure it: past the
-decoded limit the upload is aborted. A progress bar goes to standard error when it is a
-terminal. */
+decoded limit the upload is aborted. Bytes sent are reported to the client's progress
+callback. */
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -12,10 +12,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use flate2::read::GzDecoder;
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncReadExt;
 
-use crate::api::ApiClient;
+use crate::api::{ApiClient, Event};
 use crate::error::Error;
 use crate::gzip;
 use crate::provider::{Upload, UploadContent, UploadEncoding};
@@ -23,11 +22,11 @@ use crate::provider::{Upload, UploadContent, UploadEncoding};
 const CHUNK: usize = 1 << 20;
 
 fn refuse(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Validation(format!("{}: {reason}", path.display()))
+    Error::Upload { path: path.to_path_buf(), reason: reason.to_string() }
 }
 
-/// Checks the file before anything is sent; prints warnings about its content.
-pub fn inspect(path: &Path, spec: &Upload) -> Result<(), Error> {
+/// Checks the file before anything is sent; returns what looks wrong with its content.
+pub fn inspect(path: &Path, spec: &Upload) -> Result<Option<&'static str>, Error> {
     let metadata = std::fs::metadata(path).map_err(|e| refuse(path, e))?;
     if !metadata.is_file() {
         return Err(refuse(path, "not a file"));
@@ -52,11 +51,9 @@ pub fn inspect(path: &Path, spec: &Upload) -> Result<(), Error> {
     if spec.content == Some(UploadContent::ExtDiskImage) {
         let mut head = Vec::with_capacity(4096);
         let _ = GzDecoder::new(File::open(path).map_err(|e| refuse(path, e))?).take(4096).read_to_end(&mut head);
-        if let Some(warning) = disk_image_warning(&head) {
-            eprintln!("imageql: warning: {}: {warning}", path.display());
-        }
+        return Ok(disk_image_warning(&head));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// What is wrong, if anything, with the first bytes of a raw disk image for Linode: it must
@@ -84,12 +81,9 @@ pub async fn send(api: &ApiClient, url: &str, path: &Path, spec: &Upload) -> Res
     let limit = spec.max_decoded_bytes.unwrap_or(u64::MAX);
     let decoder = Arc::new(Mutex::new(gzip::measuring_decoder(limit)));
     let problem: Arc<Mutex<Option<String>>> = Arc::default();
-    let progress = ProgressBar::new(length);
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
+    let progress = api.progress().clone();
+    progress.report(Event::UploadStarted { bytes: length });
+    let _ended = progress.until_dropped(Event::UploadEnded);
     let chunks = futures::stream::unfold(Some(file), {
         let (decoder, problem, progress) = (decoder.clone(), problem.clone(), progress.clone());
         move |file| {
@@ -111,14 +105,13 @@ pub async fn send(api: &ApiClient, url: &str, path: &Path, spec: &Upload) -> Res
                     *problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
                     return Some((Err(std::io::Error::other(reason)), None));
                 }
-                progress.inc(read as u64);
+                progress.report(Event::Uploaded { bytes: read as u64 });
                 Some((Ok(buffer), Some(file)))
             }
         }
     });
     let body = reqwest::Body::wrap_stream(chunks);
     let sent = api.put_stream(url, &spec.content_type, length, body).await;
-    progress.finish_and_clear();
     if let Some(reason) = problem.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(refuse(path, format!("upload aborted: {reason}")));
     }

@@ -19,6 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+use crate::error::Error;
 use crate::provider::{Field, Kind, Method, ParamLocation, Registry, Resource, SqlVerb};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,7 @@ fn words(text: &str) -> Option<Vec<String>> {
 }
 
 /// The meta command `text` is, `None` when it is not one, or an error for a malformed one.
-pub fn parse(text: &str, registry: &Registry) -> Option<Result<Meta, String>> {
+pub fn parse(text: &str, registry: &Registry) -> Option<Result<Meta, Error>> {
     let words = words(text)?;
     let upper: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
     let keyword = |i: usize| upper.get(i).map(String::as_str);
@@ -83,14 +84,14 @@ pub fn parse(text: &str, registry: &Registry) -> Option<Result<Meta, String>> {
                     like = Some(pattern.to_string());
                     i += 1;
                 }
-                None => return Some(Err("LIKE needs a quoted pattern, e.g. LIKE '%image%'".into())),
+                None => return Some(Err(Error::Refused("LIKE needs a quoted pattern, e.g. LIKE '%image%'".into()))),
             },
             _ if head == "DESCRIBE" && target.is_none() => target = Some(words[i].clone()),
-            _ => return Some(Err(format!("unexpected {} in {head}", words[i]))),
+            _ => return Some(Err(Error::Syntax(format!("unexpected {} in {head}", words[i])))),
         }
         i += 1;
     }
-    let need = |what: &str, example: &str| Err(format!("SHOW {what} needs IN {example}"));
+    let need = |what: &str, example: &str| Err(Error::Refused(format!("SHOW {what} needs IN {example}")));
     Some(match head.as_str() {
         "PROVIDERS" => Ok(Meta::Providers { like }),
         "SERVICES" => Ok(Meta::Services { provider: target, like }),
@@ -103,7 +104,7 @@ pub fn parse(text: &str, registry: &Registry) -> Option<Result<Meta, String>> {
             let target = target?;
             if method {
                 Ok(Meta::DescribeMethod { method: target, extended })
-            } else if find_resource(registry, &target).is_some() {
+            } else if registry.resolve(&target).is_ok_and(|r| r.method.is_none()) {
                 Ok(Meta::Describe { resource: target, extended })
             } else {
                 // Not a resource: DataFusion describes tables and views.
@@ -111,13 +112,6 @@ pub fn parse(text: &str, registry: &Registry) -> Option<Result<Meta, String>> {
             }
         }
     })
-}
-
-fn find_resource<'a>(registry: &'a Registry, name: &str) -> Option<&'a Resource> {
-    match name.split('.').collect::<Vec<_>>().as_slice() {
-        [p, s, r] => registry.resource(p, s, r).map(|(_, r)| r),
-        _ => None,
-    }
 }
 
 /// SQL LIKE: `%` any run, `_` one character.
@@ -160,7 +154,6 @@ fn verb_of(resource: &Resource, method: &str) -> &'static str {
         (SqlVerb::Select, "select"),
         (SqlVerb::Insert, "insert"),
         (SqlVerb::Replace, "replace"),
-        (SqlVerb::Update, "update"),
         (SqlVerb::Delete, "delete"),
     ] {
         if resource.sql_verbs.get(&verb).is_some_and(|list| list.iter().any(|m| m == method)) {
@@ -175,7 +168,7 @@ fn required_inputs(method: &Method) -> Vec<String> {
     params.chain(method.required.iter().cloned()).collect()
 }
 
-pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
+pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, Error> {
     let keep = |like: &Option<String>, name: &str| like.as_deref().is_none_or(|p| sql_like(p, name));
     match meta {
         Meta::Providers { like } => Ok(batch(
@@ -191,7 +184,10 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
             if let Some(p) = provider
                 && !registry.providers.contains_key(p)
             {
-                return Err(format!("unknown provider {p}; providers are {}", provider_names(registry)));
+                return Err(Error::Refused(format!(
+                    "unknown provider {p}; providers are {}",
+                    provider_names(registry)
+                )));
             }
             let rows = registry
                 .providers
@@ -209,7 +205,7 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
                     .split_once('.')
                     .and_then(|(p, s)| registry.providers.get(p).and_then(|provider| provider.services.get(s)));
                 if found.is_none() {
-                    return Err(format!("unknown service {service}; see SHOW SERVICES"));
+                    return Err(Error::Refused(format!("unknown service {service}; see SHOW SERVICES")));
                 }
             }
             let mut rows: Vec<Vec<String>> = Vec::new();
@@ -243,7 +239,7 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
             Ok(batch(&["id", "name", "type", "title", "description"], rows))
         }
         Meta::Methods { resource, like } => {
-            let found = find_resource(registry, resource).ok_or_else(|| unknown_resource(registry, resource))?;
+            let found = table(registry, resource)?;
             let rows = found
                 .methods
                 .iter()
@@ -252,7 +248,7 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
                     vec![
                         name.clone(),
                         required_inputs(m).join(", "),
-                        verb_of(found, name).into(),
+                        verb_of(&found, name).into(),
                         format!("{} {}", m.verb, m.path),
                     ]
                 })
@@ -260,7 +256,7 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
             Ok(batch(&["method", "required_params", "sql_verb", "request"], rows))
         }
         Meta::Describe { resource, extended } => {
-            let found = find_resource(registry, resource).ok_or_else(|| unknown_resource(registry, resource))?;
+            let found = table(registry, resource)?;
             let bound: Vec<(String, String)> = found
                 .methods_for(SqlVerb::Select)
                 .flat_map(|(name, m)| m.params.iter().filter(|p| p.required).map(move |p| (name, p)))
@@ -294,13 +290,13 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, String> {
             Ok(describe_table(&["name", "type", "nullable", "filterable"], rows, *extended))
         }
         Meta::DescribeMethod { method, extended } => {
-            let (resource_name, method_name) =
-                method.rsplit_once('.').ok_or_else(|| format!("{method} is not provider.service.resource.method"))?;
-            let found =
-                find_resource(registry, resource_name).ok_or_else(|| unknown_resource(registry, resource_name))?;
+            let (resource_name, method_name) = method
+                .rsplit_once('.')
+                .ok_or_else(|| Error::Refused(format!("{method} is not provider.service.resource.method")))?;
+            let found = table(registry, resource_name)?;
             let m = found.methods.get(method_name).ok_or_else(|| {
                 let names: Vec<&str> = found.methods.keys().map(String::as_str).collect();
-                format!("{resource_name} has no method {method_name}; methods are {}", names.join(", "))
+                Error::Refused(format!("{resource_name} has no method {method_name}; methods are {}", names.join(", ")))
             })?;
             let input = |required: bool| if required { "input_required" } else { "input_optional" };
             let mut rows: Vec<Vec<String>> = m
@@ -372,9 +368,13 @@ fn provider_names(registry: &Registry) -> String {
     registry.providers.keys().cloned().collect::<Vec<_>>().join(", ")
 }
 
-fn unknown_resource(registry: &Registry, name: &str) -> String {
-    let known: Vec<String> = registry.resources().map(|(_, _, r)| r.full_name.clone()).collect();
-    format!("unknown resource {name}; resources are {}", known.join(", "))
+/// The resource a three-part name refers to.
+fn table(registry: &Registry, name: &str) -> Result<Arc<Resource>, Error> {
+    let resolved = registry.resolve(name)?;
+    match resolved.method {
+        None => Ok(resolved.resource),
+        Some(_) => Err(Error::Refused(format!("{name} is a method; name a resource: provider.service.resource"))),
+    }
 }
 
 #[cfg(test)]
@@ -384,7 +384,7 @@ mod tests {
     #[test]
     fn parses_the_meta_commands() {
         let registry = Registry::embedded().unwrap();
-        let p = |t: &str| parse(t, &registry);
+        let p = |t: &str| parse(t, &registry).map(|r| r.map_err(|e| e.to_string()));
         assert_eq!(p("SHOW PROVIDERS;"), Some(Ok(Meta::Providers { like: None })));
         assert_eq!(
             p("show services in linode"),

@@ -1,9 +1,21 @@
-/*! Result printers: `table`, `json` (one array), `ndjson`, `csv` and `text` (tab-separated, no
-header). All but `table` write each batch as it arrives. In `csv` and `text`, lists and structs
-are written as JSON text so that the cell can be parsed again. */
+/*! The one printing path: statement outcomes as `table`, `json` (one array), `ndjson`, `csv`
+and `text` (tab-separated, no header). All but `table` write each batch as it arrives. In
+`csv` and `text`, lists and structs are written as JSON text so that the cell can be parsed
+again. A change without rows prints a one-line summary in `table` and `text`, and one row
+elsewhere so that the output stays parseable. [`progress`] draws the engine's progress on a
+terminal. */
+
+pub mod progress;
 
 use std::io::Write;
 use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, ListBuilder, StringBuilder};
+use futures::StreamExt;
+
+use crate::error::Error;
+use crate::outcome::{Change, Outcome};
+use crate::provider::Verb;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -22,8 +34,65 @@ pub enum Format {
     Text,
 }
 
+/// Prints an outcome; returns the number of rows when it printed rows.
+pub async fn print(outcome: Outcome, format: Format, out: &mut dyn Write) -> Result<Option<usize>, Error> {
+    match outcome {
+        Outcome::Rows { mut stream, .. } => {
+            let mut printer = Printer::new(format, stream.schema(), out)?;
+            while let Some(batch) = stream.next().await {
+                printer.write(batch?)?;
+            }
+            let rows = printer.rows();
+            printer.finish()?;
+            Ok(Some(rows))
+        }
+        Outcome::Changed(change) => {
+            summary(&change, format, out)?;
+            Ok(None)
+        }
+        Outcome::Done => Ok(None),
+    }
+}
+
+fn summary(change: &Change, format: Format, out: &mut dyn Write) -> Result<(), Error> {
+    let (count, resource) = (change.count, &change.resource);
+    let what = match change.verb {
+        Verb::Insert => format!("inserted {count} into {resource}"),
+        Verb::Replace => format!("replaced {count} in {resource}"),
+        Verb::Delete => format!("deleted {count} from {resource}"),
+        Verb::Exec => format!("EXEC {resource}.{}: done", change.method),
+    };
+    if matches!(format, Format::Table | Format::Text) {
+        let listed = if change.ids.is_empty() { String::new() } else { format!(": {}", change.ids.join(", ")) };
+        writeln!(out, "{what}{listed}").map_err(|e| Error::Output(e.into()))?;
+        return Ok(());
+    }
+    let item = Arc::new(Field::new("item", DataType::Utf8, true));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("statement", DataType::Utf8, false),
+        Field::new("resource", DataType::Utf8, false),
+        Field::new("count", DataType::Int64, false),
+        Field::new("ids", DataType::List(item.clone()), false),
+    ]));
+    let mut ids = ListBuilder::new(StringBuilder::new()).with_field(item);
+    ids.append_value(change.ids.iter().map(Some));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec![change.verb.keyword()])),
+            Arc::new(StringArray::from(vec![resource.as_str()])),
+            Arc::new(Int64Array::from(vec![count as i64])),
+            Arc::new(ids.finish()),
+        ],
+    )?;
+    let mut printer = Printer::new(format, schema, out)?;
+    printer.write(batch)?;
+    printer.finish()?;
+    Ok(())
+}
+
 /// Writes one statement's result.
-pub struct Printer<'w> {
+struct Printer<'w> {
     format: Format,
     out: &'w mut dyn Write,
     schema: SchemaRef,
@@ -34,7 +103,7 @@ pub struct Printer<'w> {
 }
 
 impl<'w> Printer<'w> {
-    pub fn new(format: Format, schema: SchemaRef, out: &'w mut dyn Write) -> Result<Self, ArrowError> {
+    fn new(format: Format, schema: SchemaRef, out: &'w mut dyn Write) -> Result<Self, ArrowError> {
         let mut printer = Printer { format, out, schema, held: vec![], json: None, rows: 0 };
         match format {
             Format::Json => {
@@ -49,11 +118,11 @@ impl<'w> Printer<'w> {
         Ok(printer)
     }
 
-    pub fn rows(&self) -> usize {
+    fn rows(&self) -> usize {
         self.rows
     }
 
-    pub fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
+    fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
         self.rows += batch.num_rows();
         match self.format {
             Format::Table => self.held.push(batch),
@@ -92,7 +161,7 @@ impl<'w> Printer<'w> {
         Ok(())
     }
 
-    pub fn finish(mut self) -> Result<(), ArrowError> {
+    fn finish(mut self) -> Result<(), ArrowError> {
         match self.format {
             Format::Table => {
                 let table = pretty_format_batches_with_schema(self.schema.clone(), &self.held)?;

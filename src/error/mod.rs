@@ -1,0 +1,244 @@
+/*! The one error type. Variants carry data, not prose: a front end decides how to show them.
+[`text`] renders them for a terminal; [`Error::exit_code`] maps them to the command line's
+exit codes and [`Error::sqlstate`] to Postgres error codes, without reading any message. */
+
+mod text;
+
+use std::path::PathBuf;
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::{DataFusionError, SchemaError};
+
+use crate::api::ApiError;
+use crate::provider::{LoadError, UnknownResource, Verb};
+use crate::validate::Violation;
+
+#[derive(Debug)]
+pub enum Error {
+    /// A mistake on the command line or in its files: exit code 2.
+    Usage(String),
+    Provider(LoadError),
+    Sandbox(crate::sandbox::SandboxError),
+    /// Text the parser rejects; the message carries the parser's position.
+    Syntax(String),
+    UnknownResource(UnknownResource),
+    UnknownTable(String),
+    UnknownColumn {
+        name: String,
+        valid: Vec<String>,
+    },
+    /// A form imageql does not implement (`DROP TABLE`, `UPDATE`, `INSERT … ON CONFLICT`).
+    Unsupported {
+        what: String,
+        instead: Option<String>,
+    },
+    /// A statement that cannot be sent as written: the reason says what to write instead.
+    Refused(String),
+    /// No method of the resource can serve the statement with what it gives.
+    Missing {
+        verb: Verb,
+        resource: String,
+        method: String,
+        needs: Vec<String>,
+    },
+    /// Values that break the method's description; nothing was sent.
+    Validation(Validation),
+    Api(ApiError),
+    /// A change that stopped part-way: what was done, what failed, what was not sent.
+    Partial(Box<Partial>),
+    /// `/*+ AWAIT */` ended without the row becoming ready.
+    Await {
+        id: String,
+        problem: AwaitProblem,
+    },
+    Cancelled,
+    /// A local file an upload needs is missing or unfit.
+    Upload {
+        path: PathBuf,
+        reason: String,
+    },
+    /// Planning or execution failed in the query engine.
+    Query(String),
+    Output(ArrowError),
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Where in a script the error happened.
+    At {
+        origin: String,
+        line: usize,
+        source: Box<Error>,
+    },
+}
+
+/// Every problem found in a statement's values, by row (`row 2`, `SET`, `@@json`).
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub verb: Verb,
+    pub resource: String,
+    pub method: String,
+    pub problems: Vec<(String, Violation)>,
+}
+
+#[derive(Debug)]
+pub struct Partial {
+    pub verb: Verb,
+    pub resource: String,
+    /// Subjects of the calls that were made, with the id created where one was.
+    pub done: Vec<String>,
+    /// The subject of the call that failed, when a call failed (not a later step).
+    pub failed: Option<String>,
+    pub not_sent: Vec<String>,
+    pub cause: Error,
+    /// What was done to clean up after the failure (an upload's row deleted again).
+    pub cleanup: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwaitProblem {
+    Disappeared,
+    Ended {
+        status: String,
+    },
+    TimedOut {
+        minutes: u64,
+        status: String,
+    },
+    /// Cancelled while waiting.
+    Stopped {
+        status: String,
+    },
+    NoWayToRead,
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::At { source, .. } => source.exit_code(),
+            _ => 1,
+        }
+    }
+
+    /// The Postgres error code a wire front end sends for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::Syntax(_) | Error::Refused(_) => "42601",
+            Error::UnknownResource(_) | Error::UnknownTable(_) => "42P01",
+            Error::UnknownColumn { .. } => "42703",
+            Error::Unsupported { .. } => "0A000",
+            Error::Missing { .. } => "23502",
+            Error::Validation(_) | Error::Upload { .. } => "22023",
+            Error::Api(api) => match api.status() {
+                Some(401) => "28000",
+                Some(403) => "42501",
+                Some(404) => "42704",
+                Some(429) => "53400",
+                Some(400..=499) => "22023",
+                _ => "08006",
+            },
+            Error::Partial(partial) => partial.cause.sqlstate(),
+            Error::Await { .. } => "55000",
+            Error::Cancelled => "57014",
+            Error::At { source, .. } => source.sqlstate(),
+            Error::Usage(_) | Error::Provider(_) | Error::Sandbox(_) => "F0000",
+            Error::Query(_) | Error::Output(_) | Error::File { .. } => "XX000",
+        }
+    }
+
+    /// The reader of our output went away (`imageql … | head`): not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            Error::Output(ArrowError::IoError(_, e)) => e.kind() == std::io::ErrorKind::BrokenPipe,
+            Error::At { source, .. } => source.is_broken_pipe(),
+            _ => false,
+        }
+    }
+
+    /// The error without the script position around it.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::At { source, .. } => source.root(),
+            other => other,
+        }
+    }
+}
+
+impl From<LoadError> for Error {
+    fn from(error: LoadError) -> Self {
+        Error::Provider(error)
+    }
+}
+
+impl From<crate::sandbox::SandboxError> for Error {
+    fn from(error: crate::sandbox::SandboxError) -> Self {
+        Error::Sandbox(error)
+    }
+}
+
+impl From<ApiError> for Error {
+    fn from(error: ApiError) -> Self {
+        Error::Api(error)
+    }
+}
+
+impl From<UnknownResource> for Error {
+    fn from(error: UnknownResource) -> Self {
+        Error::UnknownResource(error)
+    }
+}
+
+impl From<ArrowError> for Error {
+    fn from(error: ArrowError) -> Self {
+        Error::Output(error)
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(error: DataFusionError) -> Self {
+        match error.find_root() {
+            DataFusionError::External(inner) => match inner.downcast_ref::<ApiError>() {
+                Some(api) => Error::Api(api.clone()),
+                None => match inner.downcast_ref::<ScanError>() {
+                    Some(ScanError(message)) => Error::Refused(message.clone()),
+                    None => Error::Query(inner.to_string()),
+                },
+            },
+            DataFusionError::SQL(parser, _) => Error::Syntax(parser.to_string()),
+            DataFusionError::SchemaError(schema, _) => match schema.as_ref() {
+                SchemaError::FieldNotFound { field, valid_fields } => Error::UnknownColumn {
+                    name: field.name.clone(),
+                    valid: valid_fields.iter().map(|c| c.name.clone()).collect(),
+                },
+                other => Error::Query(other.to_string()),
+            },
+            DataFusionError::ArrowError(arrow, _) => Error::Query(arrow.to_string()),
+            DataFusionError::NotImplemented(what) => Error::Unsupported { what: what.clone(), instead: None },
+            DataFusionError::Plan(message) => match table_not_found(message) {
+                Some(table) => Error::UnknownTable(table),
+                None => Error::Query(message.clone()),
+            },
+            root => Error::Query(root.strip_backtrace()),
+        }
+    }
+}
+
+/// DataFusion reports an unknown table only in words: `table 'a.b.c' not found`.
+fn table_not_found(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("table '")?;
+    rest.strip_suffix("' not found").map(str::to_string)
+}
+
+/// A scan that cannot be planned as written (a parameter column without a value), carried
+/// through DataFusion to be reported as [`Error::Refused`].
+#[derive(Debug, Clone)]
+pub struct ScanError(pub String);
+
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ScanError {}

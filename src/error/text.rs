@@ -1,0 +1,108 @@
+//! Errors as text for a terminal or a wire protocol's message field: each names what was
+//! wrong and what to do about it. The token never appears in any of them.
+
+use std::fmt;
+
+use super::{AwaitProblem, Error, Partial, Validation};
+use crate::provider::nearest;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(message) | Error::Refused(message) | Error::Query(message) => f.write_str(message),
+            Error::Syntax(message) => match message.strip_prefix("sql parser error: ") {
+                Some(rest) => write!(f, "syntax error: {rest}"),
+                None => write!(f, "syntax error: {message}"),
+            },
+            Error::Provider(error) => write!(f, "{error}"),
+            Error::Sandbox(error) => write!(f, "{error}"),
+            Error::UnknownResource(error) => write!(f, "{error}"),
+            Error::UnknownTable(name) => {
+                write!(f, "unknown table {name}: SHOW RESOURCES lists what can be queried")
+            }
+            Error::UnknownColumn { name, valid } => {
+                write!(f, "No field named {name}")?;
+                if let Some(close) = nearest(name, valid.iter().map(String::as_str)) {
+                    write!(f, "; did you mean {close}?")?;
+                }
+                write!(f, " Valid fields are {}.", valid.join(", "))
+            }
+            Error::Unsupported { what, instead } => {
+                write!(f, "{what} is not supported")?;
+                instead.iter().try_for_each(|i| write!(f, ": {i}"))
+            }
+            Error::Missing { verb, resource, method, needs } => write!(
+                f,
+                "{} on {resource} needs {} (required by {method}); see SHOW METHODS IN {resource}",
+                verb.keyword(),
+                needs.join(", ")
+            ),
+            Error::Validation(validation) => write!(f, "{validation}"),
+            Error::Api(error) => write!(f, "{error}"),
+            Error::Partial(partial) => write!(f, "{partial}"),
+            Error::Await { id, problem } => match problem {
+                AwaitProblem::Disappeared => write!(f, "{id} disappeared while waiting for it to be ready"),
+                AwaitProblem::Ended { status } => write!(f, "{id} ended {status}"),
+                AwaitProblem::TimedOut { minutes, status } => {
+                    write!(f, "gave up waiting for {id} after {minutes} minutes; it is {status}")
+                }
+                AwaitProblem::Stopped { status } => write!(f, "stopped waiting for {id}: it is {status}"),
+                AwaitProblem::NoWayToRead => write!(f, "{id} cannot be re-read: its resource has no get method"),
+            },
+            Error::Cancelled => f.write_str("cancelled"),
+            Error::Upload { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Error::Output(error) => write!(f, "cannot write the result: {error}"),
+            Error::File { path, source } => write!(f, "{path}: {source}"),
+            Error::At { origin, line, source } => write!(f, "{origin}:{line}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl fmt::Display for Validation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        write!(
+            f,
+            "{} on {} was not sent; {count} problem{}:",
+            self.verb.keyword(),
+            self.resource,
+            if count == 1 { "" } else { "s" }
+        )?;
+        for (subject, violation) in &self.problems {
+            write!(f, "\n  {subject}: {violation}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Partial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = format!("{} on {}", self.verb.keyword(), self.resource);
+        let total = self.done.len() + usize::from(self.failed.is_some()) + self.not_sent.len();
+        match (&self.failed, &self.cause) {
+            // The statement's only call: its own error says it all.
+            (Some(_), cause) if total == 1 => {
+                write!(f, "{cause}")?;
+                return self.cleanup.iter().try_for_each(|c| write!(f, "\n  {c}"));
+            }
+            (Some(_), _) => write!(f, "{what} stopped at {} of {total}:", self.done.len() + 1)?,
+            (None, Error::Cancelled) => write!(f, "{what} interrupted before {} of {total}:", self.done.len() + 1)?,
+            (None, cause) => {
+                write!(f, "{what} was done ({}), but then: {cause}", self.done.join(", "))?;
+                return self.cleanup.iter().try_for_each(|c| write!(f, "\n  {c}"));
+            }
+        }
+        for done in &self.done {
+            write!(f, "\n  {done}: done")?;
+        }
+        if let Some(failed) = &self.failed {
+            write!(f, "\n  {failed}: failed: {}", self.cause)?;
+        }
+        for not_sent in &self.not_sent {
+            write!(f, "\n  {not_sent}: not sent")?;
+        }
+        self.cleanup.iter().try_for_each(|c| write!(f, "\n  {c}"))
+    }
+}

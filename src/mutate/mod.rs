@@ -1,0 +1,80 @@
+/*! Changes: INSERT, REPLACE, DELETE and EXEC become calls of the methods the provider files
+map them to.
+
+[`bind`] turns a statement into a [`Bound`] change without reading or sending anything: it
+picks the method (the first in `sqlVerbs` whose required parameters are all given), checks
+names, and says where each call's values come from, either literal rows or a DataFusion
+[`DataFrame`] planned from the statement's AST (INSERT … SELECT, REPLACE/DELETE … WHERE).
+[`execute`] reads those rows, builds and validates every call, and only then sends them, in
+order and never retried, through a narrow interface: the API client and a cancel token. */
+
+mod bind;
+mod execute;
+mod upload;
+mod values;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::SessionState;
+use datafusion::sql::sqlparser::ast::SelectItem;
+use serde_json::{Map, Value};
+
+use crate::provider::{HttpVerb, Method, Provider, Resource, Verb};
+pub use bind::bind;
+pub use execute::{execute, explain};
+
+/// One request of a change.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub verb: HttpVerb,
+    /// Relative to the API base, encoded, with the query string.
+    pub path: String,
+    pub body: Option<Map<String, Value>>,
+    /// What the call is about, for reports: `row 2`, `private/42`.
+    pub subject: String,
+}
+
+/// Where the values of a change's calls come from: one call per row.
+pub enum Input {
+    /// Rows known when binding (VALUES of constants, `WHERE id = …`, EXEC's arguments).
+    Rows(Vec<Vec<Value>>),
+    /// Rows a query yields when the change runs; it may read the API.
+    Query(DataFrame),
+}
+
+/// A statement bound to a method, ready to run or explain.
+pub struct Bound {
+    pub verb: Verb,
+    pub provider: Arc<Provider>,
+    pub resource: Arc<Resource>,
+    pub method_name: String,
+    /// The names of each input row's values: path or query parameters and body fields.
+    pub columns: Vec<String>,
+    pub input: Input,
+    /// Values every call gets (REPLACE's constant SET values), already checked.
+    pub constants: Vec<(String, Value)>,
+    /// Query rows end with a flag telling a protected row, which must not be changed.
+    pub protected_flag: bool,
+    /// INSERT leaves nulls out of the body; REPLACE sends them (to clear a field).
+    pub keep_nulls: bool,
+    pub returning: Option<Vec<SelectItem>>,
+    pub await_ready: bool,
+    pub upload: Option<Upload>,
+    /// For planning RETURNING over the response rows.
+    pub state: SessionState,
+}
+
+/// A local file to send to the URL the response gives (`@file` of an upload method).
+pub struct Upload {
+    pub path: PathBuf,
+    /// What looks wrong with the file's content, though it may still be sent.
+    pub warning: Option<&'static str>,
+}
+
+impl Bound {
+    pub fn method(&self) -> &Method {
+        &self.resource.methods[&self.method_name]
+    }
+}
