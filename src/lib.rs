@@ -10,6 +10,7 @@ validation ([`validate`]) are shared by the client and the [`sandbox`], a local
 implementation of the same API. */
 
 pub mod api;
+pub mod cancel;
 pub mod cli;
 pub mod engine;
 pub mod error;

@@ -19,7 +19,6 @@ if let Outcome::Rows { stream, .. } = session.execute("SELECT id, label FROM lin
 # }
 ``` */
 
-mod cancel;
 pub mod meta;
 
 use std::sync::Arc;
@@ -36,7 +35,7 @@ use crate::outcome::Outcome;
 use crate::provider::Registry;
 use crate::scan::{ScanOptions, register_all};
 use crate::sql;
-pub use cancel::CancelToken;
+pub use crate::cancel::CancelToken;
 
 /// What a session runs against and how.
 #[derive(Debug, Clone)]

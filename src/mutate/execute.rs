@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use super::values::{coerce, rows_of_batches};
 use super::{Bound, Call, Input, upload};
 use crate::api::{ApiClient, Event, Request};
-use crate::engine::CancelToken;
+use crate::cancel::CancelToken;
 use crate::error::{AwaitProblem, Error, Partial, Validation};
 use crate::outcome::{Change, Outcome};
 use crate::provider::{HttpVerb, Method, ParamLocation, Resource, SqlVerb, Verb, encode_segment, resource_schema};
