@@ -29,13 +29,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
 use crate::api::{ApiClient, Progress, Token};
+pub use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::mutate;
 use crate::outcome::Outcome;
 use crate::provider::Registry;
 use crate::scan::{ScanOptions, register_all};
 use crate::sql;
-pub use crate::cancel::CancelToken;
 
 /// What a session runs against and how.
 #[derive(Debug, Clone)]

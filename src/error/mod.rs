@@ -165,35 +165,24 @@ impl Error {
     }
 }
 
-impl From<LoadError> for Error {
-    fn from(error: LoadError) -> Self {
-        Error::Provider(error)
-    }
+/// `?` on the errors of the layers below wraps them in their variant.
+macro_rules! wrap {
+    ($($source:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$source> for Error {
+            fn from(error: $source) -> Self {
+                Error::$variant(error)
+            }
+        })*
+    };
 }
 
-impl From<crate::sandbox::SandboxError> for Error {
-    fn from(error: crate::sandbox::SandboxError) -> Self {
-        Error::Sandbox(error)
-    }
-}
-
-impl From<ApiError> for Error {
-    fn from(error: ApiError) -> Self {
-        Error::Api(error)
-    }
-}
-
-impl From<UnknownResource> for Error {
-    fn from(error: UnknownResource) -> Self {
-        Error::UnknownResource(error)
-    }
-}
-
-impl From<ArrowError> for Error {
-    fn from(error: ArrowError) -> Self {
-        Error::Output(error)
-    }
-}
+wrap!(
+    LoadError => Provider,
+    crate::sandbox::SandboxError => Sandbox,
+    ApiError => Api,
+    UnknownResource => UnknownResource,
+    ArrowError => Output,
+);
 
 impl From<DataFusionError> for Error {
     fn from(error: DataFusionError) -> Self {

@@ -328,18 +328,15 @@ impl Shell {
         while self.interrupts.recv().now_or_never().is_some() {}
         let cancel = CancelToken::new();
         let mut interrupted = false;
-        let executed = {
-            let running = self.session.execute_with(&text, &cancel);
-            tokio::pin!(running);
-            tokio::select! {
-                biased;
-                result = &mut running => result,
-                _ = self.interrupts.recv() => {
-                    interrupted = true;
-                    eprintln!("imageql: stopping before the next request (an upload stops at once)…");
-                    cancel.cancel();
-                    running.await
-                }
+        let running = self.session.execute_with(&text, &cancel);
+        tokio::pin!(running);
+        let executed = match unless_interrupted(&mut self.interrupts, &mut running).await {
+            Some(result) => result,
+            None => {
+                interrupted = true;
+                eprintln!("imageql: stopping before the next request (an upload stops at once)…");
+                cancel.cancel();
+                running.await
             }
         };
         let stdout = std::io::stdout();
@@ -347,16 +344,11 @@ impl Shell {
         let result = match executed {
             Ok(_) if interrupted => Err(Error::Cancelled),
             Ok(outcome) => {
-                let printing = output::print(outcome, self.format, &mut out);
-                tokio::pin!(printing);
-                tokio::select! {
-                    biased;
-                    result = &mut printing => result,
-                    _ = self.interrupts.recv() => {
-                        interrupted = true;
-                        Err(Error::Cancelled)
-                    }
-                }
+                let printed = unless_interrupted(&mut self.interrupts, output::print(outcome, self.format, &mut out));
+                printed.await.unwrap_or_else(|| {
+                    interrupted = true;
+                    Err(Error::Cancelled)
+                })
             }
             Err(e) => Err(e),
         };
@@ -374,6 +366,15 @@ impl Shell {
         }
         let _ = out.flush();
         if interrupted { Ran::Interrupted } else { Ran::Done }
+    }
+}
+
+/// The result of `work`, or `None` when Ctrl-C came first (and `work` is dropped).
+async fn unless_interrupted<T>(interrupts: &mut Signal, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        result = work => Some(result),
+        _ = interrupts.recv() => None,
     }
 }
 
