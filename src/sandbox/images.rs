@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 use super::http::{
     ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, method_not_allowed, ok, x_filter,
 };
-use super::store::{Image, RECOVERY_DAYS, RegionCopy, State as World, UploadTicket, random_hex};
+use super::store::{
+    Image, ImageStatus, ImageType, RECOVERY_DAYS, RegionCopy, RegionStatus, State as World, UploadTicket, random_hex,
+};
 use super::{App, Limits, upload};
 use crate::provider::Resource;
 use crate::validate::check_body;
@@ -135,7 +137,7 @@ fn new_image(world: &mut World, account: usize, label: String, body: &Map<String
     let mut image = Image::private(id, label, &world.accounts[account].username, now);
     image.description = Some(text(body, "description").unwrap_or_default());
     image.tags = tags(body).unwrap_or_default();
-    image.status = "creating".into();
+    image.status = ImageStatus::Creating;
     if body.get("cloud_init").and_then(Value::as_bool) == Some(true) {
         image.capabilities.push("cloud-init".into());
     }
@@ -154,7 +156,7 @@ fn capture(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
             .iter()
             .find_map(|i| i.disks.iter().find(|d| d.id == disk_id).map(|d| (i, d)))
             .ok_or_else(|| ApiError::bad_request(format!("Disk {disk_id} does not exist on this account"), "disk_id"))?;
-        if !matches!(disk.filesystem.as_str(), "ext3" | "ext4") {
+        if !disk.filesystem.can_be_imaged() {
             return Err(ApiError::bad_request(
                 format!("Only ext3 and ext4 disks can be imaged; disk {disk_id} has a {} filesystem", disk.filesystem),
                 "disk_id",
@@ -205,7 +207,7 @@ fn create_upload(app: &App, account: usize, body: &Map<String, Value>) -> Reply 
         }
         check_limits(world, account, limits, 1, 0)?;
         let mut image = new_image(world, account, label, body);
-        image.status = "pending_upload".into();
+        image.status = ImageStatus::PendingUpload;
         image.upload =
             Some(UploadTicket { secret, region, expires: image.created + Duration::hours(UPLOAD_WINDOW_HOURS) });
         world.accounts[account].images.push(image.clone());
@@ -252,7 +254,7 @@ pub async fn receive_upload(
         let now = world.now();
         let image = &mut world.accounts[account].images[index];
         let ticket = image.upload.take().expect("found by its ticket");
-        image.status = "available".into();
+        image.status = ImageStatus::Available;
         image.size = size;
         image.updated = now;
         image.regions = vec![RegionCopy::available(&ticket.region)];
@@ -331,7 +333,7 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
         }
         let index = own_image(world, account, id)?;
         let image = &world.accounts[account].images[index];
-        if image.status != "available" {
+        if image.status != ImageStatus::Available {
             return Err(ApiError::bad_request(
                 format!("Image {id} is {}; only available images can be replicated", image.status),
                 "regions",
@@ -346,12 +348,12 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
             if keep && copy.removing {
                 *copy = RegionCopy {
                     region: copy.region.clone(),
-                    status: "pending replication".into(),
+                    status: RegionStatus::PendingReplication,
                     changed: Some(now),
                     removing: false,
                 };
             } else if !keep && !copy.removing {
-                copy.status = "pending deletion".into();
+                copy.status = RegionStatus::PendingDeletion;
                 copy.changed = Some(now);
                 copy.removing = true;
             }
@@ -360,7 +362,7 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
             if !image.regions.iter().any(|c| &c.region == region) {
                 image.regions.push(RegionCopy {
                     region: region.clone(),
-                    status: "pending replication".into(),
+                    status: RegionStatus::PendingReplication,
                     changed: Some(now),
                     removing: false,
                 });
@@ -380,13 +382,12 @@ pub fn recovery_image(
     pace: super::store::Pace,
 ) -> Option<Image> {
     let instance = &world.accounts[account].instances[instance_index];
-    let disk =
-        instance.disks.iter().filter(|d| matches!(d.filesystem.as_str(), "ext3" | "ext4")).max_by_key(|d| d.size)?;
+    let disk = instance.disks.iter().filter(|d| d.filesystem.can_be_imaged()).max_by_key(|d| d.size)?;
     let (size, region) = (disk.used, instance.region.clone());
     let mut label = format!("{}-recovery", instance.label);
     label.truncate(50);
     let mut image = new_image(world, account, label, &Map::new());
-    image.kind = "automatic".into();
+    image.kind = ImageType::Automatic;
     image.size = size;
     image.expiry = Some(image.created + Duration::days(RECOVERY_DAYS));
     image.ready_at = Some(image.created + pace.capture(size));

@@ -5,7 +5,8 @@ use chrono::{Duration, NaiveDateTime};
 use serde::Deserialize;
 
 use super::store::{
-    Account, Disk, Image, Instance, RECOVERY_DAYS, Region, RegionCopy, State, TIME_FORMAT, UploadTicket, random_hex,
+    Account, Disk, Filesystem, Image, ImageStatus, ImageType, Instance, RECOVERY_DAYS, Region, RegionCopy, State,
+    TIME_FORMAT, UploadTicket, random_hex,
 };
 
 const PUBLIC_IMAGES: &str = include_str!("seed/public_images.json");
@@ -43,9 +44,9 @@ struct PrivateSeed {
     upload_hours_left: Option<i64>,
     size: u64,
     tags: Vec<String>,
-    status: String,
+    status: ImageStatus,
     #[serde(rename = "type")]
-    kind: String,
+    kind: ImageType,
     capabilities: Vec<String>,
     regions: Vec<RegionCopy>,
 }
@@ -73,7 +74,7 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
             updated: time(&p.created),
             size: p.size,
             created_by: "linode".into(),
-            kind: "manual".into(),
+            kind: ImageType::Manual,
             tags: vec![],
             is_public: true,
             is_shared: false,
@@ -81,7 +82,7 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
             vendor: Some(p.vendor),
             expiry: None,
             eol: p.eol.as_deref().map(time),
-            status: "available".into(),
+            status: ImageStatus::Available,
             capabilities: p.capabilities,
             regions: vec![],
             ready_at: None,
@@ -107,7 +108,7 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
                 img.tags = p.tags;
                 img.status = p.status;
                 img.kind = p.kind;
-                if img.kind == "automatic" {
+                if img.kind == ImageType::Automatic {
                     img.expiry = Some(created + Duration::days(RECOVERY_DAYS));
                 }
                 img.ready_at = p.ready_in_minutes.map(|m| now + Duration::minutes(m));
@@ -198,10 +199,10 @@ fn regions() -> Vec<Region> {
 fn instances(account: usize) -> Vec<Instance> {
     let base = 100 * account as u64;
     let created = time("2025-03-01T10:00:00");
-    let disk = |id: u64, label: &str, filesystem: &str, size: u64, used: u64| Disk {
+    let disk = |id: u64, label: &str, filesystem: Filesystem, size: u64, used: u64| Disk {
         id: 67890 + base + id,
         label: label.into(),
-        filesystem: filesystem.into(),
+        filesystem,
         size,
         used,
         created,
@@ -229,7 +230,10 @@ fn instances(account: usize) -> Vec<Instance> {
             "g6-standard-2",
             "linode/debian12",
             81920,
-            vec![disk(0, "Debian 12 Disk", "ext4", 25088, 2430), disk(1, "512 MB Swap Image", "swap", 512, 0)],
+            vec![
+                disk(0, "Debian 12 Disk", Filesystem::Ext4, 25088, 2430),
+                disk(1, "512 MB Swap Image", Filesystem::Swap, 512, 0),
+            ],
         ),
         instance(
             1,
@@ -239,9 +243,9 @@ fn instances(account: usize) -> Vec<Instance> {
             "linode/ubuntu24.04",
             163840,
             vec![
-                disk(2, "Ubuntu 24.04 Disk", "ext4", 51200, 5800),
-                disk(3, "scratch", "raw", 10240, 10240),
-                disk(4, "512 MB Swap Image", "swap", 512, 0),
+                disk(2, "Ubuntu 24.04 Disk", Filesystem::Ext4, 51200, 5800),
+                disk(3, "scratch", Filesystem::Raw, 10240, 10240),
+                disk(4, "512 MB Swap Image", Filesystem::Swap, 512, 0),
             ],
         ),
         instance(
@@ -251,7 +255,10 @@ fn instances(account: usize) -> Vec<Instance> {
             "g6-nanode-1",
             "linode/alpine3.22",
             25600,
-            vec![disk(5, "Alpine Disk", "ext3", 8192, 700), disk(6, "256 MB Swap Image", "swap", 256, 0)],
+            vec![
+                disk(5, "Alpine Disk", Filesystem::Ext3, 8192, 700),
+                disk(6, "256 MB Swap Image", Filesystem::Swap, 256, 0),
+            ],
         ),
     ]
 }
@@ -303,10 +310,10 @@ mod tests {
         assert_eq!(a.public_images.len(), 40);
         let images = &a.accounts[0].images;
         assert_eq!(images.len(), 14 + 50);
-        for status in ["available", "creating", "pending_upload"] {
+        for status in [ImageStatus::Available, ImageStatus::Creating, ImageStatus::PendingUpload] {
             assert!(images.iter().any(|i| i.status == status), "{status}");
         }
-        assert!(images.iter().any(|i| i.kind == "automatic" && i.expiry.is_some()));
+        assert!(images.iter().any(|i| i.kind == ImageType::Automatic && i.expiry.is_some()));
         let b = initial_state(&options, now);
         let view = |s: &State| s.accounts[0].images.iter().map(Image::to_json).collect::<Vec<_>>();
         assert_eq!(view(&a), view(&b));
