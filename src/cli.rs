@@ -87,7 +87,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn run_inner(cli: Cli) -> Result<(), Error> {
     if let Some(Command::Sandbox(args)) = &cli.command {
-        return Ok(sandbox::serve(args).await?);
+        // `imageql --providers DIR sandbox` means `imageql sandbox --providers DIR`.
+        let args = SandboxArgs { providers: args.providers.clone().or(cli.providers), ..args.clone() };
+        return Ok(sandbox::serve(&args).await?);
     }
     let mut scripts: Vec<(String, String)> = Vec::new();
     for path in &cli.files {
@@ -110,7 +112,8 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         scripts.push(("<stdin>".into(), text));
     }
     let target = match (cli.sandbox, cli.api_url) {
-        (true, _) => Target::Sandbox(SandboxArgs::default()),
+        // The in-process sandbox serves what the session's provider files describe.
+        (true, _) => Target::Sandbox(SandboxArgs { providers: cli.providers.clone(), ..SandboxArgs::default() }),
         (false, base_url) => Target::Api { base_url },
     };
     let options = SessionOptions {

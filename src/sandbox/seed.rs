@@ -1,12 +1,14 @@
 //! The seeded world: public images modelled on a recorded real list, a default account with a
-//! varied set of private images, and optional generated images for scale tests.
+//! varied set of private images and instances, and optional generated images for scale tests.
+//! This is the state that changes; read-only resources (regions) are seeded by the provider
+//! files' seed data instead.
 
 use chrono::{Duration, NaiveDateTime};
 use serde::Deserialize;
 
 use super::store::{
-    Account, Disk, Filesystem, Image, ImageStatus, ImageType, Instance, RECOVERY_DAYS, Region, RegionCopy, State,
-    TIME_FORMAT, UploadTicket, random_hex,
+    Account, Disk, Filesystem, Image, ImageStatus, ImageType, Instance, RECOVERY_DAYS, RegionCopy, State, TIME_FORMAT,
+    UploadTicket, random_hex,
 };
 
 const PUBLIC_IMAGES: &str = include_str!("seed/public_images.json");
@@ -136,7 +138,7 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
         accounts.push(extra_account(accounts.len(), name, token));
     }
     let next_image_id = GENERATED_BASE_ID + options.generated_images + 1;
-    State { public_images, accounts, regions: regions(), next_image_id, clock_offset: 0 }
+    State { public_images, accounts, next_image_id, clock_offset: 0 }
 }
 
 /// A saved state brought in line with the options: the default account takes `--token`,
@@ -166,32 +168,6 @@ pub fn extra_account(index: usize, name: &str, token: &str) -> Account {
         images: vec![],
         instances: instances(index),
     }
-}
-
-/// Regions as the real API lists them; uploads and replicas need "Object Storage".
-fn regions() -> Vec<Region> {
-    const COMMON: [&str; 8] =
-        ["Linodes", "Backups", "NodeBalancers", "Block Storage", "Kubernetes", "Cloud Firewall", "Vlans", "Metadata"];
-    let region = |id: &str, label: &str, country: &str, object_storage: bool| {
-        let mut capabilities: Vec<String> = COMMON.iter().map(|c| c.to_string()).collect();
-        if object_storage {
-            capabilities.push(super::store::OBJECT_STORAGE.into());
-        }
-        Region { id: id.into(), label: label.into(), country: country.into(), capabilities }
-    };
-    vec![
-        region("ap-south", "Singapore, SG", "sg", true),
-        region("ap-west", "Mumbai, IN", "in", true),
-        region("au-mel", "Melbourne, AU", "au", true),
-        region("br-gru", "Sao Paulo, BR", "br", false),
-        region("eu-central", "Frankfurt, DE", "de", true),
-        region("eu-west", "London, UK", "gb", true),
-        region("in-maa", "Chennai, IN", "in", false),
-        region("us-east", "Newark, NJ", "us", true),
-        region("us-iad", "Washington, DC", "us", true),
-        region("us-mia", "Miami, FL", "us", true),
-        region("us-ord", "Chicago, IL", "us", true),
-    ]
 }
 
 /// Three instances per account with capturable ext4/ext3 disks, a too-full ext4 disk, a raw

@@ -1,9 +1,10 @@
-//! The sandbox's state: accounts with their images, instances and disks; public images;
-//! regions; and the clock. Everything that changes over time (captures finishing, replicas
-//! moving between states, uploads and recovery images expiring) is derived from stored
-//! timestamps by [`State::advance`], so a state read back from disk behaves the same.
-//! Statuses, types and filesystems are enums whose serialized names are the API's strings, so
-//! saved states and answers read exactly as the API's do.
+//! The sandbox's state: accounts with their images, instances and disks; public images; and
+//! the clock. Everything that changes over time (captures finishing, replicas moving between
+//! states, uploads and recovery images expiring) is derived from stored timestamps by
+//! [`State::advance`], so a state read back from disk behaves the same. Statuses, types and
+//! filesystems are enums whose serialized names are the API's strings, so saved states and
+//! answers read exactly as the API's do. Regions are not state: they are seed rows of the
+//! provider files (see `images.rs`).
 
 use chrono::{Duration, NaiveDateTime, Timelike};
 use serde::{Deserialize, Serialize};
@@ -256,6 +257,15 @@ impl Image {
     pub fn counts_against_limits(&self) -> bool {
         self.kind != ImageType::Automatic
     }
+
+    /// Makes the image a capture of `size` MB that becomes available in `region` when the
+    /// capture is done.
+    pub fn start_capture(&mut self, size: u64, region: String, pace: Pace) {
+        self.status = ImageStatus::Creating;
+        self.size = size;
+        self.ready_at = Some(self.created + pace.capture(size));
+        self.capture_region = Some(region);
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,32 +326,6 @@ impl Instance {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Region {
-    pub id: String,
-    pub label: String,
-    pub country: String,
-    pub capabilities: Vec<String>,
-}
-
-pub const OBJECT_STORAGE: &str = "Object Storage";
-
-impl Region {
-    pub fn stores_images(&self) -> bool {
-        self.capabilities.iter().any(|c| c == OBJECT_STORAGE)
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id, "label": self.label, "country": self.country,
-            "capabilities": self.capabilities, "status": "ok",
-            "resolvers": {"ipv4": "192.0.2.1,192.0.2.2", "ipv6": "2001:db8::1,2001:db8::2"},
-            "placement_group_limits": {"maximum_pgs_per_customer": null, "maximum_linodes_per_pg": 5},
-            "site_type": "core",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
     pub name: String,
     pub token: String,
@@ -355,7 +339,6 @@ pub struct Account {
 pub struct State {
     pub public_images: Vec<Image>,
     pub accounts: Vec<Account>,
-    pub regions: Vec<Region>,
     pub next_image_id: u64,
     /// Seconds added to the wall clock (the sandbox's clock can be moved forward).
     #[serde(default)]
@@ -394,10 +377,6 @@ impl State {
         self.accounts.iter().position(|a| a.token == token)
     }
 
-    pub fn region(&self, id: &str) -> Option<&Region> {
-        self.regions.iter().find(|r| r.id == id)
-    }
-
     /// Every image `account` can see, in the API's default order: its private images by
     /// ascending id, then the public ones.
     pub fn visible_images(&self, account: Option<usize>) -> impl Iterator<Item = &Image> {
@@ -409,10 +388,33 @@ impl State {
         self.visible_images(account).find(|i| i.id == id)
     }
 
-    pub fn new_image_id(&mut self) -> String {
+    fn new_image_id(&mut self) -> String {
         let id = self.next_image_id;
         self.next_image_id += 1;
         format!("private/{id}")
+    }
+
+    /// A new private image of `account` with the next id, not yet added to the account.
+    pub fn new_image(&mut self, account: usize, label: String) -> Image {
+        let (id, now) = (self.new_image_id(), self.now());
+        Image::private(id, label, &self.accounts[account].username, now)
+    }
+
+    /// Deleting an instance leaves a free recovery image of its largest ext3/ext4 disk, which
+    /// expires after [`RECOVERY_DAYS`]; this adds it (when there is such a disk).
+    pub fn add_recovery_image(&mut self, account: usize, instance_index: usize, pace: Pace) {
+        let instance = &self.accounts[account].instances[instance_index];
+        let Some(disk) = instance.disks.iter().filter(|d| d.filesystem.can_be_imaged()).max_by_key(|d| d.size) else {
+            return;
+        };
+        let (size, region) = (disk.used, instance.region.clone());
+        let mut label = format!("{}-recovery", instance.label);
+        label.truncate(50);
+        let mut image = self.new_image(account, label);
+        image.kind = ImageType::Automatic;
+        image.expiry = Some(image.created + Duration::days(RECOVERY_DAYS));
+        image.start_capture(size, region, pace);
+        self.accounts[account].images.push(image);
     }
 
     /// Applies every transition due by now.
