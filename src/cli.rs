@@ -2,7 +2,7 @@
 codes (0 ok, 1 a statement failed, 2 usage error). */
 
 use std::collections::HashMap;
-use std::io::{BufWriter, IsTerminal, Read};
+use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use crate::engine::{Session, SessionOptions};
 use crate::error::Error;
 use crate::output::{self, Format};
 use crate::provider::Registry;
-use crate::sandbox::{self, Sandbox, SandboxArgs};
+use crate::sandbox::{Sandbox, SandboxArgs};
 use crate::scan::ScanOptions;
 use crate::sql::split_statements;
 use crate::{shell, template};
@@ -90,7 +90,14 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn run_inner(cli: Cli) -> Result<(), Error> {
     if let Some(Command::Sandbox(args)) = &cli.command {
-        return Ok(sandbox::serve(args).await?);
+        // `imageql --providers DIR sandbox` means `imageql sandbox --providers DIR`.
+        let args = SandboxArgs { providers: args.providers.clone().or(cli.providers), ..args.clone() };
+        let sandbox = Sandbox::start(&args).await?;
+        let mut stdout = std::io::stdout().lock();
+        // Scripts wait for this line to learn the port, so it must not sit in a buffer.
+        let _ = writeln!(stdout, "{}", sandbox.base_url).and_then(|_| stdout.flush());
+        drop(stdout);
+        return Ok(sandbox.run_until_interrupted().await?);
     }
     let mut scripts: Vec<(String, String)> = Vec::new();
     for path in &cli.files {
@@ -119,7 +126,9 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     // The in-process sandbox lives as long as the session that talks to it.
     let (_sandbox, base_url, token) = match cli.sandbox {
         true => {
-            let sandbox = Sandbox::start(&SandboxArgs::default()).await?;
+            // It serves what the session's provider files describe.
+            let args = SandboxArgs { providers: cli.providers.clone(), ..SandboxArgs::default() };
+            let sandbox = Sandbox::start(&args).await?;
             let (url, token) = (sandbox.base_url.clone(), Token::new(sandbox.token.clone()));
             (Some(sandbox), Some(url), token)
         }

@@ -6,6 +6,7 @@ replaces it. Nothing outside this module knows what a resource looks like: table
 pushdown, the sandbox's filter validation and the mutation planner all read it from here. */
 
 mod arrow;
+mod seed;
 mod template;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use include_dir::{Dir, include_dir};
 use serde::Deserialize;
 
 pub use arrow::resource_schema;
+pub use seed::{Row, Seed, seed_params};
 pub use template::{PathTemplate, Pattern, encode_segment};
 
 static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/providers");
@@ -124,6 +126,9 @@ pub struct Service {
     /// Named queries over the service's resources, queried like tables.
     #[serde(default)]
     pub views: BTreeMap<String, View>,
+    /// Rows for the sandbox, from `<service>.seed.json` beside the service file.
+    #[serde(skip)]
+    pub seed: Seed,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -563,7 +568,7 @@ impl Registry {
                     }
                 }
             }
-            registry.add(&file("provider.yaml"), provider_text, services)?;
+            registry.add(&file("provider.yaml"), provider_text, services, &seed::read_embedded)?;
         }
         Ok(registry)
     }
@@ -591,7 +596,7 @@ impl Registry {
                     }
                 }
             }
-            registry.add(&provider_file.display().to_string(), &text, services)?;
+            registry.add(&provider_file.display().to_string(), &text, services, &seed::read_disk)?;
         }
         if registry.providers.is_empty() {
             return Err(LoadError::new(root.display().to_string(), "no <provider>/provider.yaml found"));
@@ -599,7 +604,13 @@ impl Registry {
         Ok(registry)
     }
 
-    fn add(&mut self, file: &str, text: &str, services: Vec<(String, String)>) -> Result<(), LoadError> {
+    fn add(
+        &mut self,
+        file: &str,
+        text: &str,
+        services: Vec<(String, String)>,
+        read: seed::Reader,
+    ) -> Result<(), LoadError> {
         let mut provider: Provider = serde_yaml::from_str(text).map_err(|e| LoadError::new(file, e))?;
         for (sfile, stext) in services {
             let mut service: Service = serde_yaml::from_str(&stext).map_err(|e| LoadError::new(&sfile, e))?;
@@ -612,6 +623,7 @@ impl Registry {
             if provider.services.contains_key(&service.id) {
                 return Err(LoadError::new(sfile, format!("service `{}` is defined twice", service.id)));
             }
+            service.seed = seed::load(&sfile, &service, read)?;
             provider.services.insert(service.id.clone(), service);
         }
         self.providers.insert(provider.id.clone(), Arc::new(provider));

@@ -1,5 +1,8 @@
 //! The images endpoints: list, get, capture, upload (and the upload URL), update, delete and
-//! replicate, with the account limits.
+//! replicate, with the account limits. Images are per account and change over time, so they
+//! have their own handlers rather than the generic read-only ones; the regions they may be
+//! uploaded or replicated to are the seed rows of `linode.regions.regions`, the same rows
+//! `GET /regions` serves.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -7,28 +10,64 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use chrono::Duration;
 use serde_json::{Map, Value, json};
 
-use super::http::{
-    ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, method_not_allowed, ok, x_filter,
-};
-use super::store::{Image, RECOVERY_DAYS, RegionCopy, State as World, UploadTicket, random_hex};
-use super::{App, Limits, upload};
-use crate::provider::Resource;
+use super::app::{App, Limits};
+use super::store::{Image, ImageStatus, RegionCopy, RegionStatus, State as World, UploadTicket, random_hex};
+use super::upload;
+use super::wire::{ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, ok, x_filter};
+use crate::provider::{PageSizeRange, Resource, Row};
 use crate::validate::check_body;
 
 const MIB: u64 = 1 << 20;
 /// A disk can be captured only while its used space is below 90% of the image size limit.
 const CAPTURE_USE_LIMIT: f64 = 0.9;
 const UPLOAD_WINDOW_HOURS: i64 = 24;
+/// The API's limits on an upload when the provider files do not give them: 5 GB as sent,
+/// 6 GB uncompressed (also the largest image).
+const UPLOAD_LIMITS: upload::Limits = upload::Limits { compressed: 5 << 30, uncompressed: 6 << 30 };
+/// The region capability that uploads and replicas need.
+const OBJECT_STORAGE: &str = "Object Storage";
 
 fn images_resource(app: &App) -> &Resource {
-    app.registry.resource("linode", "images", "images").expect("the embedded registry describes images").1
+    app.registry.resource("linode", "images", "images").expect("mounted only when images are described").1
 }
 
-/// The upload limits the provider file gives (5 GB compressed, 6 GB uncompressed); the latter
-/// is also the largest image.
+fn page_sizes(app: &App) -> PageSizeRange {
+    app.registry
+        .resource("linode", "images", "images")
+        .expect("mounted only when images are described")
+        .0
+        .pagination
+        .page_size
+}
+
+/// The upload limits the provider file gives for `post_upload_image`.
 fn upload_limits(app: &App) -> upload::Limits {
-    let spec = images_resource(app).methods["post_upload_image"].upload.as_ref().expect("uploads are described");
-    upload::Limits { compressed: spec.max_bytes, uncompressed: spec.max_decoded_bytes.unwrap_or(spec.max_bytes) }
+    match images_resource(app).methods.get("post_upload_image").and_then(|m| m.upload.as_ref()) {
+        Some(spec) => upload::Limits {
+            compressed: spec.max_bytes,
+            uncompressed: spec.max_decoded_bytes.unwrap_or(spec.max_bytes),
+        },
+        None => UPLOAD_LIMITS,
+    }
+}
+
+/// Checks that `region` exists and can store images, for a request whose `field` named it to
+/// have images `done` there ("uploaded", "stored").
+fn check_region(app: &App, region: &str, field: &str, done: &str) -> Result<(), ApiError> {
+    let regions = app.registry.providers.get("linode").and_then(|p| p.services.get("regions"));
+    let rows: &[Row] = regions.map(|s| s.seed.rows("regions")).unwrap_or_default();
+    let found = rows.iter().find(|r| r.get("id").and_then(Value::as_str) == Some(region));
+    let Some(found) = found else {
+        return Err(ApiError::bad_request(format!("Region {region} does not exist"), field));
+    };
+    let capabilities = found.get("capabilities").and_then(Value::as_array).into_iter().flatten();
+    if !capabilities.filter_map(Value::as_str).any(|c| c == OBJECT_STORAGE) {
+        return Err(ApiError::bad_request(
+            format!("Region {region} has no Object Storage, so images cannot be {done} there"),
+            field,
+        ));
+    }
+    Ok(())
 }
 
 /// `/images`: list (GET) and capture (POST).
@@ -44,10 +83,10 @@ pub async fn collection(
         Method::GET => {
             let filter = x_filter(&request.headers, images_resource(&app))?;
             let rows = app.read(|s| s.visible_images(caller.0).map(Image::to_object).collect());
-            list(&app, rows, &filter, request.query.as_deref(), EmptyList::Zeros)
+            list(rows, &filter, request.query.as_deref(), page_sizes(&app), "data", EmptyList::Zeros)
         }
         Method::POST => capture(&app, caller.account()?, &json_object(&body)?),
-        _ => Err(method_not_allowed()),
+        _ => Err(ApiError::method_not_allowed()),
     }
 }
 
@@ -64,13 +103,13 @@ pub async fn member(
     if rest == "upload" {
         return match method {
             Method::POST => create_upload(&app, caller.account()?, &json_object(&body)?),
-            _ => Err(method_not_allowed()),
+            _ => Err(ApiError::method_not_allowed()),
         };
     }
     if let Some(id) = rest.strip_suffix("/regions") {
         return match method {
             Method::POST => replicate(&app, caller.account()?, id, &json_object(&body)?),
-            _ => Err(method_not_allowed()),
+            _ => Err(ApiError::method_not_allowed()),
         };
     }
     let id = rest.as_str();
@@ -80,12 +119,16 @@ pub async fn member(
         }
         Method::PUT => update(&app, caller.account()?, id, &json_object(&body)?),
         Method::DELETE => delete(&app, caller.account()?, id),
-        _ => Err(method_not_allowed()),
+        _ => Err(ApiError::method_not_allowed()),
     }
 }
 
+/// Checks a body against the method's description, when the provider files describe it.
 fn check(app: &App, method: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
-    let violations = check_body(&images_resource(app).methods[method], body);
+    let Some(method) = images_resource(app).methods.get(method) else {
+        return Ok(());
+    };
+    let violations = check_body(method, body);
     if violations.is_empty() { Ok(()) } else { Err(ApiError::violations(violations)) }
 }
 
@@ -130,12 +173,11 @@ fn check_limits(
     Ok(())
 }
 
+/// A new image of `account` with what the request body gives.
 fn new_image(world: &mut World, account: usize, label: String, body: &Map<String, Value>) -> Image {
-    let (id, now) = (world.new_image_id(), world.now());
-    let mut image = Image::private(id, label, &world.accounts[account].username, now);
+    let mut image = world.new_image(account, label);
     image.description = Some(text(body, "description").unwrap_or_default());
     image.tags = tags(body).unwrap_or_default();
-    image.status = "creating".into();
     if body.get("cloud_init").and_then(Value::as_bool) == Some(true) {
         image.capabilities.push("cloud-init".into());
     }
@@ -154,7 +196,7 @@ fn capture(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
             .iter()
             .find_map(|i| i.disks.iter().find(|d| d.id == disk_id).map(|d| (i, d)))
             .ok_or_else(|| ApiError::bad_request(format!("Disk {disk_id} does not exist on this account"), "disk_id"))?;
-        if !matches!(disk.filesystem.as_str(), "ext3" | "ext4") {
+        if !disk.filesystem.can_be_imaged() {
             return Err(ApiError::bad_request(
                 format!("Only ext3 and ext4 disks can be imaged; disk {disk_id} has a {} filesystem", disk.filesystem),
                 "disk_id",
@@ -174,9 +216,7 @@ fn capture(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
         check_limits(world, account, limits, 1, size)?;
         let label = text(body, "label").unwrap_or(label);
         let mut image = new_image(world, account, label, body);
-        image.size = size;
-        image.ready_at = Some(image.created + pace.capture(size));
-        image.capture_region = Some(region);
+        image.start_capture(size, region, pace);
         world.accounts[account].images.push(image.clone());
         Ok(image)
     })?;
@@ -188,24 +228,13 @@ fn create_upload(app: &App, account: usize, body: &Map<String, Value>) -> Reply 
     check(app, "post_upload_image", body)?;
     let region = text(body, "region").unwrap_or_default();
     let label = text(body, "label").unwrap_or_default();
+    check_region(app, &region, "region", "uploaded")?;
     let secret = random_hex(24);
     let limits = app.options.limits;
     let image = app.write(|world| {
-        match world.region(&region) {
-            None => {
-                return Err(ApiError::bad_request(format!("Region {region} does not exist"), "region"));
-            }
-            Some(r) if !r.stores_images() => {
-                return Err(ApiError::bad_request(
-                    format!("Region {region} has no Object Storage, so images cannot be uploaded there"),
-                    "region",
-                ));
-            }
-            Some(_) => {}
-        }
         check_limits(world, account, limits, 1, 0)?;
         let mut image = new_image(world, account, label, body);
-        image.status = "pending_upload".into();
+        image.status = ImageStatus::PendingUpload;
         image.upload =
             Some(UploadTicket { secret, region, expires: image.created + Duration::hours(UPLOAD_WINDOW_HOURS) });
         world.accounts[account].images.push(image.clone());
@@ -252,7 +281,7 @@ pub async fn receive_upload(
         let now = world.now();
         let image = &mut world.accounts[account].images[index];
         let ticket = image.upload.take().expect("found by its ticket");
-        image.status = "available".into();
+        image.status = ImageStatus::Available;
         image.size = size;
         image.updated = now;
         image.regions = vec![RegionCopy::available(&ticket.region)];
@@ -315,23 +344,14 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
             wanted.push(region.to_string());
         }
     }
+    for region in &wanted {
+        check_region(app, region, "regions", "stored")?;
+    }
     let limits = app.options.limits;
     let image = app.write(|world| {
-        for region in &wanted {
-            match world.region(region) {
-                None => return Err(ApiError::bad_request(format!("Region {region} does not exist"), "regions")),
-                Some(r) if !r.stores_images() => {
-                    return Err(ApiError::bad_request(
-                        format!("Region {region} has no Object Storage, so images cannot be stored there"),
-                        "regions",
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
         let index = own_image(world, account, id)?;
         let image = &world.accounts[account].images[index];
-        if image.status != "available" {
+        if image.status != ImageStatus::Available {
             return Err(ApiError::bad_request(
                 format!("Image {id} is {}; only available images can be replicated", image.status),
                 "regions",
@@ -346,12 +366,12 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
             if keep && copy.removing {
                 *copy = RegionCopy {
                     region: copy.region.clone(),
-                    status: "pending replication".into(),
+                    status: RegionStatus::PendingReplication,
                     changed: Some(now),
                     removing: false,
                 };
             } else if !keep && !copy.removing {
-                copy.status = "pending deletion".into();
+                copy.status = RegionStatus::PendingDeletion;
                 copy.changed = Some(now);
                 copy.removing = true;
             }
@@ -360,7 +380,7 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
             if !image.regions.iter().any(|c| &c.region == region) {
                 image.regions.push(RegionCopy {
                     region: region.clone(),
-                    status: "pending replication".into(),
+                    status: RegionStatus::PendingReplication,
                     changed: Some(now),
                     removing: false,
                 });
@@ -370,27 +390,4 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
         Ok(image.to_json())
     })?;
     Ok(ok(image))
-}
-
-/// A free recovery image of a deleted instance's largest ext3/ext4 disk.
-pub fn recovery_image(
-    world: &mut World,
-    account: usize,
-    instance_index: usize,
-    pace: super::store::Pace,
-) -> Option<Image> {
-    let instance = &world.accounts[account].instances[instance_index];
-    let disk =
-        instance.disks.iter().filter(|d| matches!(d.filesystem.as_str(), "ext3" | "ext4")).max_by_key(|d| d.size)?;
-    let (size, region) = (disk.used, instance.region.clone());
-    let mut label = format!("{}-recovery", instance.label);
-    label.truncate(50);
-    let mut image = new_image(world, account, label, &Map::new());
-    image.kind = "automatic".into();
-    image.size = size;
-    image.expiry = Some(image.created + Duration::days(RECOVERY_DAYS));
-    image.ready_at = Some(image.created + pace.capture(size));
-    image.capture_region = Some(region);
-    world.accounts[account].images.push(image.clone());
-    Some(image)
 }

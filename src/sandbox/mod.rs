@@ -2,18 +2,26 @@
 
 `imageql sandbox` serves it until interrupted; `imageql --sandbox` starts it in-process on a
 free loopback port and talks to it over HTTP like any other API. What it emulates, and how
-faithfully, is described in `docs/sandbox.md`. */
+faithfully, is described in `docs/sandbox.md`.
 
-mod http;
+The modules depend on each other in one direction: `router` mounts the handlers (`images`,
+`instances`, `generic`, `clock`), which build on `app` (shared state and options), `wire`
+(the API's envelopes, paging and filters) and `store` (the typed state, with `seed` and
+`persist` making and keeping it). */
+
+mod app;
+mod clock;
+mod generic;
 mod images;
-mod linodes;
+mod instances;
 mod persist;
+mod router;
 mod seed;
 mod store;
 mod upload;
+mod wire;
 
 use std::fs::File;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,10 +31,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::provider::Registry;
-use http::ApiError;
+use app::{App, Limits, Options};
 use persist::DataDir;
 use seed::SeedOptions;
-use store::{Pace, State};
+use store::Pace;
+use wire::RateLimiter;
 
 /// The seeded account's token unless `--token` says otherwise.
 pub const DEFAULT_TOKEN: &str = "sandbox-token";
@@ -69,6 +78,9 @@ pub struct SandboxArgs {
     /// Storage an account's custom images may use, in GB (size × regions).
     #[arg(long, default_value_t = 150, value_name = "GB")]
     pub max_total_gb: u64,
+    /// Serve the resources the provider files in DIR describe, instead of the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub providers: Option<PathBuf>,
 }
 
 impl Default for SandboxArgs {
@@ -86,6 +98,7 @@ impl Default for SandboxArgs {
             fail_rate: 0.0,
             max_images: 25,
             max_total_gb: 150,
+            providers: None,
         }
     }
 }
@@ -111,73 +124,6 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The account limits in force.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    max_images: usize,
-    max_total_mb: u64,
-}
-
-#[derive(Debug)]
-struct Options {
-    latency: Duration,
-    pace: Pace,
-    limits: Limits,
-    /// Requests per minute and token (the provider's documented limit).
-    rate_limit: u32,
-    rate_limit_list: Option<u32>,
-    fail_rate: f64,
-}
-
-/// Shared by every request handler.
-#[derive(Clone)]
-struct App {
-    state: Arc<Mutex<State>>,
-    registry: Arc<Registry>,
-    options: Arc<Options>,
-    data_dir: Option<Arc<DataDir>>,
-    access_log: Option<Arc<Mutex<File>>>,
-    limiter: Arc<Mutex<http::RateLimiter>>,
-    /// `http://host:port`, for the upload URLs handed out.
-    origin: Arc<String>,
-}
-
-impl App {
-    /// The account a token belongs to; tokens do not change over time, so nothing advances.
-    fn account_for(&self, token: &str) -> Option<usize> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).account_by_token(token)
-    }
-
-    /// Runs `read` on the state as of now.
-    fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.advance(self.options.pace);
-        read(&state)
-    }
-
-    /// Runs `change` on the state as of now and, with `--data-dir`, saves the result before
-    /// returning; a change that cannot be saved is undone and reported as a 500.
-    fn write<T>(&self, change: impl FnOnce(&mut State) -> Result<T, ApiError>) -> Result<T, ApiError> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.advance(self.options.pace);
-        let before = self.data_dir.as_ref().map(|_| state.clone());
-        let result = change(&mut state);
-        if let (Some(dir), Some(before)) = (&self.data_dir, before) {
-            let saved = match &result {
-                Ok(_) => dir.save(&state),
-                Err(_) => Ok(()),
-            };
-            if result.is_err() || saved.is_err() {
-                *state = before;
-            }
-            if let Err(e) = saved {
-                return Err(ApiError::internal(format!("the sandbox could not save its state: {e}")));
-            }
-        }
-        result
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("cannot listen on {addr}: {source}")]
@@ -188,6 +134,9 @@ pub enum SandboxError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Providers(#[from] crate::provider::LoadError),
+    /// Provider files that load but that the sandbox cannot serve.
+    #[error("cannot serve the provider files: {0}")]
+    Serving(String),
     #[error("{0}")]
     Accounts(String),
     #[error("sandbox server failed: {0}")]
@@ -209,8 +158,12 @@ impl Drop for Sandbox {
 
 impl Sandbox {
     pub async fn start(args: &SandboxArgs) -> Result<Sandbox, SandboxError> {
-        let registry = Arc::new(Registry::embedded()?);
-        let provider = registry.providers.get("linode").expect("the embedded registry has linode").clone();
+        let registry = Arc::new(match &args.providers {
+            Some(dir) => Registry::from_dir(dir)?,
+            None => Registry::embedded()?,
+        });
+        // One limit for every request, so the strictest of the providers'.
+        let rate_limit = registry.providers.values().filter_map(|p| p.rate_limits.as_ref()).map(|r| r.per_minute).min();
         let mut tokens: Vec<&str> = vec![args.token.as_str()];
         for (name, token) in &args.accounts {
             if tokens.contains(&token.as_str()) {
@@ -258,16 +211,17 @@ impl Sandbox {
                 latency: Duration::from_millis(args.latency_ms),
                 pace: Pace { scale: args.time_scale },
                 limits: Limits { max_images: args.max_images, max_total_mb: args.max_total_gb * 1024 },
-                rate_limit: provider.rate_limits.as_ref().map(|r| r.per_minute).unwrap_or(u32::MAX),
+                rate_limit: rate_limit.unwrap_or(u32::MAX),
                 rate_limit_list: args.rate_limit_list,
                 fail_rate: args.fail_rate,
             }),
             data_dir,
             access_log,
-            limiter: Arc::new(Mutex::new(http::RateLimiter::default())),
+            limiter: Arc::new(Mutex::new(RateLimiter::default())),
             origin: Arc::new(format!("http://{addr}")),
         };
-        let router = http::router(app).into_make_service_with_connect_info::<SocketAddr>();
+        let router = router::router(app).map_err(SandboxError::Serving)?;
+        let router = router.into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move { axum::serve(listener, router).await });
         Ok(Sandbox { base_url: format!("http://{addr}/v4"), token: args.token.clone(), task })
     }
@@ -283,14 +237,4 @@ impl Sandbox {
             },
         }
     }
-}
-
-/// `imageql sandbox`: print the base URL as the first line, then serve.
-pub async fn serve(args: &SandboxArgs) -> Result<(), SandboxError> {
-    let sandbox = Sandbox::start(args).await?;
-    let mut stdout = std::io::stdout().lock();
-    // Scripts wait for this line to learn the port, so it must not sit in a buffer.
-    let _ = writeln!(stdout, "{}", sandbox.base_url).and_then(|_| stdout.flush());
-    drop(stdout);
-    sandbox.run_until_interrupted().await
 }

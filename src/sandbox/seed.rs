@@ -1,11 +1,14 @@
 //! The seeded world: public images modelled on a recorded real list, a default account with a
-//! varied set of private images, and optional generated images for scale tests.
+//! varied set of private images and instances, and optional generated images for scale tests.
+//! This is the state that changes; read-only resources (regions) are seeded by the provider
+//! files' seed data instead.
 
 use chrono::{Duration, NaiveDateTime};
 use serde::Deserialize;
 
 use super::store::{
-    Account, Disk, Image, Instance, RECOVERY_DAYS, Region, RegionCopy, State, TIME_FORMAT, UploadTicket, random_hex,
+    Account, Disk, Filesystem, Image, ImageStatus, ImageType, Instance, RECOVERY_DAYS, RegionCopy, State, TIME_FORMAT,
+    UploadTicket, random_hex,
 };
 
 const PUBLIC_IMAGES: &str = include_str!("seed/public_images.json");
@@ -43,9 +46,9 @@ struct PrivateSeed {
     upload_hours_left: Option<i64>,
     size: u64,
     tags: Vec<String>,
-    status: String,
+    status: ImageStatus,
     #[serde(rename = "type")]
-    kind: String,
+    kind: ImageType,
     capabilities: Vec<String>,
     regions: Vec<RegionCopy>,
 }
@@ -73,7 +76,7 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
             updated: time(&p.created),
             size: p.size,
             created_by: "linode".into(),
-            kind: "manual".into(),
+            kind: ImageType::Manual,
             tags: vec![],
             is_public: true,
             is_shared: false,
@@ -81,7 +84,7 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
             vendor: Some(p.vendor),
             expiry: None,
             eol: p.eol.as_deref().map(time),
-            status: "available".into(),
+            status: ImageStatus::Available,
             capabilities: p.capabilities,
             regions: vec![],
             ready_at: None,
@@ -107,7 +110,7 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
                 img.tags = p.tags;
                 img.status = p.status;
                 img.kind = p.kind;
-                if img.kind == "automatic" {
+                if img.kind == ImageType::Automatic {
                     img.expiry = Some(created + Duration::days(RECOVERY_DAYS));
                 }
                 img.ready_at = p.ready_in_minutes.map(|m| now + Duration::minutes(m));
@@ -135,7 +138,7 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
         accounts.push(extra_account(accounts.len(), name, token));
     }
     let next_image_id = GENERATED_BASE_ID + options.generated_images + 1;
-    State { public_images, accounts, regions: regions(), next_image_id, clock_offset: 0 }
+    State { public_images, accounts, next_image_id, clock_offset: 0 }
 }
 
 /// A saved state brought in line with the options: the default account takes `--token`,
@@ -167,41 +170,15 @@ pub fn extra_account(index: usize, name: &str, token: &str) -> Account {
     }
 }
 
-/// Regions as the real API lists them; uploads and replicas need "Object Storage".
-fn regions() -> Vec<Region> {
-    const COMMON: [&str; 8] =
-        ["Linodes", "Backups", "NodeBalancers", "Block Storage", "Kubernetes", "Cloud Firewall", "Vlans", "Metadata"];
-    let region = |id: &str, label: &str, country: &str, object_storage: bool| {
-        let mut capabilities: Vec<String> = COMMON.iter().map(|c| c.to_string()).collect();
-        if object_storage {
-            capabilities.push(super::store::OBJECT_STORAGE.into());
-        }
-        Region { id: id.into(), label: label.into(), country: country.into(), capabilities }
-    };
-    vec![
-        region("ap-south", "Singapore, SG", "sg", true),
-        region("ap-west", "Mumbai, IN", "in", true),
-        region("au-mel", "Melbourne, AU", "au", true),
-        region("br-gru", "Sao Paulo, BR", "br", false),
-        region("eu-central", "Frankfurt, DE", "de", true),
-        region("eu-west", "London, UK", "gb", true),
-        region("in-maa", "Chennai, IN", "in", false),
-        region("us-east", "Newark, NJ", "us", true),
-        region("us-iad", "Washington, DC", "us", true),
-        region("us-mia", "Miami, FL", "us", true),
-        region("us-ord", "Chicago, IL", "us", true),
-    ]
-}
-
 /// Three instances per account with capturable ext4/ext3 disks, a too-full ext4 disk, a raw
 /// disk and swap disks. Ids are spread by account so that no two accounts share one.
 fn instances(account: usize) -> Vec<Instance> {
     let base = 100 * account as u64;
     let created = time("2025-03-01T10:00:00");
-    let disk = |id: u64, label: &str, filesystem: &str, size: u64, used: u64| Disk {
+    let disk = |id: u64, label: &str, filesystem: Filesystem, size: u64, used: u64| Disk {
         id: 67890 + base + id,
         label: label.into(),
-        filesystem: filesystem.into(),
+        filesystem,
         size,
         used,
         created,
@@ -229,7 +206,10 @@ fn instances(account: usize) -> Vec<Instance> {
             "g6-standard-2",
             "linode/debian12",
             81920,
-            vec![disk(0, "Debian 12 Disk", "ext4", 25088, 2430), disk(1, "512 MB Swap Image", "swap", 512, 0)],
+            vec![
+                disk(0, "Debian 12 Disk", Filesystem::Ext4, 25088, 2430),
+                disk(1, "512 MB Swap Image", Filesystem::Swap, 512, 0),
+            ],
         ),
         instance(
             1,
@@ -239,9 +219,9 @@ fn instances(account: usize) -> Vec<Instance> {
             "linode/ubuntu24.04",
             163840,
             vec![
-                disk(2, "Ubuntu 24.04 Disk", "ext4", 51200, 5800),
-                disk(3, "scratch", "raw", 10240, 10240),
-                disk(4, "512 MB Swap Image", "swap", 512, 0),
+                disk(2, "Ubuntu 24.04 Disk", Filesystem::Ext4, 51200, 5800),
+                disk(3, "scratch", Filesystem::Raw, 10240, 10240),
+                disk(4, "512 MB Swap Image", Filesystem::Swap, 512, 0),
             ],
         ),
         instance(
@@ -251,7 +231,10 @@ fn instances(account: usize) -> Vec<Instance> {
             "g6-nanode-1",
             "linode/alpine3.22",
             25600,
-            vec![disk(5, "Alpine Disk", "ext3", 8192, 700), disk(6, "256 MB Swap Image", "swap", 256, 0)],
+            vec![
+                disk(5, "Alpine Disk", Filesystem::Ext3, 8192, 700),
+                disk(6, "256 MB Swap Image", Filesystem::Swap, 256, 0),
+            ],
         ),
     ]
 }
@@ -303,10 +286,10 @@ mod tests {
         assert_eq!(a.public_images.len(), 40);
         let images = &a.accounts[0].images;
         assert_eq!(images.len(), 14 + 50);
-        for status in ["available", "creating", "pending_upload"] {
+        for status in [ImageStatus::Available, ImageStatus::Creating, ImageStatus::PendingUpload] {
             assert!(images.iter().any(|i| i.status == status), "{status}");
         }
-        assert!(images.iter().any(|i| i.kind == "automatic" && i.expiry.is_some()));
+        assert!(images.iter().any(|i| i.kind == ImageType::Automatic && i.expiry.is_some()));
         let b = initial_state(&options, now);
         let view = |s: &State| s.accounts[0].images.iter().map(Image::to_json).collect::<Vec<_>>();
         assert_eq!(view(&a), view(&b));

@@ -1,7 +1,10 @@
-//! The sandbox's state: accounts with their images, instances and disks; public images;
-//! regions; and the clock. Everything that changes over time (captures finishing, replicas
-//! moving between states, uploads and recovery images expiring) is derived from stored
-//! timestamps by [`State::advance`], so a state read back from disk behaves the same.
+//! The sandbox's state: accounts with their images, instances and disks; public images; and
+//! the clock. Everything that changes over time (captures finishing, replicas moving between
+//! states, uploads and recovery images expiring) is derived from stored timestamps by
+//! [`State::advance`], so a state read back from disk behaves the same. Statuses, types and
+//! filesystems are enums whose serialized names are the API's strings, so saved states and
+//! answers read exactly as the API's do. Regions are not state: they are seed rows of the
+//! provider files (see `images.rs`).
 
 use chrono::{Duration, NaiveDateTime, Timelike};
 use serde::{Deserialize, Serialize};
@@ -68,12 +71,61 @@ mod time_format {
     }
 }
 
+/// An enum whose values serialize as the API's strings, and print as them in messages.
+macro_rules! api_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $($name::$variant => $text),+ })
+            }
+        }
+    };
+}
+
+api_enum! {
+    ImageStatus { Creating = "creating", PendingUpload = "pending_upload", Available = "available" }
+}
+
+api_enum! {
+    /// `automatic` images are recovery images of deleted instances.
+    ImageType { Manual = "manual", Automatic = "automatic" }
+}
+
+api_enum! {
+    /// The status of an image's copy in one region.
+    RegionStatus {
+        Available = "available",
+        Creating = "creating",
+        Pending = "pending",
+        PendingDeletion = "pending deletion",
+        PendingReplication = "pending replication",
+        Replicating = "replicating",
+    }
+}
+
+api_enum! {
+    Filesystem { Raw = "raw", Swap = "swap", Ext3 = "ext3", Ext4 = "ext4", Initrd = "initrd" }
+}
+
+impl Filesystem {
+    /// Only ext3 and ext4 disks can be captured into images.
+    pub fn can_be_imaged(self) -> bool {
+        matches!(self, Filesystem::Ext3 | Filesystem::Ext4)
+    }
+}
+
 /// One copy of an image in a region. `changed` is set while the copy is being added or
 /// removed: its status is then derived from how long ago that started.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegionCopy {
     pub region: String,
-    pub status: String,
+    pub status: RegionStatus,
     #[serde(with = "time_format::option", default, skip_serializing_if = "Option::is_none")]
     pub changed: Option<NaiveDateTime>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -82,7 +134,7 @@ pub struct RegionCopy {
 
 impl RegionCopy {
     pub fn available(region: &str) -> RegionCopy {
-        RegionCopy { region: region.into(), status: "available".into(), changed: None, removing: false }
+        RegionCopy { region: region.into(), status: RegionStatus::Available, changed: None, removing: false }
     }
 }
 
@@ -107,7 +159,7 @@ pub struct Image {
     pub size: u64,
     pub created_by: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ImageType,
     pub tags: Vec<String>,
     pub is_public: bool,
     pub is_shared: bool,
@@ -117,7 +169,7 @@ pub struct Image {
     pub expiry: Option<NaiveDateTime>,
     #[serde(with = "time_format::option", default)]
     pub eol: Option<NaiveDateTime>,
-    pub status: String,
+    pub status: ImageStatus,
     pub capabilities: Vec<String>,
     pub regions: Vec<RegionCopy>,
     /// A capture in progress: when it becomes available, and in which region.
@@ -140,7 +192,7 @@ impl Image {
             updated: now,
             size: 0,
             created_by: username.into(),
-            kind: "manual".into(),
+            kind: ImageType::Manual,
             tags: vec![],
             is_public: false,
             is_shared: false,
@@ -148,7 +200,7 @@ impl Image {
             vendor: None,
             expiry: None,
             eol: None,
-            status: "available".into(),
+            status: ImageStatus::Available,
             capabilities: vec![],
             regions: vec![],
             ready_at: None,
@@ -203,7 +255,16 @@ impl Image {
 
     /// Recovery images are free and do not count against the account's limits.
     pub fn counts_against_limits(&self) -> bool {
-        self.kind != "automatic"
+        self.kind != ImageType::Automatic
+    }
+
+    /// Makes the image a capture of `size` MB that becomes available in `region` when the
+    /// capture is done.
+    pub fn start_capture(&mut self, size: u64, region: String, pace: Pace) {
+        self.status = ImageStatus::Creating;
+        self.size = size;
+        self.ready_at = Some(self.created + pace.capture(size));
+        self.capture_region = Some(region);
     }
 }
 
@@ -211,7 +272,7 @@ impl Image {
 pub struct Disk {
     pub id: u64,
     pub label: String,
-    pub filesystem: String,
+    pub filesystem: Filesystem,
     /// MB.
     pub size: u64,
     /// MB in use; the real API does not show it, captures take it as the image size.
@@ -265,32 +326,6 @@ impl Instance {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Region {
-    pub id: String,
-    pub label: String,
-    pub country: String,
-    pub capabilities: Vec<String>,
-}
-
-pub const OBJECT_STORAGE: &str = "Object Storage";
-
-impl Region {
-    pub fn stores_images(&self) -> bool {
-        self.capabilities.iter().any(|c| c == OBJECT_STORAGE)
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id, "label": self.label, "country": self.country,
-            "capabilities": self.capabilities, "status": "ok",
-            "resolvers": {"ipv4": "192.0.2.1,192.0.2.2", "ipv6": "2001:db8::1,2001:db8::2"},
-            "placement_group_limits": {"maximum_pgs_per_customer": null, "maximum_linodes_per_pg": 5},
-            "site_type": "core",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
     pub name: String,
     pub token: String,
@@ -304,7 +339,6 @@ pub struct Account {
 pub struct State {
     pub public_images: Vec<Image>,
     pub accounts: Vec<Account>,
-    pub regions: Vec<Region>,
     pub next_image_id: u64,
     /// Seconds added to the wall clock (the sandbox's clock can be moved forward).
     #[serde(default)]
@@ -343,10 +377,6 @@ impl State {
         self.accounts.iter().position(|a| a.token == token)
     }
 
-    pub fn region(&self, id: &str) -> Option<&Region> {
-        self.regions.iter().find(|r| r.id == id)
-    }
-
     /// Every image `account` can see, in the API's default order: its private images by
     /// ascending id, then the public ones.
     pub fn visible_images(&self, account: Option<usize>) -> impl Iterator<Item = &Image> {
@@ -358,10 +388,33 @@ impl State {
         self.visible_images(account).find(|i| i.id == id)
     }
 
-    pub fn new_image_id(&mut self) -> String {
+    fn new_image_id(&mut self) -> String {
         let id = self.next_image_id;
         self.next_image_id += 1;
         format!("private/{id}")
+    }
+
+    /// A new private image of `account` with the next id, not yet added to the account.
+    pub fn new_image(&mut self, account: usize, label: String) -> Image {
+        let (id, now) = (self.new_image_id(), self.now());
+        Image::private(id, label, &self.accounts[account].username, now)
+    }
+
+    /// Deleting an instance leaves a free recovery image of its largest ext3/ext4 disk, which
+    /// expires after [`RECOVERY_DAYS`]; this adds it (when there is such a disk).
+    pub fn add_recovery_image(&mut self, account: usize, instance_index: usize, pace: Pace) {
+        let instance = &self.accounts[account].instances[instance_index];
+        let Some(disk) = instance.disks.iter().filter(|d| d.filesystem.can_be_imaged()).max_by_key(|d| d.size) else {
+            return;
+        };
+        let (size, region) = (disk.used, instance.region.clone());
+        let mut label = format!("{}-recovery", instance.label);
+        label.truncate(50);
+        let mut image = self.new_image(account, label);
+        image.kind = ImageType::Automatic;
+        image.expiry = Some(image.created + Duration::days(RECOVERY_DAYS));
+        image.start_capture(size, region, pace);
+        self.accounts[account].images.push(image);
     }
 
     /// Applies every transition due by now.
@@ -370,15 +423,15 @@ impl State {
         for account in &mut self.accounts {
             account.images.retain(|image| {
                 let upload_expired = image.upload.as_ref().is_some_and(|u| u.expires <= now);
-                let recovery_expired = image.kind == "automatic" && image.expiry.is_some_and(|e| e <= now);
+                let recovery_expired = image.kind == ImageType::Automatic && image.expiry.is_some_and(|e| e <= now);
                 !(upload_expired || recovery_expired)
             });
             for image in &mut account.images {
-                if image.status == "creating"
+                if image.status == ImageStatus::Creating
                     && let Some(ready) = image.ready_at
                     && ready <= now
                 {
-                    image.status = "available".into();
+                    image.status = ImageStatus::Available;
                     image.ready_at = None;
                     let region = image.capture_region.take().unwrap_or_else(|| "us-east".into());
                     image.regions = vec![RegionCopy::available(&region)];
@@ -394,16 +447,46 @@ impl State {
                     }
                     copy.status = if elapsed >= step * 2 {
                         copy.changed = None;
-                        "available"
+                        RegionStatus::Available
                     } else if elapsed >= step {
-                        "replicating"
+                        RegionStatus::Replicating
                     } else {
-                        "pending replication"
-                    }
-                    .into();
+                        RegionStatus::PendingReplication
+                    };
                     true
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// States saved before these fields were enums must read back, and write the same strings.
+    #[test]
+    fn enums_keep_the_api_strings() {
+        let saved = json!({
+            "id": 12, "label": "d", "filesystem": "ext4", "size": 1, "used": 1, "created": "2025-03-01T10:00:00"
+        });
+        let disk: Disk = serde_json::from_value(saved.clone()).unwrap();
+        assert_eq!(disk.filesystem, Filesystem::Ext4);
+        assert_eq!(serde_json::to_value(&disk).unwrap(), saved);
+        let copy: RegionCopy =
+            serde_json::from_value(json!({"region": "us-east", "status": "pending replication"})).unwrap();
+        assert_eq!(
+            (copy.status, copy.status.to_string()),
+            (RegionStatus::PendingReplication, "pending replication".into())
+        );
+        let mut image = Image::private("private/1".into(), "x".into(), "u", parse_time("2025-03-01T10:00:00").unwrap());
+        image.status = ImageStatus::PendingUpload;
+        image.kind = ImageType::Automatic;
+        let json = image.to_json();
+        assert_eq!((json["status"].as_str(), json["type"].as_str()), (Some("pending_upload"), Some("automatic")));
+        assert_eq!(
+            serde_json::from_value::<Image>(serde_json::to_value(&image).unwrap()).unwrap().status,
+            image.status
+        );
     }
 }

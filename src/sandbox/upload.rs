@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
 use futures::StreamExt;
 
-use super::http::ApiError;
+use super::wire::ApiError;
 use crate::gzip;
 
 /// Chunks in flight between the connection and the decoder.

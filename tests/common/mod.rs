@@ -27,9 +27,15 @@ pub struct SandboxProcess {
 
 impl SandboxProcess {
     pub fn start(extra: &[&str]) -> SandboxProcess {
+        SandboxProcess::start_with(&[], extra)
+    }
+
+    /// Starts `imageql GLOBAL… sandbox … EXTRA…`.
+    pub fn start_with(global: &[&str], extra: &[&str]) -> SandboxProcess {
         let dir = tempfile::tempdir().unwrap();
         let access_log = dir.path().join("access.log");
         let mut child = Command::new(binary())
+            .args(global)
             .args(["sandbox", "--listen", "127.0.0.1:0", "--access-log"])
             .arg(&access_log)
             .args(extra)

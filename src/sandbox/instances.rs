@@ -1,18 +1,17 @@
-//! Instances, their disks, and regions: what captures, uploads and replicas refer to.
-//! Deleting an instance leaves a free recovery image of its largest ext disk.
+//! Instances and their disks: what captures refer to. They belong to an account and deleting
+//! an instance leaves a free recovery image of its largest ext disk, so they have their own
+//! handlers rather than the generic read-only ones.
 
 use axum::extract::{Path, State};
 use axum::http::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::App;
-use super::http::{
-    ApiError, Caller, EmptyList, ListRequest, Reply, list, method_not_allowed, numeric_id, ok, x_filter,
-};
-use super::images::recovery_image;
-use crate::xfilter::XFilter;
+use super::app::App;
+use super::store::Instance;
+use super::wire::{ApiError, Caller, EmptyList, ListRequest, Reply, list, numeric_id, ok, x_filter};
+use crate::provider::Row;
 
-fn objects(values: impl Iterator<Item = Value>) -> Vec<Map<String, Value>> {
+fn objects(values: impl Iterator<Item = Value>) -> Vec<Row> {
     values
         .filter_map(|v| match v {
             Value::Object(map) => Some(map),
@@ -21,19 +20,25 @@ fn objects(values: impl Iterator<Item = Value>) -> Vec<Map<String, Value>> {
         .collect()
 }
 
-/// The X-Filter of a list, checked against the resource's provider description.
-fn filter_for(app: &App, request: &ListRequest, service: &str, resource: &str) -> Result<XFilter, ApiError> {
-    match app.registry.resource("linode", service, resource) {
-        Some((_, described)) => x_filter(&request.headers, described),
-        None => Ok(XFilter::default()),
-    }
+/// Pages and filters the rows of `linode.linode.<resource>` as its provider description says;
+/// the filter is checked before `rows` are read.
+fn list_of(
+    app: &App,
+    resource: &str,
+    request: &ListRequest,
+    rows: impl FnOnce() -> Result<Vec<Row>, ApiError>,
+) -> Reply {
+    let (provider, described) =
+        app.registry.resource("linode", "linode", resource).expect("mounted only when the resource is described");
+    let filter = x_filter(&request.headers, described)?;
+    list(rows()?, &filter, request.query.as_deref(), provider.pagination.page_size, "data", EmptyList::FirstPage)
 }
 
 pub async fn list_instances(State(app): State<App>, caller: Result<Caller, ApiError>, request: ListRequest) -> Reply {
     let account = caller?.account()?;
-    let filter = filter_for(&app, &request, "linode", "instances")?;
-    let rows = app.read(|s| objects(s.accounts[account].instances.iter().map(|i| i.to_json())));
-    list(&app, rows, &filter, request.query.as_deref(), EmptyList::FirstPage)
+    list_of(&app, "instances", &request, || {
+        Ok(app.read(|s| objects(s.accounts[account].instances.iter().map(|i| i.to_json()))))
+    })
 }
 
 /// GET or DELETE one instance.
@@ -58,13 +63,13 @@ pub async fn instance(
                     .iter()
                     .position(|i| i.id == id)
                     .ok_or_else(ApiError::not_found)?;
-                recovery_image(world, account, index, pace);
+                world.add_recovery_image(account, index, pace);
                 world.accounts[account].instances.remove(index);
                 Ok(())
             })?;
             Ok(ok(json!({})))
         }
-        _ => Err(method_not_allowed()),
+        _ => Err(ApiError::method_not_allowed()),
     }
 }
 
@@ -76,11 +81,11 @@ pub async fn list_disks(
 ) -> Reply {
     let account = caller?.account()?;
     let id = numeric_id(id)?;
-    let filter = filter_for(&app, &request, "linode", "disks")?;
-    let rows = app.read(|s| {
-        s.accounts[account].instances.iter().find(|i| i.id == id).map(|i| objects(i.disks.iter().map(|d| d.to_json())))
-    });
-    list(&app, rows.ok_or_else(ApiError::not_found)?, &filter, request.query.as_deref(), EmptyList::FirstPage)
+    list_of(&app, "disks", &request, || {
+        let disks = |i: &Instance| objects(i.disks.iter().map(|d| d.to_json()));
+        app.read(|s| s.accounts[account].instances.iter().find(|i| i.id == id).map(disks))
+            .ok_or_else(ApiError::not_found)
+    })
 }
 
 pub async fn disk(
@@ -102,14 +107,4 @@ pub async fn disk(
     })
     .map(ok)
     .ok_or_else(ApiError::not_found)
-}
-
-pub async fn list_regions(State(app): State<App>, request: ListRequest) -> Reply {
-    let filter = filter_for(&app, &request, "regions", "regions")?;
-    let rows = app.read(|s| objects(s.regions.iter().map(|r| r.to_json())));
-    list(&app, rows, &filter, request.query.as_deref(), EmptyList::FirstPage)
-}
-
-pub async fn region(State(app): State<App>, Path(id): Path<String>) -> Reply {
-    app.read(|s| s.region(&id).map(|r| r.to_json())).map(ok).ok_or_else(ApiError::not_found)
 }
