@@ -318,14 +318,10 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, Error> {
             rows.extend(m.body.iter().map(|f| {
                 vec![f.name.clone(), type_name(f), input(m.required.contains(&f.name)).into(), f.description.clone()]
             }));
-            if let Some(upload) = &m.upload {
-                rows.push(vec![
-                    upload.param.clone(),
-                    "file".into(),
-                    "input_optional".into(),
-                    "A local file to upload (EXEC only)".into(),
-                ]);
-            }
+            let upload = m.upload.as_ref();
+            rows.extend(
+                upload.map(|u| strings([&u.param, "file", "input_optional", "A local file to upload (EXEC only)"])),
+            );
             if m.verb != crate::provider::HttpVerb::Delete {
                 rows.extend(
                     found
@@ -333,18 +329,15 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, Error> {
                         .iter()
                         .map(|f| vec![f.name.clone(), type_name(f), "output".into(), f.description.clone()]),
                 );
-                if let Some(upload) = &m.upload {
-                    rows.push(vec![
-                        upload.url_field.clone(),
-                        "string".into(),
-                        "output".into(),
-                        "Where to send the file".into(),
-                    ]);
-                }
+                rows.extend(upload.map(|u| strings([&u.url_field, "string", "output", "Where to send the file"])));
             }
             Ok(describe_table(&["name", "type", "param_type"], rows, *extended))
         }
     }
+}
+
+fn strings<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
 }
 
 fn yes_no(b: bool) -> String {
