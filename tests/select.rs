@@ -398,6 +398,14 @@ fn provider_files_decide_what_is_pushed_down() {
     .unwrap();
     let stderr = sandbox.imageql(&["--providers", providers, "-e", sql]).fails();
     assert!(stderr.contains("images.yaml") && stderr.contains("text"), "{stderr}");
+
+    std::fs::write(
+        &service,
+        "id: images\nresources:\n  images:\n    fields: [{name: id, type: string}, {name: label, type: string, pattern: '[a-'}]\n    methods: {}\n",
+    )
+    .unwrap();
+    let stderr = sandbox.imageql(&["--providers", providers, "-e", sql]).fails();
+    assert!(stderr.contains("images.yaml") && stderr.contains("field `label`: invalid pattern `[a-`"), "{stderr}");
 }
 
 #[test]

@@ -268,6 +268,10 @@ pub struct Field {
     /// Strings: length bounds in characters, and a regular expression the value must match.
     pub min_length: Option<usize>,
     pub max_length: Option<usize>,
+    /// As written; compiled into [`Field::pattern`] when the files load.
+    #[serde(rename = "pattern")]
+    pub pattern_source: Option<String>,
+    #[serde(skip)]
     pub pattern: Option<Pattern>,
     /// What `pattern` allows, in words, for error messages.
     pub pattern_hint: Option<String>,
@@ -694,13 +698,19 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn validate_resource(r: &Resource) -> Result<(), String> {
-    let mut seen = std::collections::HashSet::new();
-    for f in &r.fields {
-        if !seen.insert(f.name.as_str()) {
-            return Err(format!("{}: field `{}` is declared twice", r.full_name, f.name));
+fn validate_resource(r: &mut Resource) -> Result<(), String> {
+    let full_name = r.full_name.clone();
+    for f in r.fields.iter_mut() {
+        resolve_field(f).map_err(|m| format!("{full_name}: {m}"))?;
+    }
+    for (name, m) in r.methods.iter_mut() {
+        for f in m.body.iter_mut() {
+            resolve_field(f).map_err(|e| format!("{full_name}: method {name}: {e}"))?;
         }
-        validate_field(f).map_err(|m| format!("{}: {m}", r.full_name))?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(f) = r.fields.iter().find(|f| !seen.insert(f.name.as_str())) {
+        return Err(format!("{full_name}: field `{}` is declared twice", f.name));
     }
     for (name, m) in &r.methods {
         for p in &m.params {
@@ -712,9 +722,6 @@ fn validate_resource(r: &Resource) -> Result<(), String> {
             {
                 return Err(format!("{}: method {name}: param {} names unknown column `{c}`", r.full_name, p.name));
             }
-        }
-        for f in &m.body {
-            validate_field(f).map_err(|e| format!("{}: method {name}: {e}", r.full_name))?;
         }
         if let Some(missing) = m.required.iter().find(|k| !m.body.iter().any(|f| &f.name == *k)) {
             return Err(format!("{}: method {name}: required body field `{missing}` is not in `body`", r.full_name));
@@ -748,7 +755,12 @@ fn validate_resource(r: &Resource) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_field(f: &Field) -> Result<(), String> {
+/// Checks a field and compiles its pattern; errors name the field.
+fn resolve_field(f: &mut Field) -> Result<(), String> {
+    if let Some(source) = &f.pattern_source {
+        let pattern = Pattern::try_from(source.clone()).map_err(|e| format!("field `{}`: {e}", f.name))?;
+        f.pattern = Some(pattern);
+    }
     match f.kind {
         Kind::Array if f.items.is_none() => Err(format!("array field `{}` needs `items`", f.name)),
         Kind::Object if f.fields.is_empty() => {
@@ -766,8 +778,8 @@ fn validate_field(f: &Field) -> Result<(), String> {
                     return Err(format!("field `{}`: filter {op:?} does not apply to type {}", f.name, f.kind));
                 }
             }
-            f.items.iter().try_for_each(|i| validate_field(i))?;
-            f.fields.iter().try_for_each(validate_field)
+            f.items.iter_mut().try_for_each(|i| resolve_field(i))?;
+            f.fields.iter_mut().try_for_each(resolve_field)
         }
     }
 }
@@ -817,7 +829,7 @@ mod tests {
         )
         .unwrap();
         let err = Registry::from_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("things.yaml") && err.contains("pattern"), "{err}");
+        assert!(err.contains("things.yaml") && err.contains("field `id`: invalid pattern `[a-`"), "{err}");
     }
 
     #[test]

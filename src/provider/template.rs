@@ -70,7 +70,7 @@ impl TryFrom<String> for Pattern {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, String> {
-        regex::Regex::new(&text).map(Pattern).map_err(|e| format!("invalid pattern: {e}"))
+        regex::Regex::new(&text).map(Pattern).map_err(|e| format!("invalid pattern `{text}`: {e}"))
     }
 }
 
