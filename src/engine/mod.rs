@@ -23,6 +23,8 @@ pub mod meta;
 
 use std::sync::Arc;
 
+use datafusion::common::TableReference;
+use datafusion::datasource::ViewTable;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -101,11 +103,12 @@ impl Session {
                     let query = provider.view_sql(view).map_err(|missing| {
                         failed(Error::Refused(format!("the view uses {{{{ {missing} }}}}, which is not a constant")))
                     })?;
-                    let mut parsed = sql::parse(&format!("CREATE VIEW {full} AS {query}")).map_err(failed)?;
+                    let mut parsed = sql::parse(&query).map_err(failed)?;
                     sql::resolve_names(&mut parsed.statement, &self.registry);
                     let plan =
                         self.ctx.state().statement_to_plan(parsed.statement).await.map_err(|e| failed(e.into()))?;
-                    self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                    let table = TableReference::full(provider.id.as_str(), service.id.as_str(), name.as_str());
+                    self.ctx.register_table(table, Arc::new(ViewTable::new(plan, Some(query))))?;
                 }
             }
         }

@@ -28,7 +28,7 @@ const OWN_HANDLERS: [&str; 3] = ["linode.images.images", "linode.linode.instance
 /// The router, or why the provider files cannot be served.
 pub fn router(app: App) -> Result<Router, String> {
     let reads = Arc::new(Reads::new(app.registry.clone(), &OWN_HANDLERS)?);
-    let described = |name: &str| app.registry.resources().any(|(_, _, r)| r.full_name == name);
+    let described = |name: &str| app.registry.resolve(name).is_ok();
     let mut api: Vec<(&str, MethodRouter<App>)> = Vec::new();
     if described("linode.images.images") {
         api.push(("/images", any(images::collection)));

@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 
 use datafusion::common::DataFusionError;
 use datafusion::sql::parser::{DFParserBuilder, ExplainStatement, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Statement, Update, visit_expressions_mut, visit_relations};
+use datafusion::sql::sqlparser::ast::{Expr, Statement, Update, visit_expressions_mut, visit_relations};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -118,12 +118,6 @@ fn parse_error(error: ParserError) -> Error {
     }
 }
 
-/// The resource a three-part name refers to, as `provider.service.resource`.
-fn resource_name(name: &ObjectName) -> Option<String> {
-    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase())).collect();
-    (parts.len() == 3).then(|| parts.join("."))
-}
-
 /// Resolves names SQL would lowercase against the resources a statement reads: a parameter
 /// that aliases a column becomes that column (`WHERE imageId = …` → `WHERE id = …`), and a
 /// camelCase column keeps its case (`linodeId`). Columns take priority over aliases.
@@ -136,21 +130,23 @@ pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
         },
         _ => return,
     };
-    let mut referenced = Vec::new();
+    let mut resources = Vec::new();
     let _ = visit_relations(statement, |name| {
-        if let Some(full) = resource_name(name) {
-            referenced.push(full);
+        let parts: Vec<&str> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.as_str())).collect();
+        if let Ok(found) = registry.resolve(&parts.join("."))
+            && found.method.is_none()
+        {
+            resources.push(found.resource);
         }
         ControlFlow::<()>::Continue(())
     });
-    let resources: Vec<_> = registry.resources().filter(|(_, _, r)| referenced.contains(&r.full_name)).collect();
     let mut names: HashMap<String, (String, bool)> = HashMap::new();
-    for (_, _, resource) in &resources {
+    for resource in &resources {
         for (alias, column) in resource.column_aliases() {
             names.insert(alias.to_lowercase(), (column.to_string(), false));
         }
     }
-    for (_, _, resource) in &resources {
+    for resource in &resources {
         let columns = resource.fields.iter().map(|f| f.name.as_str());
         for column in columns.chain(resource.param_columns().into_iter().map(|p| p.name.as_str())) {
             // Quoting keeps a camelCase name from being lowercased.
