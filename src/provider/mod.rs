@@ -451,8 +451,18 @@ pub enum ParamLocation {
 }
 
 impl Resource {
+    /// A field by name, or a field of an object field by its dotted path (`entity.type`), as
+    /// X-Filter names nested fields.
     pub fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| f.name == name)
+        if let Some(field) = self.fields.iter().find(|f| f.name == name) {
+            return Some(field);
+        }
+        let (outer, rest) = name.split_once('.')?;
+        let mut field = self.fields.iter().find(|f| f.name == outer)?;
+        for part in rest.split('.') {
+            field = field.fields.iter().find(|f| f.name == part)?;
+        }
+        Some(field)
     }
 
     /// The methods mapped to `verb`, in the order they are tried.
