@@ -19,6 +19,7 @@ if let Outcome::Rows { stream, .. } = session.execute("SELECT id, label FROM lin
 # }
 ``` */
 
+mod function;
 pub mod meta;
 
 use std::sync::Arc;
@@ -91,7 +92,8 @@ impl Session {
         Ok(session)
     }
 
-    /// Creates the views the provider files declare, under their service.
+    /// Creates the views the provider files declare, under their service; a view with
+    /// parameters becomes a table function of the same name.
     async fn register_views(&self) -> Result<(), Error> {
         for provider in self.registry.providers.values() {
             for service in provider.services.values() {
@@ -101,11 +103,20 @@ impl Session {
                     let query = provider.view_sql(view).map_err(|missing| {
                         failed(Error::Refused(format!("the view uses {{{{ {missing} }}}}, which is not a constant")))
                     })?;
-                    let mut parsed = sql::parse(&format!("CREATE VIEW {full} AS {query}")).map_err(failed)?;
+                    let text = match view.params.is_empty() {
+                        true => format!("CREATE VIEW {full} AS {query}"),
+                        false => query,
+                    };
+                    let mut parsed = sql::parse(&text).map_err(failed)?;
                     sql::resolve_names(&mut parsed.statement, &self.registry);
                     let plan =
                         self.ctx.state().statement_to_plan(parsed.statement).await.map_err(|e| failed(e.into()))?;
-                    self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                    if view.params.is_empty() {
+                        self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                    } else {
+                        let function = function::ViewFunction::new(full.clone(), view.params.clone(), plan);
+                        self.ctx.register_udtf(&full, Arc::new(function));
+                    }
                 }
             }
         }
