@@ -220,3 +220,36 @@ async fn a_month_of_usage_matches_a_hand_computation() {
         common::normalize(&json!({"+and": [{"entity.type": "linode"}, {"action": "disk_imagize"}]}))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_persist_and_finish_on_time_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let args = ["--account", ACCOUNT, "--data-dir", data_dir];
+    let mut sandbox = SandboxProcess::start(&args);
+    let http = sandbox.client();
+    let events = |http: common::Http| async move {
+        let (status, body) = http.get("/account/events", Some(TOKEN), None).await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].as_array().unwrap().clone()
+    };
+    // A 2430 MB capture takes 2 s + 2430/700 s = 5.5 s at time scale 1.
+    let (status, image) = http.send_as(Some(TOKEN), "POST", "/images", Some(json!({"disk_id": 67990}))).await;
+    assert_eq!(status, 200, "{image}");
+    let before = events(sandbox.client()).await;
+    assert_eq!((before.len(), &before[0]["status"]), (1, &json!("started")), "{before:?}");
+    sandbox.kill();
+
+    let restarted = SandboxProcess::start(&args);
+    let month = Month { sandbox: restarted, http: reqwest::Client::new() };
+    assert_eq!(events(month.sandbox.client()).await[0]["id"], before[0]["id"]);
+    month.advance(60).await;
+    let after = events(month.sandbox.client()).await;
+    assert_eq!(after[0]["status"], "finished", "{after:?}");
+    assert_eq!(after[0]["percent_complete"], 100);
+    assert_eq!(after[0]["duration"], 5.0, "from created to the end of the capture");
+    assert_eq!(after[0]["secondary_entity"]["id"], image["id"]);
+    month.send("DELETE", &format!("/images/{}", image["id"].as_str().unwrap()), None).await;
+    let ids: Vec<u64> = events(month.sandbox.client()).await.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [before[0]["id"].as_u64().unwrap() + 1, before[0]["id"].as_u64().unwrap()]);
+}

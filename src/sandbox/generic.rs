@@ -58,7 +58,7 @@ fn refuse_seed_rows(registry: &Registry, full_name: &str) -> Result<(), String> 
     for (provider, service, resource) in registry.resources().filter(|(_, _, r)| r.full_name == full_name) {
         if service.seed.resources().any(|r| r == resource.name) {
             return Err(format!(
-                "the seed file of service {}.{} has rows for {}, which the sandbox keeps per account; remove them",
+                "the seed file of service {}.{} has rows for {}, which the sandbox keeps on its own, per account; remove them",
                 provider.id, service.id, resource.full_name
             ));
         }
