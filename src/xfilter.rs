@@ -124,7 +124,7 @@ impl Filter {
             Filter::And(parts) => parts.iter().all(|p| p.matches(object)),
             Filter::Or(parts) => parts.iter().any(|p| p.matches(object)),
             Filter::Cond { field, op, value } => {
-                let actual = object.get(field).unwrap_or(&Value::Null);
+                let actual = value_at(object, field);
                 match op {
                     FilterOp::Eq => value_eq(actual, value),
                     FilterOp::Neq => !value_eq(actual, value),
@@ -159,8 +159,7 @@ impl Filter {
 
 impl Order {
     pub fn compare(&self, a: &Map<String, Value>, b: &Map<String, Value>) -> Ordering {
-        let null = Value::Null;
-        let ord = total_order(a.get(&self.field).unwrap_or(&null), b.get(&self.field).unwrap_or(&null));
+        let ord = total_order(value_at(a, &self.field), value_at(b, &self.field));
         match self.direction {
             Direction::Asc => ord,
             Direction::Desc => ord.reverse(),
@@ -305,6 +304,17 @@ fn operand_fits(field: &Field, op: FilterOp, value: &Value) -> bool {
     }
 }
 
+/// The value of `field` in an object: a key, or a dotted path into nested objects
+/// (`entity.type`); null when absent.
+fn value_at<'a>(object: &'a Map<String, Value>, field: &str) -> &'a Value {
+    if let Some(value) = object.get(field) {
+        return value;
+    }
+    let mut parts = field.split('.');
+    let first = parts.next().and_then(|key| object.get(key));
+    parts.try_fold(first, |value, key| Some(value?.get(key))).flatten().unwrap_or(&Value::Null)
+}
+
 fn scalar_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
@@ -420,6 +430,25 @@ mod tests {
         assert!(matches!(validate(r#"{"label":{"+gt":1}}"#), Err(FilterError::CouldNotApply(_))));
         assert!(matches!(validate(r#"{"size":"big"}"#), Err(FilterError::CouldNotApply(_))));
         assert_eq!(validate(r#"{"+and":[{"tags":"x"},{"size":{"+lte":5}}],"+order_by":"size"}"#), Ok(()));
+    }
+
+    #[test]
+    fn nested_fields_are_dotted_paths() {
+        let reg = Registry::embedded().unwrap();
+        let (_, events) = reg.resource("linode", "account", "events").unwrap();
+        let event = json!({"id": 7, "entity": {"id": 42, "type": "image"}, "secondary_entity": null});
+        let event = event.as_object().unwrap();
+        let check = |text: &str| {
+            let parsed = XFilter::parse(text).unwrap();
+            parsed.validate(|n| events.field(n)).map(|_| parsed.filter.unwrap().matches(event))
+        };
+        assert_eq!(check(r#"{"entity.type": "image", "entity.id": 42}"#), Ok(true));
+        assert_eq!(check(r#"{"entity.type": "linode"}"#), Ok(false));
+        assert_eq!(check(r#"{"entity.label": "x"}"#), Err(FilterError::CannotFilterOn("entity.label".into())));
+        assert_eq!(
+            check(r#"{"secondary_entity.id": "x"}"#),
+            Err(FilterError::CannotFilterOn("secondary_entity.id".into()))
+        );
     }
 
     #[test]

@@ -204,3 +204,60 @@ fn linode_api4_filters_orders_and_uploads() {
     let filter: Value = serde_json::from_str(sorted["x_filter"].as_str().unwrap()).unwrap();
     assert!(filter["+and"].as_array().unwrap().iter().any(|f| f["+order_by"] == "size"), "{filter}");
 }
+
+#[test]
+fn official_clients_read_the_account_events() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = sandbox.client();
+    let image = runtime.block_on(async {
+        let (status, image) =
+            http.send("POST", "/images", Some(json!({"disk_id": 67890, "label": "events-web"}))).await;
+        assert_eq!(status, 200, "{image}");
+        let id = image["id"].as_str().unwrap().to_string();
+        http.poll(&format!("/images/{id}"), 20, |i| i["status"] == "available").await;
+        assert_eq!(http.send("DELETE", &format!("/images/{id}"), None).await.0, 200);
+        id
+    });
+    let number = image.trim_start_matches("private/").parse::<u64>().unwrap();
+
+    let cli = Cli::new(&sandbox);
+    let events = cli.json(&["events", "list"]);
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["image_delete", "disk_imagize"], "newest first: {events:?}");
+    assert_eq!(events[1]["status"], "finished");
+    assert_eq!(events[1]["secondary_entity"]["id"], image.as_str());
+    assert_eq!(
+        events[0]["entity"],
+        json!({"id": number, "label": "events-web", "type": "image", "url": format!("/v4/images/{image}")})
+    );
+    let mark = sandbox.log().len();
+    let deleted = cli.json(&["events", "list", "--action", "image_delete"]);
+    assert_eq!(deleted.len(), 1);
+    let sent: Value = serde_json::from_str(sandbox.log_since(mark)[0]["x_filter"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["action"], "image_delete", "{sent}");
+    let id = deleted[0]["id"].to_string();
+    assert_eq!(cli.json(&["events", "view", &id])[0]["action"], "image_delete");
+
+    let script = r#"
+import json, sys
+from linode_api4 import LinodeClient
+from linode_api4.objects import Event
+client = LinodeClient(sys.argv[2], base_url=sys.argv[1])
+every = [(e.id, e.action, e.status, e.entity.type, e.username) for e in client.account.events()]
+deletes = [e.entity.id for e in client.account.events(Event.action == "image_delete")]
+print(json.dumps({"every": every, "deletes": deletes, "created": str(client.account.events()[0].created)}))
+"#;
+    let python = python_clients().join("bin/python");
+    let out = Command::new(python).args(["-c", script, &sandbox.url, TOKEN]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_str(&stdout).unwrap();
+    let every = seen["every"].as_array().unwrap();
+    assert_eq!(every.len(), 2);
+    let tail = |i: usize| Value::from(every[i].as_array().unwrap()[1..].to_vec());
+    assert_eq!(tail(0), json!(["image_delete", "notification", "image", "sandbox-user"]));
+    assert_eq!(tail(1), json!(["disk_imagize", "finished", "linode", "sandbox-user"]));
+    assert_eq!(seen["deletes"], json!([number]));
+    assert!(seen["created"].as_str().unwrap().starts_with("20"), "a datetime: {seen}");
+}

@@ -172,7 +172,7 @@ fn copy_exports_csv_json_and_parquet() {
 
 #[test]
 fn the_example_reports_run() {
-    for example in ["inventory.sql", "costs.sql"] {
+    for example in ["inventory.sql", "costs.sql", "usage.sql"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(example);
         let run = common::Run(
             std::process::Command::new(common::binary())

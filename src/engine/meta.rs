@@ -225,10 +225,15 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, Error> {
                         ]
                     }));
                     rows.extend(s.views.iter().map(|(name, v)| {
+                        let params: Vec<&str> = v.params.iter().map(|p| p.name.as_str()).collect();
+                        let (call, kind) = match params.is_empty() {
+                            true => (String::new(), "view"),
+                            false => (format!("({})", params.join(", ")), "function"),
+                        };
                         vec![
-                            format!("{id}.{name}"),
+                            format!("{id}.{name}{call}"),
                             name.clone(),
-                            "view".into(),
+                            kind.into(),
                             v.title.clone(),
                             v.description.clone(),
                         ]

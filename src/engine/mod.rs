@@ -19,6 +19,7 @@ if let Outcome::Rows { stream, .. } = session.execute("SELECT id, label FROM lin
 # }
 ``` */
 
+mod function;
 pub mod meta;
 
 use std::sync::Arc;
@@ -93,7 +94,8 @@ impl Session {
         Ok(session)
     }
 
-    /// Creates the views the provider files declare, under their service.
+    /// Creates the views the provider files declare, under their service; a view with
+    /// parameters becomes a table function of the same name.
     async fn register_views(&self) -> Result<(), Error> {
         for provider in self.registry.providers.values() {
             for service in provider.services.values() {
@@ -107,8 +109,13 @@ impl Session {
                     sql::resolve_names(&mut parsed.statement, &self.registry);
                     let plan =
                         self.ctx.state().statement_to_plan(parsed.statement).await.map_err(|e| failed(e.into()))?;
-                    let table = TableReference::full(provider.id.as_str(), service.id.as_str(), name.as_str());
-                    self.ctx.register_table(table, Arc::new(ViewTable::new(plan, Some(query))))?;
+                    if view.params.is_empty() {
+                        let table = TableReference::full(provider.id.as_str(), service.id.as_str(), name.as_str());
+                        self.ctx.register_table(table, Arc::new(ViewTable::new(plan, Some(query))))?;
+                    } else {
+                        let function = function::ViewFunction::new(full.clone(), view.params.clone(), plan);
+                        self.ctx.register_udtf(&full, Arc::new(function));
+                    }
                 }
             }
         }

@@ -138,8 +138,23 @@ pub struct View {
     pub title: String,
     #[serde(default)]
     pub description: String,
-    /// The query; `{{ name }}` stands for the provider's constant `name`.
+    /// The query; `{{ name }}` stands for the provider's constant `name`, `$name` for the
+    /// parameter `name`.
     pub sql: String,
+    /// A view with parameters is a table function: `provider.service.view(arg, …)`.
+    #[serde(default)]
+    pub params: Vec<ViewParam>,
+}
+
+/// A parameter of a view, given as an argument in the order declared.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ViewParam {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    #[serde(default)]
+    pub description: String,
 }
 
 impl Provider {
@@ -455,8 +470,18 @@ pub enum ParamLocation {
 }
 
 impl Resource {
+    /// A field by name, or a field of an object field by its dotted path (`entity.type`), as
+    /// X-Filter names nested fields.
     pub fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| f.name == name)
+        if let Some(field) = self.fields.iter().find(|f| f.name == name) {
+            return Some(field);
+        }
+        let (outer, rest) = name.split_once('.')?;
+        let mut field = self.fields.iter().find(|f| f.name == outer)?;
+        for part in rest.split('.') {
+            field = field.fields.iter().find(|f| f.name == part)?;
+        }
+        Some(field)
     }
 
     /// The methods mapped to `verb`, in the order they are tried.
@@ -632,6 +657,18 @@ impl Registry {
         }
         self.providers.insert(provider.id.clone(), Arc::new(provider));
         Ok(())
+    }
+
+    /// The full names of the views with parameters (table functions), lowercase.
+    pub fn functions(&self) -> impl Iterator<Item = String> + '_ {
+        self.providers.values().flat_map(|p| {
+            p.services.values().flat_map(move |s| {
+                s.views
+                    .iter()
+                    .filter(|(_, v)| !v.params.is_empty())
+                    .map(move |(name, _)| format!("{}.{}.{name}", p.id, s.id).to_lowercase())
+            })
+        })
     }
 
     /// Every resource with its provider, in name order.

@@ -9,7 +9,12 @@
 //! `linodeId` of disks) matches the key of the same name that seed rows carry, which is left
 //! out of the answers. The routes are matched here rather than by axum, so that provider files
 //! cannot make two routes conflict.
+//!
+//! A resource whose rows the sandbox keeps itself (per account, changing as images change, like
+//! the account's events) has a [`RowSource`] instead of seed rows, and is served the same way.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, Method, Uri};
@@ -37,10 +42,28 @@ struct Route {
     segments: Vec<Segment>,
 }
 
+/// The rows of a resource for a caller, where they come from the sandbox's state.
+pub type RowSource = Box<dyn Fn(&Caller) -> Result<Vec<Row>, ApiError> + Send + Sync>;
+
 /// The generic read routes of a registry.
 pub struct Reads {
     registry: Arc<Registry>,
     routes: Vec<Route>,
+    /// By full resource name.
+    sources: HashMap<String, RowSource>,
+}
+
+/// Refuses seed rows for a resource the sandbox keeps itself: they would never be served.
+fn refuse_seed_rows(registry: &Registry, full_name: &str) -> Result<(), String> {
+    for (provider, service, resource) in registry.resources().filter(|(_, _, r)| r.full_name == full_name) {
+        if service.seed.resources().any(|r| r == resource.name) {
+            return Err(format!(
+                "the seed file of service {}.{} has rows for {}, which the sandbox keeps on its own, per account; remove them",
+                provider.id, service.id, resource.full_name
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Reads {
@@ -50,13 +73,7 @@ impl Reads {
         let mut routes = Vec::new();
         for (provider, service, resource) in registry.resources() {
             if own.contains(&resource.full_name.as_str()) {
-                if service.seed.resources().any(|r| r == resource.name) {
-                    return Err(format!(
-                        "the seed file of service {}.{} has rows for {}, which the sandbox keeps per account \
-                         with handlers of its own; remove them",
-                        provider.id, service.id, resource.full_name
-                    ));
-                }
+                refuse_seed_rows(&registry, &resource.full_name)?;
                 continue;
             }
             for (name, method) in resource.methods.iter().filter(|(_, m)| m.verb == HttpVerb::Get) {
@@ -81,7 +98,14 @@ impl Reads {
         // Where a literal and a parameter could both match (`/volumes/summary`, `/volumes/{id}`),
         // the literal wins; otherwise the first method in name order does.
         routes.sort_by_cached_key(|r| r.segments.iter().map(|s| matches!(s, Segment::Param(_))).collect::<Vec<_>>());
-        Ok(Reads { registry, routes })
+        Ok(Reads { registry, routes, sources: HashMap::new() })
+    }
+
+    /// Serves the rows of `resource` (a full name) from `source` rather than from seed rows.
+    pub fn with_source(mut self, resource: &str, source: RowSource) -> Result<Reads, String> {
+        refuse_seed_rows(&self.registry, resource)?;
+        self.sources.insert(resource.to_string(), source);
+        Ok(self)
     }
 
     /// The route that answers a request path, with the values of its parameters (decoded).
@@ -114,7 +138,7 @@ impl Reads {
     pub fn serve(&self, caller: Result<Caller, ApiError>, method: &Method, uri: &Uri, headers: &HeaderMap) -> Reply {
         let (route, bound) = self.find(uri.path()).ok_or_else(ApiError::not_found)?;
         // Seed rows are public, but a token the sandbox does not know is refused, as everywhere.
-        caller?;
+        let caller = caller?;
         if *method != Method::GET {
             return Err(ApiError::method_not_allowed());
         }
@@ -127,7 +151,10 @@ impl Reads {
         };
         let bound: Vec<(String, String)> = bound.into_iter().map(|(param, value)| (column(param), value)).collect();
         let carried: Vec<String> = seed_params(resource).into_iter().map(|p| p.name.clone()).collect();
-        let rows = provider.services[&route.service].seed.rows(&route.resource);
+        let rows = match self.sources.get(&resource.full_name) {
+            Some(source) => Cow::Owned(source(&caller)?),
+            None => Cow::Borrowed(provider.services[&route.service].seed.rows(&route.resource)),
+        };
         let mut rows = rows
             .iter()
             .filter(|row| bound.iter().all(|(key, value)| row.get(key).is_some_and(|v| same(v, value))))

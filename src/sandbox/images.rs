@@ -11,7 +11,10 @@ use chrono::Duration;
 use serde_json::{Map, Value, json};
 
 use super::app::{App, Limits};
-use super::store::{Image, ImageStatus, RegionCopy, RegionStatus, State as World, UploadTicket, random_hex};
+use super::store::{
+    EventAction, EventEnd, EventEntity, EventStatus, Image, ImageStatus, RegionCopy, RegionStatus, State as World,
+    UploadTicket, random_hex,
+};
 use super::upload;
 use super::wire::{ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, ok, x_filter};
 use crate::provider::{PageSizeRange, Resource, Row};
@@ -213,10 +216,13 @@ fn capture(app: &App, account: usize, body: &Map<String, Value>) -> Reply {
             ));
         }
         let (size, label, region) = (disk.used, disk.label.clone(), instance.region.clone());
+        let entity = EventEntity::linode(instance);
         check_limits(world, account, limits, 1, size)?;
         let label = text(body, "label").unwrap_or(label);
         let mut image = new_image(world, account, label, body);
         image.start_capture(size, region, pace);
+        let username = Some(world.accounts[account].username.clone());
+        world.record_capture(account, entity, &image, username);
         world.accounts[account].images.push(image.clone());
         Ok(image)
     })?;
@@ -235,8 +241,13 @@ fn create_upload(app: &App, account: usize, body: &Map<String, Value>) -> Reply 
         check_limits(world, account, limits, 1, 0)?;
         let mut image = new_image(world, account, label, body);
         image.status = ImageStatus::PendingUpload;
-        image.upload =
-            Some(UploadTicket { secret, region, expires: image.created + Duration::hours(UPLOAD_WINDOW_HOURS) });
+        let expires = image.created + Duration::hours(UPLOAD_WINDOW_HOURS);
+        image.upload = Some(UploadTicket { secret, region, expires });
+        // It finishes when the data arrives, or fails when the URL expires.
+        let mut event =
+            world.user_event(account, EventAction::ImageUpload, EventStatus::Started, EventEntity::image(&image));
+        event.ends = Some(EventEnd { at: expires, status: EventStatus::Failed });
+        world.record(account, event);
         world.accounts[account].images.push(image.clone());
         Ok(image)
     })?;
@@ -285,6 +296,15 @@ pub async fn receive_upload(
         image.size = size;
         image.updated = now;
         image.regions = vec![RegionCopy::available(&ticket.region)];
+        let url = EventEntity::image(image).url;
+        let upload_event = world.accounts[account]
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.action == EventAction::ImageUpload && e.entity.url == url);
+        if let Some(event) = upload_event {
+            event.ends = Some(EventEnd { at: now, status: EventStatus::Finished });
+        }
         Ok(())
     })?;
     Ok(ok(json!({})))
@@ -319,7 +339,11 @@ fn update(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> Rep
             image.tags = tags;
         }
         image.updated = now;
-        Ok(image.to_json())
+        let json = image.to_json();
+        let entity = EventEntity::image(image);
+        let event = world.user_event(account, EventAction::ImageUpdate, EventStatus::Notification, entity);
+        world.record(account, event);
+        Ok(json)
     })?;
     Ok(ok(image))
 }
@@ -328,7 +352,11 @@ fn update(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> Rep
 fn delete(app: &App, account: usize, id: &str) -> Reply {
     app.write(|world| {
         let index = own_image(world, account, id)?;
-        world.accounts[account].images.remove(index);
+        let image = world.accounts[account].images.remove(index);
+        let mut event =
+            world.user_event(account, EventAction::ImageDelete, EventStatus::Notification, EventEntity::image(&image));
+        event.message = Some(image.deletion_message());
+        world.record(account, event);
         Ok(())
     })?;
     Ok(ok(json!({})))
@@ -387,7 +415,13 @@ fn replicate(app: &App, account: usize, id: &str, body: &Map<String, Value>) -> 
             }
         }
         image.updated = now;
-        Ok(image.to_json())
+        let json = image.to_json();
+        // The API's event actions name no replication: the change of regions is an update.
+        let entity = EventEntity::image(image);
+        let mut event = world.user_event(account, EventAction::ImageUpdate, EventStatus::Notification, entity);
+        event.message = Some(format!("Regions set to {}", wanted.join(", ")));
+        world.record(account, event);
+        Ok(json)
     })?;
     Ok(ok(image))
 }

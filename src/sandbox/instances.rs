@@ -7,7 +7,7 @@ use axum::http::Method;
 use serde_json::{Value, json};
 
 use super::app::App;
-use super::store::Instance;
+use super::store::{EventAction, EventEntity, EventStatus, Instance};
 use super::wire::{ApiError, Caller, EmptyList, ListRequest, Reply, list, numeric_id, ok, x_filter};
 use crate::provider::Row;
 
@@ -63,6 +63,9 @@ pub async fn instance(
                     .iter()
                     .position(|i| i.id == id)
                     .ok_or_else(ApiError::not_found)?;
+                let entity = EventEntity::linode(&world.accounts[account].instances[index]);
+                let event = world.user_event(account, EventAction::LinodeDelete, EventStatus::Notification, entity);
+                world.record(account, event);
                 world.add_recovery_image(account, index, pace);
                 world.accounts[account].instances.remove(index);
                 Ok(())

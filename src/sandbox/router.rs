@@ -25,9 +25,20 @@ use super::{clock, images, instances};
 /// The resources with handlers of their own: they belong to accounts and change over time.
 const OWN_HANDLERS: [&str; 3] = ["linode.images.images", "linode.linode.instances", "linode.linode.disks"];
 
+/// The resource the sandbox records as images change, served by the generic reads.
+const EVENTS: &str = "linode.account.events";
+
 /// The router, or why the provider files cannot be served.
 pub fn router(app: App) -> Result<Router, String> {
-    let reads = Arc::new(Reads::new(app.registry.clone(), &OWN_HANDLERS)?);
+    let events = app.clone();
+    let reads = Reads::new(app.registry.clone(), &OWN_HANDLERS)?.with_source(
+        EVENTS,
+        Box::new(move |caller: &Caller| {
+            let account = caller.account()?;
+            Ok(events.read(|s| s.visible_events(account)))
+        }),
+    )?;
+    let reads = Arc::new(reads);
     let described = |name: &str| app.registry.resolve(name).is_ok();
     let mut api: Vec<(&str, MethodRouter<App>)> = Vec::new();
     if described("linode.images.images") {

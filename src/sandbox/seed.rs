@@ -133,12 +133,13 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
         username: DEFAULT_USERNAME.into(),
         images,
         instances: instances(0),
+        events: vec![],
     }];
     for (name, token) in &options.extra_accounts {
         accounts.push(extra_account(accounts.len(), name, token));
     }
     let next_image_id = GENERATED_BASE_ID + options.generated_images + 1;
-    State { public_images, accounts, next_image_id, clock_offset: 0 }
+    State { public_images, accounts, next_image_id, clock_offset: 0, next_event_id: 1 }
 }
 
 /// A saved state brought in line with the options: the default account takes `--token`,
@@ -167,6 +168,7 @@ pub fn extra_account(index: usize, name: &str, token: &str) -> Account {
         username: name.into(),
         images: vec![],
         instances: instances(index),
+        events: vec![],
     }
 }
 

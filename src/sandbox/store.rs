@@ -4,7 +4,9 @@
 //! [`State::advance`], so a state read back from disk behaves the same. Statuses, types and
 //! filesystems are enums whose serialized names are the API's strings, so saved states and
 //! answers read exactly as the API's do. Regions are not state: they are seed rows of the
-//! provider files (see `images.rs`).
+//! provider files (see `images.rs`). Each account keeps its events (`GET /account/events`),
+//! recorded as its images change; an event whose work takes time carries when it ends, so its
+//! status is derived from the clock like everything else.
 
 use chrono::{Duration, NaiveDateTime, Timelike};
 use serde::{Deserialize, Serialize};
@@ -14,6 +16,9 @@ pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
 
 /// Recovery images expire this many days after the instance was deleted.
 pub const RECOVERY_DAYS: i64 = 7;
+
+/// `GET /account/events` shows the events of this many days.
+const EVENT_DAYS: i64 = 90;
 
 /// UTC now, to the second (the API's timestamps have no fraction).
 pub fn wall_clock() -> NaiveDateTime {
@@ -117,6 +122,123 @@ impl Filesystem {
     /// Only ext3 and ext4 disks can be captured into images.
     pub fn can_be_imaged(self) -> bool {
         matches!(self, Filesystem::Ext3 | Filesystem::Ext4)
+    }
+}
+
+api_enum! {
+    /// The actions of `/account/events` that the sandbox records.
+    EventAction {
+        DiskImagize = "disk_imagize",
+        ImageUpload = "image_upload",
+        ImageUpdate = "image_update",
+        ImageDelete = "image_delete",
+        LinodeDelete = "linode_delete",
+    }
+}
+
+api_enum! {
+    EventStatus { Started = "started", Finished = "finished", Failed = "failed", Notification = "notification" }
+}
+
+/// What an event is about: `{id, label, type, url}` as the API sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventEntity {
+    pub id: Value,
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+}
+
+impl EventEntity {
+    /// An image as an event's entity: the API's entity ids are integers, so `private/42` is 42.
+    pub fn image(image: &Image) -> EventEntity {
+        let number = image.id.strip_prefix("private/").and_then(|n| n.parse::<u64>().ok());
+        EventEntity {
+            id: number.map(Value::from).unwrap_or_else(|| Value::from(image.id.clone())),
+            label: image.label.clone(),
+            kind: "image".into(),
+            url: format!("/v4/images/{}", image.id),
+        }
+    }
+
+    /// An image as an event's secondary entity, whose ids are strings: the image's own id.
+    pub fn secondary_image(image: &Image) -> EventEntity {
+        EventEntity { id: Value::from(image.id.clone()), ..EventEntity::image(image) }
+    }
+
+    pub fn linode(instance: &Instance) -> EventEntity {
+        EventEntity {
+            id: Value::from(instance.id),
+            label: instance.label.clone(),
+            kind: "linode".into(),
+            url: format!("/v4/linode/instances/{}", instance.id),
+        }
+    }
+}
+
+/// One event of an account. The API keeps one event per action and moves its status from
+/// `started` to `finished` (or `failed`); `ends` holds when that happens and the status then.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: u64,
+    pub action: EventAction,
+    #[serde(with = "time_format")]
+    pub created: NaiveDateTime,
+    pub username: Option<String>,
+    pub entity: EventEntity,
+    #[serde(default)]
+    pub secondary_entity: Option<EventEntity>,
+    pub status: EventStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends: Option<EventEnd>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct EventEnd {
+    #[serde(with = "time_format")]
+    pub at: NaiveDateTime,
+    pub status: EventStatus,
+}
+
+impl Event {
+    /// An event of `action` on `entity`, created now by `username` (None for the system).
+    pub fn new(action: EventAction, status: EventStatus, entity: EventEntity, created: NaiveDateTime) -> Event {
+        Event {
+            id: 0,
+            action,
+            created,
+            username: None,
+            entity,
+            secondary_entity: None,
+            status,
+            ends: None,
+            message: None,
+        }
+    }
+
+    /// The API's representation as of `now`.
+    pub fn to_json(&self, now: NaiveDateTime) -> Value {
+        let ended = self.ends.filter(|end| end.at <= now);
+        let status = ended.map_or(self.status, |end| end.status);
+        let percent_complete = match (status, self.ends) {
+            (EventStatus::Notification, _) => Value::Null,
+            (EventStatus::Started, Some(end)) if end.status == EventStatus::Finished => {
+                let total = (end.at - self.created).num_seconds().max(1);
+                Value::from(((now - self.created).num_seconds() * 100 / total).clamp(0, 99))
+            }
+            (EventStatus::Started, _) => Value::from(0),
+            _ => Value::from(100),
+        };
+        let duration = ended.map(|end| (end.at - self.created).num_seconds() as f64);
+        json!({
+            "id": self.id, "action": self.action, "created": format_time(self.created), "duration": duration,
+            "entity": self.entity, "message": self.message, "percent_complete": percent_complete,
+            "rate": null, "read": false, "secondary_entity": self.secondary_entity, "seen": false,
+            "status": status, "time_remaining": null, "username": self.username,
+        })
     }
 }
 
@@ -253,6 +375,13 @@ impl Image {
         }
     }
 
+    /// The `message` of the image's `image_delete` event: what the API's events leave out and a
+    /// usage report needs, the size, copies and type the image had when it went.
+    pub fn deletion_message(&self) -> String {
+        let copies = self.regions.iter().filter(|r| !r.removing).count().max(1);
+        format!("{} MB in {copies} regions, type {}", self.size, self.kind)
+    }
+
     /// Recovery images are free and do not count against the account's limits.
     pub fn counts_against_limits(&self) -> bool {
         self.kind != ImageType::Automatic
@@ -333,6 +462,9 @@ pub struct Account {
     /// Private images in ascending id order, the API's default listing order.
     pub images: Vec<Image>,
     pub instances: Vec<Instance>,
+    /// In the order they happened.
+    #[serde(default)]
+    pub events: Vec<Event>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -343,6 +475,12 @@ pub struct State {
     /// Seconds added to the wall clock (the sandbox's clock can be moved forward).
     #[serde(default)]
     pub clock_offset: i64,
+    #[serde(default = "first_event_id")]
+    pub next_event_id: u64,
+}
+
+fn first_event_id() -> u64 {
+    1
 }
 
 /// How long simulated work takes, already multiplied by `--time-scale`.
@@ -400,31 +538,79 @@ impl State {
         Image::private(id, label, &self.accounts[account].username, now)
     }
 
+    /// Adds `event` to `account`'s events with the next id.
+    pub fn record(&mut self, account: usize, mut event: Event) {
+        event.id = self.next_event_id;
+        self.next_event_id += 1;
+        self.accounts[account].events.push(event);
+    }
+
+    /// An event that `account`'s user causes now.
+    pub fn user_event(&self, account: usize, action: EventAction, status: EventStatus, entity: EventEntity) -> Event {
+        let mut event = Event::new(action, status, entity, self.now());
+        event.username = Some(self.accounts[account].username.clone());
+        event
+    }
+
+    /// Records the `disk_imagize` event of a capture that has just started: its entity is the
+    /// instance, its secondary entity the image, and it finishes when the image is ready.
+    pub fn record_capture(&mut self, account: usize, instance: EventEntity, image: &Image, username: Option<String>) {
+        let mut event = Event::new(EventAction::DiskImagize, EventStatus::Started, instance, image.created);
+        event.username = username;
+        event.secondary_entity = Some(EventEntity::secondary_image(image));
+        event.ends = image.ready_at.map(|at| EventEnd { at, status: EventStatus::Finished });
+        self.record(account, event);
+    }
+
     /// Deleting an instance leaves a free recovery image of its largest ext3/ext4 disk, which
-    /// expires after [`RECOVERY_DAYS`]; this adds it (when there is such a disk).
+    /// expires after [`RECOVERY_DAYS`]; this adds it (when there is such a disk). The system
+    /// makes it, so its `disk_imagize` event has no username.
     pub fn add_recovery_image(&mut self, account: usize, instance_index: usize, pace: Pace) {
         let instance = &self.accounts[account].instances[instance_index];
         let Some(disk) = instance.disks.iter().filter(|d| d.filesystem.can_be_imaged()).max_by_key(|d| d.size) else {
             return;
         };
-        let (size, region) = (disk.used, instance.region.clone());
+        let (size, region, entity) = (disk.used, instance.region.clone(), EventEntity::linode(instance));
         let mut label = format!("{}-recovery", instance.label);
         label.truncate(50);
         let mut image = self.new_image(account, label);
         image.kind = ImageType::Automatic;
         image.expiry = Some(image.created + Duration::days(RECOVERY_DAYS));
         image.start_capture(size, region, pace);
+        self.record_capture(account, entity, &image, None);
         self.accounts[account].images.push(image);
+    }
+
+    /// The events `account` can list: those of the last 90 days, newest first, as the API
+    /// answers them now.
+    pub fn visible_events(&self, account: usize) -> Vec<Map<String, Value>> {
+        let now = self.now();
+        let oldest = now - Duration::days(EVENT_DAYS);
+        let events = self.accounts[account].events.iter().rev().filter(|e| e.created >= oldest);
+        events
+            .map(|e| match e.to_json(now) {
+                Value::Object(map) => map,
+                _ => unreachable!("an event is an object"),
+            })
+            .collect()
     }
 
     /// Applies every transition due by now.
     pub fn advance(&mut self, pace: Pace) {
         let now = self.now();
-        for account in &mut self.accounts {
+        let mut expired = Vec::new();
+        for (index, account) in self.accounts.iter_mut().enumerate() {
             account.images.retain(|image| {
+                // An expired upload's `image_upload` event fails by itself (see `Event::ends`).
                 let upload_expired = image.upload.as_ref().is_some_and(|u| u.expires <= now);
-                let recovery_expired = image.kind == ImageType::Automatic && image.expiry.is_some_and(|e| e <= now);
-                !(upload_expired || recovery_expired)
+                let recovery_expiry = image.expiry.filter(|e| image.kind == ImageType::Automatic && *e <= now);
+                if let Some(at) = recovery_expiry {
+                    let mut event =
+                        Event::new(EventAction::ImageDelete, EventStatus::Notification, EventEntity::image(image), at);
+                    event.message = Some(image.deletion_message());
+                    expired.push((index, event));
+                }
+                !(upload_expired || recovery_expiry.is_some())
             });
             for image in &mut account.images {
                 if image.status == ImageStatus::Creating
@@ -456,6 +642,11 @@ impl State {
                     true
                 });
             }
+        }
+        // Ids follow time, whichever account an expiry belongs to.
+        expired.sort_by_key(|(_, event)| event.created);
+        for (account, event) in expired {
+            self.record(account, event);
         }
     }
 }

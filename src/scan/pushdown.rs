@@ -97,11 +97,13 @@ fn distinct(values: Vec<Value>) -> Vec<Value> {
 
 /// The X-Filter form of `expr`, and whether it is exact.
 fn translate(resource: &Resource, expr: &Expr) -> Option<(Filter, bool)> {
-    let field = |e: &Expr| column_name(e).and_then(|n| resource.field(n));
+    // Named as X-Filter names it: `entity.type` for a field of an object.
+    let named = |path: String| resource.field(&path).map(|f| Field { name: path, ..f.clone() });
+    let field = |e: &Expr| field_path(e).and_then(named);
     match expr {
         // Booleans arrive canonicalised: `col` and `NOT col`.
-        Expr::Column(_) => boolean(field(expr)?, true),
-        Expr::Not(inner) if matches!(inner.as_ref(), Expr::Column(_)) => boolean(field(inner)?, false),
+        Expr::Column(_) => boolean(&field(expr)?, true),
+        Expr::Not(inner) if matches!(inner.as_ref(), Expr::Column(_)) => boolean(&field(inner)?, false),
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
             match (translate(resource, left), translate(resource, right)) {
                 (Some((l, le)), Some((r, re))) => Some((Filter::all(vec![l, r]), le && re)),
@@ -116,12 +118,12 @@ fn translate(resource: &Resource, expr: &Expr) -> Option<(Filter, bool)> {
             Some((Filter::any(vec![l, r]), le && re))
         }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            let (col, other, op) = match (column_name(left), column_name(right)) {
+            let (col, other, op) = match (field_path(left), field_path(right)) {
                 (Some(c), None) => (c, right.as_ref(), *op),
                 (None, Some(c)) => (c, left.as_ref(), op.swap()?),
                 _ => return None,
             };
-            let f = resource.field(col)?;
+            let f = &named(col)?;
             let value = literal(other)?;
             let filter_op = match op {
                 Operator::Eq => FilterOp::Eq,
@@ -135,13 +137,13 @@ fn translate(resource: &Resource, expr: &Expr) -> Option<(Filter, bool)> {
             condition(f, filter_op, value)
         }
         Expr::Between(Between { expr, negated: false, low, high }) => {
-            let f = field(expr)?;
+            let f = &field(expr)?;
             let (lo, _) = condition(f, FilterOp::Gte, literal(low)?)?;
             let (hi, _) = condition(f, FilterOp::Lte, literal(high)?)?;
             Some((Filter::all(vec![lo, hi]), true))
         }
         Expr::InList(InList { expr, list, negated }) => {
-            let f = field(expr)?;
+            let f = &field(expr)?;
             let op = if *negated { FilterOp::Neq } else { FilterOp::Eq };
             let mut parts = Vec::new();
             let mut exact = true;
@@ -156,7 +158,7 @@ fn translate(resource: &Resource, expr: &Expr) -> Option<(Filter, bool)> {
             Some((if *negated { Filter::all(parts) } else { Filter::any(parts) }, exact))
         }
         Expr::Like(Like { negated: false, expr, pattern, escape_char: None, .. }) => {
-            let f = field(expr)?;
+            let f = &field(expr)?;
             let Value::String(pattern) = literal(pattern)? else {
                 return None;
             };
@@ -173,12 +175,12 @@ fn translate(resource: &Resource, expr: &Expr) -> Option<(Filter, bool)> {
         Expr::ScalarFunction(ScalarFunction { func, args }) => match (func.name(), args.as_slice()) {
             // Equality on an array field is membership, exactly what array_has means.
             ("array_has", [array, element]) => {
-                let f = field(array)?;
+                let f = &field(array)?;
                 let (cond, _) = condition_on_items(f, literal(element)?)?;
                 Some((cond, true))
             }
             ("array_has_all" | "array_has_any", [array, items]) => {
-                let f = field(array)?;
+                let f = &field(array)?;
                 let parts: Vec<Filter> = literal_list(items)?
                     .into_iter()
                     .map(|v| condition_on_items(f, v).map(|(c, _)| c))
@@ -232,6 +234,19 @@ fn column_and_other<'a>(left: &'a Expr, right: &'a Expr) -> Option<(&'a str, &'a
         (Some(c), None) => Some((c, right)),
         (None, Some(c)) => Some((c, left)),
         _ => None,
+    }
+}
+
+/// The field an expression reads as X-Filter names it: a column, or a field of a struct
+/// column (`entity['type']` is `entity.type`), looking through casts between string types.
+fn field_path(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "get_field" => match args.as_slice() {
+            [outer, Expr::Literal(ScalarValue::Utf8(Some(name)), _)] => Some(format!("{}.{name}", field_path(outer)?)),
+            _ => None,
+        },
+        Expr::Cast(cast) if cast.field.data_type().is_string() => field_path(&cast.expr),
+        _ => column_name(expr).map(str::to_string),
     }
 }
 

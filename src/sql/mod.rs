@@ -14,7 +14,9 @@ use std::ops::ControlFlow;
 
 use datafusion::common::DataFusionError;
 use datafusion::sql::parser::{DFParserBuilder, ExplainStatement, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Statement, Update, visit_expressions_mut, visit_relations};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Ident, ObjectName, Statement, Update, visit_expressions_mut, visit_relations, visit_relations_mut,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -130,6 +132,16 @@ pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
         },
         _ => return,
     };
+    // DataFusion looks a table function up by the first part of its name only, so a view with
+    // parameters is registered under its whole dotted name as one identifier.
+    let functions: Vec<String> = registry.functions().collect();
+    let _ = visit_relations_mut(statement, |name| {
+        let full = name.to_string().to_lowercase();
+        if name.0.len() == 3 && functions.contains(&full) {
+            *name = ObjectName::from(vec![Ident::new(full)]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
     let mut resources = Vec::new();
     let _ = visit_relations(statement, |name| {
         let parts: Vec<&str> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.as_str())).collect();
