@@ -417,3 +417,82 @@ fn a_slow_scan_draws_no_progress_when_stderr_is_not_a_terminal() {
     assert_eq!(run.ok(), "n\n54\n");
     assert_eq!(run.stderr(), "", "progress is for terminals only");
 }
+
+/// The `GET …/disks` requests among `log`, by path.
+fn disk_lists(log: &[Value]) -> Vec<String> {
+    let mut paths: Vec<String> = log
+        .iter()
+        .filter_map(|r| r["path"].as_str())
+        .filter(|p| p.starts_with("/v4/linode/instances/") && p.ends_with("/disks"))
+        .map(str::to_string)
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[tokio::test]
+async fn joins_and_in_subqueries_pass_parameter_values() {
+    let sandbox = SandboxProcess::start(&[]);
+    let (status, body) = sandbox.client().get("/linode/instances", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<u64> = body["data"].as_array().unwrap().iter().map(|i| i["id"].as_u64().unwrap()).collect();
+    assert!(ids.len() > 1, "the seed has several instances");
+    let listed = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let mut expected_paths: Vec<String> = ids.iter().map(|i| format!("/v4/linode/instances/{i}/disks")).collect();
+    expected_paths.sort();
+
+    let literal =
+        format!("SELECT linodeId, id, label FROM linode.linode.disks WHERE linodeId IN ({listed}) ORDER BY id");
+    let expected = sandbox.rows(&literal);
+    assert!(expected.len() > ids.len(), "instances have disks: {expected:?}");
+    for sql in [
+        "SELECT d.linodeId, d.id, d.label FROM linode.linode.instances i \
+         JOIN linode.linode.disks d ON d.linodeId = i.id ORDER BY d.id",
+        "SELECT linodeId, id, label FROM linode.linode.disks \
+         WHERE linodeId IN (SELECT id FROM linode.linode.instances) ORDER BY id",
+        // The scan on the left, the values on the right.
+        "SELECT d.linodeId, d.id, d.label FROM linode.linode.disks d \
+         JOIN linode.linode.instances i ON i.id = d.linodeId ORDER BY d.id",
+    ] {
+        let mark = sandbox.log().len();
+        assert_eq!(sandbox.rows(sql), expected, "{sql}");
+        let log = sandbox.log_since(mark);
+        assert_eq!(disk_lists(&log), expected_paths, "one disks request per instance for {sql}");
+        let instance_lists = log.iter().filter(|r| r["path"] == "/v4/linode/instances").count();
+        assert_eq!(instance_lists, 1, "the instances are listed once for {sql}");
+    }
+
+    // Values that come from a filtered side: only those instances are asked.
+    let first = ids[0];
+    let rows = sandbox.rows(&format!(
+        "SELECT d.id FROM linode.linode.instances i JOIN linode.linode.disks d ON d.linodeId = i.id \
+         WHERE i.label = (SELECT label FROM linode.linode.instances WHERE id = {first}) ORDER BY d.id"
+    ));
+    let of_first: Vec<Value> =
+        expected.iter().filter(|r| r["linodeId"] == first).map(|r| json!({"id": r["id"]})).collect();
+    assert_eq!(rows, of_first);
+
+    let mark = sandbox.log().len();
+    let out = sandbox
+        .imageql(&[
+            "-o",
+            "text",
+            "-e",
+            "EXPLAIN SELECT d.id FROM linode.linode.instances i JOIN linode.linode.disks d ON d.linodeId = i.id",
+        ])
+        .ok();
+    assert!(
+        out.contains("GET /linode/instances/{linodeId}/disks?page=1..&page_size=500 for each linodeId from id of linode.linode.instances"),
+        "{out}"
+    );
+    assert!(sandbox.log_since(mark).is_empty(), "EXPLAIN made requests");
+
+    // Disks preserved by an outer join would need every instance's disks: still refused.
+    let err = sandbox
+        .imageql(&[
+            "-e",
+            "SELECT d.id FROM linode.linode.disks d LEFT JOIN linode.linode.instances i ON i.id = d.linodeId",
+        ])
+        .fails();
+    assert!(err.contains("cannot be read without linodeId") && err.contains("join it on that column"), "{err}");
+}

@@ -23,7 +23,7 @@ pub mod meta;
 
 use std::sync::Arc;
 
-use datafusion::execution::SessionState;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::mutate;
 use crate::outcome::Outcome;
 use crate::provider::Registry;
-use crate::scan::{ScanOptions, register_all};
+use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
 use crate::sql;
 
 /// What a session runs against and how.
@@ -84,7 +84,12 @@ impl Session {
             clients.insert(provider.id.clone(), Arc::new(client));
         }
         let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(ParamsFromJoins))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
         let session = Session { ctx, registry, clients };
         session.register_views().await?;
