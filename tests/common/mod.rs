@@ -14,10 +14,6 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_imageql")
 }
 
-pub fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
-
 pub struct SandboxProcess {
     child: Child,
     pub url: String,
