@@ -18,6 +18,7 @@ pub mod gzip;
 pub mod mutate;
 pub mod outcome;
 pub mod output;
+pub mod profile;
 pub mod provider;
 pub mod sandbox;
 pub mod scan;

@@ -80,12 +80,9 @@ async fn replay(sandbox: &SandboxProcess, interaction: &Value) -> (Value, Value)
 async fn answers_the_recorded_requests_like_the_real_api() {
     let sandbox = SandboxProcess::start(&[]);
     // Errors and the empty list are compared byte for byte (as JSON values).
-    for name in [
-        "ExampleGetImage_missing",
-        "TestImage_GetMissing",
-        "ExampleListImages_badfilter",
-        "ExampleListImages_notfound",
-    ] {
+    for name in
+        ["ExampleGetImage_missing", "TestImage_GetMissing", "ExampleListImages_badfilter", "ExampleListImages_notfound"]
+    {
         for interaction in recording(name) {
             let (recorded, ours) = replay(&sandbox, &interaction).await;
             assert_eq!(ours, recorded["exact"], "{name}");
