@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Int64Array, ListBuilder, StringBuilder};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::error::Error;
 use crate::outcome::{Change, Outcome};
@@ -52,6 +52,42 @@ pub async fn print(outcome: Outcome, format: Format, out: &mut dyn Write) -> Res
         }
         Outcome::Done => Ok(None),
     }
+}
+
+/// Table output, or psql's expanded display (a `-[ RECORD n ]-` block of `column | value`
+/// lines per row) when the table would be wider than `width` columns; 0 means always.
+pub async fn print_expanded(outcome: Outcome, width: usize, out: &mut dyn Write) -> Result<Option<usize>, Error> {
+    let Outcome::Rows { stream, .. } = outcome else { return print(outcome, Format::Table, out).await };
+    let schema = stream.schema();
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    let table = pretty_format_batches_with_schema(schema.clone(), &batches)?.to_string();
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let widest = table.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    if width > 0 && widest <= width {
+        writeln!(out, "{table}").map_err(|e| Error::Output(e.into()))?;
+        return Ok(Some(rows));
+    }
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let options = FormatOptions::default().with_null("");
+    let mut record = 0;
+    for batch in &batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            record += 1;
+            let mut text = format!("-[ RECORD {record} ]-\n");
+            for (name, formatter) in names.iter().zip(&formatters) {
+                text.push_str(&format!("{name:<name_width$} | {}\n", formatter.value(row)));
+            }
+            out.write_all(text.as_bytes()).map_err(|e| Error::Output(e.into()))?;
+        }
+    }
+    out.flush().map_err(|e| Error::Output(e.into()))?;
+    Ok(Some(rows))
 }
 
 fn summary(change: &Change, format: Format, out: &mut dyn Write) -> Result<(), Error> {
