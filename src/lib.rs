@@ -15,6 +15,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod gzip;
+pub mod json_text;
 pub mod mutate;
 pub mod outcome;
 pub mod output;

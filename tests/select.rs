@@ -496,3 +496,79 @@ async fn joins_and_in_subqueries_pass_parameter_values() {
         .fails();
     assert!(err.contains("cannot be read without linodeId") && err.contains("join it on that column"), "{err}");
 }
+
+/// The rows of a CSV file, every cell as text.
+fn csv_rows(path: &std::path::Path, columns: &[&str]) -> Vec<Vec<String>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>());
+    let file = std::fs::File::open(path).unwrap();
+    let reader = datafusion::arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema))
+        .with_header(true)
+        .build(file)
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for row in 0..batch.num_rows() {
+            rows.push(
+                (0..batch.num_columns())
+                    .map(|c| {
+                        let column = batch.column(c).as_string::<i32>();
+                        if column.is_null(row) { String::new() } else { column.value(row).to_string() }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+#[tokio::test]
+async fn copy_writes_nested_columns_as_json_and_never_half_a_file() {
+    let sandbox = SandboxProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("x.csv");
+    let sql = format!(
+        "COPY (SELECT id, tags, regions FROM linode.images.images ORDER BY id) TO '{}'",
+        target.display()
+    );
+    sandbox.imageql(&["-e", &sql]).ok();
+    let mut images = sandbox.client().all_images(Some(TOKEN)).await;
+    images.sort_by_key(|i| i["id"].as_str().unwrap().to_string());
+    let rows = csv_rows(&target, &["id", "tags", "regions"]);
+    assert_eq!(rows.len(), images.len(), "every row");
+    for (row, image) in rows.iter().zip(&images) {
+        assert_eq!(row[0], image["id"].as_str().unwrap());
+        let tags: Value = serde_json::from_str(&row[1]).unwrap_or_else(|e| panic!("{}: {e}", row[1]));
+        assert_eq!(tags, image["tags"], "{}", row[0]);
+        let Some(regions) = image["regions"].as_array() else {
+            assert_eq!(row[2], "", "no regions, an empty cell: {}", row[0]);
+            continue;
+        };
+        let written: Value = serde_json::from_str(&row[2]).unwrap_or_else(|e| panic!("{}: {e}", row[2]));
+        let expected: Vec<Value> =
+            regions.iter().map(|r| json!({"region": r["region"], "status": r["status"]})).collect();
+        assert_eq!(written, json!(expected), "{}", row[0]);
+    }
+
+    // A directory that does not exist: refused before anything is read, nothing created.
+    let missing = dir.path().join("no/such/dir/y.csv");
+    let err = sandbox
+        .imageql(&["-e", &format!("COPY (SELECT id FROM linode.images.images) TO '{}'", missing.display())])
+        .fails();
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!dir.path().join("no").exists());
+    // A query that fails half-way leaves no file, not even an empty one.
+    let failing = dir.path().join("z.csv");
+    let err = sandbox
+        .imageql(&[
+            "-e",
+            &format!("COPY (SELECT * FROM linode.linode.disks WHERE linodeId = 999999) TO '{}'", failing.display()),
+        ])
+        .fails();
+    assert!(err.contains("404"), "{err}");
+    let left: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, ["x.csv"], "only the finished file is left");
+}

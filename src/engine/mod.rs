@@ -19,10 +19,13 @@ if let Outcome::Rows { stream, .. } = session.execute("SELECT id, label FROM lin
 # }
 ``` */
 
+mod copy;
 pub mod meta;
 
 use std::sync::Arc;
 
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -157,6 +160,12 @@ impl Session {
     /// Everything DataFusion runs: queries, EXPLAIN, views, COPY.
     async fn query(&self, state: SessionState, statement: DFStatement) -> Result<Outcome, Error> {
         let plan = state.statement_to_plan(statement).await?;
+        if let LogicalPlan::Copy(copy) = plan {
+            let counted = copy::run(&self.ctx, copy).await?;
+            let schema = counted.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
+            let batch = concat_batches(&schema, &counted)?;
+            return Ok(Outcome::batch(batch, None));
+        }
         let quiet = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
         let frame = self.ctx.execute_logical_plan(plan).await?;
         if quiet {

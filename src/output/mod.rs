@@ -14,16 +14,16 @@ use datafusion::arrow::array::{Int64Array, ListBuilder, StringBuilder};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::Error;
+use crate::json_text::nested_as_json;
 use crate::outcome::{Change, Outcome};
 use crate::provider::Verb;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::writer::{JsonArray, LineDelimited, WriterBuilder};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
-use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -218,50 +218,4 @@ impl<'w> Printer<'w> {
 
 fn csv_escape(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
-}
-
-fn is_nested(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::List(_)
-            | DataType::LargeList(_)
-            | DataType::ListView(_)
-            | DataType::LargeListView(_)
-            | DataType::FixedSizeList(_, _)
-            | DataType::Struct(_)
-            | DataType::Map(_, _)
-    )
-}
-
-/// Replaces nested columns by their JSON text, which CSV can carry.
-fn nested_as_json(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let schema = batch.schema();
-    if !schema.fields().iter().any(|f| is_nested(f.data_type())) {
-        return Ok(batch.clone());
-    }
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        if !is_nested(field.data_type()) {
-            fields.push(field.as_ref().clone());
-            columns.push(column.clone());
-            continue;
-        }
-        let single = RecordBatch::try_new(Arc::new(Schema::new(vec![field.as_ref().clone()])), vec![column.clone()])?;
-        let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, LineDelimited>(Vec::new());
-        writer.write(&single)?;
-        writer.finish()?;
-        let text = writer.into_inner();
-        let mut cells: Vec<Option<String>> = Vec::with_capacity(batch.num_rows());
-        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let row: Value = serde_json::from_slice(line).map_err(|e| ArrowError::JsonError(e.to_string()))?;
-            cells.push(match row.get(field.name()) {
-                None | Some(Value::Null) => None,
-                Some(value) => Some(value.to_string()),
-            });
-        }
-        fields.push(Field::new(field.name(), DataType::Utf8, true));
-        columns.push(Arc::new(StringArray::from(cells)));
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
