@@ -503,10 +503,8 @@ fn csv_rows(path: &std::path::Path, columns: &[&str]) -> Vec<Vec<String>> {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let schema = Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>());
     let file = std::fs::File::open(path).unwrap();
-    let reader = datafusion::arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema))
-        .with_header(true)
-        .build(file)
-        .unwrap();
+    let reader =
+        datafusion::arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema)).with_header(true).build(file).unwrap();
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.unwrap();
@@ -529,10 +527,8 @@ async fn copy_writes_nested_columns_as_json_and_never_half_a_file() {
     let sandbox = SandboxProcess::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("x.csv");
-    let sql = format!(
-        "COPY (SELECT id, tags, regions FROM linode.images.images ORDER BY id) TO '{}'",
-        target.display()
-    );
+    let sql =
+        format!("COPY (SELECT id, tags, regions FROM linode.images.images ORDER BY id) TO '{}'", target.display());
     sandbox.imageql(&["-e", &sql]).ok();
     let mut images = sandbox.client().all_images(Some(TOKEN)).await;
     images.sort_by_key(|i| i["id"].as_str().unwrap().to_string());
