@@ -72,11 +72,7 @@ pub async fn print_expanded(outcome: Outcome, width: usize, out: &mut dyn Write)
     let options = FormatOptions::default().with_null("");
     let mut record = 0;
     for batch in &batches {
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()?;
+        let formatters = cell_formatters(batch, &options)?;
         for row in 0..batch.num_rows() {
             record += 1;
             let mut text = format!("-[ RECORD {record} ]-\n");
@@ -183,11 +179,7 @@ impl<'w> Printer<'w> {
             Format::Text => {
                 let batch = nested_as_json(&batch)?;
                 let options = FormatOptions::default().with_null("");
-                let formatters = batch
-                    .columns()
-                    .iter()
-                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let formatters = cell_formatters(&batch, &options)?;
                 for row in 0..batch.num_rows() {
                     let cells: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
                     writeln!(self.out, "{}", cells.join("\t"))?;
@@ -214,6 +206,14 @@ impl<'w> Printer<'w> {
         self.out.flush()?;
         Ok(())
     }
+}
+
+/// One formatter per column of `batch`, for writing its cells as text.
+fn cell_formatters<'a>(
+    batch: &'a RecordBatch,
+    options: &'a FormatOptions,
+) -> Result<Vec<ArrayFormatter<'a>>, ArrowError> {
+    batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), options)).collect()
 }
 
 fn csv_escape(text: &str) -> String {
