@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::Token;
 use crate::engine::{Session, SessionOptions};
@@ -17,7 +17,7 @@ use crate::provider::Registry;
 use crate::sandbox::{Sandbox, SandboxArgs};
 use crate::scan::ScanOptions;
 use crate::sql::split_statements;
-use crate::{shell, template};
+use crate::{profile, shell, template};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,7 +25,8 @@ use crate::{shell, template};
     version,
     about = "SQL over Linode images, with a built-in sandbox of the Linode Images API",
     after_help = "Without -e or -f, imageql starts an interactive shell on a terminal, and otherwise reads \
-                  statements from standard input. LINODE_TOKEN holds the API token.\n\
+                  statements from standard input. LINODE_TOKEN holds the API token; without it, the default \
+                  profile of ~/.config/imageql/config.toml or linode-cli's default user gives one.\n\
                   Exit codes: 0 ok, 1 a statement failed, 2 usage error."
 )]
 pub struct Cli {
@@ -37,9 +38,12 @@ pub struct Cli {
     /// Run a script and exit; stops at the first failing statement (repeatable)
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Result format
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
-    output: Format,
+    /// Result format [default: the profile's, or table]
+    #[arg(short = 'o', long = "output", value_enum)]
+    output: Option<Format>,
+    /// Take the token and defaults from profile NAME (imageql's config.toml or linode-cli's users)
+    #[arg(long, value_name = "NAME", conflicts_with = "sandbox")]
+    profile: Option<String>,
     /// Run against a sandbox started in this process instead of the real API
     #[arg(long)]
     sandbox: bool,
@@ -123,6 +127,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         Some(dir) => Registry::from_dir(dir)?,
         None => Registry::embedded()?,
     });
+    let mut output = cli.output;
     // The in-process sandbox lives as long as the session that talks to it.
     let (_sandbox, base_url, token) = match cli.sandbox {
         true => {
@@ -133,10 +138,26 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
             (Some(sandbox), Some(url), token)
         }
         false => {
-            let token = registry.providers.values().find_map(|p| std::env::var(&p.auth.env_var).ok());
-            (None, cli.api_url, token.and_then(Token::new))
+            let from_env = registry.providers.values().find_map(|p| std::env::var(&p.auth.env_var).ok());
+            // An explicit --profile beats the environment; the default profile does not.
+            let profile = match (&cli.profile, &from_env) {
+                (None, Some(_)) => None,
+                (name, _) => profile::select(name.as_deref())?,
+            }
+            .unwrap_or_default();
+            if let Some(name) = profile.output.as_deref().filter(|_| output.is_none()) {
+                let format = Format::from_str(name, true).map_err(|_| {
+                    Error::Usage(format!(
+                        "the profile's output {name:?} is not a format (table, json, ndjson, csv, text)"
+                    ))
+                })?;
+                output = Some(format);
+            }
+            let token = if cli.profile.is_some() { profile.token.or(from_env) } else { from_env.or(profile.token) };
+            (None, cli.api_url.or(profile.api_url), token.and_then(Token::new))
         }
     };
+    let format = output.unwrap_or(Format::Table);
     let options = SessionOptions {
         base_url,
         token,
@@ -147,7 +168,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();
     if interactive {
-        return shell::run(session, cli.output, vars).await;
+        return shell::run(session, format, vars).await;
     }
     let stdout = std::io::stdout();
     for (origin, text) in scripts {
@@ -158,7 +179,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
             })?;
             let outcome = session.execute(&statement).await.map_err(at)?;
             let mut out = BufWriter::new(stdout.lock());
-            output::print(outcome, cli.output, &mut out).await.map_err(at)?;
+            output::print(outcome, format, &mut out).await.map_err(at)?;
         }
     }
     Ok(())

@@ -1,16 +1,25 @@
-//! The sandbox's wire contract, checked over HTTP against the recorded real API responses
-//! and the reference's rules for paging, X-Filter, errors and auth.
+//! The sandbox's wire contract, checked over HTTP against what the real API answered in
+//! recorded runs (distilled in `tests/fixtures/api_facts.json`) and the reference's rules for paging, X-Filter, errors and auth.
 
 mod common;
 
-use common::{SandboxProcess, TOKEN, gzip, shared_dir};
+use common::{SandboxProcess, TOKEN, gzip};
 use serde_json::{Value, json};
 
-fn cassette(name: &str) -> Vec<Value> {
-    let path = shared_dir().join("linode-images/fixtures/linodego-integration").join(name);
+/// What the real API answered to the image requests of ten recorded client runs, distilled
+/// into `tests/fixtures/api_facts.json`: see its `about`.
+fn recorded() -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/api_facts.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let doc: Value = serde_yaml::from_str(&text).unwrap();
-    doc["interactions"].as_array().unwrap().clone()
+    let facts: Value = serde_json::from_str(&text).unwrap();
+    facts["interactions"].as_array().unwrap().clone()
+}
+
+/// The interactions of one recorded run.
+fn recording(name: &str) -> Vec<Value> {
+    let of_run: Vec<Value> = recorded().into_iter().filter(|i| i["recording"] == name).collect();
+    assert!(!of_run.is_empty(), "no recorded run {name}");
+    of_run
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -24,8 +33,9 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Every field the recording has, ours has, with the same JSON type (null matches anything
-/// of a field the recording shows as null, and the other way round).
+/// Every field the recording has, ours has, with the same JSON type (a leaf of `recorded` is
+/// the type's name; null matches anything of a field the recording shows as null, and the
+/// other way round). Lists are compared by their first elements.
 fn assert_shape(recorded: &Value, ours: &Value, at: &str, exact_keys: bool) {
     match (recorded, ours) {
         (Value::Object(r), Value::Object(o)) => {
@@ -44,66 +54,55 @@ fn assert_shape(recorded: &Value, ours: &Value, at: &str, exact_keys: bool) {
             }
         }
         (Value::Null, _) | (_, Value::Null) => {}
-        (r, o) => assert_eq!(kind(r), kind(o), "{at}: recorded {r}, sandbox {o}"),
+        (Value::String(r), o) => assert_eq!(r.as_str(), kind(o), "{at}: recorded a {r}, sandbox {o}"),
+        (r, o) => panic!("{at}: the recorded shape {r} is not a type name (sandbox {o})"),
     }
 }
 
-/// Replays a recorded GET against the sandbox: same status, same shape.
+/// Replays a recorded GET against the sandbox: the same status; returns the recorded
+/// interaction's facts and our body.
 async fn replay(sandbox: &SandboxProcess, interaction: &Value) -> (Value, Value) {
-    let request = &interaction["request"];
-    let url = request["url"].as_str().unwrap();
-    let path = url.strip_prefix("https://api.linode.com").unwrap();
-    let filter = request["headers"]["X-Filter"][0].as_str();
-    let mut builder = sandbox.client().client.get(format!("{}{}", sandbox.url.trim_end_matches("/v4"), path));
+    let path = interaction["path"].as_str().unwrap();
+    let mut builder = sandbox.client().client.get(format!("{}{}", sandbox.origin(), path));
     builder = builder.bearer_auth(TOKEN);
-    if let Some(f) = filter {
+    if let Some(f) = interaction["x_filter"].as_str() {
         builder = builder.header("X-Filter", f);
     }
     let response = builder.send().await.unwrap();
     let status = response.status().as_u16();
     assert_eq!(response.headers().get("content-type").unwrap(), "application/json", "{path}: every response is JSON");
     let ours: Value = response.json().await.unwrap();
-    let recorded_status = interaction["response"]["code"].as_u64().unwrap() as u16;
-    assert_eq!(status, recorded_status, "{path}: status; body {ours}");
-    let recorded: Value = serde_json::from_str(interaction["response"]["body"].as_str().unwrap()).unwrap();
-    (recorded, ours)
+    assert_eq!(Value::from(status), interaction["status"], "{path}: status; body {ours}");
+    (interaction.clone(), ours)
 }
 
 #[tokio::test]
 async fn answers_the_recorded_requests_like_the_real_api() {
     let sandbox = SandboxProcess::start(&[]);
     // Errors and the empty list are compared byte for byte (as JSON values).
-    for name in [
-        "ExampleGetImage_missing.yaml",
-        "TestImage_GetMissing.yaml",
-        "ExampleListImages_badfilter.yaml",
-        "ExampleListImages_notfound.yaml",
-    ] {
-        let interactions = cassette(name);
-        let images: Vec<&Value> =
-            interactions.iter().filter(|i| i["request"]["url"].as_str().unwrap().contains("/images")).collect();
-        assert!(!images.is_empty(), "{name}");
-        for interaction in images {
-            let (recorded, ours) = replay(&sandbox, interaction).await;
-            assert_eq!(ours, recorded, "{name}");
+    for name in
+        ["ExampleGetImage_missing", "TestImage_GetMissing", "ExampleListImages_badfilter", "ExampleListImages_notfound"]
+    {
+        for interaction in recording(name) {
+            let (recorded, ours) = replay(&sandbox, &interaction).await;
+            assert_eq!(ours, recorded["exact"], "{name}");
         }
     }
     // The 2024 public image: every field it has, we have, with the same types.
-    let (recorded, ours) = replay(&sandbox, &cassette("TestImage_GetFound.yaml")[0]).await;
-    assert_shape(&recorded, &ours, "image", false);
-    assert_eq!(ours["id"], "linode/ubuntu22.04");
+    let (recorded, ours) = replay(&sandbox, &recording("TestImage_GetFound")[0]).await;
+    assert_shape(&recorded["shape"], &ours, "image", false);
+    assert_eq!(ours["id"], recorded["facts"]["id"]);
 
     // The 2026 list: the envelope, and private and public images, field for field.
-    let (recorded, ours) = replay(&sandbox, &cassette("TestImages_List.yaml")[0]).await;
+    let (recorded, ours) = replay(&sandbox, &recording("TestImages_List")[0]).await;
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(&ours), keys(&recorded), "envelope fields in the recorded order");
-    let pick = |list: &Value, public: bool| -> Value {
-        list["data"].as_array().unwrap().iter().find(|i| i["is_public"] == public).unwrap().clone()
-    };
-    for public in [false, true] {
-        let (r, o) = (pick(&recorded, public), pick(&ours, public));
-        assert_shape(&r, &o, if public { "public image" } else { "private image" }, true);
-        assert_eq!(keys(&o), keys(&r), "field order of a {} image", if public { "public" } else { "private" });
+    assert_eq!(keys(&ours), keys(&recorded["shape"]), "envelope fields in the recorded order");
+    let publics = recorded["facts"]["data"].as_array().unwrap();
+    for (shape, fact) in recorded["shape"]["data"].as_array().unwrap().iter().zip(publics) {
+        let public = fact["is_public"] == true;
+        let o = ours["data"].as_array().unwrap().iter().find(|i| i["is_public"] == public).unwrap();
+        assert_shape(shape, o, if public { "public image" } else { "private image" }, true);
+        assert_eq!(keys(o), keys(shape), "field order of a {} image", if public { "public" } else { "private" });
     }
     // Private images first (ascending id), then public ones.
     let ids: Vec<&str> = ours["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
@@ -271,17 +270,16 @@ async fn logs_each_request_as_received() {
     assert!(log.iter().all(|l| l["ms"].as_u64().unwrap() >= 30), "latency is added to every response: {log:?}");
 }
 
-/// Replays every image request of every recorded cassette in order, against a fresh sandbox
+/// Replays every image request of every recorded run in order, against a fresh sandbox
 /// each: same status codes, the recorded fields with the same types, and the same values
 /// where the sandbox can know them (status, label, description, tags, regions). Ids the API
 /// assigned are mapped to the sandbox's; the recorded disk becomes a seeded ext4 disk; the
 /// data of an upload is sent just before the recording first saw the image available.
 #[tokio::test]
 async fn replays_every_recorded_image_interaction() {
-    let dir = shared_dir().join("linode-images/fixtures/linodego-integration");
-    let mut names: Vec<String> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
+    let all = recorded();
+    let mut names: Vec<&str> = all.iter().map(|i| i["recording"].as_str().unwrap()).collect();
+    names.dedup();
     assert_eq!(names.len(), 10);
     let mut replayed = 0;
     for name in names {
@@ -289,61 +287,49 @@ async fn replays_every_recorded_image_interaction() {
         let http = sandbox.client();
         let mut ids: Vec<(String, String)> = Vec::new();
         let mut pending_uploads: Vec<(String, String)> = Vec::new();
-        for interaction in cassette(&name) {
-            let request = &interaction["request"];
-            let url = request["url"].as_str().unwrap();
-            if !url.contains("/images") {
-                continue;
-            }
-            let mut path = url.strip_prefix("https://api.linode.com").unwrap().to_string();
+        for interaction in all.iter().filter(|i| i["recording"] == name) {
+            let mut path = interaction["path"].as_str().unwrap().to_string();
             for (recorded, ours) in &ids {
                 path = path.replace(&recorded.replace('/', "%2F"), &ours.replace('/', "%2F"));
             }
-            let recorded_status = interaction["response"]["code"].as_u64().unwrap() as u16;
-            let recorded: Value = serde_json::from_str(interaction["response"]["body"].as_str().unwrap()).unwrap();
+            let facts = &interaction["facts"];
             // The recording saw the upload's data arrive between two polls.
-            if recorded["status"] == "available"
+            if facts["status"] == "available"
                 && let Some(at) = pending_uploads.iter().position(|(id, _)| path.ends_with(&id.replace('/', "%2F")))
             {
                 let (_, upload_to) = pending_uploads.remove(at);
                 let response = http.client.put(&upload_to).body(gzip(b"a tiny disk image")).send().await.unwrap();
                 assert_eq!(response.status().as_u16(), 200);
             }
-            let method = reqwest::Method::from_bytes(request["method"].as_str().unwrap().as_bytes()).unwrap();
+            let method = reqwest::Method::from_bytes(interaction["method"].as_str().unwrap().as_bytes()).unwrap();
             let mut builder = http.client.request(method, format!("{}{path}", sandbox.origin())).bearer_auth(TOKEN);
-            if let Some(filter) = request["headers"]["X-Filter"][0].as_str() {
+            if let Some(filter) = interaction["x_filter"].as_str() {
                 builder = builder.header("X-Filter", filter);
             }
-            if let Some(body) = request["body"].as_str().filter(|b| !b.is_empty()) {
-                let mut body: Value = serde_json::from_str(body).unwrap();
+            if let Some(body) = interaction.get("body") {
+                let mut body = body.clone();
                 if body.get("disk_id").is_some() {
                     body["disk_id"] = json!(67890);
                 }
                 builder = builder.json(&body);
             }
             let (status, ours) = common::json_of(builder.send().await.unwrap()).await;
-            assert_eq!(status, recorded_status, "{name}: {path}: {ours}");
+            assert_eq!(Value::from(status), interaction["status"], "{name}: {path}: {ours}");
             replayed += 1;
-            if recorded.get("errors").is_some()
-                || recorded.as_object().is_some_and(|o| o.is_empty())
-                || recorded["pages"] == 0
-            {
-                assert_eq!(ours, recorded, "{name}: {path}");
+            if let Some(exact) = interaction.get("exact") {
+                assert_eq!(&ours, exact, "{name}: {path}");
                 continue;
             }
-            assert_shape(&recorded, &ours, &format!("{name}: {path}"), false);
-            let (recorded_image, our_image) = match recorded.get("image") {
-                Some(image) => (image, &ours["image"]),
-                None => (&recorded, &ours),
-            };
-            if let (Some(r), Some(o)) = (recorded_image["id"].as_str(), our_image["id"].as_str())
+            assert_shape(&interaction["shape"], &ours, &format!("{name}: {path}"), false);
+            let our_image = ours.get("image").unwrap_or(&ours);
+            if let (Some(r), Some(o)) = (facts["id"].as_str(), our_image["id"].as_str())
                 && r.starts_with("private/")
             {
                 if !ids.iter().any(|(known, _)| known == r) {
                     ids.push((r.to_string(), o.to_string()));
                 }
                 for key in ["status", "label", "description", "tags", "regions"] {
-                    if let Some(value) = recorded_image.get(key) {
+                    if let Some(value) = facts.get(key) {
                         assert_eq!(&our_image[key], value, "{name}: {path}: {key}");
                     }
                 }

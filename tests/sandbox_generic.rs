@@ -242,6 +242,45 @@ async fn serves_a_resource_described_only_by_provider_files() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n60\n");
 }
 
+#[test]
+fn parameter_columns_of_any_resource_take_values_from_joins() {
+    let (_temp, dir) = provider_dir(true);
+    let dir = dir.to_str().unwrap();
+    let sandbox = SandboxProcess::start(&["--providers", dir]);
+    let with_snapshots: Vec<u64> = {
+        let mut ids: Vec<u64> = snapshots().iter().map(|s| s["volumeId"].as_u64().unwrap()).collect();
+        ids.dedup();
+        ids
+    };
+    let highest = with_snapshots.iter().max().unwrap();
+    let expected: Vec<Value> =
+        snapshots().iter().map(|s| json!({"volumeId": s["volumeId"], "id": s["id"], "label": s["label"]})).collect();
+    let listed = with_snapshots.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    for sql in [
+        format!("SELECT volumeId, id, label FROM linode.volumes.snapshots WHERE volumeId IN ({listed}) ORDER BY id"),
+        format!(
+            "SELECT s.volumeId, s.id, s.label FROM linode.volumes.volumes v \
+             JOIN linode.volumes.snapshots s ON s.volumeId = v.id WHERE v.id <= {highest} ORDER BY s.id"
+        ),
+        format!(
+            "SELECT volumeId, id, label FROM linode.volumes.snapshots \
+             WHERE volumeId IN (SELECT id FROM linode.volumes.volumes WHERE id <= {highest}) ORDER BY id"
+        ),
+    ] {
+        let mark = sandbox.log().len();
+        let rows = sandbox.imageql(&["--providers", dir, "-o", "ndjson", "-e", &sql]).rows();
+        assert_eq!(rows, expected, "{sql}");
+        let mut asked: Vec<String> = sandbox
+            .log_since(mark)
+            .iter()
+            .filter_map(|r| r["path"].as_str().filter(|p| p.ends_with("/snapshots")).map(str::to_string))
+            .collect();
+        asked.sort();
+        let per_volume: Vec<String> = with_snapshots.iter().map(|v| format!("/v4/volumes/{v}/snapshots")).collect();
+        assert_eq!(asked, per_volume, "one request per volume for {sql}");
+    }
+}
+
 #[tokio::test]
 async fn without_images_the_sandbox_serves_what_the_files_describe() {
     let (_temp, dir) = provider_dir(false);

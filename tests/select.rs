@@ -425,3 +425,154 @@ fn a_slow_scan_draws_no_progress_when_stderr_is_not_a_terminal() {
     assert_eq!(run.ok(), "n\n54\n");
     assert_eq!(run.stderr(), "", "progress is for terminals only");
 }
+
+/// The `GET …/disks` requests among `log`, by path.
+fn disk_lists(log: &[Value]) -> Vec<String> {
+    let mut paths: Vec<String> = log
+        .iter()
+        .filter_map(|r| r["path"].as_str())
+        .filter(|p| p.starts_with("/v4/linode/instances/") && p.ends_with("/disks"))
+        .map(str::to_string)
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[tokio::test]
+async fn joins_and_in_subqueries_pass_parameter_values() {
+    let sandbox = SandboxProcess::start(&[]);
+    let (status, body) = sandbox.client().get("/linode/instances", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<u64> = body["data"].as_array().unwrap().iter().map(|i| i["id"].as_u64().unwrap()).collect();
+    assert!(ids.len() > 1, "the seed has several instances");
+    let listed = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let mut expected_paths: Vec<String> = ids.iter().map(|i| format!("/v4/linode/instances/{i}/disks")).collect();
+    expected_paths.sort();
+
+    let literal =
+        format!("SELECT linodeId, id, label FROM linode.linode.disks WHERE linodeId IN ({listed}) ORDER BY id");
+    let expected = sandbox.rows(&literal);
+    assert!(expected.len() > ids.len(), "instances have disks: {expected:?}");
+    for sql in [
+        "SELECT d.linodeId, d.id, d.label FROM linode.linode.instances i \
+         JOIN linode.linode.disks d ON d.linodeId = i.id ORDER BY d.id",
+        "SELECT linodeId, id, label FROM linode.linode.disks \
+         WHERE linodeId IN (SELECT id FROM linode.linode.instances) ORDER BY id",
+        // The scan on the left, the values on the right.
+        "SELECT d.linodeId, d.id, d.label FROM linode.linode.disks d \
+         JOIN linode.linode.instances i ON i.id = d.linodeId ORDER BY d.id",
+    ] {
+        let mark = sandbox.log().len();
+        assert_eq!(sandbox.rows(sql), expected, "{sql}");
+        let log = sandbox.log_since(mark);
+        assert_eq!(disk_lists(&log), expected_paths, "one disks request per instance for {sql}");
+        let instance_lists = log.iter().filter(|r| r["path"] == "/v4/linode/instances").count();
+        assert_eq!(instance_lists, 1, "the instances are listed once for {sql}");
+    }
+
+    // Values that come from a filtered side: only those instances are asked.
+    let first = ids[0];
+    let rows = sandbox.rows(&format!(
+        "SELECT d.id FROM linode.linode.instances i JOIN linode.linode.disks d ON d.linodeId = i.id \
+         WHERE i.label = (SELECT label FROM linode.linode.instances WHERE id = {first}) ORDER BY d.id"
+    ));
+    let of_first: Vec<Value> =
+        expected.iter().filter(|r| r["linodeId"] == first).map(|r| json!({"id": r["id"]})).collect();
+    assert_eq!(rows, of_first);
+
+    let mark = sandbox.log().len();
+    let out = sandbox
+        .imageql(&[
+            "-o",
+            "text",
+            "-e",
+            "EXPLAIN SELECT d.id FROM linode.linode.instances i JOIN linode.linode.disks d ON d.linodeId = i.id",
+        ])
+        .ok();
+    assert!(
+        out.contains("GET /linode/instances/{linodeId}/disks?page=1..&page_size=500 for each linodeId from id of linode.linode.instances"),
+        "{out}"
+    );
+    assert!(sandbox.log_since(mark).is_empty(), "EXPLAIN made requests");
+
+    // Disks preserved by an outer join would need every instance's disks: still refused.
+    let err = sandbox
+        .imageql(&[
+            "-e",
+            "SELECT d.id FROM linode.linode.disks d LEFT JOIN linode.linode.instances i ON i.id = d.linodeId",
+        ])
+        .fails();
+    assert!(err.contains("cannot be read without linodeId") && err.contains("join it on that column"), "{err}");
+}
+
+/// The rows of a CSV file, every cell as text.
+fn csv_rows(path: &std::path::Path, columns: &[&str]) -> Vec<Vec<String>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>());
+    let file = std::fs::File::open(path).unwrap();
+    let reader =
+        datafusion::arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema)).with_header(true).build(file).unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for row in 0..batch.num_rows() {
+            rows.push(
+                (0..batch.num_columns())
+                    .map(|c| {
+                        let column = batch.column(c).as_string::<i32>();
+                        if column.is_null(row) { String::new() } else { column.value(row).to_string() }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+#[tokio::test]
+async fn copy_writes_nested_columns_as_json_and_never_half_a_file() {
+    let sandbox = SandboxProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("x.csv");
+    let sql =
+        format!("COPY (SELECT id, tags, regions FROM linode.images.images ORDER BY id) TO '{}'", target.display());
+    sandbox.imageql(&["-e", &sql]).ok();
+    let mut images = sandbox.client().all_images(Some(TOKEN)).await;
+    images.sort_by_key(|i| i["id"].as_str().unwrap().to_string());
+    let rows = csv_rows(&target, &["id", "tags", "regions"]);
+    assert_eq!(rows.len(), images.len(), "every row");
+    for (row, image) in rows.iter().zip(&images) {
+        assert_eq!(row[0], image["id"].as_str().unwrap());
+        let tags: Value = serde_json::from_str(&row[1]).unwrap_or_else(|e| panic!("{}: {e}", row[1]));
+        assert_eq!(tags, image["tags"], "{}", row[0]);
+        let Some(regions) = image["regions"].as_array() else {
+            assert_eq!(row[2], "", "no regions, an empty cell: {}", row[0]);
+            continue;
+        };
+        let written: Value = serde_json::from_str(&row[2]).unwrap_or_else(|e| panic!("{}: {e}", row[2]));
+        let expected: Vec<Value> =
+            regions.iter().map(|r| json!({"region": r["region"], "status": r["status"]})).collect();
+        assert_eq!(written, json!(expected), "{}", row[0]);
+    }
+
+    // A directory that does not exist: refused before anything is read, nothing created.
+    let missing = dir.path().join("no/such/dir/y.csv");
+    let err = sandbox
+        .imageql(&["-e", &format!("COPY (SELECT id FROM linode.images.images) TO '{}'", missing.display())])
+        .fails();
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!dir.path().join("no").exists());
+    // A query that fails half-way leaves no file, not even an empty one.
+    let failing = dir.path().join("z.csv");
+    let err = sandbox
+        .imageql(&[
+            "-e",
+            &format!("COPY (SELECT * FROM linode.linode.disks WHERE linodeId = 999999) TO '{}'", failing.display()),
+        ])
+        .fails();
+    assert!(err.contains("404"), "{err}");
+    let left: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, ["x.csv"], "only the finished file is left");
+}

@@ -28,6 +28,7 @@ fn the_shell_takes_multi_line_statements_completes_columns_and_keeps_history() {
 
     // Enter before the ; continues the statement on the next line.
     p.send_line("SELECT count(*) AS private_images").unwrap();
+    p.exp_string("imageql-> ").unwrap();
     p.send_line("FROM linode.images.images WHERE NOT is_public;").unwrap();
     p.exp_string("| 14").unwrap();
     p.exp_string("(1 row in").unwrap();
@@ -91,5 +92,65 @@ fn errors_in_the_shell_are_reported_and_the_shell_goes_on() {
     p.send_line("\\?").unwrap();
     p.exp_string("\\timing").unwrap();
     p.send_line("\\q").unwrap();
+    p.exp_eof().unwrap();
+}
+
+#[test]
+fn the_shell_keeps_psql_habits() {
+    let sandbox = SandboxProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = shell(&sandbox, home.path());
+
+    // A pending statement shows the continuation prompt; Ctrl-D discards it, and the next
+    // statement runs alone.
+    p.send_line("SELECT label").unwrap();
+    p.exp_string("imageql-> ").unwrap();
+    p.send_line("FROM linode.images.images").unwrap();
+    p.exp_string("imageql-> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_string("discarded").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    p.send_line("SELECT 40 + 2 AS answer;").unwrap();
+    p.exp_string("| 42").unwrap();
+    p.exp_string("(1 row").unwrap();
+    p.exp_string("imageql> ").unwrap();
+
+    // \timing on twice stays on.
+    p.send_line("\\timing on").unwrap();
+    p.exp_string("timing is on").unwrap();
+    p.send_line("\\timing on").unwrap();
+    p.exp_string("timing is on").unwrap();
+    p.send_line("SELECT 1 AS one;").unwrap();
+    p.exp_regex(r"\(1 row in [0-9.]+ s\)").unwrap();
+
+    // Expanded display: one block per row.
+    p.send_line("\\x on").unwrap();
+    p.exp_string("expanded display is on").unwrap();
+    p.send_line("SELECT id, label FROM linode.images.images WHERE id = 'private/1002';").unwrap();
+    p.exp_string("-[ RECORD 1 ]-").unwrap();
+    p.exp_regex(r"id +\| private/1002").unwrap();
+    p.exp_regex(r"label +\| golden-db-2024").unwrap();
+    p.send_line("\\x off").unwrap();
+    p.exp_string("expanded display is off").unwrap();
+
+    // \i runs a file's statements.
+    let script = home.path().join("two.sql");
+    std::fs::write(&script, "SELECT 'from the file' AS origin;\nSELECT 6 * 7 AS product;\n").unwrap();
+    p.send_line(&format!("\\i {}", script.display())).unwrap();
+    p.exp_string("from the file").unwrap();
+    p.exp_string("| 42").unwrap();
+    p.exp_string("imageql> ").unwrap();
+
+    // \h INSERT gives its syntax; \? lists the statement forms.
+    p.send_line("\\h INSERT").unwrap();
+    p.exp_string("INSERT [/*+ AWAIT */] INTO resource").unwrap();
+    p.exp_string("example").unwrap();
+    p.send_line("\\?").unwrap();
+    p.exp_string("DESCRIBE METHOD").unwrap();
+    p.exp_string("COPY (SELECT").unwrap();
+
+    // Ctrl-D on an empty line leaves.
+    p.exp_string("imageql> ").unwrap();
+    p.send_control('d').unwrap();
     p.exp_eof().unwrap();
 }

@@ -19,14 +19,17 @@ if let Outcome::Rows { stream, .. } = session.execute("SELECT id, label FROM lin
 # }
 ``` */
 
+mod copy;
 mod function;
 pub mod meta;
 
 use std::sync::Arc;
 
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::common::TableReference;
 use datafusion::datasource::ViewTable;
-use datafusion::execution::SessionState;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -37,7 +40,7 @@ use crate::error::Error;
 use crate::mutate;
 use crate::outcome::Outcome;
 use crate::provider::Registry;
-use crate::scan::{ScanOptions, register_all};
+use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
 use crate::sql;
 
 /// What a session runs against and how.
@@ -87,7 +90,12 @@ impl Session {
             clients.insert(provider.id.clone(), Arc::new(client));
         }
         let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(ParamsFromJoins))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
         let session = Session { ctx, registry, clients };
         session.register_views().await?;
@@ -162,6 +170,12 @@ impl Session {
     /// Everything DataFusion runs: queries, EXPLAIN, views, COPY.
     async fn query(&self, state: SessionState, statement: DFStatement) -> Result<Outcome, Error> {
         let plan = state.statement_to_plan(statement).await?;
+        if let LogicalPlan::Copy(copy) = plan {
+            let counted = copy::run(&self.ctx, copy).await?;
+            let schema = counted.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
+            let batch = concat_batches(&schema, &counted)?;
+            return Ok(Outcome::batch(batch, None));
+        }
         let quiet = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
         let frame = self.ctx.execute_logical_plan(plan).await?;
         if quiet {

@@ -11,19 +11,19 @@ use std::io::Write;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Int64Array, ListBuilder, StringBuilder};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::error::Error;
+use crate::json_text::nested_as_json;
 use crate::outcome::{Change, Outcome};
 use crate::provider::Verb;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::writer::{JsonArray, LineDelimited, WriterBuilder};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
-use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -52,6 +52,38 @@ pub async fn print(outcome: Outcome, format: Format, out: &mut dyn Write) -> Res
         }
         Outcome::Done => Ok(None),
     }
+}
+
+/// Table output, or psql's expanded display (a `-[ RECORD n ]-` block of `column | value`
+/// lines per row) when the table would be wider than `width` columns; 0 means always.
+pub async fn print_expanded(outcome: Outcome, width: usize, out: &mut dyn Write) -> Result<Option<usize>, Error> {
+    let Outcome::Rows { stream, .. } = outcome else { return print(outcome, Format::Table, out).await };
+    let schema = stream.schema();
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    let table = pretty_format_batches_with_schema(schema.clone(), &batches)?.to_string();
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let widest = table.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    if width > 0 && widest <= width {
+        writeln!(out, "{table}").map_err(|e| Error::Output(e.into()))?;
+        return Ok(Some(rows));
+    }
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let options = FormatOptions::default().with_null("");
+    let mut record = 0;
+    for batch in &batches {
+        let formatters = cell_formatters(batch, &options)?;
+        for row in 0..batch.num_rows() {
+            record += 1;
+            let mut text = format!("-[ RECORD {record} ]-\n");
+            for (name, formatter) in names.iter().zip(&formatters) {
+                text.push_str(&format!("{name:<name_width$} | {}\n", formatter.value(row)));
+            }
+            out.write_all(text.as_bytes()).map_err(|e| Error::Output(e.into()))?;
+        }
+    }
+    out.flush().map_err(|e| Error::Output(e.into()))?;
+    Ok(Some(rows))
 }
 
 fn summary(change: &Change, format: Format, out: &mut dyn Write) -> Result<(), Error> {
@@ -147,11 +179,7 @@ impl<'w> Printer<'w> {
             Format::Text => {
                 let batch = nested_as_json(&batch)?;
                 let options = FormatOptions::default().with_null("");
-                let formatters = batch
-                    .columns()
-                    .iter()
-                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let formatters = cell_formatters(&batch, &options)?;
                 for row in 0..batch.num_rows() {
                     let cells: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
                     writeln!(self.out, "{}", cells.join("\t"))?;
@@ -180,52 +208,14 @@ impl<'w> Printer<'w> {
     }
 }
 
+/// One formatter per column of `batch`, for writing its cells as text.
+fn cell_formatters<'a>(
+    batch: &'a RecordBatch,
+    options: &'a FormatOptions,
+) -> Result<Vec<ArrayFormatter<'a>>, ArrowError> {
+    batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), options)).collect()
+}
+
 fn csv_escape(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
-}
-
-fn is_nested(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::List(_)
-            | DataType::LargeList(_)
-            | DataType::ListView(_)
-            | DataType::LargeListView(_)
-            | DataType::FixedSizeList(_, _)
-            | DataType::Struct(_)
-            | DataType::Map(_, _)
-    )
-}
-
-/// Replaces nested columns by their JSON text, which CSV can carry.
-fn nested_as_json(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let schema = batch.schema();
-    if !schema.fields().iter().any(|f| is_nested(f.data_type())) {
-        return Ok(batch.clone());
-    }
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        if !is_nested(field.data_type()) {
-            fields.push(field.as_ref().clone());
-            columns.push(column.clone());
-            continue;
-        }
-        let single = RecordBatch::try_new(Arc::new(Schema::new(vec![field.as_ref().clone()])), vec![column.clone()])?;
-        let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, LineDelimited>(Vec::new());
-        writer.write(&single)?;
-        writer.finish()?;
-        let text = writer.into_inner();
-        let mut cells: Vec<Option<String>> = Vec::with_capacity(batch.num_rows());
-        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let row: Value = serde_json::from_slice(line).map_err(|e| ArrowError::JsonError(e.to_string()))?;
-            cells.push(match row.get(field.name()) {
-                None | Some(Value::Null) => None,
-                Some(value) => Some(value.to_string()),
-            });
-        }
-        fields.push(Field::new(field.name(), DataType::Utf8, true));
-        columns.push(Arc::new(StringArray::from(cells)));
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

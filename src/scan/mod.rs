@@ -4,7 +4,10 @@ A scan turns pushed-down predicates into requests (see [`pushdown`]) and streams
 response page into a `RecordBatch` as it arrives. */
 
 mod decode;
+mod dependent;
 mod pushdown;
+
+pub use dependent::ParamsFromJoins;
 
 pub use decode::to_batch;
 
@@ -26,6 +29,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::prelude::SessionContext;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::api::{ApiClient, ApiError, Request};
@@ -49,8 +53,8 @@ fn with_params(mut rows: Vec<Value>, params: &[(String, Value)]) -> Vec<Value> {
     rows
 }
 
-/// Requests for single rows made at once.
-const LOOKUP_CONCURRENCY: usize = 4;
+/// Requests made at once: lookups of single rows, or lists, one per parameter value.
+const CALL_CONCURRENCY: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ScanOptions {
@@ -104,77 +108,17 @@ impl ResourceTable {
         ResourceTable { provider, resource, api, schema, options }
     }
 
-    fn plan(&self, filters: &[Expr], limit: Option<usize>) -> Result<ScanPlan> {
-        let resource = &self.resource;
-        let mut bound: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        let mut remote = Vec::new();
+    /// The parameter values and X-Filter conditions of the predicates DataFusion pushed.
+    fn bind(&self, filters: &[Expr]) -> Binding {
+        let mut binding = Binding::default();
         for filter in filters {
             match self.classify(filter) {
-                // Several predicates on one parameter: only values all of them allow.
-                FilterUse::Bind { param, values } => match bound.get_mut(&param) {
-                    Some(previous) => previous.retain(|v| values.contains(v)),
-                    None => {
-                        bound.insert(param, values);
-                    }
-                },
-                FilterUse::Remote { filter, .. } => remote.push(filter),
+                FilterUse::Bind { param, values } => binding.restrict(param, values),
+                FilterUse::Remote { filter, .. } => binding.remote.push(filter),
                 FilterUse::Local => {}
             }
         }
-        let methods: Vec<(&str, &Method)> = resource.methods_for(SqlVerb::Select).collect();
-        let required = |m: &Method| m.params.iter().filter(|p| p.required).cloned().collect::<Vec<Param>>();
-        let Some((_, method)) = methods.iter().find(|(_, m)| required(m).iter().all(|p| bound.contains_key(&p.name)))
-        else {
-            return Err(self.missing_params(&bound));
-        };
-        // A bound column the chosen method does not take is checked on the rows instead.
-        for (param, values) in &bound {
-            if !method.params.iter().any(|p| &p.name == param)
-                && let Some(column) = methods
-                    .iter()
-                    .flat_map(|(_, m)| m.params.iter())
-                    .find(|p| &p.name == param)
-                    .and_then(|p| p.column.clone())
-            {
-                remote
-                    .push(Filter::any(values.iter().map(|v| Filter::cond(&column, FilterOp::Eq, v.clone())).collect()));
-            }
-        }
-        let params = required(method);
-        let mut calls = vec![ScanCall { path: method.path.clone(), params: vec![] }];
-        for param in &params {
-            let values = &bound[&param.name];
-            calls = calls
-                .into_iter()
-                .flat_map(|call| {
-                    values.iter().map(move |value| {
-                        let text = match value {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        let mut call = call.clone();
-                        call.path = call.path.fill(&param.name, &text);
-                        if param.column.is_none() {
-                            call.params.push((param.name.clone(), value.clone()));
-                        }
-                        call
-                    })
-                })
-                .collect();
-        }
-        let remote = (!remote.is_empty()).then(|| Filter::all(remote));
-        Ok(if method.paginated {
-            let xfilter =
-                remote.filter(|_| method.filtered).map(|filter| XFilter { filter: Some(filter), order: None });
-            ScanPlan::List {
-                calls,
-                object_key: method.object_key.clone().unwrap_or_else(|| "data".into()),
-                xfilter,
-                limit,
-            }
-        } else {
-            ScanPlan::Lookup { calls, missing_is_empty: method.not_found == NotFound::Empty, check: remote }
-        })
+        binding
     }
 
     /// How a predicate is used. Without pushdown only parameter columns are bound: a value
@@ -189,43 +133,125 @@ impl ResourceTable {
             other => other,
         }
     }
+}
 
-    /// No select method has all its parameters: name what is missing and how to give it.
-    fn missing_params(&self, bound: &BTreeMap<String, Vec<Value>>) -> DataFusionError {
-        let resource = &self.resource;
-        let least_selective =
-            resource.methods_for(SqlVerb::Select).min_by_key(|(_, m)| m.params.iter().filter(|p| p.required).count());
-        let Some((name, method)) = least_selective else {
-            return DataFusionError::External(Box::new(ScanError(format!(
-                "{} has no method to read it with",
-                resource.full_name
-            ))));
-        };
-        let missing: Vec<String> = method
-            .params
-            .iter()
-            .filter(|p| p.required && !bound.contains_key(&p.name))
-            .map(|p| {
-                let column = p.column.as_deref().unwrap_or(&p.name);
-                let example = if p.kind == Kind::String { "'…'" } else { "…" };
-                format!("`WHERE {column} = {example}` ({})", p.description.trim_end_matches('.'))
+/// The rows a select method needs values for before it can be called: parameter values
+/// from literals, and the X-Filter conditions of the other predicates.
+#[derive(Debug, Clone, Default)]
+struct Binding {
+    bound: BTreeMap<String, Vec<Value>>,
+    remote: Vec<Filter>,
+}
+
+impl Binding {
+    /// Several predicates on one parameter: only values all of them allow.
+    fn restrict(&mut self, param: String, values: Vec<Value>) {
+        match self.bound.get_mut(&param) {
+            Some(previous) => previous.retain(|v| values.contains(v)),
+            None => {
+                self.bound.insert(param, values);
+            }
+        }
+    }
+}
+
+/// The select methods' required parameters.
+fn required(method: &Method) -> impl Iterator<Item = &Param> {
+    method.params.iter().filter(|p| p.required)
+}
+
+/// The first select method whose required parameters are all among `given`.
+fn method_for(resource: &Resource, given: impl Fn(&str) -> bool) -> Option<&Method> {
+    resource.methods_for(SqlVerb::Select).map(|(_, m)| m).find(|m| required(m).all(|p| given(&p.name)))
+}
+
+/// The requests of a scan once every parameter it needs has values.
+fn plan_calls(resource: &Resource, binding: &Binding, limit: Option<usize>) -> Result<ScanPlan> {
+    let Binding { bound, remote } = binding;
+    let mut remote = remote.clone();
+    let Some(method) = method_for(resource, |name| bound.contains_key(name)) else {
+        return Err(missing_params(resource, bound));
+    };
+    // A bound column the chosen method does not take is checked on the rows instead.
+    for (param, values) in bound {
+        if !method.params.iter().any(|p| &p.name == param)
+            && let Some(column) = resource
+                .methods_for(SqlVerb::Select)
+                .flat_map(|(_, m)| m.params.iter())
+                .find(|p| &p.name == param)
+                .and_then(|p| p.column.clone())
+        {
+            remote.push(Filter::any(values.iter().map(|v| Filter::cond(&column, FilterOp::Eq, v.clone())).collect()));
+        }
+    }
+    let mut calls = vec![ScanCall { path: method.path.clone(), params: vec![] }];
+    for param in required(method) {
+        let values = &bound[&param.name];
+        calls = calls
+            .into_iter()
+            .flat_map(|call| {
+                values.iter().map(move |value| {
+                    let text = match value {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let mut call = call.clone();
+                    call.path = call.path.fill(&param.name, &text);
+                    if param.column.is_none() {
+                        call.params.push((param.name.clone(), value.clone()));
+                    }
+                    call
+                })
             })
             .collect();
-        DataFusionError::External(Box::new(ScanError(format!(
-            "{} cannot be read without {}: its list method {name} is {} {}. Add {}",
-            resource.full_name,
-            method
-                .params
-                .iter()
-                .filter(|p| p.required && !bound.contains_key(&p.name))
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            method.verb,
-            method.path,
-            missing.join(" and ")
-        ))))
     }
+    let remote = (!remote.is_empty()).then(|| Filter::all(remote));
+    Ok(if method.paginated {
+        let xfilter = remote.filter(|_| method.filtered).map(|filter| XFilter { filter: Some(filter), order: None });
+        ScanPlan::List { calls, object_key: method.object_key.clone().unwrap_or_else(|| "data".into()), xfilter, limit }
+    } else {
+        ScanPlan::Lookup { calls, missing_is_empty: method.not_found == NotFound::Empty, check: remote }
+    })
+}
+
+/// Parameter columns no literal gave, when values from another table (a join, an `IN`
+/// subquery) would let the scan run: see [`dependent`].
+fn awaited_params(resource: &Resource, bound: &BTreeMap<String, Vec<Value>>) -> Option<Vec<String>> {
+    if method_for(resource, |name| bound.contains_key(name)).is_some() {
+        return None;
+    }
+    let columns = resource.param_columns();
+    let is_column = |name: &str| columns.iter().any(|p| p.name == name);
+    let method = method_for(resource, |name| bound.contains_key(name) || is_column(name))?;
+    Some(required(method).filter(|p| !bound.contains_key(&p.name)).map(|p| p.name.clone()).collect())
+}
+
+/// No select method has all its parameters: name what is missing and how to give it.
+fn missing_params(resource: &Resource, bound: &BTreeMap<String, Vec<Value>>) -> DataFusionError {
+    let least_selective = resource.methods_for(SqlVerb::Select).min_by_key(|(_, m)| required(m).count());
+    let Some((name, method)) = least_selective else {
+        return DataFusionError::External(Box::new(ScanError(format!(
+            "{} has no method to read it with",
+            resource.full_name
+        ))));
+    };
+    let missing: Vec<&Param> = required(method).filter(|p| !bound.contains_key(&p.name)).collect();
+    let how: Vec<String> = missing
+        .iter()
+        .map(|p| {
+            let column = p.column.as_deref().unwrap_or(&p.name);
+            let example = if p.kind == Kind::String { "'…'" } else { "…" };
+            format!("`WHERE {column} = {example}` ({})", p.description.trim_end_matches('.'))
+        })
+        .collect();
+    DataFusionError::External(Box::new(ScanError(format!(
+        "{} cannot be read without {}: its list method {name} is {} {}. Add {}, or join it on that column",
+        resource.full_name,
+        missing.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        method.verb,
+        method.path,
+        how.join(" and ")
+    ))))
 }
 
 #[async_trait]
@@ -257,7 +283,12 @@ impl TableProvider for ResourceTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         // Without pushdown the API sees no limit either.
-        let plan = self.plan(filters, limit.filter(|_| self.options.pushdown))?;
+        let limit = limit.filter(|_| self.options.pushdown);
+        let binding = self.bind(filters);
+        let calls = match awaited_params(&self.resource, &binding.bound) {
+            Some(awaited) => Calls::Awaiting(Awaiting { binding, limit, awaited, supplier: None }),
+            None => Calls::Planned(plan_calls(&self.resource, &binding, limit)?),
+        };
         let projected = project_schema(&self.schema, projection)?;
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(projected.clone()),
@@ -267,14 +298,16 @@ impl TableProvider for ResourceTable {
         ));
         Ok(Arc::new(ResourceScanExec {
             table: self.resource.full_name.clone(),
-            provider: self.provider.clone(),
+            caller: Caller {
+                provider: self.provider.clone(),
+                api: self.api.clone(),
+                page_size: self.options.page_size,
+            },
             resource: self.resource.clone(),
-            api: self.api.clone(),
             schema: self.schema.clone(),
             projection: projection.cloned(),
             projected,
-            plan,
-            page_size: self.options.page_size,
+            calls,
             properties,
         }))
     }
@@ -297,21 +330,34 @@ enum ScanPlan {
     List { calls: Vec<ScanCall>, object_key: String, xfilter: Option<XFilter>, limit: Option<usize> },
 }
 
-#[derive(Debug)]
-pub struct ResourceScanExec {
-    table: String,
-    provider: Arc<Provider>,
-    resource: Arc<Resource>,
-    api: Arc<ApiClient>,
-    schema: SchemaRef,
-    projection: Option<Vec<usize>>,
-    projected: SchemaRef,
-    plan: ScanPlan,
-    page_size: u32,
-    properties: Arc<PlanProperties>,
+/// A scan's requests: known when it is planned, or once another input has given values
+/// for its parameter columns.
+#[derive(Debug, Clone)]
+enum Calls {
+    Planned(ScanPlan),
+    Awaiting(Awaiting),
 }
 
-impl ResourceScanExec {
+/// A scan whose parameter columns `awaited` get their values from `supplier`, set by
+/// [`dependent::ParamsFromJoins`] when a join or an `IN` subquery provides them.
+#[derive(Debug, Clone)]
+struct Awaiting {
+    binding: Binding,
+    limit: Option<usize>,
+    awaited: Vec<String>,
+    supplier: Option<dependent::Supplier>,
+}
+
+/// What sends a scan's requests.
+#[derive(Debug, Clone)]
+struct Caller {
+    provider: Arc<Provider>,
+    api: Arc<ApiClient>,
+    /// Rows per page asked for, before the provider's range and the scan's limit.
+    page_size: u32,
+}
+
+impl Caller {
     fn page_size(&self, limit: Option<usize>) -> u32 {
         let range = self.provider.pagination.page_size;
         match limit {
@@ -326,37 +372,105 @@ impl ResourceScanExec {
             _ => vec![],
         }
     }
+
+    /// `GET path?page=1..&page_size=N` for a list, `GET path` for a lookup.
+    fn describe(&self, path: &PathTemplate, paginated: bool, limit: Option<usize>) -> String {
+        let pagination = &self.provider.pagination;
+        match paginated {
+            true => format!(
+                "GET {path}?{}=1..&{}={}",
+                pagination.page_param,
+                pagination.page_size_param,
+                self.page_size(limit)
+            ),
+            false => format!("GET {path}"),
+        }
+    }
+
+    /// The rows of every call, up to [`CALL_CONCURRENCY`] calls at a time.
+    fn rows(&self, plan: ScanPlan) -> BoxStream<'static, Result<Vec<Value>, ApiError>> {
+        let api = self.api.clone();
+        match plan {
+            ScanPlan::Lookup { calls, missing_is_empty, check } => stream::iter(calls)
+                .map(move |call| {
+                    let api = api.clone();
+                    let check = check.clone();
+                    async move {
+                        match api.read(&Request::get(call.path.to_string())).await {
+                            Ok(row) => Ok(match (&check, row.as_object()) {
+                                (Some(check), Some(object)) if !check.matches(object) => vec![],
+                                _ => with_params(vec![row], &call.params),
+                            }),
+                            Err(e) if missing_is_empty && e.status() == Some(404) => Ok(vec![]),
+                            Err(e) => Err(e),
+                        }
+                    }
+                })
+                .buffered(CALL_CONCURRENCY)
+                .boxed(),
+            ScanPlan::List { calls, object_key, xfilter, limit } => {
+                let headers = self.filter_header(&xfilter);
+                let pagination = self.provider.pagination.clone();
+                let page_size = self.page_size(limit);
+                stream::iter(calls)
+                    .map(move |call| {
+                        let mut request = Request::get(call.path.to_string());
+                        request.headers = headers.clone();
+                        api.pages(request, &pagination, page_size, &object_key, limit)
+                            .map_ok(move |rows| with_params(rows, &call.params))
+                            .boxed()
+                    })
+                    .flatten_unordered(CALL_CONCURRENCY)
+                    .boxed()
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ResourceScanExec {
+    table: String,
+    caller: Caller,
+    resource: Arc<Resource>,
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    projected: SchemaRef,
+    calls: Calls,
+    properties: Arc<PlanProperties>,
 }
 
 impl DisplayAs for ResourceScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "ResourceScanExec: {}: ", self.table)?;
-        match &self.plan {
-            ScanPlan::Lookup { calls, check, .. } => {
-                let requests: Vec<String> = calls.iter().map(|c| format!("GET {}", c.path)).collect();
+        match &self.calls {
+            Calls::Planned(ScanPlan::Lookup { calls, check, .. }) => {
+                let requests: Vec<String> = calls.iter().map(|c| self.caller.describe(&c.path, false, None)).collect();
                 write!(f, "{}", requests.join(", "))?;
                 if let Some(check) = check {
                     write!(f, ", keeping rows that match {}", check.to_json())?;
                 }
                 Ok(())
             }
-            ScanPlan::List { calls, xfilter, limit, .. } => {
-                let size = self.page_size(*limit);
-                let pagination = &self.provider.pagination;
-                let requests: Vec<String> = calls
-                    .iter()
-                    .map(|c| {
-                        format!("GET {}?{}=1..&{}={size}", c.path, pagination.page_param, pagination.page_size_param)
-                    })
-                    .collect();
+            Calls::Planned(ScanPlan::List { calls, xfilter, limit, .. }) => {
+                let requests: Vec<String> = calls.iter().map(|c| self.caller.describe(&c.path, true, *limit)).collect();
                 write!(f, "{}", requests.join(", "))?;
-                for (name, value) in self.filter_header(xfilter) {
+                for (name, value) in self.caller.filter_header(xfilter) {
                     write!(f, " {name}: {value}")?;
                 }
                 if let Some(n) = limit {
                     write!(f, ", stop after {n} rows")?;
                 }
                 Ok(())
+            }
+            Calls::Awaiting(Awaiting { binding, limit, awaited, supplier }) => {
+                let given = |name: &str| binding.bound.contains_key(name) || awaited.iter().any(|a| a == name);
+                if let Some(method) = method_for(&self.resource, given) {
+                    write!(f, "{}", self.caller.describe(&method.path, method.paginated, *limit))?;
+                }
+                match supplier {
+                    Some(supplier) => write!(f, " for each {supplier}"),
+                    None => write!(f, " (needs {})", awaited.join(", ")),
+                }
             }
         }
     }
@@ -386,50 +500,31 @@ impl ExecutionPlan for ResourceScanExec {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!("{} has one partition, not {partition}", self.name())));
         }
         let decoder = Arc::new(decode::RowDecoder::new(&self.resource, self.schema.clone(), self.projection.clone()));
-        let api = self.api.clone();
-        let rows = match &self.plan {
-            ScanPlan::Lookup { calls, missing_is_empty, check } => {
-                let missing_is_empty = *missing_is_empty;
-                let check = check.clone();
-                stream::iter(calls.clone())
-                    .map(move |call| {
-                        let api = api.clone();
-                        let check = check.clone();
-                        async move {
-                            match api.read(&Request::get(call.path.to_string())).await {
-                                Ok(row) => Ok(match (&check, row.as_object()) {
-                                    (Some(check), Some(object)) if !check.matches(object) => vec![],
-                                    _ => with_params(vec![row], &call.params),
-                                }),
-                                Err(e) if missing_is_empty && e.status() == Some(404) => Ok(vec![]),
-                                Err(e) => Err(e),
-                            }
-                        }
-                    })
-                    .buffered(LOOKUP_CONCURRENCY)
-                    .boxed()
-            }
-            ScanPlan::List { calls, object_key, xfilter, limit } => {
-                let headers = self.filter_header(xfilter);
-                let pagination = self.provider.pagination.clone();
-                let page_size = self.page_size(*limit);
-                let (object_key, limit) = (object_key.clone(), *limit);
-                stream::iter(calls.clone())
-                    .flat_map(move |call| {
-                        let mut request = Request::get(call.path.to_string());
-                        request.headers = headers.clone();
-                        api.pages(request, &pagination, page_size, &object_key, limit)
-                            .map_ok(move |rows| with_params(rows, &call.params))
-                    })
-                    .boxed()
+        let caller = self.caller.clone();
+        let to_rows = move |plan: ScanPlan| caller.rows(plan).map_err(|e| DataFusionError::External(Box::new(e)));
+        let rows = match &self.calls {
+            Calls::Planned(plan) => to_rows(plan.clone()).boxed(),
+            Calls::Awaiting(awaiting) => {
+                let (resource, awaiting) = (self.resource.clone(), awaiting.clone());
+                let planned = async move {
+                    let Some(supplier) = &awaiting.supplier else {
+                        return Err(missing_params(&resource, &awaiting.binding.bound));
+                    };
+                    let mut binding = awaiting.binding.clone();
+                    for (param, values) in supplier.values(context).await? {
+                        binding.restrict(param, values);
+                    }
+                    plan_calls(&resource, &binding, awaiting.limit)
+                };
+                stream::once(planned).map_ok(to_rows).try_flatten().boxed()
             }
         };
-        let batches = rows.map_err(|e: ApiError| DataFusionError::External(Box::new(e))).and_then(move |rows| {
+        let batches = rows.and_then(move |rows| {
             let decoder = decoder.clone();
             async move { decoder.decode(rows) }
         });

@@ -281,7 +281,7 @@ fn literal_list(expr: &Expr) -> Option<Vec<Value>> {
     }
 }
 
-fn scalar(value: &ScalarValue) -> Option<Value> {
+pub(super) fn scalar(value: &ScalarValue) -> Option<Value> {
     Some(match value {
         ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
             Value::String(s.clone())

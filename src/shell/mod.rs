@@ -1,7 +1,8 @@
-/*! The interactive shell: statements over several lines until `;`, history in the user's
-data directory, completion of keywords, resource and column names and EXEC methods, backslash
-commands ([`command`]), and Ctrl-C that stops the running statement without leaving the
-shell. */
+/*! The interactive shell, in psql's manner: statements over several lines until `;` (the
+prompt turns to `imageql->` while one is pending; Ctrl-D or Ctrl-C there discards it),
+history in the user's data directory, completion of keywords, resource and column names and
+EXEC methods (a second Tab lists the candidates), backslash commands ([`command`]), expanded
+display, and Ctrl-C that stops the running statement without leaving the shell. */
 
 mod command;
 
@@ -11,15 +12,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use command::Command;
+use command::{Command, Expanded};
 use futures::FutureExt;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
-use rustyline::validate::{ValidationContext, ValidationResult, Validator};
-use rustyline::{Config, Context, Editor, Helper};
+use rustyline::validate::Validator;
+use rustyline::{CompletionType, Config, Context, Editor, Helper};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::engine::{CancelToken, Session};
@@ -127,6 +128,8 @@ impl Names {
 
 struct ShellHelper {
     names: Names,
+    /// The lines of a statement typed so far, for completing columns of its tables.
+    pending: String,
 }
 
 impl Completer for ShellHelper {
@@ -152,7 +155,7 @@ impl Completer for ShellHelper {
             candidates.extend(self.names.tables.iter().cloned());
         } else {
             // Columns of the resources the statement names, then keywords and table names.
-            let lowered = line.to_lowercase();
+            let lowered = format!("{} {line}", self.pending).to_lowercase();
             for (table, columns) in &self.names.columns {
                 if lowered.contains(table.as_str()) {
                     candidates.extend(columns.iter().cloned());
@@ -188,18 +191,7 @@ impl Highlighter for ShellHelper {
     }
 }
 
-impl Validator for ShellHelper {
-    /// Enter inserts a newline until the statement ends with `;` (outside quotes and
-    /// comments); backslash commands end at the line.
-    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
-        let input = ctx.input().trim();
-        if input.is_empty() || input.starts_with('\\') || is_complete(input) {
-            Ok(ValidationResult::Valid(None))
-        } else {
-            Ok(ValidationResult::Incomplete)
-        }
-    }
-}
+impl Validator for ShellHelper {}
 
 impl Helper for ShellHelper {}
 
@@ -218,6 +210,7 @@ struct Shell {
     session: Session,
     format: Format,
     timing: bool,
+    expanded: Expanded,
     vars: HashMap<String, String>,
     /// SIGINT, caught from the start: a Ctrl-C while a statement runs (the terminal is not in
     /// raw mode then) must stop the statement, not the shell.
@@ -230,9 +223,10 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
         .history_ignore_space(true)
         .max_history_size(5000)
         .map_err(readline)?
+        .completion_type(CompletionType::List)
         .build();
     let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config).map_err(readline)?;
-    editor.set_helper(Some(ShellHelper { names: Names::new(session.registry()) }));
+    editor.set_helper(Some(ShellHelper { names: Names::new(session.registry()), pending: String::new() }));
     let history = history_file();
     if let Some(path) = &history {
         let _ = editor.load_history(path);
@@ -240,24 +234,35 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
     println!("imageql {}: end statements with ;  \\? for help, \\q to quit", env!("CARGO_PKG_VERSION"));
     let interrupts = signal(SignalKind::interrupt())
         .map_err(|e| Error::Usage(format!("the interactive shell cannot catch Ctrl-C: {e}")))?;
-    let mut shell = Shell { session, format, timing: true, vars, interrupts };
+    let mut shell = Shell { session, format, timing: true, expanded: Expanded::Off, vars, interrupts };
+    let mut pending = String::new();
     loop {
-        let line = match tokio::task::block_in_place(|| editor.readline("imageql> ")) {
+        let prompt = if pending.is_empty() { "imageql> " } else { "imageql-> " };
+        if let Some(helper) = editor.helper_mut() {
+            helper.pending.clone_from(&pending);
+        }
+        let line = match tokio::task::block_in_place(|| editor.readline(prompt)) {
             Ok(line) => line,
-            Err(ReadlineError::Interrupted) => continue,
+            // Ctrl-C or Ctrl-D on a pending statement discards it; Ctrl-D on nothing leaves.
+            Err(ReadlineError::Interrupted) => {
+                pending.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) if !pending.is_empty() => {
+                pending.clear();
+                println!("(the pending statement was discarded)");
+                continue;
+            }
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(readline(e)),
         };
-        let input = line.trim();
-        if input.is_empty() {
+        if pending.is_empty() && line.trim().is_empty() {
             continue;
         }
-        let _ = editor.add_history_entry(input);
-        if let Some(path) = &history {
-            // Saved at once, so that a killed shell keeps what was typed.
-            let _ = editor.save_history(path);
-        }
-        if let Some(command) = input.strip_prefix('\\') {
+        if pending.is_empty()
+            && let Some(command) = line.trim().strip_prefix('\\')
+        {
+            remember(&mut editor, &history, line.trim());
             match command.parse::<Command>() {
                 Ok(command) => {
                     if !shell.command(command).await {
@@ -268,14 +273,27 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
             }
             continue;
         }
-        for piece in split_statements(input) {
-            // Ctrl-C stops what was typed or pasted after the interrupted statement too.
-            if shell.statement(&piece.text).await == Ran::Interrupted {
-                break;
-            }
+        if !pending.is_empty() {
+            pending.push('\n');
         }
+        pending.push_str(&line);
+        if !is_complete(pending.trim()) {
+            continue;
+        }
+        let input = std::mem::take(&mut pending);
+        remember(&mut editor, &history, input.trim());
+        shell.run_text(input.trim()).await;
     }
     Ok(())
+}
+
+/// Adds a statement or command to the history, saved at once so that a killed shell keeps
+/// what was typed.
+fn remember(editor: &mut Editor<ShellHelper, FileHistory>, history: &Option<PathBuf>, entry: &str) {
+    let _ = editor.add_history_entry(entry);
+    if let Some(path) = history {
+        let _ = editor.save_history(path);
+    }
 }
 
 fn readline(e: ReadlineError) -> Error {
@@ -283,17 +301,44 @@ fn readline(e: ReadlineError) -> Error {
 }
 
 impl Shell {
+    /// Runs the statements of `text` in order; Ctrl-C stops what was typed, pasted or read
+    /// after the interrupted statement too.
+    async fn run_text(&mut self, text: &str) -> Ran {
+        for piece in split_statements(text) {
+            if self.statement(&piece.text).await == Ran::Interrupted {
+                return Ran::Interrupted;
+            }
+        }
+        Ran::Done
+    }
+
     /// A backslash command; false to quit.
     async fn command(&mut self, command: Command) -> bool {
         match command {
             Command::Quit => return false,
-            Command::Help => {
-                let mut out = std::io::stdout().lock();
-                let outcome = Outcome::batch(command::help(), None);
-                if let Err(e) = output::print(outcome, Format::Table, &mut out).await {
-                    eprintln!("imageql: error: {e}");
-                }
+            Command::Help => print_table(command::help()).await,
+            Command::Syntax(topic) => match command::syntax(topic.as_deref()) {
+                Ok(batch) => print_table(batch).await,
+                Err(problem) => eprintln!("imageql: {problem}"),
+            },
+            Command::Expanded(setting) => {
+                self.expanded = setting.unwrap_or(match self.expanded {
+                    Expanded::Off => Expanded::On,
+                    _ => Expanded::Off,
+                });
+                let name = match self.expanded {
+                    Expanded::Off => "off",
+                    Expanded::On => "on",
+                    Expanded::Auto => "auto",
+                };
+                println!("expanded display is {name}");
             }
+            Command::Include(file) => match std::fs::read_to_string(&file) {
+                Ok(text) => {
+                    self.run_text(&text).await;
+                }
+                Err(e) => eprintln!("imageql: error: cannot read {file}: {e}; give a path relative to {}", cwd()),
+            },
             Command::Describe(None) => {
                 self.statement("SHOW RESOURCES").await;
             }
@@ -344,7 +389,16 @@ impl Shell {
         let result = match executed {
             Ok(_) if interrupted => Err(Error::Cancelled),
             Ok(outcome) => {
-                let printed = unless_interrupted(&mut self.interrupts, output::print(outcome, self.format, &mut out));
+                let width = match self.expanded {
+                    Expanded::On => Some(0),
+                    Expanded::Auto => terminal_width(),
+                    Expanded::Off => None,
+                };
+                let printing = match width.filter(|_| self.format == Format::Table) {
+                    Some(width) => output::print_expanded(outcome, width, &mut out).boxed_local(),
+                    None => output::print(outcome, self.format, &mut out).boxed_local(),
+                };
+                let printed = unless_interrupted(&mut self.interrupts, printing);
                 printed.await.unwrap_or_else(|| {
                     interrupted = true;
                     Err(Error::Cancelled)
@@ -382,6 +436,25 @@ async fn unless_interrupted<T>(interrupts: &mut Signal, work: impl Future<Output
 enum Ran {
     Done,
     Interrupted,
+}
+
+async fn print_table(batch: datafusion::arrow::array::RecordBatch) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = output::print(Outcome::batch(batch, None), Format::Table, &mut out).await {
+        eprintln!("imageql: error: {e}");
+    }
+}
+
+fn cwd() -> String {
+    std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "the current directory".into())
+}
+
+/// Columns of the terminal on standard output, when it is one.
+fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills the winsize it is given and reads nothing else.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(size.ws_col as usize)
 }
 
 fn format_name(format: Format) -> String {

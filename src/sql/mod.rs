@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use datafusion::common::DataFusionError;
-use datafusion::sql::parser::{DFParserBuilder, ExplainStatement, Statement as DFStatement};
+use datafusion::sql::parser::{
+    CopyToSource, CopyToStatement, DFParserBuilder, ExplainStatement, Statement as DFStatement,
+};
 use datafusion::sql::sqlparser::ast::{
     Expr, Ident, ObjectName, Statement, Update, visit_expressions_mut, visit_relations, visit_relations_mut,
 };
@@ -130,8 +132,21 @@ pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
             DFStatement::Statement(s) => s,
             _ => return,
         },
+        // `COPY (query) TO …`: the query's names, as for a SELECT.
+        DFStatement::CopyTo(CopyToStatement { source: CopyToSource::Query(query), .. }) => {
+            let mut select = Statement::Query(query.clone());
+            resolve_statement_names(&mut select, registry);
+            if let Statement::Query(resolved) = select {
+                *query = resolved;
+            }
+            return;
+        }
         _ => return,
     };
+    resolve_statement_names(statement, registry);
+}
+
+fn resolve_statement_names(statement: &mut Statement, registry: &Registry) {
     // DataFusion looks a table function up by the first part of its name only, so a view with
     // parameters is registered under its whole dotted name as one identifier.
     let functions: Vec<String> = registry.functions().collect();

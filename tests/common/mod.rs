@@ -14,10 +14,6 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_imageql")
 }
 
-pub fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
-
 pub struct SandboxProcess {
     child: Child,
     pub url: String,
@@ -90,7 +86,7 @@ impl SandboxProcess {
     }
 
     pub fn imageql_with_token(&self, token: Option<&str>, args: &[&str]) -> Run {
-        let mut command = Command::new(binary());
+        let mut command = imageql_command(&self._dir.path().join("home"));
         command.arg("--api-url").arg(&self.url).args(args).stdin(Stdio::null());
         match token {
             Some(t) => command.env("LINODE_TOKEN", t),
@@ -109,6 +105,14 @@ impl Drop for SandboxProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The imageql binary with `home` as its home directory, so that no configuration file of
+/// the machine's user gives it a token or defaults.
+pub fn imageql_command(home: &Path) -> Command {
+    let mut command = Command::new(binary());
+    command.env("HOME", home).env_remove("XDG_CONFIG_HOME").env_remove("LINODE_CLI_CONFIG");
+    command
 }
 
 pub struct Run(pub Output);

@@ -1,0 +1,161 @@
+/*! Profiles: the token and defaults a command line takes from configuration files.
+
+Two files are read, both made of `[section]` headers and `key = value` lines:
+- imageql's own, `$XDG_CONFIG_HOME/imageql/config.toml` (`~/.config/imageql/config.toml`), a
+  small subset of TOML: an optional top-level `default_profile = "NAME"` and sections
+  `[profiles.NAME]` with `token`, `api_url` and `output`;
+- linode-cli's, found as linode-cli finds it (`$LINODE_CLI_CONFIG`, `~/.linode-cli`, then
+  `$XDG_CONFIG_HOME/linode-cli`): `[DEFAULT]` names the `default-user`, and a section per user
+  holds its `token` and, optionally, `api_host`, `api_scheme` and `api_version`.
+
+`--profile NAME` picks a section of imageql's file, or else a linode-cli user. Without it,
+imageql's `default_profile` applies, or else linode-cli's `default-user`. The token is read
+into an [`api::Token`](crate::api::Token) and never appears in a message. */
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// What a profile gives; the command line's own options and `LINODE_TOKEN` come first.
+#[derive(Default)]
+pub struct Profile {
+    pub token: Option<String>,
+    pub api_url: Option<String>,
+    pub output: Option<String>,
+}
+
+/// The profile `name`, or the default one if the files name one.
+pub fn select(name: Option<&str>) -> Result<Option<Profile>, Error> {
+    let ours = imageql_config().map(|path| read(&path).map(|text| (path, parse(&text)))).transpose()?;
+    let theirs = linode_cli_config().map(|path| read(&path).map(|text| (path, parse(&text)))).transpose()?;
+    let wanted = match name {
+        Some(name) => Some(name.to_string()),
+        None => ours.as_ref().and_then(|(_, sections)| value(sections, "", "default_profile")),
+    };
+    if let (Some(wanted), Some((_, sections))) = (&wanted, &ours) {
+        let section = format!("profiles.{wanted}");
+        if sections.iter().any(|(s, _, _)| *s == section) {
+            let get = |key: &str| value(sections, &section, key);
+            return Ok(Some(Profile { token: get("token"), api_url: get("api_url"), output: get("output") }));
+        }
+    }
+    let user = match (&name, &theirs) {
+        (Some(name), _) => Some(name.to_string()),
+        (None, Some((_, sections))) => value(sections, "DEFAULT", "default-user"),
+        (None, None) => None,
+    };
+    if let (Some(user), Some((_, sections))) = (&user, &theirs)
+        && user != "DEFAULT"
+        && sections.iter().any(|(s, _, _)| s == user)
+    {
+        // configparser lets [DEFAULT] give any key to every section.
+        let get = |key: &str| value(sections, user, key).or_else(|| value(sections, "DEFAULT", key));
+        let api_url = get("api_host").map(|host| {
+            let scheme = get("api_scheme").unwrap_or_else(|| "https".into());
+            let version = get("api_version").unwrap_or_else(|| "v4".into());
+            format!("{scheme}://{}/{version}", host.trim_end_matches('/'))
+        });
+        return Ok(Some(Profile { token: get("token"), api_url, output: None }));
+    }
+    match wanted.or(user) {
+        Some(missing) if name.is_some() || ours.is_some() => {
+            let mut known: Vec<String> = Vec::new();
+            let mut looked = Vec::new();
+            if let Some((path, sections)) = &ours {
+                known.extend(sections.iter().filter_map(|(s, _, _)| s.strip_prefix("profiles.").map(str::to_string)));
+                looked.push(path.display().to_string());
+            }
+            if let Some((path, sections)) = &theirs {
+                known.extend(sections.iter().map(|(s, _, _)| s.clone()).filter(|s| !s.is_empty() && s != "DEFAULT"));
+                looked.push(path.display().to_string());
+            }
+            known.dedup();
+            let looked = if looked.is_empty() { "no configuration file exists".into() } else { looked.join(" and ") };
+            let known = if known.is_empty() { "none".into() } else { known.join(", ") };
+            Err(Error::Usage(format!(
+                "no profile {missing:?} (looked in {looked}; profiles there: {known}); add a [profiles.{missing}] \
+                 section to {}",
+                imageql_config()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "~/.config/imageql/config.toml".into())
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| Error::File { path: path.display().to_string(), source })
+}
+
+fn config_home() -> Option<PathBuf> {
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")),
+    }
+}
+
+/// imageql's configuration file, if it exists.
+fn imageql_config() -> Option<PathBuf> {
+    config_home().map(|dir| dir.join("imageql/config.toml")).filter(|p| p.is_file())
+}
+
+/// linode-cli's configuration file, where linode-cli looks for it, if it exists.
+fn linode_cli_config() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("LINODE_CLI_CONFIG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let legacy = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".linode-cli"));
+    legacy.filter(|p| p.is_file()).or_else(|| config_home().map(|dir| dir.join("linode-cli")).filter(|p| p.is_file()))
+}
+
+/// `(section, key, value)` for each `key = value` line; keys before any header have the
+/// section `""`. Quoted values (TOML strings) are unquoted; `#` and `;` start comments.
+fn parse(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut entries = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().trim_matches('"').to_string();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=').or_else(|| line.split_once(':')) else { continue };
+        let value = value.trim();
+        let quoted = ['"', '\''].into_iter().find_map(|q| value.strip_prefix(q).and_then(|v| v.split_once(q)));
+        let value = match quoted {
+            Some((inside, _)) => inside.to_string(),
+            None => value.split(" #").next().unwrap_or_default().trim().to_string(),
+        };
+        entries.push((section.clone(), key.trim().to_string(), value));
+    }
+    entries
+}
+
+fn value(sections: &[(String, String, String)], section: &str, key: &str) -> Option<String> {
+    sections
+        .iter()
+        .rev()
+        .find(|(s, k, _)| s == section && k == key)
+        .map(|(_, _, v)| v.clone())
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn reads_toml_and_ini_sections_alike() {
+        let toml = "default_profile = \"work\"\n# a comment\n[profiles.work]\ntoken = \"abc\" # mine\noutput = 'x'\n";
+        let entries = parse(toml);
+        assert_eq!(entries[0], ("".into(), "default_profile".into(), "work".into()));
+        assert_eq!(entries[1], ("profiles.work".into(), "token".into(), "abc".into()));
+        let ini = "[DEFAULT]\ndefault-user = alice\n\n[alice]\ntoken = 0123\napi_host: localhost:8765\n";
+        let entries = parse(ini);
+        assert_eq!(entries[0], ("DEFAULT".into(), "default-user".into(), "alice".into()));
+        assert_eq!(entries[2], ("alice".into(), "api_host".into(), "localhost:8765".into()));
+    }
+}
