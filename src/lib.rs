@@ -21,6 +21,7 @@ pub mod output;
 pub mod provider;
 pub mod sandbox;
 pub mod scan;
+pub mod serve;
 pub mod shell;
 pub mod sql;
 pub mod template;
