@@ -170,6 +170,47 @@ fn a_wrong_password_is_refused_before_any_request() {
 }
 
 #[test]
+fn grafana_and_metabase_introspection_is_answered() {
+    let sandbox = SandboxProcess::start(&[]);
+    let server = Server::start(&sandbox, &[], &[]);
+    let queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/bi_introspection.sql");
+    let out = Command::new("psql")
+        .arg(server.url_for("grafana"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+        .arg(&queries)
+        .env("PGPASSWORD", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("images"), "the images table is listed: {}", text(&out.stdout));
+}
+
+#[test]
+fn tls_carries_passwords_from_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a certificate");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let sandbox = SandboxProcess::start(&[]);
+    let server =
+        Server::start(&sandbox, &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()], &[]);
+    let out = Command::new("psql")
+        .arg(format!("{}?sslmode=require", server.url_for("reporter")))
+        .args(["-X", "-A", "-t", "-c", "SELECT count(*) FROM linode.images.images WHERE NOT is_public"])
+        .env("PGPASSWORD", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).trim().parse::<usize>().unwrap() > 0);
+}
+
+#[test]
 fn a_public_address_without_tls_is_refused() {
     let out = Command::new(binary())
         .args(["serve", "--sandbox", "--listen", "0.0.0.0:0"])
