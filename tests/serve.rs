@@ -250,3 +250,27 @@ async fn psycopg_and_sqlalchemy_read_typed_values() {
     assert!(columns.contains(&"label") && columns.contains(&"tags"), "{columns:?}");
     assert!(report["tables"].as_array().unwrap().iter().any(|t| t == "images"), "{}", report["tables"]);
 }
+
+#[test]
+fn a_cancel_request_stops_a_slow_scan() {
+    let sandbox = SandboxProcess::start(&["--latency-ms", "3000"]);
+    let server = Server::start(&sandbox, &[], &[]);
+    let venv = postgres_clients();
+    let script = r#"
+import os, threading, psycopg
+conn = psycopg.connect(os.environ["IMAGEQL_URL"], password=os.environ["IMAGEQL_PASSWORD"], autocommit=True)
+threading.Timer(1.0, conn.cancel).start()
+try:
+    conn.execute("SELECT count(*) FROM linode.images.images")
+    print("finished")
+except psycopg.errors.QueryCanceled as e:
+    print("cancelled", e.sqlstate)
+"#;
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .env("IMAGEQL_URL", server.url_for("reporter"))
+        .env("IMAGEQL_PASSWORD", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "cancelled 57014", "{}", text(&out.stderr));
+}

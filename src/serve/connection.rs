@@ -3,7 +3,7 @@
 
 use datafusion_postgres::pgwire;
 use std::fmt::Debug;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -23,10 +23,10 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, LoginInfo, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
-use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, SendableRowStream, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -34,13 +34,14 @@ use pgwire::api::{
     PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 
 use super::{Auth, Shared, compat};
 use crate::api::{Progress, Token};
-use crate::engine::{Session, SessionOptions};
+use crate::engine::{CancelToken, Session, SessionOptions};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::provider::Verb;
@@ -54,14 +55,49 @@ struct Ready {
     hooks: Vec<Arc<dyn QueryHook>>,
 }
 
-struct Connection {
+pub(super) struct Connection {
     shared: Arc<Shared>,
     ready: OnceLock<Ready>,
+    /// Stops the statement running now, when the client sends a cancel request.
+    running: Mutex<CancelToken>,
 }
 
 impl Connection {
     fn ready(&self) -> PgWireResult<&Ready> {
         self.ready.get().ok_or_else(|| fatal("28000", "the connection has not authenticated"))
+    }
+
+    /// A fresh token for the statement that starts now.
+    fn start(&self) -> CancelToken {
+        let token = CancelToken::new();
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = token.clone();
+        token
+    }
+
+    pub(super) fn cancel(&self) {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).cancel();
+    }
+}
+
+/// Rows that end with a "query cancelled" error once `token` is cancelled; the scan behind
+/// them is dropped then.
+fn until_cancelled(rows: SendableRowStream, token: CancelToken) -> SendableRowStream {
+    let stopped = token.clone();
+    let cut = rows.take_until(async move { token.cancelled().await });
+    let error = stream::once(async move { stopped.is_cancelled() })
+        .filter_map(|cancelled| async move { cancelled.then_some(Err(PgWireError::QueryCanceled)) });
+    Box::pin(cut.chain(error))
+}
+
+/// `response`, stopped by `token` while its rows are sent.
+fn cancellable(response: Response, token: &CancelToken) -> Response {
+    match response {
+        Response::Query(mut query) => {
+            let rows = std::mem::replace(&mut query.data_rows, Box::pin(stream::empty()));
+            query.data_rows = until_cancelled(rows, token.clone());
+            Response::Query(query)
+        }
+        other => other,
     }
 }
 
@@ -72,7 +108,8 @@ pub struct Handlers {
 
 impl Handlers {
     pub(super) fn new(shared: Arc<Shared>) -> Handlers {
-        Handlers { connection: Arc::new(Connection { shared, ready: OnceLock::new() }) }
+        let connection = Connection { shared, ready: OnceLock::new(), running: Mutex::default() };
+        Handlers { connection: Arc::new(connection) }
     }
 }
 
@@ -89,8 +126,8 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(Startup { connection: self.connection.clone() })
     }
 
-    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
-        Arc::new(DefaultCancelHandler::new(self.connection.shared.cancels.clone()))
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(Cancels { shared: self.connection.shared.clone() })
     }
 }
 
@@ -115,6 +152,22 @@ fn translated(e: PgWireError) -> PgWireError {
             Err(other) => error("XX000", other.to_string()),
         },
         other => other,
+    }
+}
+
+/// A client's cancel request (sent on a connection of its own) stops the statement its
+/// other connection is running, wherever it is: planning, a change, or sending rows.
+struct Cancels {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl CancelHandler for Cancels {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        self.shared.cancels.cancel(request.pid, &request.secret_key).await;
+        if let Some(connection) = self.shared.connection(request.pid, &request.secret_key.to_bytes()) {
+            connection.cancel();
+        }
     }
 }
 
@@ -158,6 +211,7 @@ impl StartupHandler for Startup {
                 let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
                 client.set_pid_and_secret_key(pid, secret.clone());
                 // A cancel request from the client (psql's Ctrl-C) stops the running statement.
+                shared.register(pid, &secret.to_bytes(), &self.connection);
                 let (handle, guard) = shared.cancels.register(pid, secret);
                 client.session_extensions().insert::<Arc<ConnectionHandle>>(handle);
                 client.session_extensions().insert::<ConnectionGuard>(guard);
@@ -214,8 +268,14 @@ fn pg_fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>
 
 /// Runs a statement the engine owns and turns its outcome into a response. `rows` says
 /// whether the client was told to expect rows (the extended protocol describes first).
-async fn run_engine(session: &Session, text: &str, format: &Format, rows: bool) -> PgWireResult<Response> {
-    match session.execute(text).await.map_err(wire_error)? {
+async fn run_engine(
+    session: &Session,
+    text: &str,
+    format: &Format,
+    rows: bool,
+    cancel: &CancelToken,
+) -> PgWireResult<Response> {
+    match session.execute_with(text, cancel).await.map_err(wire_error)? {
         Outcome::Rows { stream, changed } if rows => {
             let fields = Arc::new(pg_fields(&stream.schema(), format)?);
             let encoding = fields.clone();
@@ -258,13 +318,15 @@ impl SimpleQueryHandler for Queries {
         let ready = self.connection.ready()?;
         let mut responses = Vec::new();
         for piece in split_statements(query) {
+            let token = self.connection.start();
             if let Some(command) = savepoint(&piece.text) {
                 responses.push(Response::Execution(Tag::new(command)));
             } else if ready.session.owns(&piece.text).await {
-                responses.push(run_engine(&ready.session, &piece.text, &Format::UnifiedText, true).await?);
+                let answer = run_engine(&ready.session, &piece.text, &Format::UnifiedText, true, &token).await?;
+                responses.push(cancellable(answer, &token));
             } else {
                 let answered = SimpleQueryHandler::do_query(ready.service.as_ref(), client, &piece.text).await;
-                responses.extend(answered.map_err(translated)?);
+                responses.extend(answered.map_err(translated)?.into_iter().map(|r| cancellable(r, &token)));
             }
         }
         if responses.is_empty() {
@@ -388,10 +450,13 @@ impl ExtendedQueryHandler for Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let ready = self.connection.ready()?;
+        let token = self.connection.start();
         match &portal.statement.statement {
             Prepared::Savepoint(command) => Ok(Response::Execution(Tag::new(command))),
             Prepared::Engine { text, schema } => {
-                run_engine(&ready.session, text, &portal.result_column_format, schema.is_some()).await
+                let format = &portal.result_column_format;
+                let answer = run_engine(&ready.session, text, format, schema.is_some(), &token).await?;
+                Ok(cancellable(answer, &token))
             }
             Prepared::DataFusion(statement) => {
                 let (_, Some((parsed, plan))) = statement else { return Ok(Response::EmptyQuery) };

@@ -13,9 +13,10 @@ mod compat;
 mod connection;
 
 use datafusion_postgres::pgwire;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;
@@ -72,6 +73,21 @@ struct Shared {
     /// The database clients name: the provider (`linode`).
     database: String,
     cancels: Arc<ConnectionManager>,
+    /// The connections by their cancel key, for the cancel requests that name them.
+    connections: Mutex<HashMap<(i32, Vec<u8>), Weak<connection::Connection>>>,
+}
+
+impl Shared {
+    fn register(&self, pid: i32, secret: &[u8], connection: &Arc<connection::Connection>) {
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.retain(|_, c| c.strong_count() > 0);
+        connections.insert((pid, secret.to_vec()), Arc::downgrade(connection));
+    }
+
+    fn connection(&self, pid: i32, secret: &[u8]) -> Option<Arc<connection::Connection>> {
+        let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.get(&(pid, secret.to_vec())).and_then(Weak::upgrade)
+    }
 }
 
 pub struct Server {
@@ -111,7 +127,8 @@ impl Server {
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
-        let shared = Shared { registry, base_url, scan, auth, database, cancels: Arc::default() };
+        let shared =
+            Shared { registry, base_url, scan, auth, database, cancels: Arc::default(), connections: Mutex::default() };
         Ok(Server { listener, tls, shared: Arc::new(shared) })
     }
 
