@@ -16,6 +16,7 @@ use crate::output::{self, Format};
 use crate::provider::Registry;
 use crate::sandbox::{Sandbox, SandboxArgs};
 use crate::scan::ScanOptions;
+use crate::serve::{ServeArgs, Server};
 use crate::sql::split_statements;
 use crate::{profile, shell, template};
 
@@ -45,22 +46,22 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", conflicts_with = "sandbox")]
     profile: Option<String>,
     /// Run against a sandbox started in this process instead of the real API
-    #[arg(long)]
+    #[arg(long, global = true)]
     sandbox: bool,
     /// API base URL [default: the provider's, https://api.linode.com/v4]
-    #[arg(long, value_name = "URL", conflicts_with = "sandbox")]
+    #[arg(long, value_name = "URL", conflicts_with = "sandbox", global = true)]
     api_url: Option<String>,
     /// Read provider files from DIR instead of the built-in ones
     #[arg(long, value_name = "DIR")]
     providers: Option<PathBuf>,
     /// Evaluate every predicate and LIMIT locally; scans list everything
-    #[arg(long)]
+    #[arg(long, global = true)]
     no_pushdown: bool,
     /// Fill `{{ NAME }}` in statements with VALUE (repeatable)
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     vars: Vec<(String, String)>,
     /// Rows per page when listing (clamped to what the API allows)
-    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), global = true)]
     page_size: u32,
 }
 
@@ -79,6 +80,9 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
 enum Command {
     /// Serve the sandbox API until interrupted; the first line printed is its base URL
     Sandbox(SandboxArgs),
+    /// Serve the Postgres wire protocol over the engine until interrupted; the first line
+    /// printed is the connection URL
+    Serve(ServeArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -103,6 +107,16 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         drop(stdout);
         return Ok(sandbox.run_until_interrupted().await?);
     }
+    if let Some(Command::Serve(args)) = &cli.command {
+        let registry = load_registry(&cli)?;
+        let Target { sandbox: _sandbox, base_url, token, .. } = target(&cli, &registry).await?;
+        let server = Server::bind(args, registry, base_url, token, scan_options(&cli)).await?;
+        let mut stdout = std::io::stdout().lock();
+        // Scripts wait for this line to learn the port, so it must not sit in a buffer.
+        let _ = writeln!(stdout, "{}", server.url()).and_then(|_| stdout.flush());
+        drop(stdout);
+        return server.run().await;
+    }
     let mut scripts: Vec<(String, String)> = Vec::new();
     for path in &cli.files {
         // A script that cannot be read is a mistake on the command line.
@@ -123,47 +137,17 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
             .map_err(|source| Error::File { path: "<stdin>".into(), source })?;
         scripts.push(("<stdin>".into(), text));
     }
-    let registry = Arc::new(match &cli.providers {
-        Some(dir) => Registry::from_dir(dir)?,
-        None => Registry::embedded()?,
-    });
-    let mut output = cli.output;
+    let registry = load_registry(&cli)?;
     // The in-process sandbox lives as long as the session that talks to it.
-    let (_sandbox, base_url, token) = match cli.sandbox {
-        true => {
-            // It serves what the session's provider files describe.
-            let args = SandboxArgs { providers: cli.providers.clone(), ..SandboxArgs::default() };
-            let sandbox = Sandbox::start(&args).await?;
-            let (url, token) = (sandbox.base_url.clone(), Token::new(sandbox.token.clone()));
-            (Some(sandbox), Some(url), token)
-        }
-        false => {
-            let from_env = registry.providers.values().find_map(|p| std::env::var(&p.auth.env_var).ok());
-            // An explicit --profile beats the environment; the default profile does not.
-            let profile = match (&cli.profile, &from_env) {
-                (None, Some(_)) => None,
-                (name, _) => profile::select(name.as_deref())?,
-            }
-            .unwrap_or_default();
-            if let Some(name) = profile.output.as_deref().filter(|_| output.is_none()) {
-                let format = Format::from_str(name, true).map_err(|_| {
-                    Error::Usage(format!(
-                        "the profile's output {name:?} is not a format (table, json, ndjson, csv, text)"
-                    ))
-                })?;
-                output = Some(format);
-            }
-            let token = if cli.profile.is_some() { profile.token.or(from_env) } else { from_env.or(profile.token) };
-            (None, cli.api_url.or(profile.api_url), token.and_then(Token::new))
-        }
-    };
-    let format = output.unwrap_or(Format::Table);
+    let Target { sandbox: _sandbox, base_url, token, output } = target(&cli, &registry).await?;
+    let format = cli.output.or(output).unwrap_or(Format::Table);
     let options = SessionOptions {
         base_url,
         token,
         registry,
-        scan: ScanOptions { pushdown: !cli.no_pushdown, page_size: cli.page_size },
+        scan: scan_options(&cli),
         progress: output::progress::terminal(),
+        default_catalog: None,
     };
     let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();
@@ -183,4 +167,51 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+fn load_registry(cli: &Cli) -> Result<Arc<Registry>, Error> {
+    Ok(Arc::new(match &cli.providers {
+        Some(dir) => Registry::from_dir(dir)?,
+        None => Registry::embedded()?,
+    }))
+}
+
+fn scan_options(cli: &Cli) -> ScanOptions {
+    ScanOptions { pushdown: !cli.no_pushdown, page_size: cli.page_size }
+}
+
+/// Where the API is, the token for it and a profile's output format.
+struct Target {
+    /// An in-process sandbox, kept alive by the caller.
+    sandbox: Option<Sandbox>,
+    base_url: Option<String>,
+    token: Option<Token>,
+    output: Option<Format>,
+}
+
+/// An in-process sandbox for `--sandbox`; otherwise `--api-url` or the provider's, with the
+/// token from the environment or a profile.
+async fn target(cli: &Cli, registry: &Registry) -> Result<Target, Error> {
+    if cli.sandbox {
+        // It serves what the session's provider files describe.
+        let args = SandboxArgs { providers: cli.providers.clone(), ..SandboxArgs::default() };
+        let sandbox = Sandbox::start(&args).await?;
+        let (base_url, token) = (Some(sandbox.base_url.clone()), Token::new(sandbox.token.clone()));
+        return Ok(Target { sandbox: Some(sandbox), base_url, token, output: None });
+    }
+    let from_env = registry.providers.values().find_map(|p| std::env::var(&p.auth.env_var).ok());
+    // An explicit --profile beats the environment; the default profile does not.
+    let profile = match (&cli.profile, &from_env) {
+        (None, Some(_)) => None,
+        (name, _) => profile::select(name.as_deref())?,
+    }
+    .unwrap_or_default();
+    let output = match profile.output.as_deref() {
+        Some(name) => Some(Format::from_str(name, true).map_err(|_| {
+            Error::Usage(format!("the profile's output {name:?} is not a format (table, json, ndjson, csv, text)"))
+        })?),
+        None => None,
+    };
+    let token = if cli.profile.is_some() { profile.token.or(from_env) } else { from_env.or(profile.token) };
+    Ok(Target { sandbox: None, base_url: cli.api_url.clone().or(profile.api_url), token: token.and_then(Token::new), output })
 }

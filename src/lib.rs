@@ -23,6 +23,7 @@ pub mod profile;
 pub mod provider;
 pub mod sandbox;
 pub mod scan;
+pub mod serve;
 pub mod shell;
 pub mod sql;
 pub mod template;

@@ -26,7 +26,7 @@ pub mod meta;
 use std::sync::Arc;
 
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::TableReference;
 use datafusion::datasource::ViewTable;
 use datafusion::execution::{SessionState, SessionStateBuilder};
@@ -52,6 +52,9 @@ pub struct SessionOptions {
     pub registry: Arc<Registry>,
     pub scan: ScanOptions,
     pub progress: Progress,
+    /// The catalog unqualified `service.resource` names resolve in (a Postgres database);
+    /// `None` keeps names fully qualified.
+    pub default_catalog: Option<String>,
 }
 
 impl SessionOptions {
@@ -63,6 +66,7 @@ impl SessionOptions {
             registry: Arc::new(Registry::embedded().expect("the built-in provider files load")),
             scan: ScanOptions::default(),
             progress: Progress::silent(),
+            default_catalog: None,
         }
     }
 }
@@ -89,7 +93,10 @@ impl Session {
                 ApiClient::new(&base_url, options.token.clone(), &provider.auth.env_var, options.progress.clone());
             clients.insert(provider.id.clone(), Arc::new(client));
         }
-        let config = SessionConfig::new().with_information_schema(true);
+        let mut config = SessionConfig::new().with_information_schema(true);
+        if let Some(catalog) = &options.default_catalog {
+            config = config.with_default_catalog_and_schema(catalog, "public");
+        }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
@@ -132,6 +139,52 @@ impl Session {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The DataFusion context the session's queries run in (for front ends that add their
+    /// own catalogs, such as a Postgres server's `pg_catalog`).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Whether a statement is one only this engine runs: SHOW/DESCRIBE of the registry, a
+    /// change of a resource or EXEC, or EXPLAIN of one. Other statements are plain queries
+    /// that any DataFusion front end can plan in this session's context.
+    pub async fn owns(&self, text: &str) -> bool {
+        if meta::parse(text, &self.registry).is_some() {
+            return true;
+        }
+        let Ok(parsed) = sql::parse(text) else { return false };
+        let statement = match &parsed.statement {
+            DFStatement::Statement(statement) => statement,
+            DFStatement::Explain(explain) => match explain.statement.as_ref() {
+                DFStatement::Statement(statement) => statement,
+                _ => return false,
+            },
+            _ => return false,
+        };
+        mutate::changes_resources(&self.registry, statement)
+    }
+
+    /// The columns of the rows a statement this engine owns will return, found without
+    /// sending anything; `None` when it returns no rows (a change without RETURNING).
+    pub async fn describe(&self, text: &str) -> Result<Option<SchemaRef>, Error> {
+        if let Some(meta) = meta::parse(text, &self.registry) {
+            return Ok(Some(meta::run(&meta?, &self.registry)?.schema()));
+        }
+        let mut parsed = sql::parse(text)?;
+        sql::resolve_names(&mut parsed.statement, &self.registry);
+        let state = self.ctx.state();
+        match &parsed.statement {
+            DFStatement::Statement(statement) => {
+                match mutate::bind(&state, &self.registry, statement, &parsed.hints).await? {
+                    Some(bound) => mutate::result_schema(&bound).await,
+                    None => Ok(None),
+                }
+            }
+            DFStatement::Explain(_) => Ok(Some(mutate::explain_schema())),
+            _ => Ok(None),
+        }
     }
 
     /// Runs one statement. A change runs to its end before this returns; rows of a query are

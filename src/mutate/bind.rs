@@ -65,6 +65,16 @@ pub async fn bind(
     Ok(Some(bound))
 }
 
+/// Whether a statement changes a resource or calls a method (what [`bind`] binds), without
+/// binding it.
+pub fn changes_resources(registry: &Registry, statement: &Statement) -> bool {
+    match statement {
+        Statement::Insert(insert) => insert_target(registry, insert).is_some(),
+        Statement::Update(_) | Statement::Delete(_) | Statement::Execute { name: Some(_), .. } => true,
+        _ => false,
+    }
+}
+
 fn object_name(name: &ObjectName) -> String {
     let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.clone())).collect();
     parts.join(".")

@@ -445,6 +445,23 @@ fn response_rows(
     Ok(to_batch(resource, schema, merged)?)
 }
 
+/// The columns of a change's rows: its RETURNING items; `None` when it returns no rows
+/// (an EXEC's response rows are known only once it ran).
+pub async fn result_schema(bound: &Bound) -> Result<Option<SchemaRef>, Error> {
+    match bound.returning {
+        Some(_) => Ok(Some(Arc::new(returning(bound, &[]).await?.schema().as_arrow().clone()))),
+        None => Ok(None),
+    }
+}
+
+/// The columns of EXPLAIN of a change.
+pub fn explain_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        ArrowField::new("step", DataType::Utf8, false),
+        ArrowField::new("request", DataType::Utf8, false),
+    ]))
+}
+
 /// Whether a plan reads a table (and so, for a resource, the API).
 fn reads_tables(plan: &LogicalPlan) -> bool {
     let mut reads = false;
@@ -507,10 +524,9 @@ pub async fn explain(bound: &Bound) -> Result<RecordBatch, Error> {
         };
         steps.push(("then".into(), format!("poll {} until {until}", key.method_name)));
     }
-    let schema = Arc::new(Schema::new(vec![
-        ArrowField::new("step", DataType::Utf8, false),
-        ArrowField::new("request", DataType::Utf8, false),
-    ]));
     let (left, right): (Vec<String>, Vec<String>) = steps.into_iter().unzip();
-    Ok(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(left)), Arc::new(StringArray::from(right))])?)
+    Ok(RecordBatch::try_new(
+        explain_schema(),
+        vec![Arc::new(StringArray::from(left)), Arc::new(StringArray::from(right))],
+    )?)
 }

@@ -22,8 +22,8 @@ use datafusion::sql::sqlparser::ast::SelectItem;
 use serde_json::{Map, Value};
 
 use crate::provider::{HttpVerb, Method, Provider, Resource, Verb};
-pub use bind::bind;
-pub use execute::{execute, explain};
+pub use bind::{bind, changes_resources};
+pub use execute::{execute, explain, explain_schema, result_schema};
 
 /// One request of a change.
 #[derive(Debug, Clone)]

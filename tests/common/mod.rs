@@ -222,12 +222,24 @@ impl Http {
 /// The official clients pinned by these tests.
 pub const PYTHON_CLIENTS: [&str; 2] = ["linode-cli==5.69.0", "linode-api4==5.48.0"];
 
+/// Python clients of the Postgres wire protocol pinned by the server tests.
+pub const POSTGRES_CLIENTS: [&str; 2] = ["psycopg[binary]==3.3.9", "SQLAlchemy==2.0.44"];
+
 /// A virtualenv with linode-cli and linode_api4, made once per build directory (needs pip
 /// to reach PyPI the first time).
 pub fn python_clients() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-clients");
+    virtualenv("python-clients", &PYTHON_CLIENTS)
+}
+
+/// A virtualenv with psycopg and SQLAlchemy, made once per build directory.
+pub fn postgres_clients() -> PathBuf {
+    virtualenv("postgres-clients", &POSTGRES_CLIENTS)
+}
+
+fn virtualenv(name: &str, packages: &[&str]) -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let ready = venv.join("ready");
-    let wanted = PYTHON_CLIENTS.join(" ");
+    let wanted = packages.join(" ");
     std::fs::create_dir_all(&venv).unwrap();
     let lock = std::fs::File::create(venv.with_extension("lock")).unwrap();
     lock.lock().unwrap();
@@ -238,7 +250,7 @@ pub fn python_clients() -> PathBuf {
         let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{}: {e}", program.display()));
         assert!(
             out.status.success(),
-            "{} {args:?} failed (the client tests install linode-cli and linode-api4 from PyPI):\n{}{}",
+            "{} {args:?} failed (the client tests install {wanted} from PyPI):\n{}{}",
             program.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -247,9 +259,9 @@ pub fn python_clients() -> PathBuf {
     run(Path::new("python3"), &["-m", "venv", "--clear", venv.to_str().unwrap()]);
     let pip = venv.join("bin/pip");
     let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
-    args.extend(PYTHON_CLIENTS);
+    args.extend(packages);
     run(&pip, &args);
-    std::fs::write(&ready, wanted).unwrap();
+    std::fs::write(&ready, &wanted).unwrap();
     venv
 }
 

@@ -1,0 +1,276 @@
+//! `imageql serve` against a real sandbox process, driven by real Postgres clients: psql
+//! (Debian's postgresql-client), psycopg 3 and SQLAlchemy's inspector.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{SandboxProcess, TOKEN, binary, postgres_clients};
+use serde_json::Value;
+
+/// A running `imageql serve`, killed when dropped.
+struct Server {
+    child: Child,
+    /// `postgresql://127.0.0.1:PORT/linode`, as the server printed it.
+    url: String,
+}
+
+impl Server {
+    fn start(sandbox: &SandboxProcess, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--api-url", &sandbox.url])
+            .args(extra)
+            .envs(env.iter().copied())
+            .env_remove("LINODE_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("imageql serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().to_string();
+        assert!(url.starts_with("postgresql://127.0.0.1:") && url.ends_with("/linode"), "first line: {url:?}");
+        Server { child, url }
+    }
+
+    /// The URL with a user name, for clients that take the password separately.
+    fn url_for(&self, user: &str) -> String {
+        self.url.replacen("postgresql://", &format!("postgresql://{user}@"), 1)
+    }
+
+    /// psql with `password`, running each of `commands` in one session.
+    fn psql(&self, password: &str, commands: &[&str]) -> Output {
+        let mut command = Command::new("psql");
+        command.arg(self.url_for("reporter")).args(["-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=0"]);
+        for c in commands {
+            command.args(["-c", c]);
+        }
+        command.env("PGPASSWORD", password).env("PGCONNECT_TIMEOUT", "10").output().expect("psql runs")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The private images a token sees, straight from the API.
+async fn private_ids(sandbox: &SandboxProcess, token: &str) -> Vec<String> {
+    let mut ids: Vec<String> = sandbox
+        .client()
+        .all_images(Some(token))
+        .await
+        .into_iter()
+        .filter(|i| i["is_public"] == false)
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn psql_lists_describes_queries_changes_and_survives_errors() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0"]);
+    let server = Server::start(&sandbox, &[], &[]);
+
+    let out = server.psql(TOKEN, &["\\dt linode.*"]);
+    let listed = text(&out.stdout);
+    assert!(out.status.success(), "{listed}{}", text(&out.stderr));
+    assert!(listed.contains("instances") && listed.contains("disks"), "{listed}");
+
+    let out = server.psql(TOKEN, &["\\d images.images"]);
+    let described = text(&out.stdout);
+    assert!(out.status.success(), "{described}{}", text(&out.stderr));
+    for column in ["id", "label", "size", "tags", "created"] {
+        assert!(described.lines().any(|l| l.starts_with(&format!("{column}|"))), "{column}: {described}");
+    }
+
+    let out = server.psql(
+        TOKEN,
+        &["SELECT status, count(*) AS n FROM linode.images.images WHERE NOT is_public GROUP BY status ORDER BY status"],
+    );
+    let grouped = text(&out.stdout);
+    assert!(out.status.success(), "{grouped}{}", text(&out.stderr));
+    let images = sandbox.client().all_images(Some(TOKEN)).await;
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for image in images.iter().filter(|i| i["is_public"] == false) {
+        *counts.entry(image["status"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    for (status, n) in &counts {
+        assert!(grouped.lines().any(|l| l == format!("{status}|{n}")), "{status}|{n} in {grouped}");
+    }
+
+    let out = server.psql(
+        TOKEN,
+        &[
+            "SELECT nope FROM linode.images.images",
+            "INSERT INTO linode.images.images (disk_id, label) VALUES (67890, 'over-the-wire') RETURNING id, label",
+        ],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(stderr.contains("No field named nope"), "{stderr}");
+    assert!(stdout.contains("|over-the-wire") && stdout.contains("INSERT 0 1"), "the connection still works: {stdout}");
+    let created = stdout.lines().find_map(|l| l.strip_suffix("|over-the-wire")).unwrap().to_string();
+    assert!(private_ids(&sandbox, TOKEN).await.contains(&created));
+
+    let out = server.psql(TOKEN, &["REPLACE linode.images.images SET label = 'x' WHERE id = 'linode/debian12'"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("public images"), "{stderr}");
+
+    let out = server.psql(TOKEN, &["EXPLAIN SELECT label FROM linode.images.images WHERE size > 2000"]);
+    assert!(text(&out.stdout).contains("GET /images?page=1..&page_size=500"), "{}", text(&out.stdout));
+    let out = server.psql(TOKEN, &[&format!("DELETE FROM linode.images.images WHERE id = '{created}'")]);
+    assert!(text(&out.stdout).contains("DELETE 1"), "{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+#[tokio::test]
+async fn each_connection_runs_with_its_own_token() {
+    let sandbox = SandboxProcess::start(&["--account", "other:other-token"]);
+    let server = Server::start(&sandbox, &[], &[]);
+    let query = "SELECT id FROM linode.images.images WHERE NOT is_public ORDER BY id";
+    for token in [TOKEN, "other-token"] {
+        let out = server.psql(token, &[query]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let ids: Vec<String> =
+            text(&out.stdout).lines().skip(1).filter(|l| l.contains('/')).map(str::to_string).collect();
+        assert_eq!(ids, private_ids(&sandbox, token).await, "rows of {token:?}");
+    }
+    let out = server.psql("not-a-token", &[query]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains("not-a-token"), "the token is never shown: {stderr}");
+}
+
+#[test]
+fn a_wrong_password_is_refused_before_any_request() {
+    let sandbox = SandboxProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "open sesame\n").unwrap();
+    let server = Server::start(
+        &sandbox,
+        &["--token-from-env", "--password-file", password_file.to_str().unwrap()],
+        &[("LINODE_TOKEN", TOKEN)],
+    );
+    let before = sandbox.log().len();
+    let out = server.psql("wrong", &["SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).to_lowercase().contains("password authentication failed"), "{}", text(&out.stderr));
+    assert_eq!(sandbox.log().len(), before, "no request for a refused connection");
+    let out = server.psql("open sesame", &["SELECT count(*) FROM linode.images.images WHERE NOT is_public"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn grafana_and_metabase_introspection_is_answered() {
+    let sandbox = SandboxProcess::start(&[]);
+    let server = Server::start(&sandbox, &[], &[]);
+    let queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/bi_introspection.sql");
+    let out = Command::new("psql")
+        .arg(server.url_for("grafana"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+        .arg(&queries)
+        .env("PGPASSWORD", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("images"), "the images table is listed: {}", text(&out.stdout));
+}
+
+#[test]
+fn tls_carries_passwords_from_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a certificate");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let sandbox = SandboxProcess::start(&[]);
+    let server =
+        Server::start(&sandbox, &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()], &[]);
+    let out = Command::new("psql")
+        .arg(format!("{}?sslmode=require", server.url_for("reporter")))
+        .args(["-X", "-A", "-t", "-c", "SELECT count(*) FROM linode.images.images WHERE NOT is_public"])
+        .env("PGPASSWORD", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).trim().parse::<usize>().unwrap() > 0);
+}
+
+#[test]
+fn a_public_address_without_tls_is_refused() {
+    let out = Command::new(binary())
+        .args(["serve", "--sandbox", "--listen", "0.0.0.0:0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--insecure-listen"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn psycopg_and_sqlalchemy_read_typed_values() {
+    let sandbox = SandboxProcess::start(&[]);
+    let server = Server::start(&sandbox, &[], &[]);
+    let venv = postgres_clients();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/postgres.py");
+    let out = Command::new(venv.join("bin/python"))
+        .arg(&script)
+        .env("IMAGEQL_URL", server.url_for("reporter"))
+        .env("IMAGEQL_PASSWORD", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the script prints JSON");
+    let images = sandbox.client().all_images(Some(TOKEN)).await;
+    let mut large: Vec<&str> = images
+        .iter()
+        .filter(|i| i["is_public"] == false && i["size"].as_u64().unwrap() > 2000)
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    large.sort();
+    assert_eq!(report["large"], serde_json::json!(large));
+    assert_eq!(report["tags_are_lists"], true);
+    assert_eq!(report["created_is_datetime"], true);
+    assert_eq!(report["any_ids"].as_array().unwrap().len(), 2);
+    let columns: Vec<&str> = report["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(columns.contains(&"label") && columns.contains(&"tags"), "{columns:?}");
+    assert!(report["tables"].as_array().unwrap().iter().any(|t| t == "images"), "{}", report["tables"]);
+}
+
+#[test]
+fn a_cancel_request_stops_a_slow_scan() {
+    let sandbox = SandboxProcess::start(&["--latency-ms", "3000"]);
+    let server = Server::start(&sandbox, &[], &[]);
+    let venv = postgres_clients();
+    let script = r#"
+import os, threading, psycopg
+conn = psycopg.connect(os.environ["IMAGEQL_URL"], password=os.environ["IMAGEQL_PASSWORD"], autocommit=True)
+threading.Timer(1.0, conn.cancel).start()
+try:
+    conn.execute("SELECT count(*) FROM linode.images.images")
+    print("finished")
+except psycopg.errors.QueryCanceled as e:
+    print("cancelled", e.sqlstate)
+"#;
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .env("IMAGEQL_URL", server.url_for("reporter"))
+        .env("IMAGEQL_PASSWORD", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "cancelled 57014", "{}", text(&out.stderr));
+}
