@@ -116,7 +116,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         std::io::stdin()
             .lock()
             .read_to_string(&mut text)
-            .map_err(|source| Error::File { path: "<stdin>".into(), source })?;
+            .map_err(|e| Error::Usage(format!("cannot read statements from standard input: {e}")))?;
         scripts.push(("<stdin>".into(), text));
     }
     let registry = Arc::new(match &cli.providers {

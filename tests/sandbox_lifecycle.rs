@@ -168,14 +168,23 @@ async fn upload_urls_and_pending_uploads_expire_after_24_hours() {
     let http = sandbox.client();
     let (id, url) = create_upload(&http, "late").await;
     let clock = format!("{}/sandbox/clock", sandbox.origin());
-    let (status, _) =
-        json_of(http.client.post(&clock).json(&json!({"advance_seconds": 23 * 3600})).send().await.unwrap()).await;
+    let (status, _) = json_of(
+        http.client.post(&clock).bearer_auth(TOKEN).json(&json!({"advance_seconds": 23 * 3600})).send().await.unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _) = http.get(&format!("/images/{id}"), Some(TOKEN), None).await;
     assert_eq!(status, 200, "still within the window");
-    json_of(http.client.post(&clock).json(&json!({"advance_seconds": 3600})).send().await.unwrap()).await;
+    json_of(http.client.post(&clock).bearer_auth(TOKEN).json(&json!({"advance_seconds": 3600})).send().await.unwrap())
+        .await;
     let (status, _) = json_of(
-        http.client.post(&clock).json(&json!({"advance_seconds": 10_000_000_000_000i64})).send().await.unwrap(),
+        http.client
+            .post(&clock)
+            .bearer_auth(TOKEN)
+            .json(&json!({"advance_seconds": 10_000_000_000_000i64}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(status, 400, "the clock refuses to overflow");
@@ -191,7 +200,8 @@ async fn updates_change_only_label_description_and_tags() {
     let http = sandbox.client();
     let (_, before) = http.get("/images/private/1003", Some(TOKEN), None).await;
     let clock = format!("{}/sandbox/clock", sandbox.origin());
-    json_of(http.client.post(&clock).json(&json!({"advance_seconds": 60})).send().await.unwrap()).await;
+    json_of(http.client.post(&clock).bearer_auth(TOKEN).json(&json!({"advance_seconds": 60})).send().await.unwrap())
+        .await;
     let (status, after) = http
         .send(
             "PUT",

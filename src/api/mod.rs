@@ -126,11 +126,15 @@ pub struct ApiClient {
 impl ApiClient {
     pub fn new(base_url: &str, token: Option<Token>, token_source: &str, progress: Progress) -> ApiClient {
         // No overall timeout on the client: an upload may take hours. API calls set their own.
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("imageql/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the TLS backend initialises");
+            .redirect(same_origin_redirects());
+        // Plain http is only allowed to this machine: a proxy (HTTP_PROXY) would see the token.
+        if base_url.starts_with("http://") {
+            http = http.no_proxy();
+        }
+        let http = http.build().expect("the TLS backend initialises");
         ApiClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -359,6 +363,21 @@ impl ApiClient {
             .flatten()
             .boxed()
     }
+}
+
+/// Redirects are followed within the API's origin only: the token must not travel to
+/// another host, port or scheme, so such a redirect is answered as it came.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let origin = |url: &reqwest::Url| {
+            (url.scheme().to_string(), url.host_str().map(str::to_string), url.port_or_known_default())
+        };
+        let same = attempt.previous().first().is_some_and(|first| origin(first) == origin(attempt.url()));
+        match same && attempt.previous().len() < 10 {
+            true => attempt.follow(),
+            false => attempt.stop(),
+        }
+    })
 }
 
 struct Failure {

@@ -19,6 +19,7 @@ if let Outcome::Rows { stream, .. } = session.execute("SELECT id, label FROM lin
 # }
 ``` */
 
+mod guard;
 pub mod meta;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::outcome::Outcome;
 use crate::provider::Registry;
 use crate::scan::{ScanOptions, register_all};
 use crate::sql;
+pub use guard::{MAX_EXPRESSION_DEPTH, MAX_JOINS, MAX_SET_OPERATIONS};
 
 /// What a session runs against and how.
 #[derive(Debug, Clone)]
@@ -72,13 +74,15 @@ impl Session {
         let registry = options.registry;
         let mut clients = std::collections::HashMap::new();
         for provider in registry.providers.values() {
-            let base_url = options.base_url.clone().unwrap_or_else(|| provider.base_url.clone());
+            let given = options.base_url.clone().unwrap_or_else(|| provider.base_url.clone());
+            let base_url = api_base(&given)?;
             if options.token.is_some() && cleartext_off_host(&base_url) {
                 return Err(Error::Usage(format!(
-                    "refusing to send {} over plain http to {base_url}: use https, or a loopback address",
+                    "refusing to send {} over plain http to {given}: use https, or a loopback address",
                     provider.auth.env_var
                 )));
             }
+            let base_url = base_url.as_str().trim_end_matches('/').to_string();
             let client =
                 ApiClient::new(&base_url, options.token.clone(), &provider.auth.env_var, options.progress.clone());
             clients.insert(provider.id.clone(), Arc::new(client));
@@ -128,6 +132,7 @@ impl Session {
             return Ok(Outcome::batch(meta::run(&meta?, &self.registry)?, None));
         }
         let mut parsed = sql::parse(text)?;
+        guard::check_depth(&parsed.statement)?;
         sql::resolve_names(&mut parsed.statement, &self.registry);
         let state = self.ctx.state();
         match &parsed.statement {
@@ -151,7 +156,11 @@ impl Session {
 
     /// Everything DataFusion runs: queries, EXPLAIN, views, COPY.
     async fn query(&self, state: SessionState, statement: DFStatement) -> Result<Outcome, Error> {
+        if let DFStatement::CopyTo(copy) = &statement {
+            guard::check_copy(copy, &state)?;
+        }
         let plan = state.statement_to_plan(statement).await?;
+        guard::check_plan(&plan, &self.registry)?;
         let quiet = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
         let frame = self.ctx.execute_logical_plan(plan).await?;
         if quiet {
@@ -162,14 +171,31 @@ impl Session {
     }
 }
 
-/// A URL that would carry the token unencrypted off this machine.
-fn cleartext_off_host(url: &str) -> bool {
-    match reqwest::Url::parse(url) {
-        Ok(url) => {
-            let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
-            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            url.scheme() == "http" && !loopback
-        }
-        Err(_) => false,
+/// The API base as a URL: http or https with a host, nothing the client would have to guess
+/// at (`http://` alone, or `http:images`, which means the host `images`).
+fn api_base(text: &str) -> Result<reqwest::Url, Error> {
+    let invalid = |why: &str| {
+        Error::Usage(format!(
+            "the API URL {text:?} {why}: give one like https://api.linode.com/v4 or http://127.0.0.1:8765/v4"
+        ))
+    };
+    let url = reqwest::Url::parse(text).map_err(|e| invalid(&format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("must start with https:// or http://"));
     }
+    let written = text.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+    if url.host_str().is_none_or(str::is_empty) || !written.starts_with(|c: char| c != '/') {
+        return Err(invalid("names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("may not hold credentials, a query or a fragment"));
+    }
+    Ok(url)
+}
+
+/// A URL that would carry the token unencrypted off this machine.
+fn cleartext_off_host(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    url.scheme() == "http" && !loopback
 }
