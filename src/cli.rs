@@ -55,6 +55,9 @@ pub struct Cli {
     /// Fill `{{ NAME }}` in statements with VALUE (repeatable)
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     vars: Vec<(String, String)>,
+    /// Seconds one API call may take before it counts as failed (reads are retried)
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    timeout: f64,
     /// Rows per page when listing (clamped to what the API allows)
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     page_size: u32,
@@ -69,6 +72,13 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
         return Err(format!("{name:?} cannot appear in a {{{{ placeholder }}}}: use letters, digits, _ and ."));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(seconds),
+        _ => Err("expected a number of seconds above 0 and at most 86400".into()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +153,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         registry,
         scan: ScanOptions { pushdown: !cli.no_pushdown, page_size: cli.page_size },
         progress: output::progress::terminal(),
+        timeout: std::time::Duration::from_secs_f64(cli.timeout),
     };
     let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();

@@ -29,7 +29,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
-use crate::api::{ApiClient, Progress, Token};
+use crate::api::{ApiClient, CALL_TIMEOUT, Progress, Token};
 pub use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::mutate;
@@ -48,6 +48,8 @@ pub struct SessionOptions {
     pub registry: Arc<Registry>,
     pub scan: ScanOptions,
     pub progress: Progress,
+    /// How long one API call may take (a list page, a change; not an upload's body).
+    pub timeout: std::time::Duration,
 }
 
 impl SessionOptions {
@@ -59,6 +61,7 @@ impl SessionOptions {
             registry: Arc::new(Registry::embedded().expect("the built-in provider files load")),
             scan: ScanOptions::default(),
             progress: Progress::silent(),
+            timeout: CALL_TIMEOUT,
         }
     }
 }
@@ -83,8 +86,13 @@ impl Session {
                 )));
             }
             let base_url = base_url.as_str().trim_end_matches('/').to_string();
-            let client =
-                ApiClient::new(&base_url, options.token.clone(), &provider.auth.env_var, options.progress.clone());
+            let client = ApiClient::new(
+                &base_url,
+                options.token.clone(),
+                &provider.auth.env_var,
+                options.progress.clone(),
+                options.timeout,
+            );
             clients.insert(provider.id.clone(), Arc::new(client));
         }
         let config = SessionConfig::new().with_information_schema(true);
