@@ -1,10 +1,12 @@
 /*! The one printing path: statement outcomes as `table`, `json` (one array), `ndjson`, `csv`
 and `text` (tab-separated, no header). All but `table` write each batch as it arrives. In
 `csv` and `text`, lists and structs are written as JSON text so that the cell can be parsed
-again. A change without rows prints a one-line summary in `table` and `text`, and one row
+again; `table` and `text` escape what would break their lines or drive the terminal
+([`escape`]). A change without rows prints a one-line summary in `table` and `text`, and one row
 elsewhere so that the output stays parseable. [`progress`] draws the engine's progress on a
 terminal. */
 
+mod escape;
 pub mod progress;
 
 use std::io::Write;
@@ -16,6 +18,7 @@ use futures::StreamExt;
 use crate::error::Error;
 use crate::outcome::{Change, Outcome};
 use crate::provider::Verb;
+use escape::Escape;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -125,7 +128,7 @@ impl<'w> Printer<'w> {
     fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
         self.rows += batch.num_rows();
         match self.format {
-            Format::Table => self.held.push(batch),
+            Format::Table => self.held.push(Escape::Controls.batch(&batch)?),
             Format::Json => {
                 let writer = self.json.as_mut().expect("created for json");
                 writer.write(&batch)?;
@@ -145,7 +148,7 @@ impl<'w> Printer<'w> {
                 writer.write(&batch)?;
             }
             Format::Text => {
-                let batch = nested_as_json(&batch)?;
+                let batch = Escape::Text.batch(&nested_as_json(&batch)?)?;
                 let options = FormatOptions::default().with_null("");
                 let formatters = batch
                     .columns()
