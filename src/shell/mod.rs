@@ -246,13 +246,26 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
+            // Bytes that are not UTF-8 (a binary paste): the line is lost, the shell is not.
+            Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                eprintln!("imageql: error: the input was not UTF-8 text and was ignored; type or paste the line again");
+                continue;
+            }
             Err(e) => return Err(readline(e)),
         };
         let input = line.trim();
         if input.is_empty() {
             continue;
         }
-        let _ = editor.add_history_entry(input);
+        // Statements pasted together are recalled one by one.
+        match input.starts_with('\\') {
+            true => {
+                let _ = editor.add_history_entry(input);
+            }
+            false => split_statements(input).iter().for_each(|piece| {
+                let _ = editor.add_history_entry(format!("{};", piece.text));
+            }),
+        }
         if let Some(path) = &history {
             // Saved at once, so that a killed shell keeps what was typed.
             let _ = editor.save_history(path);
