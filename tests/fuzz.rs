@@ -123,6 +123,13 @@ const FRAGMENTS: &[&str] = &[
     "'\\'",
 ];
 
+/// Short strings of the characters a splitter and lexer decide on, in every order.
+fn lexical(rng: &mut Rng) -> String {
+    const ALPHABET: &[&str] =
+        &["'", "\"", "`", "-", "/", "*", ";", "\n", " ", "a", "1", "é", "\\", "{", "}", "+", "SELECT ", "$", "@"];
+    (0..1 + rng.below(24)).map(|_| *rng.pick(ALPHABET)).collect()
+}
+
 /// The corpus line changed in one to four places.
 fn mutate(rng: &mut Rng, text: &str) -> String {
     let mut chars: Vec<char> = text.chars().collect();
@@ -336,9 +343,10 @@ async fn the_sql_front_end_never_panics_and_every_error_has_a_message() {
     }
     let deadline = Instant::now() + budget(10);
     while Instant::now() < deadline && failures.is_empty() {
-        let input = match rng.below(3) {
+        let input = match rng.below(4) {
             0 => statement(&mut rng, &values),
-            1 => {
+            1 => lexical(&mut rng),
+            2 => {
                 let seed = rng.pick(&seeds).clone();
                 mutate(&mut rng, &seed)
             }
