@@ -461,7 +461,8 @@ mod tests {
         let f = XFilter::parse(cli).unwrap();
         assert_eq!(f.order, Some(Order { field: "label".into(), direction: Direction::Desc }));
         let Some(Filter::And(parts)) = &f.filter else { panic!("{f:?}") };
-        assert_eq!(parts.len(), 4);
+        // The inner +and joins the outer one: three conditions and two tags.
+        assert_eq!(parts.len(), 5);
         // linode_api4 puts it inside +and.
         let sdk = r#"{"+and": [{"label": "x"}, {"size": {"+gt": 10}}, {"+order_by": "size", "+order": "desc"}]}"#;
         let f = XFilter::parse(sdk).unwrap();

@@ -432,3 +432,29 @@ async fn the_sandbox_answers_oversized_requests_in_its_envelope_and_drops_slow_o
     let _ = stream.read_to_end(&mut rest);
     assert!(started.elapsed() < Duration::from_secs(25), "the half-sent request was kept open");
 }
+
+#[test]
+fn the_token_appears_nowhere_imageql_prints_or_writes() {
+    let sandbox = sandbox();
+    // Each run's output is checked for the token when it is dropped (see tests/common).
+    for sql in [
+        "EXPLAIN SELECT * FROM linode.images.images WHERE label = 'x'",
+        "EXPLAIN DELETE FROM linode.images.images WHERE label LIKE 'golden%'",
+        "EXPLAIN ANALYZE SELECT id FROM linode.images.images",
+        "SELECT * FROM linode.images.images WHERE id = 'private/1001'",
+        "DELETE FROM linode.images.images WHERE id = 'linode/debian12'",
+        "SELECT nope FROM linode.images.images",
+        "SHOW METHODS IN linode.images.images",
+    ] {
+        for format in ["table", "json", "text"] {
+            let _ = sandbox.imageql(&["-o", format, "-e", sql]);
+        }
+    }
+    // A rejected token is not repeated either.
+    let wrong = "canary-rejected-8e2a41";
+    let run = sandbox.imageql_with_token(Some(wrong), &["-e", "SELECT id FROM linode.images.images"]);
+    assert_eq!(run.code(), 1);
+    assert!(run.stderr().contains("LINODE_TOKEN") && !run.stderr().contains(wrong), "{}", run.stderr());
+    let log = std::fs::read_to_string(&sandbox.access_log).unwrap();
+    assert!(!log.contains(wrong) && !log.contains(TOKEN));
+}

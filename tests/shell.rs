@@ -121,6 +121,7 @@ fn pasted_statements_all_run_and_an_invalid_byte_does_not_end_the_shell() {
     p.exp_eof().unwrap();
 
     let history = std::fs::read_to_string(home.path().join(".local/share/imageql/history")).unwrap();
+    common::assert_no_token_in_dir(home.path());
     for statement in ["SELECT 101 AS first;", "SELECT 202 AS second;", "SELECT 303 AS third;"] {
         assert!(history.contains(statement), "{statement} is in the history: {history}");
     }

@@ -196,7 +196,13 @@ async fn serve(listener: TcpListener, router: axum::Router) -> Result<(), std::i
 impl SandboxError {
     /// A mistake in how the sandbox was started (its options or their files).
     pub fn is_usage(&self) -> bool {
-        matches!(self, SandboxError::Providers(_) | SandboxError::Accounts(_) | SandboxError::TokenFile { .. })
+        matches!(
+            self,
+            SandboxError::Providers(_)
+                | SandboxError::Serving(_)
+                | SandboxError::Accounts(_)
+                | SandboxError::TokenFile { .. }
+        )
     }
 }
 
