@@ -106,26 +106,29 @@ impl Filter {
 
     /// AND of `parts`, without a needless `+and` around a single part or inside another.
     pub fn all(parts: Vec<Filter>) -> Filter {
-        let mut flat = Vec::with_capacity(parts.len());
-        for part in parts {
-            match part {
-                Filter::And(inner) if !inner.is_empty() => flat.extend(inner),
-                other => flat.push(other),
-            }
-        }
-        if flat.len() == 1 { flat.pop().unwrap() } else { Filter::And(flat) }
+        Filter::join(parts, true)
     }
 
     /// OR of `parts`, without a needless `+or` around a single part or inside another.
     pub fn any(parts: Vec<Filter>) -> Filter {
+        Filter::join(parts, false)
+    }
+
+    /// Flat lists keep chains (`a OR b OR …`) one level deep, within [`MAX_DEPTH`].
+    fn join(parts: Vec<Filter>, and: bool) -> Filter {
         let mut flat = Vec::with_capacity(parts.len());
         for part in parts {
             match part {
-                Filter::Or(inner) if !inner.is_empty() => flat.extend(inner),
+                Filter::And(inner) if and && !inner.is_empty() => flat.extend(inner),
+                Filter::Or(inner) if !and && !inner.is_empty() => flat.extend(inner),
                 other => flat.push(other),
             }
         }
-        if flat.len() == 1 { flat.pop().unwrap() } else { Filter::Or(flat) }
+        match (flat.len(), and) {
+            (1, _) => flat.pop().unwrap(),
+            (_, true) => Filter::And(flat),
+            (_, false) => Filter::Or(flat),
+        }
     }
 
     /// How many conditions the filter holds.
