@@ -60,6 +60,9 @@ pub struct Cli {
     /// Fill `{{ NAME }}` in statements with VALUE (repeatable)
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     vars: Vec<(String, String)>,
+    /// Seconds one API call may take before it counts as failed (reads are retried)
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    timeout: f64,
     /// Rows per page when listing (clamped to what the API allows)
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), global = true)]
     page_size: u32,
@@ -74,6 +77,13 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
         return Err(format!("{name:?} cannot appear in a {{{{ placeholder }}}}: use letters, digits, _ and ."));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(seconds),
+        _ => Err("expected a number of seconds above 0 and at most 86400".into()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,7 +144,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         std::io::stdin()
             .lock()
             .read_to_string(&mut text)
-            .map_err(|source| Error::File { path: "<stdin>".into(), source })?;
+            .map_err(|e| Error::Usage(format!("cannot read statements from standard input: {e}")))?;
         scripts.push(("<stdin>".into(), text));
     }
     let registry = load_registry(&cli)?;
@@ -148,6 +158,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         scan: scan_options(&cli),
         progress: output::progress::terminal(),
         default_catalog: None,
+        timeout: std::time::Duration::from_secs_f64(cli.timeout),
     };
     let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();
@@ -213,5 +224,10 @@ async fn target(cli: &Cli, registry: &Registry) -> Result<Target, Error> {
         None => None,
     };
     let token = if cli.profile.is_some() { profile.token.or(from_env) } else { from_env.or(profile.token) };
-    Ok(Target { sandbox: None, base_url: cli.api_url.clone().or(profile.api_url), token: token.and_then(Token::new), output })
+    Ok(Target {
+        sandbox: None,
+        base_url: cli.api_url.clone().or(profile.api_url),
+        token: token.and_then(Token::new),
+        output,
+    })
 }

@@ -36,6 +36,11 @@ pub struct Order {
     pub direction: Direction,
 }
 
+/// The deepest `+and` / `+or` nesting a header may have, and the most conditions it may
+/// hold; deeper or larger headers are refused (the client evaluates such predicates itself).
+pub const MAX_DEPTH: usize = 16;
+pub const MAX_CONDITIONS: usize = 1000;
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct XFilter {
     pub filter: Option<Filter>,
@@ -49,6 +54,7 @@ pub enum FilterError {
     CannotFilterOn(String),
     CannotOrderBy(String),
     CouldNotApply(String),
+    TooLarge,
 }
 
 impl fmt::Display for FilterError {
@@ -58,6 +64,10 @@ impl fmt::Display for FilterError {
             FilterError::CannotFilterOn(field) => write!(f, "Cannot filter on {field}"),
             FilterError::CannotOrderBy(field) => write!(f, "Cannot order by {field}"),
             FilterError::CouldNotApply(detail) => write!(f, "Could not apply filter: {detail}"),
+            FilterError::TooLarge => write!(
+                f,
+                "X-Filter may nest +and/+or at most {MAX_DEPTH} levels deep and hold at most {MAX_CONDITIONS} conditions"
+            ),
         }
     }
 }
@@ -94,14 +104,47 @@ impl Filter {
         Filter::Cond { field: field.into(), op, value: value.into() }
     }
 
-    /// AND of `parts`, without a needless `+and` around a single part.
-    pub fn all(mut parts: Vec<Filter>) -> Filter {
-        if parts.len() == 1 { parts.pop().unwrap() } else { Filter::And(parts) }
+    /// AND of `parts`, without a needless `+and` around a single part or inside another.
+    pub fn all(parts: Vec<Filter>) -> Filter {
+        Filter::join(parts, true)
     }
 
-    /// OR of `parts`, without a needless `+or` around a single part.
-    pub fn any(mut parts: Vec<Filter>) -> Filter {
-        if parts.len() == 1 { parts.pop().unwrap() } else { Filter::Or(parts) }
+    /// OR of `parts`, without a needless `+or` around a single part or inside another.
+    pub fn any(parts: Vec<Filter>) -> Filter {
+        Filter::join(parts, false)
+    }
+
+    /// Flat lists keep chains (`a OR b OR …`) one level deep, within [`MAX_DEPTH`].
+    fn join(parts: Vec<Filter>, and: bool) -> Filter {
+        let mut flat = Vec::with_capacity(parts.len());
+        for part in parts {
+            match part {
+                Filter::And(inner) if and && !inner.is_empty() => flat.extend(inner),
+                Filter::Or(inner) if !and && !inner.is_empty() => flat.extend(inner),
+                other => flat.push(other),
+            }
+        }
+        match (flat.len(), and) {
+            (1, _) => flat.pop().unwrap(),
+            (_, true) => Filter::And(flat),
+            (_, false) => Filter::Or(flat),
+        }
+    }
+
+    /// How many conditions the filter holds.
+    pub fn conditions(&self) -> usize {
+        match self {
+            Filter::Cond { .. } => 1,
+            Filter::And(parts) | Filter::Or(parts) => parts.iter().map(Filter::conditions).sum(),
+        }
+    }
+
+    /// How many `+and` / `+or` levels the filter nests.
+    pub fn depth(&self) -> usize {
+        match self {
+            Filter::Cond { .. } => 0,
+            Filter::And(parts) | Filter::Or(parts) => 1 + parts.iter().map(Filter::depth).max().unwrap_or(0),
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -188,19 +231,47 @@ impl XFilter {
         Value::Object(object)
     }
 
-    /// The header's text.
+    /// The header's text: JSON with every non-ASCII character escaped (`\u00e9`), since a
+    /// header carries ASCII only.
     pub fn encode(&self) -> String {
-        self.to_json().to_string()
+        let text = self.to_json().to_string();
+        let mut ascii = String::with_capacity(text.len());
+        for c in text.chars() {
+            if c.is_ascii() {
+                ascii.push(c);
+                continue;
+            }
+            // Outside ASCII, a character can only be inside a JSON string, where escapes work.
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                ascii.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+        ascii
+    }
+
+    /// Whether the client may send this filter: within [`MAX_DEPTH`] and [`MAX_CONDITIONS`].
+    pub fn fits(&self) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.depth() <= MAX_DEPTH && f.conditions() <= MAX_CONDITIONS)
     }
 
     pub fn parse(text: &str) -> Result<XFilter, FilterError> {
+        // serde_json stops at 128 levels of nesting; the grammar's own limit is checked below.
         let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
             return Err(FilterError::InvalidJson);
         };
+        // Each +and/+or level is an object and a list; a field's operators add two more.
+        if 1 + map.values().map(json_depth).max().unwrap_or(0) > 2 * MAX_DEPTH + 3 {
+            return Err(FilterError::TooLarge);
+        }
         let mut order = (None, None);
         let filter = parse_object(&map, &mut order)?;
         let order = order.0.map(|field| Order { field, direction: order.1.unwrap_or(Direction::Asc) });
-        Ok(XFilter { filter, order })
+        let parsed = XFilter { filter, order };
+        if !parsed.fits() {
+            return Err(FilterError::TooLarge);
+        }
+        Ok(parsed)
     }
 
     /// Checks every field and operator against the resource's field descriptions.
@@ -214,6 +285,15 @@ impl XFilter {
             return Err(FilterError::CannotOrderBy(order.field.clone()));
         }
         Ok(())
+    }
+}
+
+/// Levels of arrays and objects in `value`; serde_json has bounded it already.
+fn json_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -394,7 +474,8 @@ mod tests {
         let f = XFilter::parse(cli).unwrap();
         assert_eq!(f.order, Some(Order { field: "label".into(), direction: Direction::Desc }));
         let Some(Filter::And(parts)) = &f.filter else { panic!("{f:?}") };
-        assert_eq!(parts.len(), 4);
+        // The inner +and joins the outer one: three conditions and two tags.
+        assert_eq!(parts.len(), 5);
         // linode_api4 puts it inside +and.
         let sdk = r#"{"+and": [{"label": "x"}, {"size": {"+gt": 10}}, {"+order_by": "size", "+order": "desc"}]}"#;
         let f = XFilter::parse(sdk).unwrap();

@@ -300,9 +300,10 @@ async fn a_failure_part_way_reports_what_was_done_and_nothing_is_retried() {
     assert!(ids_labelled(&sandbox, "never-sent").await.is_empty());
     assert_eq!(changes(&sandbox.log_since(mark)), ["POST /v4/images 200", "POST /v4/images 400"]);
 
-    let failing = SandboxProcess::start(&["--fail-rate", "1"]);
+    // Every request meets a fault (any of the mix: a status, a stall, a lost answer).
+    let failing = SandboxProcess::start(&["--fail-rate", "1", "--stall-ms", "100"]);
     let stderr = failing.imageql(&["-e", "DELETE FROM linode.images.images WHERE id = 'private/1001'"]).fails();
-    assert!(stderr.contains("failed with HTTP 50"), "{stderr}");
+    assert!(stderr.contains("DELETE http") && stderr.contains("images/private%2F1001"), "{stderr}");
     assert_eq!(changes(&failing.log()).len(), 1, "a mutation is sent once, never retried");
 }
 

@@ -317,7 +317,7 @@ fn refused(dir: &Path) -> String {
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(status.code(), Some(2), "provider files are part of the command line: {stderr}");
     stderr
 }
 

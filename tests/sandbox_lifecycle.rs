@@ -168,14 +168,23 @@ async fn upload_urls_and_pending_uploads_expire_after_24_hours() {
     let http = sandbox.client();
     let (id, url) = create_upload(&http, "late").await;
     let clock = format!("{}/sandbox/clock", sandbox.origin());
-    let (status, _) =
-        json_of(http.client.post(&clock).json(&json!({"advance_seconds": 23 * 3600})).send().await.unwrap()).await;
+    let (status, _) = json_of(
+        http.client.post(&clock).bearer_auth(TOKEN).json(&json!({"advance_seconds": 23 * 3600})).send().await.unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _) = http.get(&format!("/images/{id}"), Some(TOKEN), None).await;
     assert_eq!(status, 200, "still within the window");
-    json_of(http.client.post(&clock).json(&json!({"advance_seconds": 3600})).send().await.unwrap()).await;
+    json_of(http.client.post(&clock).bearer_auth(TOKEN).json(&json!({"advance_seconds": 3600})).send().await.unwrap())
+        .await;
     let (status, _) = json_of(
-        http.client.post(&clock).json(&json!({"advance_seconds": 10_000_000_000_000i64})).send().await.unwrap(),
+        http.client
+            .post(&clock)
+            .bearer_auth(TOKEN)
+            .json(&json!({"advance_seconds": 10_000_000_000_000i64}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(status, 400, "the clock refuses to overflow");
@@ -191,7 +200,8 @@ async fn updates_change_only_label_description_and_tags() {
     let http = sandbox.client();
     let (_, before) = http.get("/images/private/1003", Some(TOKEN), None).await;
     let clock = format!("{}/sandbox/clock", sandbox.origin());
-    json_of(http.client.post(&clock).json(&json!({"advance_seconds": 60})).send().await.unwrap()).await;
+    json_of(http.client.post(&clock).bearer_auth(TOKEN).json(&json!({"advance_seconds": 60})).send().await.unwrap())
+        .await;
     let (status, after) = http
         .send(
             "PUT",
@@ -413,18 +423,75 @@ async fn list_rate_limits_answer_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn injected_faults_are_json_and_change_nothing() {
-    let sandbox = SandboxProcess::start(&["--fail-rate", "1"]);
+async fn injected_faults_cover_the_mix_and_only_lost_answers_hide_changes() {
+    let sandbox = SandboxProcess::start(&["--fail-rate", "1", "--stall-ms", "50"]);
     let http = sandbox.client();
-    for _ in 0..10 {
-        let (status, body) = http.send("DELETE", "/images/private/1001", None).await;
-        assert!([500, 502, 503].contains(&status), "{status}");
-        assert!(body["errors"][0]["reason"].is_string());
+    let quiet = |request: reqwest::RequestBuilder| request.bearer_auth(TOKEN).header("X-Sandbox-Faults", "off");
+    let (_, truth) =
+        json_of(quiet(http.client.get(format!("{}/images?page=2&page_size=25", http.base))).send().await.unwrap())
+            .await;
+    let mut kinds = std::collections::BTreeSet::new();
+    for _ in 0..80 {
+        let sent = http.client.get(format!("{}/images?page=2&page_size=25", http.base)).bearer_auth(TOKEN).send().await;
+        let kind = match sent {
+            Err(_) => "reset".to_string(),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response.headers().contains_key("retry-after");
+                match response.text().await {
+                    Err(_) => "reset".to_string(),
+                    Ok(text) => match serde_json::from_str::<Value>(&text) {
+                        Err(_) => {
+                            assert_eq!(status, 200, "{text}");
+                            "truncated".to_string()
+                        }
+                        Ok(body) if status == 200 => {
+                            assert_ne!(body["results"], truth["results"], "a fault changes something");
+                            "list changed".to_string()
+                        }
+                        Ok(body) => {
+                            assert!(body["errors"][0]["reason"].is_string(), "{body}");
+                            format!("{status}{}", if retry_after { " with Retry-After" } else { "" })
+                        }
+                    },
+                }
+            }
+        };
+        kinds.insert(kind);
     }
-    let run = sandbox.imageql(&["-e", "SELECT count(*) FROM linode.images.images"]);
+    assert!(kinds.len() >= 8, "{kinds:?}");
+
+    // A fault answered with a status struck before the handler: nothing changed. A lost
+    // answer (reset, truncated) came after it: the change happened.
+    let (_, list) =
+        json_of(quiet(http.client.get(format!("{}/images?page_size=500", http.base))).send().await.unwrap()).await;
+    let private: Vec<String> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["is_public"] == false)
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in private {
+        let sent = http.client.delete(format!("{}/images/{id}", http.base)).bearer_auth(TOKEN).send().await;
+        let answered = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.text().await.ok().and_then(|t| serde_json::from_str::<Value>(&t).ok());
+                (status != 200 && body.is_some()).then_some(status)
+            }
+            Err(_) => None,
+        };
+        let (still, _) =
+            json_of(quiet(http.client.get(format!("{}/images/{id}", http.base))).send().await.unwrap()).await;
+        match answered {
+            Some(status) => assert_eq!(still, 200, "{id}: a {status} fault changed something"),
+            None => assert_eq!(still, 404, "{id}: the answer was lost after the change"),
+        }
+    }
+    let run = sandbox.imageql(&["--timeout", "1", "-e", "SELECT count(*) FROM linode.images.images"]);
     let stderr = run.fails();
-    assert!(stderr.contains("failed with HTTP 50"), "{stderr}");
-    drop(sandbox);
+    assert!(stderr.contains("GET http"), "{stderr}");
 }
 
 #[tokio::test]

@@ -396,7 +396,10 @@ fn provider_files_decide_what_is_pushed_down() {
         "id: images\nresources:\n  images:\n    fields: [{name: id, type: text}]\n    methods: {}\n",
     )
     .unwrap();
-    let stderr = sandbox.imageql(&["--providers", providers, "-e", sql]).fails();
+    // A broken provider file is a mistake on the command line: exit code 2.
+    let run = sandbox.imageql(&["--providers", providers, "-e", sql]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    let stderr = run.stderr();
     assert!(stderr.contains("images.yaml") && stderr.contains("text"), "{stderr}");
 
     std::fs::write(

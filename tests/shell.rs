@@ -154,3 +154,36 @@ fn the_shell_keeps_psql_habits() {
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
 }
+
+#[test]
+fn pasted_statements_all_run_and_an_invalid_byte_does_not_end_the_shell() {
+    let sandbox = SandboxProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = shell(&sandbox, home.path());
+
+    // Three statements pasted at once: terminals mark a paste (bracketed paste, which the
+    // shell turns on), and the line ends with the Enter after it.
+    p.send("\x1b[200~SELECT 101 AS first;\rSELECT 202 AS second;\rSELECT 303 AS third;\x1b[201~\r").unwrap();
+    p.flush().unwrap();
+    for value in ["| 101", "| 202", "| 303"] {
+        p.exp_string(value).unwrap();
+    }
+    p.exp_string("imageql> ").unwrap();
+
+    // A byte that is not UTF-8 is reported, and the shell goes on.
+    use std::io::Write;
+    p.writer.write_all(b"SELECT '\xff';\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("not UTF-8").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    p.send_line("SELECT 404 AS after;").unwrap();
+    p.exp_string("| 404").unwrap();
+    p.send_line("\\q").unwrap();
+    p.exp_eof().unwrap();
+
+    let history = std::fs::read_to_string(home.path().join(".local/share/imageql/history")).unwrap();
+    common::assert_no_token_in_dir(home.path());
+    for statement in ["SELECT 101 AS first;", "SELECT 202 AS second;", "SELECT 303 AS third;"] {
+        assert!(history.contains(statement), "{statement} is in the history: {history}");
+    }
+}

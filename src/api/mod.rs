@@ -16,13 +16,17 @@ use serde_json::Value;
 use crate::provider::{HttpVerb, Pagination, encode_segment};
 pub use progress::{Event, Progress};
 
+/// What a failed change's error adds when its answer was lost after it was sent.
+const UNKNOWN_OUTCOME: &str =
+    "The request was sent, so the change may have happened: changes are never retried; check before sending it again";
+
 /// Pages fetched at once after the first one.
 const PAGE_CONCURRENCY: usize = 4;
 /// Attempts for an idempotent read before its error is reported.
 const READ_ATTEMPTS: u32 = 4;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
-/// How long one API call may take, response body included.
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one API call may take, response body included, unless the session says otherwise.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A secret that never shows up in `Debug` output.
 #[derive(Clone)]
@@ -55,6 +59,26 @@ pub enum ApiError {
     Network { method: HttpVerb, url: String, detail: String, hint: Option<String> },
     #[error("{method} {url} returned an unexpected response: {detail}")]
     Decode { method: HttpVerb, url: String, detail: String },
+    /// A list whose length changed between its pages: its rows cannot be trusted.
+    #[error(
+        "the list changed while it was read (page 1 said {before}, page {page} said {after}): rows would have \
+         been missed or read twice, so the query stopped; run it again"
+    )]
+    Changed { page: u64, before: Shape, after: Shape },
+}
+
+/// What a page says about its whole list: how many pages and rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub pages: Option<u64>,
+    pub results: Option<u64>,
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        write!(f, "{} rows in {} pages", count(self.results), count(self.pages))
+    }
 }
 
 impl ApiError {
@@ -121,22 +145,34 @@ pub struct ApiClient {
     /// The environment variable the token came from, for hints.
     token_source: String,
     progress: Progress,
+    timeout: Duration,
 }
 
 impl ApiClient {
-    pub fn new(base_url: &str, token: Option<Token>, token_source: &str, progress: Progress) -> ApiClient {
+    pub fn new(
+        base_url: &str,
+        token: Option<Token>,
+        token_source: &str,
+        progress: Progress,
+        timeout: Duration,
+    ) -> ApiClient {
         // No overall timeout on the client: an upload may take hours. API calls set their own.
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("imageql/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the TLS backend initialises");
+            .redirect(same_origin_redirects());
+        // Plain http is only allowed to this machine: a proxy (HTTP_PROXY) would see the token.
+        if base_url.starts_with("http://") {
+            http = http.no_proxy();
+        }
+        let http = http.build().expect("the TLS backend initialises");
         ApiClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             token,
             token_source: token_source.to_string(),
             progress,
+            timeout,
         }
     }
 
@@ -179,7 +215,7 @@ impl ApiClient {
             HttpVerb::Put => reqwest::Method::PUT,
             HttpVerb::Delete => reqwest::Method::DELETE,
         };
-        let mut builder = self.http.request(method, &url).header("Accept", "application/json").timeout(CALL_TIMEOUT);
+        let mut builder = self.http.request(method, &url).header("Accept", "application/json").timeout(self.timeout);
         if let Some(Token(token)) = &self.token {
             builder = builder.bearer_auth(token);
         }
@@ -189,15 +225,20 @@ impl ApiClient {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
+        // A change whose answer was lost may have happened all the same.
+        let unknown_outcome = (attempts == 1).then(|| UNKNOWN_OUTCOME.to_string());
         let response = builder.send().await.map_err(|e| Failure {
             retryable: true,
             retry_after: None,
             error: ApiError::Network {
                 method: request.verb,
                 url: url.clone(),
-                hint: e.is_connect().then(|| {
-                    "Is the API reachable? To try imageql without an account, run it with --sandbox".to_string()
-                }),
+                hint: match e.is_connect() {
+                    true => {
+                        Some("Is the API reachable? To try imageql without an account, run it with --sandbox".into())
+                    }
+                    false => unknown_outcome.clone(),
+                },
                 detail: error_chain(&e.without_url()),
             },
         })?;
@@ -215,15 +256,24 @@ impl ApiClient {
                 method: request.verb,
                 url: url.clone(),
                 detail: error_chain(&e.without_url()),
-                hint: None,
+                hint: unknown_outcome.clone(),
             },
         })?;
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
+            // A body cut short on the way; a read asks again.
             return body.ok_or_else(|| Failure {
-                retryable: false,
+                retryable: true,
                 retry_after: None,
-                error: ApiError::Decode { method: request.verb, url, detail: "the body is not JSON".into() },
+                error: ApiError::Decode {
+                    method: request.verb,
+                    url,
+                    detail: format!(
+                        "the body is not JSON ({} bytes){}",
+                        bytes.len(),
+                        unknown_outcome.map(|h| format!(". {h}")).unwrap_or_default()
+                    ),
+                },
             });
         }
         let errors = body.as_ref().map(error_items).unwrap_or_default();
@@ -329,7 +379,8 @@ impl ApiClient {
                         }
                     };
                     let pages = body.get(&pagination.response_pages).and_then(Value::as_u64);
-                    Ok((rows, pages))
+                    let results = body.get("results").and_then(Value::as_u64);
+                    Ok((rows, Shape { pages, results }))
                 }
             }
         };
@@ -337,19 +388,33 @@ impl ApiClient {
         stream::once(first)
             .map(move |first| match first {
                 Err(e) => stream::iter([Err(e)]).boxed(),
-                Ok((rows, pages)) => {
+                Ok((rows, shape)) => {
                     // A missing page count means one page; `pages: 0` is the empty result.
-                    let mut last = pages.unwrap_or(1).max(1);
+                    let mut last = shape.pages.unwrap_or(1).max(1);
                     if let Some(max) = max_rows {
                         last = last.min((max as u64).div_ceil(page_size as u64).max(1));
                     }
                     progress.pages(last);
                     progress.page_done();
-                    let rest = stream::iter(2..=last).map(fetch.clone()).buffered(PAGE_CONCURRENCY);
+                    let fetch = fetch.clone();
+                    let rest = stream::iter(2..=last)
+                        .map(move |page| {
+                            let fetched = fetch(page);
+                            async move {
+                                let (rows, later) = fetched.await?;
+                                // Rows created or deleted since page 1 shift the pages: some
+                                // rows would be read twice or never (linode_api4 checks this too).
+                                match later == shape {
+                                    true => Ok(rows),
+                                    false => Err(ApiError::Changed { page, before: shape, after: later }),
+                                }
+                            }
+                        })
+                        .buffered(PAGE_CONCURRENCY);
                     // The bar lives as long as the stream of pages.
                     let progress = progress.clone();
                     stream::iter([Ok(rows)])
-                        .chain(rest.map_ok(move |(rows, _)| {
+                        .chain(rest.map_ok(move |rows| {
                             progress.page_done();
                             rows
                         }))
@@ -359,6 +424,21 @@ impl ApiClient {
             .flatten()
             .boxed()
     }
+}
+
+/// Redirects are followed within the API's origin only: the token must not travel to
+/// another host, port or scheme, so such a redirect is answered as it came.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let origin = |url: &reqwest::Url| {
+            (url.scheme().to_string(), url.host_str().map(str::to_string), url.port_or_known_default())
+        };
+        let same = attempt.previous().first().is_some_and(|first| origin(first) == origin(attempt.url()));
+        match same && attempt.previous().len() < 10 {
+            true => attempt.follow(),
+            false => attempt.stop(),
+        }
+    })
 }
 
 struct Failure {

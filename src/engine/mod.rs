@@ -21,6 +21,7 @@ if let Outcome::Rows { stream, .. } = session.execute("SELECT id, label FROM lin
 
 mod copy;
 mod function;
+mod guard;
 pub mod meta;
 
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
-use crate::api::{ApiClient, Progress, Token};
+use crate::api::{ApiClient, CALL_TIMEOUT, Progress, Token};
 pub use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::mutate;
@@ -42,6 +43,7 @@ use crate::outcome::Outcome;
 use crate::provider::Registry;
 use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
 use crate::sql;
+pub use guard::{MAX_EXPRESSION_DEPTH, MAX_JOINS, MAX_SET_OPERATIONS};
 
 /// What a session runs against and how.
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ pub struct SessionOptions {
     /// The catalog unqualified `service.resource` names resolve in (a Postgres database);
     /// `None` keeps names fully qualified.
     pub default_catalog: Option<String>,
+    /// How long one API call may take (a list page, a change; not an upload's body).
+    pub timeout: std::time::Duration,
 }
 
 impl SessionOptions {
@@ -67,6 +71,7 @@ impl SessionOptions {
             scan: ScanOptions::default(),
             progress: Progress::silent(),
             default_catalog: None,
+            timeout: CALL_TIMEOUT,
         }
     }
 }
@@ -82,15 +87,22 @@ impl Session {
         let registry = options.registry;
         let mut clients = std::collections::HashMap::new();
         for provider in registry.providers.values() {
-            let base_url = options.base_url.clone().unwrap_or_else(|| provider.base_url.clone());
+            let given = options.base_url.clone().unwrap_or_else(|| provider.base_url.clone());
+            let base_url = api_base(&given)?;
             if options.token.is_some() && cleartext_off_host(&base_url) {
                 return Err(Error::Usage(format!(
-                    "refusing to send {} over plain http to {base_url}: use https, or a loopback address",
+                    "refusing to send {} over plain http to {given}: use https, or a loopback address",
                     provider.auth.env_var
                 )));
             }
-            let client =
-                ApiClient::new(&base_url, options.token.clone(), &provider.auth.env_var, options.progress.clone());
+            let base_url = base_url.as_str().trim_end_matches('/').to_string();
+            let client = ApiClient::new(
+                &base_url,
+                options.token.clone(),
+                &provider.auth.env_var,
+                options.progress.clone(),
+                options.timeout,
+            );
             clients.insert(provider.id.clone(), Arc::new(client));
         }
         let mut config = SessionConfig::new().with_information_schema(true);
@@ -199,6 +211,7 @@ impl Session {
             return Ok(Outcome::batch(meta::run(&meta?, &self.registry)?, None));
         }
         let mut parsed = sql::parse(text)?;
+        guard::check_depth(&parsed.statement)?;
         sql::resolve_names(&mut parsed.statement, &self.registry);
         let state = self.ctx.state();
         match &parsed.statement {
@@ -222,6 +235,9 @@ impl Session {
 
     /// Everything DataFusion runs: queries, EXPLAIN, views, COPY.
     async fn query(&self, state: SessionState, statement: DFStatement) -> Result<Outcome, Error> {
+        if let DFStatement::CopyTo(copy) = &statement {
+            guard::check_copy(copy, &state)?;
+        }
         let plan = state.statement_to_plan(statement).await?;
         if let LogicalPlan::Copy(copy) = plan {
             let counted = copy::run(&self.ctx, copy).await?;
@@ -229,6 +245,7 @@ impl Session {
             let batch = concat_batches(&schema, &counted)?;
             return Ok(Outcome::batch(batch, None));
         }
+        guard::check_plan(&plan, &self.registry)?;
         let quiet = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
         let frame = self.ctx.execute_logical_plan(plan).await?;
         if quiet {
@@ -239,14 +256,31 @@ impl Session {
     }
 }
 
-/// A URL that would carry the token unencrypted off this machine.
-fn cleartext_off_host(url: &str) -> bool {
-    match reqwest::Url::parse(url) {
-        Ok(url) => {
-            let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
-            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            url.scheme() == "http" && !loopback
-        }
-        Err(_) => false,
+/// The API base as a URL: http or https with a host, nothing the client would have to guess
+/// at (`http://` alone, or `http:images`, which means the host `images`).
+fn api_base(text: &str) -> Result<reqwest::Url, Error> {
+    let invalid = |why: &str| {
+        Error::Usage(format!(
+            "the API URL {text:?} {why}: give one like https://api.linode.com/v4 or http://127.0.0.1:8765/v4"
+        ))
+    };
+    let url = reqwest::Url::parse(text).map_err(|e| invalid(&format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("must start with https:// or http://"));
     }
+    let written = text.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+    if url.host_str().is_none_or(str::is_empty) || !written.starts_with(|c: char| c != '/') {
+        return Err(invalid("names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("may not hold credentials, a query or a fragment"));
+    }
+    Ok(url)
+}
+
+/// A URL that would carry the token unencrypted off this machine.
+fn cleartext_off_host(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    url.scheme() == "http" && !loopback
 }

@@ -115,7 +115,8 @@ pub enum AwaitProblem {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => 2,
+            Error::Usage(_) | Error::Provider(_) => 2,
+            Error::Sandbox(sandbox) if sandbox.is_usage() => 2,
             Error::At { source, .. } => source.exit_code(),
             _ => 1,
         }

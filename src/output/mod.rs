@@ -1,10 +1,12 @@
 /*! The one printing path: statement outcomes as `table`, `json` (one array), `ndjson`, `csv`
 and `text` (tab-separated, no header). All but `table` write each batch as it arrives. In
 `csv` and `text`, lists and structs are written as JSON text so that the cell can be parsed
-again. A change without rows prints a one-line summary in `table` and `text`, and one row
+again; `table` and `text` escape what would break their lines or drive the terminal
+([`escape`]). A change without rows prints a one-line summary in `table` and `text`, and one row
 elsewhere so that the output stays parseable. [`progress`] draws the engine's progress on a
 terminal. */
 
+mod escape;
 pub mod progress;
 
 use std::io::Write;
@@ -17,6 +19,7 @@ use crate::error::Error;
 use crate::json_text::nested_as_json;
 use crate::outcome::{Change, Outcome};
 use crate::provider::Verb;
+use escape::Escape;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -157,7 +160,7 @@ impl<'w> Printer<'w> {
     fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
         self.rows += batch.num_rows();
         match self.format {
-            Format::Table => self.held.push(batch),
+            Format::Table => self.held.push(Escape::Controls.batch(&batch)?),
             Format::Json => {
                 let writer = self.json.as_mut().expect("created for json");
                 writer.write(&batch)?;
@@ -177,7 +180,7 @@ impl<'w> Printer<'w> {
                 writer.write(&batch)?;
             }
             Format::Text => {
-                let batch = nested_as_json(&batch)?;
+                let batch = Escape::Text.batch(&nested_as_json(&batch)?)?;
                 let options = FormatOptions::default().with_null("");
                 let formatters = cell_formatters(&batch, &options)?;
                 for row in 0..batch.num_rows() {

@@ -29,7 +29,7 @@ pub struct Options {
     /// Requests per minute and token (the provider's documented limit).
     pub rate_limit: u32,
     pub rate_limit_list: Option<u32>,
-    pub fail_rate: f64,
+    pub faults: super::fault::Faults,
 }
 
 #[derive(Clone)]

@@ -1,6 +1,6 @@
-//! `/sandbox/clock`: the sandbox's clock, readable and movable forward, so that time-based
-//! transitions (upload and recovery image expiry) can be seen without waiting. It lives
-//! outside `/v4`: it is not part of the Linode API.
+//! `/sandbox/clock`: the sandbox's clock, readable, and movable forward with an account's
+//! token, so that time-based transitions (upload and recovery image expiry) can be seen
+//! without waiting. It lives outside `/v4`: it is not part of the Linode API.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -9,15 +9,18 @@ use serde_json::{Value, json};
 
 use super::app::App;
 use super::store::format_time;
-use super::wire::{ApiError, Reply, json_object, ok};
+use super::wire::{ApiError, Caller, Reply, json_object, ok};
 
 pub async fn clock(State(app): State<App>) -> Response {
     ok(json!({ "now": format_time(app.read(|s| s.now())) }))
 }
 
-pub async fn advance_clock(State(app): State<App>, body: Bytes) -> Reply {
-    // A century is more than any expiry needs, and keeps the clock far from overflowing.
-    const MAX_OFFSET: i64 = 100 * 366 * 24 * 3600;
+/// A century is more than any expiry needs, and keeps the clock far from overflowing.
+pub const MAX_OFFSET: i64 = 100 * 366 * 24 * 3600;
+
+/// Moving the clock expires every account's pending uploads, so only an account may do it.
+pub async fn advance_clock(State(app): State<App>, caller: Caller, body: Bytes) -> Reply {
+    caller.account()?;
     let body = json_object(&body)?;
     let seconds = body.get("advance_seconds").and_then(Value::as_i64).filter(|s| (0..=MAX_OFFSET).contains(s));
     let seconds = seconds.ok_or_else(|| {

@@ -11,6 +11,7 @@ The modules depend on each other in one direction: `router` mounts the handlers 
 
 mod app;
 mod clock;
+mod fault;
 mod generic;
 mod images;
 mod instances;
@@ -32,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::provider::Registry;
 use app::{App, Limits, Options};
+use fault::Faults;
 use persist::DataDir;
 use seed::SeedOptions;
 use store::Pace;
@@ -39,6 +41,12 @@ use wire::RateLimiter;
 
 /// The seeded account's token unless `--token` says otherwise.
 pub const DEFAULT_TOKEN: &str = "sandbox-token";
+/// Generated images are held in memory: this many take a few hundred MB.
+const MAX_SEED_IMAGES: u64 = 200_000;
+/// An account limit beyond which the check means nothing.
+const MAX_IMAGES_LIMIT: u64 = 1_000_000;
+/// A petabyte: far beyond any account, and far from overflowing when counted in MB.
+const MAX_TOTAL_GB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SandboxArgs {
@@ -46,8 +54,11 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "127.0.0.1:8765", value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
     /// Bearer token of the seeded account; other tokens get 401, no token sees public images only.
-    #[arg(long, default_value = DEFAULT_TOKEN, hide_default_value = true)]
+    #[arg(long, env = "IMAGEQL_SANDBOX_TOKEN", hide_env_values = true, default_value = DEFAULT_TOKEN, hide_default_value = true)]
     pub token: String,
+    /// Read the seeded account's token from FILE (its first line), so that it does not show in `ps`.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// One more account with its own token, instances and disks, and no private images (repeatable).
     #[arg(long = "account", value_name = "NAME:TOKEN", value_parser = parse_account)]
     pub accounts: Vec<(String, String)>,
@@ -55,10 +66,10 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Add N generated private images (deterministic), for scale tests.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u64).range(..=MAX_SEED_IMAGES))]
     pub seed_images: u64,
     /// Milliseconds added to every response, to model a real network.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u64).range(..=600_000))]
     pub latency_ms: u64,
     /// Append one JSON object per request to FILE.
     #[arg(long, value_name = "FILE")]
@@ -69,14 +80,18 @@ pub struct SandboxArgs {
     /// List requests (GET /images) allowed per minute and token; more get 429 [default: unlimited].
     #[arg(long, value_name = "N")]
     pub rate_limit_list: Option<u32>,
-    /// Fraction of requests answered with 500, 502 or 503.
+    /// Fraction of API requests that meet a fault: 429, 5xx, a reset or truncated body, a stall,
+    /// or a list that changes between pages (see docs/sandbox.md).
     #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_fraction)]
     pub fail_rate: f64,
+    /// How long a stalled response (a fault) waits before its 504, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(..=600_000))]
+    pub stall_ms: u64,
     /// Custom images an account may hold.
-    #[arg(long, default_value_t = 25, value_name = "N")]
-    pub max_images: usize,
+    #[arg(long, default_value_t = 25, value_name = "N", value_parser = clap::value_parser!(u64).range(..=MAX_IMAGES_LIMIT))]
+    pub max_images: u64,
     /// Storage an account's custom images may use, in GB (size × regions).
-    #[arg(long, default_value_t = 150, value_name = "GB")]
+    #[arg(long, default_value_t = 150, value_name = "GB", value_parser = clap::value_parser!(u64).range(..=MAX_TOTAL_GB))]
     pub max_total_gb: u64,
     /// Serve the resources the provider files in DIR describe, instead of the built-in ones.
     #[arg(long, value_name = "DIR")]
@@ -88,6 +103,7 @@ impl Default for SandboxArgs {
         SandboxArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: DEFAULT_TOKEN.into(),
+            token_file: None,
             accounts: vec![],
             data_dir: None,
             seed_images: 0,
@@ -96,6 +112,7 @@ impl Default for SandboxArgs {
             time_scale: 1.0,
             rate_limit_list: None,
             fail_rate: 0.0,
+            stall_ms: 30_000,
             max_images: 25,
             max_total_gb: 150,
             providers: None,
@@ -139,8 +156,65 @@ pub enum SandboxError {
     Serving(String),
     #[error("{0}")]
     Accounts(String),
+    #[error("cannot read the token file {path}: {reason}")]
+    TokenFile { path: PathBuf, reason: String },
     #[error("sandbox server failed: {0}")]
     Serve(std::io::Error),
+}
+
+/// How long a client may take to send a request's headers before its connection is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until the task is dropped. Each is served by hyper with a timeout on
+/// reading headers, so half-sent requests cannot hold connections open.
+async fn serve(listener: TcpListener, router: axum::Router) -> Result<(), std::io::Error> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors or a connection gone before it was accepted: go on.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                tower::ServiceExt::oneshot(router.clone(), request)
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // Above the router's own limits, so that their answers carry the API's envelope.
+            builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_headers(256);
+            // Failed connections (resets, timeouts) concern only their client.
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+impl SandboxError {
+    /// A mistake in how the sandbox was started (its options or their files).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            SandboxError::Providers(_)
+                | SandboxError::Serving(_)
+                | SandboxError::Accounts(_)
+                | SandboxError::TokenFile { .. }
+        )
+    }
+}
+
+/// The first line of a token file, which must hold one.
+fn read_token(path: &std::path::Path) -> Result<String, SandboxError> {
+    let failed = |reason: String| SandboxError::TokenFile { path: path.to_path_buf(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    match token.is_empty() {
+        true => Err(failed("it is empty; write the token on its first line".into())),
+        false => Ok(token.to_string()),
+    }
 }
 
 /// A running sandbox; dropping it stops the server.
@@ -164,7 +238,11 @@ impl Sandbox {
         });
         // One limit for every request, so the strictest of the providers'.
         let rate_limit = registry.providers.values().filter_map(|p| p.rate_limits.as_ref()).map(|r| r.per_minute).min();
-        let mut tokens: Vec<&str> = vec![args.token.as_str()];
+        let token = match &args.token_file {
+            None => args.token.clone(),
+            Some(path) => read_token(path)?,
+        };
+        let mut tokens: Vec<&str> = vec![token.as_str()];
         for (name, token) in &args.accounts {
             if tokens.contains(&token.as_str()) {
                 return Err(SandboxError::Accounts(format!("account {name} reuses a token another account has")));
@@ -183,7 +261,7 @@ impl Sandbox {
             }
         };
         let seed = SeedOptions {
-            token: args.token.clone(),
+            token: token.clone(),
             extra_accounts: args.accounts.clone(),
             generated_images: args.seed_images,
         };
@@ -210,10 +288,10 @@ impl Sandbox {
             options: Arc::new(Options {
                 latency: Duration::from_millis(args.latency_ms),
                 pace: Pace { scale: args.time_scale },
-                limits: Limits { max_images: args.max_images, max_total_mb: args.max_total_gb * 1024 },
+                limits: Limits { max_images: args.max_images as usize, max_total_mb: args.max_total_gb * 1024 },
                 rate_limit: rate_limit.unwrap_or(u32::MAX),
                 rate_limit_list: args.rate_limit_list,
-                fail_rate: args.fail_rate,
+                faults: Faults { rate: args.fail_rate, stall: Duration::from_millis(args.stall_ms) },
             }),
             data_dir,
             access_log,
@@ -221,9 +299,8 @@ impl Sandbox {
             origin: Arc::new(format!("http://{addr}")),
         };
         let router = router::router(app).map_err(SandboxError::Serving)?;
-        let router = router.into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move { axum::serve(listener, router).await });
-        Ok(Sandbox { base_url: format!("http://{addr}/v4"), token: args.token.clone(), task })
+        let task = tokio::spawn(serve(listener, router));
+        Ok(Sandbox { base_url: format!("http://{addr}/v4"), token, task })
     }
 
     /// Serves until the process is interrupted or the server fails.

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::app::App;
 use super::generic::Reads;
 use super::wire::{ApiError, Caller, bearer};
-use super::{clock, images, instances};
+use super::{clock, fault, images, instances};
 
 /// The resources with handlers of their own: they belong to accounts and change over time.
 const OWN_HANDLERS: [&str; 3] = ["linode.images.images", "linode.linode.instances", "linode.linode.disks"];
@@ -74,13 +74,28 @@ pub fn router(app: App) -> Result<Router, String> {
         .with_state(app))
 }
 
-/// A cheap, well-spread pseudo-random number for fault injection.
-fn random_unit() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 1.0;
+/// Longest request target (path and query) answered.
+const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most headers, and most header bytes, a request may carry.
+const MAX_HEADERS: usize = 64;
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// A 414 or 431 in the API's envelope for a request too large to consider.
+fn oversized(request: &Request) -> Option<ApiError> {
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return Some(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("The request target is longer than {MAX_URI_BYTES} bytes"),
+        ));
     }
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    (headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES).then(|| {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("A request may carry at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"),
+        )
+    })
 }
 
 /// Latency, rate limits, injected faults, common headers, a JSON body on every response,
@@ -92,6 +107,9 @@ async fn every_request(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    if let Some(refusal) = oversized(&request) {
+        return refusal.into_response();
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().map(str::to_string);
@@ -122,18 +140,21 @@ async fn every_request(
         false => (Some(limit), now),
     };
 
+    let (page, page_size) = fault::paging(query.as_deref().filter(|_| method == Method::GET));
+    let fault = is_api.then(|| app.options.faults.pick(request.headers(), page)).flatten();
     let mut response = if remaining.is_none() {
         ApiError::too_many_requests(reset.saturating_sub(now).max(1)).into_response()
-    } else if is_api && app.options.fail_rate > 0.0 && random_unit() < app.options.fail_rate {
-        // Faults strike before the handler runs, so a failed request changes nothing.
-        let (status, reason) = match (random_unit() * 3.0) as u8 {
-            0 => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
-            1 => (StatusCode::BAD_GATEWAY, "Bad gateway"),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
-        };
-        ApiError::new(status, reason).into_response()
+    } else if let Some(answer) = match fault {
+        Some(fault) => app.options.faults.before(fault).await,
+        None => None,
+    } {
+        answer
     } else {
-        next.run(request).await
+        let response = next.run(request).await;
+        match fault {
+            Some(fault) => fault::after(fault, response, page_size).await,
+            None => response,
+        }
     };
 
     let is_json =

@@ -7,7 +7,8 @@ Each predicate DataFusion offers becomes one of:
 - an X-Filter condition, `Exact` when the API's semantics equal SQL's, `Inexact` when the API
   returns a superset that DataFusion filters again (`LIKE` → case-insensitive `+contains`,
   `!=` on a nullable field);
-- nothing, for whatever the API cannot express. */
+- nothing, for whatever the API cannot express, or for filters beyond the header's limits
+  ([`MAX_DEPTH`], [`MAX_CONDITIONS`]). */
 
 use datafusion::arrow::array::Array;
 use datafusion::common::ScalarValue;
@@ -16,7 +17,7 @@ use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator, TableP
 use serde_json::Value;
 
 use crate::provider::{Field, FilterOp, Kind, Resource, SqlVerb};
-use crate::xfilter::Filter;
+use crate::xfilter::{Filter, MAX_CONDITIONS, MAX_DEPTH};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FilterUse {
@@ -55,8 +56,12 @@ pub fn classify(resource: &Resource, filter: &Expr) -> FilterUse {
         return FilterUse::Bind { param: param.to_string(), values };
     }
     match translate(resource, filter) {
-        Some((filter, exact)) => FilterUse::Remote { filter, exact },
-        None => FilterUse::Local,
+        // One level stays for the AND of all predicates; beyond the header's limits the API
+        // would refuse the filter, so DataFusion evaluates it.
+        Some((filter, exact)) if filter.depth() < MAX_DEPTH && filter.conditions() <= MAX_CONDITIONS / 2 => {
+            FilterUse::Remote { filter, exact }
+        }
+        _ => FilterUse::Local,
     }
 }
 

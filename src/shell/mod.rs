@@ -254,6 +254,11 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
                 continue;
             }
             Err(ReadlineError::Eof) => break,
+            // Bytes that are not UTF-8 (a binary paste): the line is lost, the shell is not.
+            Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                eprintln!("imageql: error: the input was not UTF-8 text and was ignored; type or paste the line again");
+                continue;
+            }
             Err(e) => return Err(readline(e)),
         };
         if pending.is_empty() && line.trim().is_empty() {
@@ -281,7 +286,10 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
             continue;
         }
         let input = std::mem::take(&mut pending);
-        remember(&mut editor, &history, input.trim());
+        // Statements pasted together are recalled one by one.
+        for piece in split_statements(input.trim()) {
+            remember(&mut editor, &history, &format!("{};", piece.text));
+        }
         shell.run_text(input.trim()).await;
     }
     Ok(())

@@ -1,5 +1,9 @@
 //! Test harness: a real `imageql sandbox` process on a loopback port, its access log, and
 //! runs of the real `imageql` binary against it.
+//!
+//! The seeded account's token is a canary: every run of imageql checks that it appears
+//! nowhere in what imageql printed, and every sandbox checks its access log and what it
+//! printed when it stops, so the whole suite is a search for a leaked token.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
 use std::io::{BufRead, BufReader};
@@ -8,7 +12,37 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
-pub const TOKEN: &str = "sandbox-token";
+/// The seeded account's token in every test: a canary that must never be printed or logged.
+pub const TOKEN: &str = "canary-3f9d1c7e5b-token";
+/// The in-process sandbox's (`--sandbox`) token, checked like the canary.
+pub const DEFAULT_TOKEN: &str = "sandbox-token";
+
+/// Panics when `text` holds a token.
+pub fn assert_no_token(what: &str, text: &str) {
+    for token in [TOKEN, DEFAULT_TOKEN] {
+        assert!(!text.contains(token), "the token {token} leaked into {what}:\n{text}");
+    }
+}
+
+/// Panics when a file under `dir` holds a token, except owner-only files the sandbox keeps its
+/// accounts in.
+pub fn assert_no_token_in_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            assert_no_token_in_dir(&path);
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+        let owner_only = path.metadata().is_ok_and(|m| m.permissions().mode() & 0o077 == 0);
+        if path.file_name().is_some_and(|n| n == "state.json") && owner_only {
+            continue;
+        }
+        assert_no_token(&path.display().to_string(), &text);
+    }
+}
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_imageql")
@@ -18,6 +52,8 @@ pub struct SandboxProcess {
     child: Child,
     pub url: String,
     pub access_log: PathBuf,
+    printed: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -30,20 +66,37 @@ impl SandboxProcess {
     pub fn start_with(global: &[&str], extra: &[&str]) -> SandboxProcess {
         let dir = tempfile::tempdir().unwrap();
         let access_log = dir.path().join("access.log");
+        let own_token = extra.iter().any(|a| *a == "--token" || *a == "--token-file");
         let mut child = Command::new(binary())
             .args(global)
             .args(["sandbox", "--listen", "127.0.0.1:0", "--access-log"])
             .arg(&access_log)
+            .args(if own_token { vec![] } else { vec!["--token", TOKEN] })
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the imageql binary starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let url = line.trim().to_string();
         assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/v4"), "first line is the base URL: {url:?}");
-        SandboxProcess { child, url, access_log, _dir: dir }
+        // What the sandbox prints later is kept for the canary check (and passed on).
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let keep = |printed: std::sync::Arc<std::sync::Mutex<String>>, mut from: Box<dyn BufRead + Send>| {
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                while from.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    eprint!("{line}");
+                    printed.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            })
+        };
+        let readers = vec![keep(printed.clone(), Box::new(stdout)), keep(printed.clone(), Box::new(stderr))];
+        SandboxProcess { child, url, access_log, printed, readers, _dir: dir }
     }
 
     pub fn pid(&self) -> u32 {
@@ -104,6 +157,13 @@ impl Drop for SandboxProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        if !std::thread::panicking() {
+            assert_no_token("the sandbox's output", &self.printed.lock().unwrap());
+            assert_no_token("the access log", &std::fs::read_to_string(&self.access_log).unwrap_or_default());
+        }
     }
 }
 
@@ -115,7 +175,17 @@ pub fn imageql_command(home: &Path) -> Command {
     command
 }
 
+/// A finished run of imageql; dropping it checks that it printed no token.
 pub struct Run(pub Output);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_token("imageql's stdout", &self.stdout());
+            assert_no_token("imageql's stderr", &self.stderr());
+        }
+    }
+}
 
 impl Run {
     pub fn stdout(&self) -> String {
