@@ -159,7 +159,8 @@ impl Session {
                 if let DFStatement::Statement(statement) = explain.statement.as_ref()
                     && let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed.hints).await?
                 {
-                    return Ok(Outcome::batch(mutate::explain(&bound).await?, None));
+                    let api = &self.clients[&bound.provider.id];
+                    return Ok(Outcome::batch(mutate::explain(&bound, api).await?, None));
                 }
             }
             _ => {}

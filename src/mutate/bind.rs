@@ -18,6 +18,7 @@ use datafusion::sql::sqlparser::ast::{
 use serde_json::Value;
 
 use super::execute::{call_for, validation};
+use super::sets::{SetChange, members};
 use super::values::{literal, rows_of_batches};
 use super::{Bound, Input, Upload, upload};
 use crate::error::Error;
@@ -134,6 +135,7 @@ fn bound(state: &SessionState, target: Resolved, verb: Verb, method_name: &str, 
         returning: None,
         await_ready: false,
         upload: None,
+        set_change: None,
         state: state.clone(),
     }
 }
@@ -468,6 +470,7 @@ fn bind_exec(
     let upload_param = method.upload.as_ref().map(|u| u.param.clone());
     let mut values: Vec<(String, Value)> = Vec::new();
     let mut file = None;
+    let mut set_change = None;
     for parameter in parameters {
         let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = parameter else {
             return Err(Error::Refused(format!(
@@ -501,8 +504,21 @@ fn bind_exec(
             file = Some(PathBuf::from(path));
             continue;
         }
+        if let Some(spec) = &method.complete_set
+            && (param == spec.add || param == spec.remove)
+        {
+            let change = set_change.get_or_insert_with(SetChange::default);
+            let names = members(param, &value)?;
+            if param == spec.add {
+                change.add = names
+            } else {
+                change.remove = names
+            }
+            continue;
+        }
         let mut valid = accepted(method);
         valid.extend(upload_param.as_deref());
+        valid.extend(method.complete_set.iter().flat_map(|s| [s.add.as_str(), s.remove.as_str()]));
         if !valid.contains(&param) {
             return Err(unknown_name(format!("{method_name} takes no parameter @{param}"), param, &valid));
         }
@@ -530,9 +546,29 @@ fn bind_exec(
         (Some(path), Some(spec)) => Some(Upload { warning: upload::inspect(&path, spec)?, path }),
         _ => None,
     };
+    if let Some(spec) = &method.complete_set {
+        // Every call of such a method is checked against the current set, and its column is
+        // always there to be filled in once that is read.
+        let change = set_change.get_or_insert_with(SetChange::default);
+        if !values.iter().any(|(n, _)| n == &spec.field) {
+            if change.add.is_empty() && change.remove.is_empty() {
+                return Err(Error::Missing {
+                    verb: Verb::Exec,
+                    resource: resource.full_name.clone(),
+                    method: method_name.clone(),
+                    needs: vec![format!(
+                        "@{}='…' (added to the current {}), @{}='…', or the whole list in @@json",
+                        spec.add, spec.field, spec.remove
+                    )],
+                });
+            }
+            values.push((spec.field.clone(), Value::Null));
+        }
+    }
     let (columns, row): (Vec<String>, Vec<Value>) = values.into_iter().unzip();
     let mut bound = bound(state, target, Verb::Exec, &method_name, Input::Rows(vec![row]));
     bound.columns = columns;
     bound.upload = upload;
+    bound.set_change = set_change;
     Ok(bound)
 }

@@ -18,6 +18,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{ExprWithAlias, SelectItem};
 use serde_json::{Map, Value};
 
+use super::sets::{self, SetPlan};
 use super::values::{coerce, rows_of_batches};
 use super::{Bound, Call, Input, upload};
 use crate::api::{ApiClient, Event, Request};
@@ -94,7 +95,7 @@ async fn input_rows(bound: &Bound, cancel: &CancelToken) -> Result<Vec<Vec<Value
 }
 
 /// One call per row, every one of them checked; nothing is sent when any is invalid.
-fn calls(bound: &Bound, rows: Vec<Vec<Value>>) -> Result<Vec<Call>, Error> {
+pub(super) fn calls(bound: &Bound, rows: Vec<Vec<Value>>) -> Result<Vec<Call>, Error> {
     let method = bound.method();
     let mut rows = rows;
     if bound.protected_flag {
@@ -147,7 +148,9 @@ fn subject_of(value: Option<&Value>) -> String {
 }
 
 pub async fn execute(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> Result<Outcome, Error> {
-    let calls = calls(&bound, input_rows(&bound, cancel).await?)?;
+    let mut rows = input_rows(&bound, cancel).await?;
+    let sets = sets::resolve(&bound, api, &mut rows).await?;
+    let calls = calls(&bound, rows)?;
     let method = bound.method();
     if let Some(warning) = bound.upload.as_ref().and_then(|u| u.warning) {
         let path = bound.upload.as_ref().map(|u| u.path.display().to_string()).unwrap_or_default();
@@ -193,6 +196,10 @@ pub async fn execute(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -
             }
         } else {
             rows.extend(found);
+            let mut extra = extra;
+            for (name, members) in sets.get(index).map(SetPlan::columns).into_iter().flatten() {
+                extra.insert(name.into(), Value::String(members));
+            }
             extras.push(extra);
         }
         done.push(match row_ids(&bound.resource, &rows[rows.len().saturating_sub(1)..]).pop() {
@@ -457,7 +464,7 @@ fn reads_tables(plan: &LogicalPlan) -> bool {
 
 /// EXPLAIN of a change: the requests it would send, none sent. Rows that need a read are
 /// shown as the read's plan and what each of its rows becomes.
-pub async fn explain(bound: &Bound) -> Result<RecordBatch, Error> {
+pub async fn explain(bound: &Bound, api: &ApiClient) -> Result<RecordBatch, Error> {
     let method = bound.method();
     let mut steps: Vec<(String, String)> = Vec::new();
     match &bound.input {
@@ -478,10 +485,24 @@ pub async fn explain(bound: &Bound) -> Result<RecordBatch, Error> {
             steps.push(("for each row".into(), format!("{} {}{with}", method.verb, method.path)));
         }
         _ => {
-            let rows = input_rows(bound, &CancelToken::new()).await?;
+            let mut rows = input_rows(bound, &CancelToken::new()).await?;
+            let sets = sets::resolve(bound, api, &mut rows).await?;
             for (i, call) in calls(bound, rows)?.iter().enumerate() {
+                let set = sets.get(i);
+                if let Some(set) = set {
+                    steps.push((
+                        "read".into(),
+                        format!("GET {} ({} now: {})", set.read, set.field, set.current.join(", ")),
+                    ));
+                }
                 let body = call.body.as_ref().map(|b| format!(" {}", Value::Object(b.clone()))).unwrap_or_default();
                 steps.push(((i + 1).to_string(), format!("{} {}{body}", call.verb, call.path)));
+                if let Some(set) = set {
+                    let named =
+                        |members: &[String]| if members.is_empty() { "nothing".into() } else { members.join(", ") };
+                    steps.push(("adds".into(), named(&set.added)));
+                    steps.push(("removes".into(), named(&set.removed)));
+                }
             }
         }
     }
