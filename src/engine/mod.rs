@@ -39,7 +39,7 @@ pub use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::mutate;
 use crate::outcome::Outcome;
-use crate::provider::Registry;
+use crate::provider::{Registry, nearest};
 use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
 use crate::sql;
 
@@ -114,7 +114,7 @@ impl Session {
                         failed(Error::Refused(format!("the view uses {{{{ {missing} }}}}, which is not a constant")))
                     })?;
                     let mut parsed = sql::parse(&query).map_err(failed)?;
-                    sql::resolve_names(&mut parsed.statement, &self.registry);
+                    sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
                     let plan =
                         self.ctx.state().statement_to_plan(parsed.statement).await.map_err(|e| failed(e.into()))?;
                     if view.params.is_empty() {
@@ -130,6 +130,12 @@ impl Session {
         Ok(())
     }
 
+    /// The tables this session made (CREATE TABLE), whose names are not completed.
+    fn local_tables(&self) -> Vec<String> {
+        let public = self.ctx.catalog("datafusion").and_then(|c| c.schema("public"));
+        public.map(|schema| schema.table_names()).unwrap_or_default().iter().map(|t| t.to_lowercase()).collect()
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -142,11 +148,18 @@ impl Session {
 
     /// [`Session::execute`], stopped by `cancel`: a change stops before its next request.
     pub async fn execute_with(&self, text: &str, cancel: &CancelToken) -> Result<Outcome, Error> {
+        self.run(text, cancel).await.map_err(|error| match error {
+            Error::UnknownTable { name, .. } => unknown_table(&self.registry, &name),
+            other => other,
+        })
+    }
+
+    async fn run(&self, text: &str, cancel: &CancelToken) -> Result<Outcome, Error> {
         if let Some(meta) = meta::parse(text, &self.registry) {
             return Ok(Outcome::batch(meta::run(&meta?, &self.registry)?, None));
         }
         let mut parsed = sql::parse(text)?;
-        sql::resolve_names(&mut parsed.statement, &self.registry);
+        sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
         let state = self.ctx.state();
         match &parsed.statement {
             DFStatement::Statement(statement) => {
@@ -185,6 +198,23 @@ impl Session {
         }
         Ok(Outcome::Rows { stream: frame.execute_stream().await?, changed: None })
     }
+}
+
+/// The error for a table DataFusion did not find, named as the user wrote it (without
+/// DataFusion's default `datafusion.public.`), with the full names it may stand for.
+fn unknown_table(registry: &Registry, name: &str) -> Error {
+    let written = name.strip_prefix("datafusion.").map(|n| n.strip_prefix("public.").unwrap_or(n)).unwrap_or(name);
+    let parts: Vec<&str> = written.split('.').collect();
+    let matches = if parts.len() < 3 { registry.completions(&parts) } else { vec![] };
+    let known = registry.table_names();
+    let nearest = nearest(written, known.iter().map(String::as_str)).or_else(|| {
+        // A shortened name: compared with the same number of last parts of each full name.
+        let shortened = |full: &String| full.split('.').skip(3 - parts.len().min(3)).collect::<Vec<_>>().join(".");
+        let short: Vec<String> = known.iter().map(shortened).collect();
+        let close = nearest(written, short.iter().map(String::as_str))?;
+        known.iter().zip(&short).find(|(_, s)| s.as_str() == close).map(|(full, _)| full.as_str())
+    });
+    Error::UnknownTable { name: written.to_string(), matches, nearest: nearest.map(str::to_string) }
 }
 
 /// A URL that would carry the token unencrypted off this machine.

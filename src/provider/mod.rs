@@ -701,6 +701,32 @@ impl Registry {
     }
 
     /// Every resource with its provider, in name order.
+    /// The full names of everything a query can read: resources and views.
+    pub fn table_names(&self) -> Vec<String> {
+        self.providers
+            .values()
+            .flat_map(|p| {
+                p.services.values().flat_map(move |s| {
+                    let names = s.resources.keys().chain(s.views.keys());
+                    names.map(move |name| format!("{}.{}.{name}", p.id, s.id))
+                })
+            })
+            .collect()
+    }
+
+    /// The full names that a shortened name (`images`, `images.images`) stands for: those
+    /// ending in its parts, compared without case.
+    pub fn completions(&self, parts: &[&str]) -> Vec<String> {
+        let suffix: Vec<String> = parts.iter().map(|p| p.to_lowercase()).collect();
+        self.table_names()
+            .into_iter()
+            .filter(|full| {
+                let names: Vec<String> = full.split('.').map(str::to_lowercase).collect();
+                suffix.len() < names.len() && names.ends_with(&suffix)
+            })
+            .collect()
+    }
+
     pub fn resources(&self) -> impl Iterator<Item = (&Arc<Provider>, &Service, &Arc<Resource>)> {
         self.providers
             .values()

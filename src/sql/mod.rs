@@ -5,7 +5,8 @@ statement is lexed once and parsed once with DataFusion's parser; `REPLACE … S
 sqlparser's own UPDATE grammar (the AST keeps the REPLACE keyword as its verb token), and
 `/*+ HINT */` comments after the verb are read from the same tokens. Names that SQL would
 lowercase are resolved against the provider registry: a parameter that aliases a column
-(`imageId` → `id`) is rewritten to that column. */
+(`imageId` → `id`) is rewritten to that column, and a table named without its provider and
+service (`FROM images`) gets its full name when only one resource or view has it. */
 
 mod split;
 
@@ -17,7 +18,8 @@ use datafusion::sql::parser::{
     CopyToSource, CopyToStatement, DFParserBuilder, ExplainStatement, Statement as DFStatement,
 };
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, ObjectName, Statement, Update, visit_expressions_mut, visit_relations, visit_relations_mut,
+    Expr, Ident, ObjectName, Query, Statement, Update, Visit, Visitor, visit_expressions_mut, visit_relations,
+    visit_relations_mut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -124,8 +126,10 @@ fn parse_error(error: ParserError) -> Error {
 
 /// Resolves names SQL would lowercase against the resources a statement reads: a parameter
 /// that aliases a column becomes that column (`WHERE imageId = …` → `WHERE id = …`), and a
-/// camelCase column keeps its case (`linodeId`). Columns take priority over aliases.
-pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
+/// camelCase column keeps its case (`linodeId`). Columns take priority over aliases. A table
+/// name unique without its provider and service (`FROM images`) is completed; `local` are the
+/// session's own tables (CREATE TABLE), which keep their names.
+pub fn resolve_names(statement: &mut DFStatement, registry: &Registry, local: &[String]) {
     let statement: &mut Statement = match statement {
         DFStatement::Statement(s) => s,
         DFStatement::Explain(explain) => match explain.statement.as_mut() {
@@ -134,19 +138,69 @@ pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
         },
         // `COPY (query) TO …`: the query's names, as for a SELECT.
         DFStatement::CopyTo(CopyToStatement { source: CopyToSource::Query(query), .. }) => {
-            let mut select = Statement::Query(query.clone());
-            resolve_statement_names(&mut select, registry);
-            if let Statement::Query(resolved) = select {
-                *query = resolved;
-            }
-            return;
+            return as_statement(query, |select| resolve_statement_names(select, registry, local));
         }
         _ => return,
     };
-    resolve_statement_names(statement, registry);
+    resolve_statement_names(statement, registry, local);
 }
 
-fn resolve_statement_names(statement: &mut Statement, registry: &Registry) {
+/// Applies `change` to a query inside another statement, as to a statement of its own.
+fn as_statement(query: &mut Box<Query>, change: impl FnOnce(&mut Statement)) {
+    let mut select = Statement::Query(query.clone());
+    change(&mut select);
+    if let Statement::Query(changed) = select {
+        *query = changed;
+    }
+}
+
+/// The names a statement's WITH clauses define, which shadow any table.
+fn common_table_names(statement: &Statement) -> Vec<String> {
+    struct Names(Vec<String>);
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            let tables = query.with.iter().flat_map(|with| with.cte_tables.iter());
+            self.0.extend(tables.map(|cte| cte.alias.name.value.to_lowercase()));
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names(Vec::new());
+    let _ = statement.visit(&mut names);
+    names.0
+}
+
+/// A shortened table name (`images`, `images.images`) becomes the full name it stands for
+/// when exactly one resource or view has it, unless a WITH clause or a table of the session
+/// (`local`) has that name. Ambiguous and unknown names are left for the error to explain.
+fn complete_table_names(statement: &mut Statement, registry: &Registry, local: &[String]) {
+    // The name a CREATE gives is the user's own; only the query in it reads tables.
+    let statement = match statement {
+        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => statement,
+        Statement::CreateTable(create) => match create.query.as_mut() {
+            Some(query) => return as_statement(query, |select| complete_table_names(select, registry, local)),
+            None => return,
+        },
+        _ => return,
+    };
+    let shadowed = common_table_names(statement);
+    let _ = visit_relations_mut(statement, |name| {
+        let parts: Vec<&str> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.as_str())).collect();
+        let first = parts.first().map(|p| p.to_lowercase()).unwrap_or_default();
+        let shadowed = parts.len() == 1 && (shadowed.contains(&first) || local.contains(&first));
+        if parts.len() < 3
+            && parts.len() == name.0.len()
+            && !shadowed
+            && let [full] = registry.completions(&parts).as_slice()
+        {
+            *name = ObjectName::from(full.split('.').map(Ident::new).collect::<Vec<_>>());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn resolve_statement_names(statement: &mut Statement, registry: &Registry, local: &[String]) {
+    complete_table_names(statement, registry, local);
     // DataFusion looks a table function up by the first part of its name only, so a view with
     // parameters is registered under its whole dotted name as one identifier.
     let functions: Vec<String> = registry.functions().collect();
