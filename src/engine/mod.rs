@@ -163,14 +163,14 @@ impl Session {
         let state = self.ctx.state();
         match &parsed.statement {
             DFStatement::Statement(statement) => {
-                if let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed.hints).await? {
+                if let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed).await? {
                     let api = &self.clients[&bound.provider.id];
                     return mutate::execute(bound, api, cancel).await;
                 }
             }
             DFStatement::Explain(explain) => {
                 if let DFStatement::Statement(statement) = explain.statement.as_ref()
-                    && let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed.hints).await?
+                    && let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed).await?
                 {
                     let api = &self.clients[&bound.provider.id];
                     return Ok(Outcome::batch(mutate::explain(&bound, api).await?, None));

@@ -23,7 +23,7 @@ use super::values::{literal, rows_of_batches};
 use super::{Bound, Input, Upload, upload};
 use crate::error::Error;
 use crate::provider::{HttpVerb, Method, Param, Registry, Resolved, Resource, SqlVerb, Verb, nearest};
-use crate::sql::is_replace;
+use crate::sql::{Parsed, is_replace};
 
 /// The change a statement asks for, or `None` when it changes no resource (a query, or an
 /// INSERT into a table made with CREATE TABLE, which DataFusion runs).
@@ -31,7 +31,7 @@ pub async fn bind(
     state: &SessionState,
     registry: &Registry,
     statement: &Statement,
-    hints: &[String],
+    parsed: &Parsed,
 ) -> Result<Option<Bound>, Error> {
     let mut bound = match statement {
         Statement::Insert(insert) => match insert_target(registry, insert) {
@@ -46,10 +46,14 @@ pub async fn bind(
             });
         }
         Statement::Delete(delete) => bind_delete(state, registry, delete).await?,
-        Statement::Execute { name: Some(name), parameters, .. } => bind_exec(state, registry, name, parameters)?,
+        Statement::Execute { name: Some(name), parameters, .. } => {
+            let mut bound = bind_exec(state, registry, name, parameters)?;
+            bound.returning = parsed.returning.clone();
+            bound
+        }
         _ => return Ok(None),
     };
-    bound.await_ready = hints.iter().any(|h| h.eq_ignore_ascii_case("AWAIT"));
+    bound.await_ready = parsed.has_hint("AWAIT");
     if bound.await_ready && bound.resource.lifecycle.is_none() {
         return Err(Error::Refused(format!("{} {} is not awaitable", bound.verb.keyword(), bound.resource.full_name)));
     }
@@ -61,7 +65,9 @@ pub async fn bind(
     }
     if bound.returning.is_some() {
         // Planned over no rows, so that a mistake in it is found before anything is sent.
-        super::execute::returning(&bound, &[]).await.map_err(|e| Error::Refused(format!("RETURNING: {}", e.root())))?;
+        super::execute::returning(&bound, &[], &[])
+            .await
+            .map_err(|e| Error::Refused(format!("RETURNING: {}", e.root())))?;
     }
     Ok(Some(bound))
 }

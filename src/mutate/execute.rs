@@ -237,11 +237,11 @@ async fn finish(
         ids,
     };
     if bound.returning.is_some() {
-        let stream = returning(bound, &rows).await?.execute_stream().await?;
+        let stream = returning(bound, &rows, &extras).await?.execute_stream().await?;
         return Ok(Outcome::Rows { stream, changed: Some(change) });
     }
     if bound.verb == Verb::Exec && !rows.is_empty() {
-        return Ok(Outcome::batch(response_rows(&bound.resource, &rows, &extras)?, Some(change)));
+        return Ok(Outcome::batch(response_rows(bound, &rows, &extras)?, Some(change)));
     }
     Ok(Outcome::Changed(change))
 }
@@ -392,10 +392,21 @@ fn lenient_schema(resource: &Resource) -> SchemaRef {
 }
 
 /// RETURNING items evaluated by DataFusion over the response rows.
-pub async fn returning(bound: &Bound, rows: &[Map<String, Value>]) -> Result<DataFrame, Error> {
+/// An EXEC's rows carry the response's other values too (`RETURNING id, upload_to`).
+pub async fn returning(
+    bound: &Bound,
+    rows: &[Map<String, Value>],
+    extras: &[Map<String, Value>],
+) -> Result<DataFrame, Error> {
     let items = bound.returning.as_deref().unwrap_or_default();
-    let batch =
-        to_batch(&bound.resource, lenient_schema(&bound.resource), rows.iter().cloned().map(Value::Object).collect())?;
+    let batch = match bound.verb {
+        Verb::Exec => response_rows(bound, rows, extras)?,
+        _ => to_batch(
+            &bound.resource,
+            lenient_schema(&bound.resource),
+            rows.iter().cloned().map(Value::Object).collect(),
+        )?,
+    };
     let ctx = SessionContext::new_with_state(bound.state.clone());
     let frame = ctx.read_batch(batch)?;
     let schema: DFSchema = frame.schema().clone();
@@ -423,15 +434,25 @@ pub async fn returning(bound: &Bound, rows: &[Map<String, Value>]) -> Result<Dat
 }
 
 /// The rows an EXEC returned, with the response's other values (such as `upload_to`).
+/// The names the method declares are always there, so that RETURNING can be checked before
+/// anything is sent.
 fn response_rows(
-    resource: &Resource,
+    bound: &Bound,
     rows: &[Map<String, Value>],
     extras: &[Map<String, Value>],
 ) -> Result<RecordBatch, Error> {
+    let resource = &bound.resource;
+    let method = bound.method();
+    let declared: Vec<String> = method
+        .upload
+        .iter()
+        .map(|u| u.url_field.clone())
+        .chain(method.complete_set.iter().flat_map(|_| SetPlan::COLUMNS.map(String::from)))
+        .collect();
     let schema = lenient_schema(resource);
     let mut fields: Vec<ArrowField> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut extra_names: Vec<&String> = Vec::new();
-    for name in extras.iter().flat_map(|e| e.keys()) {
+    for name in declared.iter().chain(extras.iter().flat_map(|e| e.keys())) {
         if !extra_names.contains(&name) && schema.field_with_name(name).is_err() {
             extra_names.push(name);
         }

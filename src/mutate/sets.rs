@@ -30,9 +30,13 @@ pub struct SetPlan {
 }
 
 impl SetPlan {
+    /// The columns a statement's result gets.
+    pub const COLUMNS: [&'static str; 2] = ["added", "removed"];
+
     /// The plan's columns for a statement's result: (name, members as `a, b`).
     pub fn columns(&self) -> [(&'static str, String); 2] {
-        [("added", self.added.join(", ")), ("removed", self.removed.join(", "))]
+        let [added, removed] = Self::COLUMNS;
+        [(added, self.added.join(", ")), (removed, self.removed.join(", "))]
     }
 }
 

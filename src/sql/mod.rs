@@ -18,8 +18,8 @@ use datafusion::sql::parser::{
     CopyToSource, CopyToStatement, DFParserBuilder, ExplainStatement, Statement as DFStatement,
 };
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, ObjectName, Query, Statement, Update, Visit, Visitor, visit_expressions_mut, visit_relations,
-    visit_relations_mut,
+    Expr, Ident, ObjectName, Query, SelectItem, Statement, Update, Visit, Visitor, visit_expressions_mut,
+    visit_relations, visit_relations_mut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -35,6 +35,8 @@ pub use split::{Piece, is_complete, split_statements};
 pub struct Parsed {
     pub statement: DFStatement,
     pub hints: Vec<String>,
+    /// `EXEC … RETURNING items`, which sqlparser's EXECUTE has no place for.
+    pub returning: Option<Vec<SelectItem>>,
 }
 
 impl Parsed {
@@ -67,12 +69,25 @@ pub fn parse(sql: &str) -> Result<Parsed, Error> {
         }
         None => parser.parse_statement().map_err(syntax)?,
     };
+    let returning = match is_exec(&statement) && parser.parser.parse_keyword(Keyword::RETURNING) {
+        true => Some(parser.parser.parse_comma_separated(Parser::parse_select_item).map_err(parse_error)?),
+        false => None,
+    };
     while parser.parser.consume_token(&Token::SemiColon) {}
     if parser.parser.peek_token_ref().token != Token::EOF {
         let found = parser.parser.peek_token();
         return Err(parse_error(parser.parser.expected::<()>("end of statement", found).unwrap_err()));
     }
-    Ok(Parsed { statement, hints })
+    Ok(Parsed { statement, hints, returning })
+}
+
+/// Whether a statement is an EXEC (explained or not).
+fn is_exec(statement: &DFStatement) -> bool {
+    match statement {
+        DFStatement::Statement(s) => matches!(s.as_ref(), Statement::Execute { .. }),
+        DFStatement::Explain(explain) => is_exec(&explain.statement),
+        _ => false,
+    }
 }
 
 /// `Some(explained)` when the statement is `[EXPLAIN] REPLACE table SET …` (not MySQL's
@@ -274,6 +289,10 @@ mod tests {
         assert!(matches!(&p.statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Insert(_))));
         let p = parse("EXEC /*+ AWAIT */ linode.images.images.post_replicate_image @imageId='x'").unwrap();
         assert_eq!(p.hints, ["AWAIT"]);
+        let p = parse("EXPLAIN EXEC linode.images.images.put_image @imageId='x', @label='y' RETURNING id, label AS l;")
+            .unwrap();
+        assert_eq!(p.returning.map(|items| items.len()), Some(2));
+        assert!(matches!(parse("SELECT 1 RETURNING x"), Err(Error::Syntax(_))));
         assert!(parse("SELECT 1 /*+ AWAIT */").unwrap().hints.is_empty());
         assert!(matches!(parse("SELECT 1; SELECT 2"), Err(Error::Syntax(_))));
         assert!(matches!(parse("SELEC 1"), Err(Error::Syntax(m)) if m.contains("Line: 1")));
