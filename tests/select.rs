@@ -343,7 +343,7 @@ fn scripts_stop_at_the_first_failing_statement_with_its_line() {
     let run = sandbox.imageql(&["-o", "csv", "-f", script.to_str().unwrap()]);
     let stderr = run.fails();
     assert!(stderr.contains(&format!("{}:5:", script.display())), "{stderr}");
-    assert_eq!(run.stdout(), "one\n1\ntwo\na;b\n");
+    assert_eq!(run.stdout(), "one\n1\n\ntwo\na;b\n");
 }
 
 #[test]
