@@ -6,18 +6,20 @@ use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::Token;
 use crate::engine::{Session, SessionOptions};
 use crate::error::Error;
+use crate::outcome::Outcome;
 use crate::output::{self, Format};
 use crate::provider::Registry;
 use crate::sandbox::{Sandbox, SandboxArgs};
 use crate::scan::ScanOptions;
 use crate::serve::{ServeArgs, Server};
-use crate::sql::split_statements;
+use crate::sql::{Piece, split_statements};
 use crate::{profile, shell, template};
 
 #[derive(Debug, Parser)]
@@ -120,7 +122,8 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     if let Some(Command::Serve(args)) = &cli.command {
         let registry = load_registry(&cli)?;
         let Target { sandbox: _sandbox, base_url, token, .. } = target(&cli, &registry).await?;
-        let server = Server::bind(args, registry, base_url, token, scan_options(&cli)).await?;
+        let timeout = Duration::from_secs_f64(cli.timeout);
+        let server = Server::bind(args, registry, base_url, token, scan_options(&cli), timeout).await?;
         let mut stdout = std::io::stdout().lock();
         // Scripts wait for this line to learn the port, so it must not sit in a buffer.
         let _ = writeln!(stdout, "{}", server.url()).and_then(|_| stdout.flush());
@@ -158,7 +161,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         scan: scan_options(&cli),
         progress: output::progress::terminal(),
         default_catalog: None,
-        timeout: std::time::Duration::from_secs_f64(cli.timeout),
+        timeout: Duration::from_secs_f64(cli.timeout),
     };
     let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();
@@ -166,15 +169,33 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         return shell::run(session, format, vars).await;
     }
     let stdout = std::io::stdout();
-    for (origin, text) in scripts {
-        for piece in split_statements(&text) {
+    let pieces: Vec<(String, Vec<Piece>)> =
+        scripts.into_iter().map(|(origin, text)| (origin, split_statements(&text))).collect();
+    // Several results are told apart: in table output each ends with its row count and a
+    // blank line, as in psql; in csv a blank line comes between result sets (each has its
+    // header). json (an array per result), ndjson and text need nothing.
+    let several = pieces.iter().map(|(_, p)| p.len()).sum::<usize>() > 1;
+    let mut printed = false;
+    for (origin, pieces) in pieces {
+        for piece in pieces {
             let at = |source: Error| Error::At { origin: origin.clone(), line: piece.line, source: Box::new(source) };
             let statement = template::fill(&piece.text, |name| vars.get(name).cloned()).map_err(|name| {
                 at(Error::Refused(format!("undefined variable {{{{ {name} }}}}: give it with --var {name}=VALUE")))
             })?;
             let outcome = session.execute(&statement).await.map_err(at)?;
             let mut out = BufWriter::new(stdout.lock());
-            output::print(outcome, format, &mut out).await.map_err(at)?;
+            let shown = several && !matches!(outcome, Outcome::Done);
+            let write = |out: &mut BufWriter<_>, text: String| {
+                out.write_all(text.as_bytes()).map_err(|e| at(Error::Output(e.into())))
+            };
+            if shown && printed && format == Format::Csv {
+                write(&mut out, "\n".into())?;
+            }
+            let rows = output::print(outcome, format, &mut out).await.map_err(at)?;
+            if shown && format == Format::Table {
+                write(&mut out, rows.map(|n| format!("{}\n\n", output::row_count(n, ""))).unwrap_or("\n".into()))?;
+            }
+            printed |= shown;
         }
     }
     Ok(())

@@ -168,15 +168,22 @@ async fn exec_calls_methods_with_params_and_json_bodies() {
     let (_, pending) = image(&sandbox, rows[0]["id"].as_str().unwrap()).await;
     assert_eq!(pending["status"], "pending_upload");
 
+    let before = region_names(&image(&sandbox, "private/1001").await.1);
     let rows = sandbox
         .imageql(&[
             "-o",
             "ndjson",
             "-e",
-            r#"EXEC /*+ AWAIT */ linode.images.images.post_replicate_image @imageId='private/1001', @@json='{"regions": ["us-east", "us-mia"]}'"#,
+            "EXEC /*+ AWAIT */ linode.images.images.post_replicate_image @imageId='private/1001', @add='us-mia'",
         ])
         .rows();
-    let expected = json!([{"region": "us-east", "status": "available"}, {"region": "us-mia", "status": "available"}]);
+    let expected: Vec<Value> = before
+        .iter()
+        .map(String::as_str)
+        .chain(["us-mia"])
+        .map(|region| json!({"region": region, "status": "available"}))
+        .collect();
+    let expected = Value::Array(expected);
     assert_eq!(rows[0]["regions"], expected, "AWAIT waits for every region");
     assert_eq!(image(&sandbox, "private/1001").await.1["regions"], expected);
 
@@ -185,6 +192,125 @@ async fn exec_calls_methods_with_params_and_json_bodies() {
         .imageql(&["-e", "EXEC linode.images.images.put_image @imageId='private/1002', @label='renamed-by-exec'"])
         .ok();
     assert_eq!(image(&sandbox, "private/1002").await.1["label"], "renamed-by-exec");
+}
+
+#[tokio::test]
+async fn exec_returning_evaluates_items_over_the_response() {
+    let sandbox = sandbox();
+    let rows = sandbox.rows(
+        "EXEC linode.images.images.put_image @imageId='private/1002', @label='renamed' RETURNING id, upper(label) AS shout, size",
+    );
+    let (_, after) = image(&sandbox, "private/1002").await;
+    assert_eq!(after["label"], "renamed");
+    assert_eq!(rows, vec![json!({"id": "private/1002", "shout": "RENAMED", "size": after["size"]})]);
+
+    // The response's other values too: an upload's URL, a replication's regions.
+    let rows = sandbox.rows(
+        r#"EXEC linode.images.images.post_upload_image @@json='{"label": "returned", "region": "us-east"}' RETURNING id, upload_to"#,
+    );
+    assert!(rows[0]["upload_to"].as_str().unwrap().starts_with(&sandbox.origin()), "{rows:?}");
+    assert_eq!(image(&sandbox, rows[0]["id"].as_str().unwrap()).await.1["label"], "returned");
+    let rows = sandbox.rows(
+        "EXEC linode.images.images.post_replicate_image @imageId='private/1002', @add='us-mia' RETURNING added, removed",
+    );
+    assert_eq!(rows, vec![json!({"added": "us-mia", "removed": ""})]);
+
+    // A mistake in RETURNING is found before anything is sent.
+    let mark = sandbox.log().len();
+    let stderr = sandbox
+        .imageql(&["-e", "EXEC linode.images.images.put_image @imageId='private/1002', @label='x' RETURNING lable"])
+        .fails();
+    assert!(stderr.contains("RETURNING") && stderr.contains("did you mean label?"), "{stderr}");
+    assert!(sandbox.log_since(mark).is_empty());
+}
+
+/// The regions an image is in, in the API's order.
+fn region_names(image: &Value) -> Vec<String> {
+    image["regions"].as_array().unwrap().iter().map(|r| r["region"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn replicate_removes_only_the_regions_it_is_told_to_remove() {
+    let sandbox = sandbox();
+    let id = "private/1001";
+    let before = image(&sandbox, id).await.1;
+    let current = region_names(&before);
+    assert!(current.len() >= 2 && !current.contains(&"us-mia".to_string()), "seed: {current:?}");
+    let (kept, dropped) = (&current[0], &current[1]);
+    let whole_list = format!(
+        r#"EXEC linode.images.images.post_replicate_image @imageId='{id}', @@json='{{"regions": ["{kept}", "us-mia"]}}'"#
+    );
+
+    // The whole list, leaving a region out: refused, naming it, and nothing is changed.
+    let mark = sandbox.log().len();
+    let stderr = sandbox.imageql(&["-e", &whole_list]).fails();
+    assert!(stderr.contains(&format!("would remove {id} from {dropped}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("@remove='{dropped}'")) && stderr.contains("@add="),
+        "says what to write: {stderr}"
+    );
+    let log = sandbox.log_since(mark);
+    assert!(changes(&log).is_empty(), "nothing is sent: {log:?}");
+    assert_eq!(image(&sandbox, id).await.1["regions"], before["regions"]);
+
+    // EXPLAIN reads the image and shows what would be added and removed, and changes nothing.
+    let explained = format!("EXPLAIN {whole_list}, @remove='{dropped}'");
+    let steps: Vec<(String, String)> = sandbox
+        .imageql(&["-o", "ndjson", "-e", &explained])
+        .rows()
+        .iter()
+        .map(|r| (r["step"].as_str().unwrap().to_string(), r["request"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(steps.contains(&("adds".into(), "us-mia".into())), "{steps:?}");
+    assert!(steps.contains(&("removes".into(), dropped.clone())), "{steps:?}");
+    assert!(steps.iter().any(|(step, request)| step == "read" && request.contains(&current.join(", "))), "{steps:?}");
+    assert_eq!(image(&sandbox, id).await.1["regions"], before["regions"], "EXPLAIN changes nothing");
+
+    // Meant: the removal is made and named in the result.
+    let rows = sandbox.imageql(&["-o", "ndjson", "-e", &format!("{whole_list}, @remove='{dropped}'")]).rows();
+    assert_eq!((rows[0]["added"].as_str(), rows[0]["removed"].as_str()), (Some("us-mia"), Some(dropped.as_str())));
+    let after = image(&sandbox, id).await.1;
+    let status = |region: &str| {
+        after["regions"].as_array().unwrap().iter().find(|r| r["region"] == region).map(|r| r["status"].clone())
+    };
+    // The sandbox moves regions on with time: a removed one is pending deletion, then gone.
+    assert!(status(dropped).is_none_or(|s| s == "pending deletion"), "{after}");
+    assert!(status("us-mia").is_some_and(|s| s != "pending deletion"), "{after}");
+    assert_eq!(status(kept), Some(json!("available")));
+
+    // @add keeps every current region; a region being deleted is not current.
+    let rows = sandbox
+        .imageql(&[
+            "-o",
+            "ndjson",
+            "-e",
+            &format!("EXEC linode.images.images.post_replicate_image @imageId='{id}', @add='us-ord'"),
+        ])
+        .rows();
+    assert_eq!((rows[0]["added"].as_str(), rows[0]["removed"].as_str()), (Some("us-ord"), Some("")));
+    let again = image(&sandbox, id).await.1;
+    let statuses: Vec<(String, String)> = again["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["region"].as_str().unwrap().into(), r["status"].as_str().unwrap().into()))
+        .collect();
+    for region in [kept.as_str(), "us-mia", "us-ord"] {
+        assert!(statuses.iter().any(|(r, s)| r == region && s != "pending deletion"), "{region} is held: {statuses:?}");
+    }
+    assert!(!statuses.iter().any(|(r, s)| r != dropped && s == "pending deletion"), "{statuses:?}");
+    assert!(!statuses.iter().any(|(r, s)| r == dropped && s != "pending deletion"), "{dropped} stays removed");
+
+    // Removing a region the image is not in is refused before anything is sent.
+    let mark = sandbox.log().len();
+    let stderr = sandbox
+        .imageql(&[
+            "-e",
+            &format!("EXEC linode.images.images.post_replicate_image @imageId='{id}', @remove='ap-south'"),
+        ])
+        .fails();
+    assert!(stderr.contains("ap-south") && stderr.contains("cannot remove"), "{stderr}");
+    assert!(changes(&sandbox.log_since(mark)).is_empty());
 }
 
 #[tokio::test]
@@ -266,7 +392,7 @@ fn invalid_statements_make_no_request() {
         ("EXEC linode.images.images.post_upload_image @@json='{\"label\": \"x\"}'", "region is required"),
         (
             "EXEC linode.images.images.post_upload_image @file='/nonexistent.img.gz', @@json='{\"label\": \"x\", \"region\": \"us-east\"}'",
-            "nonexistent",
+            "/nonexistent.img.gz: no such file: give @file the path of a gzip'd raw disk image",
         ),
         ("EXEC linode.images.images.post_uplaod_image @@json='{}'", "did you mean post_upload_image?"),
         ("UPDATE linode.images.images SET label = 'x' WHERE id = 'private/1001'", "use REPLACE"),

@@ -95,8 +95,43 @@ fn scripts_report_the_file_and_line_of_the_failing_statement() {
     .unwrap();
     let run = sandbox.imageql(&["-o", "csv", "-f", first.to_str().unwrap(), "-f", second.to_str().unwrap()]);
     let stderr = run.fails();
-    assert_eq!(run.stdout(), "a\n1\nb\n2\n");
+    assert_eq!(run.stdout(), "a\n1\n\nb\n2\n", "csv result sets are separated by a blank line");
     assert!(stderr.contains(&format!("{}:4:", second.display())), "{stderr}");
+}
+
+#[tokio::test]
+async fn several_results_are_told_apart_in_every_format() {
+    let sandbox = SandboxProcess::start(&[]);
+    let (_, regions) = sandbox.client().get("/regions?page_size=500", Some(TOKEN), None).await;
+    let regions = regions["data"].as_array().unwrap().len();
+    let script = [
+        "-e",
+        "SELECT id FROM linode.regions.regions",
+        "-e",
+        "CREATE TABLE t AS SELECT 1 AS x",
+        "-e",
+        "SELECT 1 AS one",
+    ];
+    let run = |format: &str| sandbox.imageql(&[&["-o", format][..], &script[..]].concat()).ok();
+
+    // table: each result ends with its row count and a blank line, as in psql.
+    let table = run("table");
+    let counts: Vec<&str> = table.lines().filter(|l| l.starts_with('(')).collect();
+    assert_eq!(counts, [format!("({regions} rows)"), "(1 row)".to_string()], "{table}");
+    assert!(table.ends_with("+\n(1 row)\n\n") && table.contains(&format!("({regions} rows)\n\n+")), "{table}");
+    // A single statement prints its table alone.
+    assert!(!sandbox.imageql(&["-e", "SELECT 1 AS one"]).ok().contains("row"));
+
+    // csv: a blank line between result sets, each with its header.
+    let csv = run("csv");
+    let sets: Vec<Vec<&str>> = csv.trim_end().split("\n\n").map(|set| set.lines().collect()).collect();
+    assert_eq!(sets.len(), 2, "{csv}");
+    assert_eq!((sets[0][0], sets[0].len()), ("id", regions + 1));
+    assert_eq!(sets[1], ["one", "1"]);
+
+    // json: one array per result set and line.
+    let json_sets: Vec<Value> = run("json").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(json_sets.iter().map(|s| s.as_array().unwrap().len()).collect::<Vec<_>>(), [regions, 1]);
 }
 
 #[tokio::test]
@@ -116,14 +151,17 @@ async fn the_cost_view_matches_a_hand_computation() {
     let recovery = rows.iter().find(|r| r["id"] == "private/1012").unwrap();
     assert_eq!((recovery["monthly_usd"].clone(), recovery["hourly_usd"].clone()), (json!(0.0), json!(0.0)));
 
-    // Every row, against the API's own numbers.
+    // Every row, against the API's own numbers: size times the regions holding a copy, so an
+    // image with no copy yet bills nothing (though its total_size is its size).
     let (_, list) = sandbox.client().get("/images?page_size=500", Some(TOKEN), Some(r#"{"is_public": false}"#)).await;
     let images = list["data"].as_array().unwrap();
     assert_eq!(rows.len(), images.len());
     let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+    let uncopied = images.iter().find(|i| i["regions"] == json!([])).expect("the seed has an image being captured");
+    assert!(uncopied["total_size"].as_f64().unwrap() > 0.0);
     for image in images {
         let row = rows.iter().find(|r| r["id"] == image["id"]).unwrap();
-        let total = image["total_size"].as_f64().unwrap();
+        let total = image["size"].as_f64().unwrap() * image["regions"].as_array().unwrap().len() as f64;
         let monthly = if image["type"] == "automatic" { 0.0 } else { total / 1024.0 * 0.10 };
         assert_eq!(row["billed_mb"].as_f64().unwrap(), total);
         assert_eq!(row["gb"].as_f64().unwrap(), round(total / 1024.0, 4), "{row}");

@@ -343,7 +343,7 @@ fn scripts_stop_at_the_first_failing_statement_with_its_line() {
     let run = sandbox.imageql(&["-o", "csv", "-f", script.to_str().unwrap()]);
     let stderr = run.fails();
     assert!(stderr.contains(&format!("{}:5:", script.display())), "{stderr}");
-    assert_eq!(run.stdout(), "one\n1\ntwo\na;b\n");
+    assert_eq!(run.stdout(), "one\n1\n\ntwo\na;b\n");
 }
 
 #[test]
@@ -578,4 +578,55 @@ async fn copy_writes_nested_columns_as_json_and_never_half_a_file() {
     let left: Vec<String> =
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(left, ["x.csv"], "only the finished file is left");
+}
+
+#[test]
+fn short_and_mistyped_table_names_are_resolved_or_explained() {
+    let sandbox = SandboxProcess::start(&[]);
+    let full = sandbox.rows("SELECT id, size FROM linode.images.images WHERE NOT is_public ORDER BY id");
+    assert!(!full.is_empty());
+    assert_eq!(sandbox.rows("SELECT id, size FROM images WHERE NOT is_public ORDER BY id"), full);
+    assert_eq!(sandbox.rows("SELECT id, size FROM IMAGES.images WHERE NOT is_public ORDER BY id"), full);
+    assert!(!sandbox.rows("SELECT * FROM storage_costs").is_empty(), "views too");
+
+    for typo in ["linode.images.imagse", "imagse", "images.imagse"] {
+        let mark = sandbox.log().len();
+        let stderr = sandbox.imageql(&["-e", &format!("SELECT id FROM {typo}")]).fails();
+        assert!(stderr.contains(&format!("unknown table {typo}: did you mean linode.images.images?")), "{stderr}");
+        assert!(!stderr.contains("datafusion"), "{stderr}");
+        assert!(sandbox.log_since(mark).is_empty());
+    }
+
+    // A name of the statement's own, from WITH or CREATE TABLE, is not completed.
+    let rows = sandbox.rows("WITH images AS (SELECT 7 AS n) SELECT n FROM images");
+    assert_eq!(rows, vec![json!({"n": 7})]);
+    let out = sandbox
+        .imageql(&["-o", "ndjson", "-e", "CREATE TABLE images AS SELECT 8 AS n", "-e", "SELECT n FROM images"])
+        .ok();
+    assert_eq!(out.trim(), r#"{"n":8}"#);
+
+    // Two resources with one name: the error lists both full names.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/providers")), dir.path());
+    std::fs::write(
+        dir.path().join("linode/services/backups.yaml"),
+        "id: backups\nresources:\n  images:\n    fields: [{name: id, type: string}]\n    methods: {}\n",
+    )
+    .unwrap();
+    let providers = dir.path().to_str().unwrap();
+    let mark = sandbox.log().len();
+    let stderr = sandbox.imageql(&["--providers", providers, "-e", "SELECT id FROM images"]).fails();
+    assert!(stderr.contains("linode.backups.images, linode.images.images"), "{stderr}");
+    assert!(sandbox.log_since(mark).is_empty());
+    let rows = sandbox
+        .imageql(&[
+            "--providers",
+            providers,
+            "-o",
+            "ndjson",
+            "-e",
+            "SELECT id, size FROM images.images WHERE NOT is_public ORDER BY id",
+        ])
+        .rows();
+    assert_eq!(rows, full);
 }

@@ -40,7 +40,7 @@ pub use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::mutate;
 use crate::outcome::Outcome;
-use crate::provider::Registry;
+use crate::provider::{Registry, nearest};
 use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
 use crate::sql;
 pub use guard::{MAX_EXPRESSION_DEPTH, MAX_JOINS, MAX_SET_OPERATIONS};
@@ -133,7 +133,7 @@ impl Session {
                         failed(Error::Refused(format!("the view uses {{{{ {missing} }}}}, which is not a constant")))
                     })?;
                     let mut parsed = sql::parse(&query).map_err(failed)?;
-                    sql::resolve_names(&mut parsed.statement, &self.registry);
+                    sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
                     let plan =
                         self.ctx.state().statement_to_plan(parsed.statement).await.map_err(|e| failed(e.into()))?;
                     if view.params.is_empty() {
@@ -147,6 +147,12 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The tables this session made (CREATE TABLE), whose names are not completed.
+    fn local_tables(&self) -> Vec<String> {
+        let public = self.ctx.catalog("datafusion").and_then(|c| c.schema("public"));
+        public.map(|schema| schema.table_names()).unwrap_or_default().iter().map(|t| t.to_lowercase()).collect()
     }
 
     pub fn registry(&self) -> &Registry {
@@ -185,11 +191,11 @@ impl Session {
             return Ok(Some(meta::run(&meta?, &self.registry)?.schema()));
         }
         let mut parsed = sql::parse(text)?;
-        sql::resolve_names(&mut parsed.statement, &self.registry);
+        sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
         let state = self.ctx.state();
         match &parsed.statement {
             DFStatement::Statement(statement) => {
-                match mutate::bind(&state, &self.registry, statement, &parsed.hints).await? {
+                match mutate::bind(&state, &self.registry, statement, &parsed).await? {
                     Some(bound) => mutate::result_schema(&bound).await,
                     None => Ok(None),
                 }
@@ -207,25 +213,33 @@ impl Session {
 
     /// [`Session::execute`], stopped by `cancel`: a change stops before its next request.
     pub async fn execute_with(&self, text: &str, cancel: &CancelToken) -> Result<Outcome, Error> {
+        self.run(text, cancel).await.map_err(|error| match error {
+            Error::UnknownTable { name, .. } => unknown_table(&self.registry, &name),
+            other => other,
+        })
+    }
+
+    async fn run(&self, text: &str, cancel: &CancelToken) -> Result<Outcome, Error> {
         if let Some(meta) = meta::parse(text, &self.registry) {
             return Ok(Outcome::batch(meta::run(&meta?, &self.registry)?, None));
         }
         let mut parsed = sql::parse(text)?;
         guard::check_depth(&parsed.statement)?;
-        sql::resolve_names(&mut parsed.statement, &self.registry);
+        sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
         let state = self.ctx.state();
         match &parsed.statement {
             DFStatement::Statement(statement) => {
-                if let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed.hints).await? {
+                if let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed).await? {
                     let api = &self.clients[&bound.provider.id];
                     return mutate::execute(bound, api, cancel).await;
                 }
             }
             DFStatement::Explain(explain) => {
                 if let DFStatement::Statement(statement) = explain.statement.as_ref()
-                    && let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed.hints).await?
+                    && let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed).await?
                 {
-                    return Ok(Outcome::batch(mutate::explain(&bound).await?, None));
+                    let api = &self.clients[&bound.provider.id];
+                    return Ok(Outcome::batch(mutate::explain(&bound, api).await?, None));
                 }
             }
             _ => {}
@@ -254,6 +268,23 @@ impl Session {
         }
         Ok(Outcome::Rows { stream: frame.execute_stream().await?, changed: None })
     }
+}
+
+/// The error for a table DataFusion did not find, named as the user wrote it (without
+/// DataFusion's default `datafusion.public.`), with the full names it may stand for.
+fn unknown_table(registry: &Registry, name: &str) -> Error {
+    let written = name.strip_prefix("datafusion.").map(|n| n.strip_prefix("public.").unwrap_or(n)).unwrap_or(name);
+    let parts: Vec<&str> = written.split('.').collect();
+    let matches = if parts.len() < 3 { registry.completions(&parts) } else { vec![] };
+    let known = registry.table_names();
+    let nearest = nearest(written, known.iter().map(String::as_str)).or_else(|| {
+        // A shortened name: compared with the same number of last parts of each full name.
+        let shortened = |full: &String| full.split('.').skip(3 - parts.len().min(3)).collect::<Vec<_>>().join(".");
+        let short: Vec<String> = known.iter().map(shortened).collect();
+        let close = nearest(written, short.iter().map(String::as_str))?;
+        known.iter().zip(&short).find(|(_, s)| s.as_str() == close).map(|(full, _)| full.as_str())
+    });
+    Error::UnknownTable { name: written.to_string(), matches, nearest: nearest.map(str::to_string) }
 }
 
 /// The API base as a URL: http or https with a host, nothing the client would have to guess

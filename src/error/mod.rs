@@ -22,7 +22,13 @@ pub enum Error {
     /// Text the parser rejects; the message carries the parser's position.
     Syntax(String),
     UnknownResource(UnknownResource),
-    UnknownTable(String),
+    /// A table no query can read, with what it may have meant: the full names that end in it
+    /// (a shortened name several resources have), or the nearest one.
+    UnknownTable {
+        name: String,
+        matches: Vec<String>,
+        nearest: Option<String>,
+    },
     UnknownColumn {
         name: String,
         valid: Vec<String>,
@@ -126,7 +132,7 @@ impl Error {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::Syntax(_) | Error::Refused(_) => "42601",
-            Error::UnknownResource(_) | Error::UnknownTable(_) => "42P01",
+            Error::UnknownResource(_) | Error::UnknownTable { .. } => "42P01",
             Error::UnknownColumn { .. } => "42703",
             Error::Unsupported { .. } => "0A000",
             Error::Missing { .. } => "23502",
@@ -206,7 +212,7 @@ impl From<DataFusionError> for Error {
             DataFusionError::ArrowError(arrow, _) => Error::Query(arrow.to_string()),
             DataFusionError::NotImplemented(what) => Error::Unsupported { what: what.clone(), instead: None },
             DataFusionError::Plan(message) => match table_not_found(message) {
-                Some(table) => Error::UnknownTable(table),
+                Some(name) => Error::UnknownTable { name, matches: vec![], nearest: None },
                 None => Error::Query(message.clone()),
             },
             root => Error::Query(root.strip_backtrace()),

@@ -17,8 +17,16 @@ impl fmt::Display for Error {
             Error::Provider(error) => write!(f, "{error}"),
             Error::Sandbox(error) => write!(f, "{error}"),
             Error::UnknownResource(error) => write!(f, "{error}"),
-            Error::UnknownTable(name) => {
-                write!(f, "unknown table {name}: SHOW RESOURCES lists what can be queried")
+            Error::UnknownTable { name, matches, nearest } => {
+                write!(f, "unknown table {name}: ")?;
+                match (matches.as_slice(), nearest) {
+                    ([], Some(nearest)) => write!(f, "did you mean {nearest}? ")?,
+                    ([], None) => {}
+                    (matches, _) => {
+                        write!(f, "several tables have that name, write one in full: {}; ", matches.join(", "))?
+                    }
+                }
+                write!(f, "SHOW RESOURCES lists what can be queried")
             }
             Error::UnknownColumn { name, valid } => {
                 write!(f, "No field named {name}")?;

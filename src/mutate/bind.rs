@@ -18,11 +18,12 @@ use datafusion::sql::sqlparser::ast::{
 use serde_json::Value;
 
 use super::execute::{call_for, validation};
+use super::sets::{SetChange, members};
 use super::values::{literal, rows_of_batches};
 use super::{Bound, Input, Upload, upload};
 use crate::error::Error;
 use crate::provider::{HttpVerb, Method, Param, Registry, Resolved, Resource, SqlVerb, Verb, nearest};
-use crate::sql::is_replace;
+use crate::sql::{Parsed, is_replace};
 
 /// The change a statement asks for, or `None` when it changes no resource (a query, or an
 /// INSERT into a table made with CREATE TABLE, which DataFusion runs).
@@ -30,7 +31,7 @@ pub async fn bind(
     state: &SessionState,
     registry: &Registry,
     statement: &Statement,
-    hints: &[String],
+    parsed: &Parsed,
 ) -> Result<Option<Bound>, Error> {
     let mut bound = match statement {
         Statement::Insert(insert) => match insert_target(registry, insert) {
@@ -45,10 +46,14 @@ pub async fn bind(
             });
         }
         Statement::Delete(delete) => bind_delete(state, registry, delete).await?,
-        Statement::Execute { name: Some(name), parameters, .. } => bind_exec(state, registry, name, parameters)?,
+        Statement::Execute { name: Some(name), parameters, .. } => {
+            let mut bound = bind_exec(state, registry, name, parameters)?;
+            bound.returning = parsed.returning.clone();
+            bound
+        }
         _ => return Ok(None),
     };
-    bound.await_ready = hints.iter().any(|h| h.eq_ignore_ascii_case("AWAIT"));
+    bound.await_ready = parsed.has_hint("AWAIT");
     if bound.await_ready && bound.resource.lifecycle.is_none() {
         return Err(Error::Refused(format!("{} {} is not awaitable", bound.verb.keyword(), bound.resource.full_name)));
     }
@@ -60,7 +65,9 @@ pub async fn bind(
     }
     if bound.returning.is_some() {
         // Planned over no rows, so that a mistake in it is found before anything is sent.
-        super::execute::returning(&bound, &[]).await.map_err(|e| Error::Refused(format!("RETURNING: {}", e.root())))?;
+        super::execute::returning(&bound, &[], &[])
+            .await
+            .map_err(|e| Error::Refused(format!("RETURNING: {}", e.root())))?;
     }
     Ok(Some(bound))
 }
@@ -144,6 +151,7 @@ fn bound(state: &SessionState, target: Resolved, verb: Verb, method_name: &str, 
         returning: None,
         await_ready: false,
         upload: None,
+        set_change: None,
         state: state.clone(),
     }
 }
@@ -478,6 +486,7 @@ fn bind_exec(
     let upload_param = method.upload.as_ref().map(|u| u.param.clone());
     let mut values: Vec<(String, Value)> = Vec::new();
     let mut file = None;
+    let mut set_change = None;
     for parameter in parameters {
         let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = parameter else {
             return Err(Error::Refused(format!(
@@ -511,8 +520,21 @@ fn bind_exec(
             file = Some(PathBuf::from(path));
             continue;
         }
+        if let Some(spec) = &method.complete_set
+            && (param == spec.add || param == spec.remove)
+        {
+            let change = set_change.get_or_insert_with(SetChange::default);
+            let names = members(param, &value)?;
+            if param == spec.add {
+                change.add = names
+            } else {
+                change.remove = names
+            }
+            continue;
+        }
         let mut valid = accepted(method);
         valid.extend(upload_param.as_deref());
+        valid.extend(method.complete_set.iter().flat_map(|s| [s.add.as_str(), s.remove.as_str()]));
         if !valid.contains(&param) {
             return Err(unknown_name(format!("{method_name} takes no parameter @{param}"), param, &valid));
         }
@@ -540,9 +562,29 @@ fn bind_exec(
         (Some(path), Some(spec)) => Some(Upload { warning: upload::inspect(&path, spec)?, path }),
         _ => None,
     };
+    if let Some(spec) = &method.complete_set {
+        // Every call of such a method is checked against the current set, and its column is
+        // always there to be filled in once that is read.
+        let change = set_change.get_or_insert_with(SetChange::default);
+        if !values.iter().any(|(n, _)| n == &spec.field) {
+            if change.add.is_empty() && change.remove.is_empty() {
+                return Err(Error::Missing {
+                    verb: Verb::Exec,
+                    resource: resource.full_name.clone(),
+                    method: method_name.clone(),
+                    needs: vec![format!(
+                        "@{}='…' (added to the current {}), @{}='…', or the whole list in @@json",
+                        spec.add, spec.field, spec.remove
+                    )],
+                });
+            }
+            values.push((spec.field.clone(), Value::Null));
+        }
+    }
     let (columns, row): (Vec<String>, Vec<Value>) = values.into_iter().unzip();
     let mut bound = bound(state, target, Verb::Exec, &method_name, Input::Rows(vec![row]));
     bound.columns = columns;
     bound.upload = upload;
+    bound.set_change = set_change;
     Ok(bound)
 }

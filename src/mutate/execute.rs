@@ -18,6 +18,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{ExprWithAlias, SelectItem};
 use serde_json::{Map, Value};
 
+use super::sets::{self, SetPlan};
 use super::values::{coerce, rows_of_batches};
 use super::{Bound, Call, Input, upload};
 use crate::api::{ApiClient, Event, Request};
@@ -94,7 +95,7 @@ async fn input_rows(bound: &Bound, cancel: &CancelToken) -> Result<Vec<Vec<Value
 }
 
 /// One call per row, every one of them checked; nothing is sent when any is invalid.
-fn calls(bound: &Bound, rows: Vec<Vec<Value>>) -> Result<Vec<Call>, Error> {
+pub(super) fn calls(bound: &Bound, rows: Vec<Vec<Value>>) -> Result<Vec<Call>, Error> {
     let method = bound.method();
     let mut rows = rows;
     if bound.protected_flag {
@@ -147,7 +148,9 @@ fn subject_of(value: Option<&Value>) -> String {
 }
 
 pub async fn execute(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> Result<Outcome, Error> {
-    let calls = calls(&bound, input_rows(&bound, cancel).await?)?;
+    let mut rows = input_rows(&bound, cancel).await?;
+    let sets = sets::resolve(&bound, api, &mut rows).await?;
+    let calls = calls(&bound, rows)?;
     let method = bound.method();
     if let Some(warning) = bound.upload.as_ref().and_then(|u| u.warning) {
         let path = bound.upload.as_ref().map(|u| u.path.display().to_string()).unwrap_or_default();
@@ -193,6 +196,10 @@ pub async fn execute(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -
             }
         } else {
             rows.extend(found);
+            let mut extra = extra;
+            for (name, members) in sets.get(index).map(SetPlan::columns).into_iter().flatten() {
+                extra.insert(name.into(), Value::String(members));
+            }
             extras.push(extra);
         }
         done.push(match row_ids(&bound.resource, &rows[rows.len().saturating_sub(1)..]).pop() {
@@ -230,11 +237,11 @@ async fn finish(
         ids,
     };
     if bound.returning.is_some() {
-        let stream = returning(bound, &rows).await?.execute_stream().await?;
+        let stream = returning(bound, &rows, &extras).await?.execute_stream().await?;
         return Ok(Outcome::Rows { stream, changed: Some(change) });
     }
     if bound.verb == Verb::Exec && !rows.is_empty() {
-        return Ok(Outcome::batch(response_rows(&bound.resource, &rows, &extras)?, Some(change)));
+        return Ok(Outcome::batch(response_rows(bound, &rows, &extras)?, Some(change)));
     }
     Ok(Outcome::Changed(change))
 }
@@ -385,10 +392,21 @@ fn lenient_schema(resource: &Resource) -> SchemaRef {
 }
 
 /// RETURNING items evaluated by DataFusion over the response rows.
-pub async fn returning(bound: &Bound, rows: &[Map<String, Value>]) -> Result<DataFrame, Error> {
+/// An EXEC's rows carry the response's other values too (`RETURNING id, upload_to`).
+pub async fn returning(
+    bound: &Bound,
+    rows: &[Map<String, Value>],
+    extras: &[Map<String, Value>],
+) -> Result<DataFrame, Error> {
     let items = bound.returning.as_deref().unwrap_or_default();
-    let batch =
-        to_batch(&bound.resource, lenient_schema(&bound.resource), rows.iter().cloned().map(Value::Object).collect())?;
+    let batch = match bound.verb {
+        Verb::Exec => response_rows(bound, rows, extras)?,
+        _ => to_batch(
+            &bound.resource,
+            lenient_schema(&bound.resource),
+            rows.iter().cloned().map(Value::Object).collect(),
+        )?,
+    };
     let ctx = SessionContext::new_with_state(bound.state.clone());
     let frame = ctx.read_batch(batch)?;
     let schema: DFSchema = frame.schema().clone();
@@ -416,15 +434,25 @@ pub async fn returning(bound: &Bound, rows: &[Map<String, Value>]) -> Result<Dat
 }
 
 /// The rows an EXEC returned, with the response's other values (such as `upload_to`).
+/// The names the method declares are always there, so that RETURNING can be checked before
+/// anything is sent.
 fn response_rows(
-    resource: &Resource,
+    bound: &Bound,
     rows: &[Map<String, Value>],
     extras: &[Map<String, Value>],
 ) -> Result<RecordBatch, Error> {
+    let resource = &bound.resource;
+    let method = bound.method();
+    let declared: Vec<String> = method
+        .upload
+        .iter()
+        .map(|u| u.url_field.clone())
+        .chain(method.complete_set.iter().flat_map(|_| SetPlan::COLUMNS.map(String::from)))
+        .collect();
     let schema = lenient_schema(resource);
     let mut fields: Vec<ArrowField> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut extra_names: Vec<&String> = Vec::new();
-    for name in extras.iter().flat_map(|e| e.keys()) {
+    for name in declared.iter().chain(extras.iter().flat_map(|e| e.keys())) {
         if !extra_names.contains(&name) && schema.field_with_name(name).is_err() {
             extra_names.push(name);
         }
@@ -449,7 +477,7 @@ fn response_rows(
 /// (an EXEC's response rows are known only once it ran).
 pub async fn result_schema(bound: &Bound) -> Result<Option<SchemaRef>, Error> {
     match bound.returning {
-        Some(_) => Ok(Some(Arc::new(returning(bound, &[]).await?.schema().as_arrow().clone()))),
+        Some(_) => Ok(Some(Arc::new(returning(bound, &[], &[]).await?.schema().as_arrow().clone()))),
         None => Ok(None),
     }
 }
@@ -474,7 +502,7 @@ fn reads_tables(plan: &LogicalPlan) -> bool {
 
 /// EXPLAIN of a change: the requests it would send, none sent. Rows that need a read are
 /// shown as the read's plan and what each of its rows becomes.
-pub async fn explain(bound: &Bound) -> Result<RecordBatch, Error> {
+pub async fn explain(bound: &Bound, api: &ApiClient) -> Result<RecordBatch, Error> {
     let method = bound.method();
     let mut steps: Vec<(String, String)> = Vec::new();
     match &bound.input {
@@ -495,10 +523,24 @@ pub async fn explain(bound: &Bound) -> Result<RecordBatch, Error> {
             steps.push(("for each row".into(), format!("{} {}{with}", method.verb, method.path)));
         }
         _ => {
-            let rows = input_rows(bound, &CancelToken::new()).await?;
+            let mut rows = input_rows(bound, &CancelToken::new()).await?;
+            let sets = sets::resolve(bound, api, &mut rows).await?;
             for (i, call) in calls(bound, rows)?.iter().enumerate() {
+                let set = sets.get(i);
+                if let Some(set) = set {
+                    steps.push((
+                        "read".into(),
+                        format!("GET {} ({} now: {})", set.read, set.field, set.current.join(", ")),
+                    ));
+                }
                 let body = call.body.as_ref().map(|b| format!(" {}", Value::Object(b.clone()))).unwrap_or_default();
                 steps.push(((i + 1).to_string(), format!("{} {}{body}", call.verb, call.path)));
+                if let Some(set) = set {
+                    let named =
+                        |members: &[String]| if members.is_empty() { "nothing".into() } else { members.join(", ") };
+                    steps.push(("adds".into(), named(&set.added)));
+                    steps.push(("removes".into(), named(&set.removed)));
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ order and never retried, through a narrow interface: the API client and a cancel
 
 mod bind;
 mod execute;
+mod sets;
 mod upload;
 mod values;
 
@@ -24,6 +25,7 @@ use serde_json::{Map, Value};
 use crate::provider::{HttpVerb, Method, Provider, Resource, Verb};
 pub use bind::{bind, changes_resources};
 pub use execute::{execute, explain, explain_schema, result_schema};
+use sets::SetChange;
 
 /// One request of a change.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct Bound {
     pub returning: Option<Vec<SelectItem>>,
     pub await_ready: bool,
     pub upload: Option<Upload>,
+    /// Members an EXEC adds to or removes from a set its method replaces as a whole.
+    pub set_change: Option<SetChange>,
     /// For planning RETURNING over the response rows.
     pub state: SessionState,
 }

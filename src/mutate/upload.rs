@@ -25,9 +25,26 @@ fn refuse(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Upload { path: path.to_path_buf(), reason: reason.to_string() }
 }
 
+/// Why a file cannot be read, and what to do about it.
+fn unreadable(path: &Path, error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            let relative = match std::env::current_dir() {
+                Ok(dir) if path.is_relative() => format!(" (relative to {})", dir.display()),
+                _ => String::new(),
+            };
+            format!(
+                "no such file{relative}: give @file the path of a gzip'd raw disk image, e.g. @file='/tmp/disk.img.gz'"
+            )
+        }
+        std::io::ErrorKind::PermissionDenied => format!("cannot be read ({error}): check its permissions"),
+        _ => format!("cannot be read: {error}"),
+    }
+}
+
 /// Checks the file before anything is sent; returns what looks wrong with its content.
 pub fn inspect(path: &Path, spec: &Upload) -> Result<Option<&'static str>, Error> {
-    let metadata = std::fs::metadata(path).map_err(|e| refuse(path, e))?;
+    let metadata = std::fs::metadata(path).map_err(|e| refuse(path, unreadable(path, &e)))?;
     if !metadata.is_file() {
         return Err(refuse(path, "not a file"));
     }

@@ -57,6 +57,11 @@ pub async fn print(outcome: Outcome, format: Format, out: &mut dyn Write) -> Res
     }
 }
 
+/// psql's line after a table: `(3 rows)`, with `detail` (a time) inside the parentheses.
+pub fn row_count(rows: usize, detail: &str) -> String {
+    format!("({rows} row{}{detail})", if rows == 1 { "" } else { "s" })
+}
+
 /// Table output, or psql's expanded display (a `-[ RECORD n ]-` block of `column | value`
 /// lines per row) when the table would be wider than `width` columns; 0 means always.
 pub async fn print_expanded(outcome: Outcome, width: usize, out: &mut dyn Write) -> Result<Option<usize>, Error> {

@@ -435,6 +435,35 @@ pub struct Method {
     #[serde(default)]
     pub not_found: NotFound,
     pub upload: Option<Upload>,
+    pub complete_set: Option<CompleteSet>,
+}
+
+/// A body field that replaces a whole set the row holds (an image's regions): members left
+/// out are removed. EXEC then takes members to add and remove by name, and the current set is
+/// read before the call so that a removal is never a surprise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CompleteSet {
+    /// The body field (a list of strings).
+    pub field: String,
+    /// Where the row holds the members now.
+    pub current: SetMembers,
+    /// The EXEC parameter naming members to add to the current ones.
+    pub add: String,
+    /// The EXEC parameter naming members to remove; the only way to leave one out.
+    pub remove: String,
+}
+
+/// The members of a set in a row: a list of objects, each naming one in `item`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SetMembers {
+    pub field: String,
+    pub item: String,
+    /// The objects' status field, and the statuses of members already on their way out.
+    pub status: Option<String>,
+    #[serde(default)]
+    pub leaving: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -672,6 +701,32 @@ impl Registry {
     }
 
     /// Every resource with its provider, in name order.
+    /// The full names of everything a query can read: resources and views.
+    pub fn table_names(&self) -> Vec<String> {
+        self.providers
+            .values()
+            .flat_map(|p| {
+                p.services.values().flat_map(move |s| {
+                    let names = s.resources.keys().chain(s.views.keys());
+                    names.map(move |name| format!("{}.{}.{name}", p.id, s.id))
+                })
+            })
+            .collect()
+    }
+
+    /// The full names that a shortened name (`images`, `images.images`) stands for: those
+    /// ending in its parts, compared without case.
+    pub fn completions(&self, parts: &[&str]) -> Vec<String> {
+        let suffix: Vec<String> = parts.iter().map(|p| p.to_lowercase()).collect();
+        self.table_names()
+            .into_iter()
+            .filter(|full| {
+                let names: Vec<String> = full.split('.').map(str::to_lowercase).collect();
+                suffix.len() < names.len() && names.ends_with(&suffix)
+            })
+            .collect()
+    }
+
     pub fn resources(&self) -> impl Iterator<Item = (&Arc<Provider>, &Service, &Arc<Resource>)> {
         self.providers
             .values()
@@ -766,6 +821,20 @@ fn validate_resource(r: &mut Resource) -> Result<(), String> {
         for placeholder in m.path.placeholders() {
             if !m.params.iter().any(|p| p.name == placeholder && p.location == ParamLocation::Path) {
                 return Err(format!("{}: method {name}: path param {{{placeholder}}} is not declared", r.full_name));
+            }
+        }
+        if let Some(set) = &m.complete_set {
+            let problem = if !m.body.iter().any(|f| f.name == set.field) {
+                Some(format!("field `{}` is not in `body`", set.field))
+            } else if r.field(&set.current.field).is_none() {
+                Some(format!("current.field names unknown field `{}`", set.current.field))
+            } else if r.key().is_none() {
+                Some("the resource has no select method that reads one row by its id".to_string())
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(format!("{}: method {name}: completeSet: {problem}", r.full_name));
             }
         }
     }

@@ -232,6 +232,7 @@ async fn connect(shared: &Shared, token: Option<Token>) -> Result<Ready, Error> 
         scan: shared.scan,
         progress: Progress::silent(),
         default_catalog: Some(shared.database.clone()),
+        timeout: shared.timeout,
     };
     let session = Session::new(options).await?;
     let context = Arc::new(session.context().clone());

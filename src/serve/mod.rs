@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;
@@ -69,6 +70,8 @@ struct Shared {
     registry: Arc<Registry>,
     base_url: Option<String>,
     scan: ScanOptions,
+    /// How long one API call may take.
+    timeout: Duration,
     auth: Auth,
     /// The database clients name: the provider (`linode`).
     database: String,
@@ -104,6 +107,7 @@ impl Server {
         base_url: Option<String>,
         env_token: Option<Token>,
         scan: ScanOptions,
+        timeout: Duration,
     ) -> Result<Server, Error> {
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -127,8 +131,16 @@ impl Server {
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
-        let shared =
-            Shared { registry, base_url, scan, auth, database, cancels: Arc::default(), connections: Mutex::default() };
+        let shared = Shared {
+            registry,
+            base_url,
+            scan,
+            timeout,
+            auth,
+            database,
+            cancels: Arc::default(),
+            connections: Mutex::default(),
+        };
         Ok(Server { listener, tls, shared: Arc::new(shared) })
     }
 

@@ -83,7 +83,7 @@ const STATEMENTS: &[(&str, &str, &str)] = &[
     (
         "EXEC",
         "EXEC [/*+ AWAIT */] resource.method @param = value, … [@@json = '{…}'] [RETURNING items]",
-        "EXEC linode.images.images.post_replicate_image @imageId = 'private/42', @@json = '{\"regions\": [\"us-east\"]}';",
+        "EXEC linode.images.images.post_replicate_image @imageId = 'private/42', @add = 'eu-west';",
     ),
     (
         "AWAIT",

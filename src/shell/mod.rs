@@ -418,7 +418,7 @@ impl Shell {
         let time = if self.timing { format!(" in {elapsed:.3} s") } else { String::new() };
         match result {
             Ok(Some(rows)) => {
-                let _ = writeln!(out, "({rows} row{}{time})", if rows == 1 { "" } else { "s" });
+                let _ = writeln!(out, "{}", output::row_count(rows, &time));
             }
             Ok(None) if self.timing => {
                 let _ = writeln!(out, "({elapsed:.3} s)");

@@ -5,7 +5,8 @@ statement is lexed once and parsed once with DataFusion's parser; `REPLACE … S
 sqlparser's own UPDATE grammar (the AST keeps the REPLACE keyword as its verb token), and
 `/*+ HINT */` comments after the verb are read from the same tokens. Names that SQL would
 lowercase are resolved against the provider registry: a parameter that aliases a column
-(`imageId` → `id`) is rewritten to that column. */
+(`imageId` → `id`) is rewritten to that column, and a table named without its provider and
+service (`FROM images`) gets its full name when only one resource or view has it. */
 
 mod split;
 
@@ -17,7 +18,8 @@ use datafusion::sql::parser::{
     CopyToSource, CopyToStatement, DFParserBuilder, ExplainStatement, Statement as DFStatement,
 };
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, ObjectName, Statement, Update, visit_expressions_mut, visit_relations, visit_relations_mut,
+    Expr, Ident, ObjectName, Query, SelectItem, Statement, Update, Visit, Visitor, visit_expressions_mut,
+    visit_relations, visit_relations_mut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -33,6 +35,8 @@ pub use split::{Piece, is_complete, split_statements};
 pub struct Parsed {
     pub statement: DFStatement,
     pub hints: Vec<String>,
+    /// `EXEC … RETURNING items`, which sqlparser's EXECUTE has no place for.
+    pub returning: Option<Vec<SelectItem>>,
 }
 
 impl Parsed {
@@ -65,12 +69,25 @@ pub fn parse(sql: &str) -> Result<Parsed, Error> {
         }
         None => parser.parse_statement().map_err(syntax)?,
     };
+    let returning = match is_exec(&statement) && parser.parser.parse_keyword(Keyword::RETURNING) {
+        true => Some(parser.parser.parse_comma_separated(Parser::parse_select_item).map_err(parse_error)?),
+        false => None,
+    };
     while parser.parser.consume_token(&Token::SemiColon) {}
     if parser.parser.peek_token_ref().token != Token::EOF {
         let found = parser.parser.peek_token();
         return Err(parse_error(parser.parser.expected::<()>("end of statement", found).unwrap_err()));
     }
-    Ok(Parsed { statement, hints })
+    Ok(Parsed { statement, hints, returning })
+}
+
+/// Whether a statement is an EXEC (explained or not).
+fn is_exec(statement: &DFStatement) -> bool {
+    match statement {
+        DFStatement::Statement(s) => matches!(s.as_ref(), Statement::Execute { .. }),
+        DFStatement::Explain(explain) => is_exec(&explain.statement),
+        _ => false,
+    }
 }
 
 /// `Some(explained)` when the statement is `[EXPLAIN] REPLACE table SET …` (not MySQL's
@@ -124,8 +141,10 @@ fn parse_error(error: ParserError) -> Error {
 
 /// Resolves names SQL would lowercase against the resources a statement reads: a parameter
 /// that aliases a column becomes that column (`WHERE imageId = …` → `WHERE id = …`), and a
-/// camelCase column keeps its case (`linodeId`). Columns take priority over aliases.
-pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
+/// camelCase column keeps its case (`linodeId`). Columns take priority over aliases. A table
+/// name unique without its provider and service (`FROM images`) is completed; `local` are the
+/// session's own tables (CREATE TABLE), which keep their names.
+pub fn resolve_names(statement: &mut DFStatement, registry: &Registry, local: &[String]) {
     let statement: &mut Statement = match statement {
         DFStatement::Statement(s) => s,
         DFStatement::Explain(explain) => match explain.statement.as_mut() {
@@ -134,19 +153,69 @@ pub fn resolve_names(statement: &mut DFStatement, registry: &Registry) {
         },
         // `COPY (query) TO …`: the query's names, as for a SELECT.
         DFStatement::CopyTo(CopyToStatement { source: CopyToSource::Query(query), .. }) => {
-            let mut select = Statement::Query(query.clone());
-            resolve_statement_names(&mut select, registry);
-            if let Statement::Query(resolved) = select {
-                *query = resolved;
-            }
-            return;
+            return as_statement(query, |select| resolve_statement_names(select, registry, local));
         }
         _ => return,
     };
-    resolve_statement_names(statement, registry);
+    resolve_statement_names(statement, registry, local);
 }
 
-fn resolve_statement_names(statement: &mut Statement, registry: &Registry) {
+/// Applies `change` to a query inside another statement, as to a statement of its own.
+fn as_statement(query: &mut Box<Query>, change: impl FnOnce(&mut Statement)) {
+    let mut select = Statement::Query(query.clone());
+    change(&mut select);
+    if let Statement::Query(changed) = select {
+        *query = changed;
+    }
+}
+
+/// The names a statement's WITH clauses define, which shadow any table.
+fn common_table_names(statement: &Statement) -> Vec<String> {
+    struct Names(Vec<String>);
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            let tables = query.with.iter().flat_map(|with| with.cte_tables.iter());
+            self.0.extend(tables.map(|cte| cte.alias.name.value.to_lowercase()));
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names(Vec::new());
+    let _ = statement.visit(&mut names);
+    names.0
+}
+
+/// A shortened table name (`images`, `images.images`) becomes the full name it stands for
+/// when exactly one resource or view has it, unless a WITH clause or a table of the session
+/// (`local`) has that name. Ambiguous and unknown names are left for the error to explain.
+fn complete_table_names(statement: &mut Statement, registry: &Registry, local: &[String]) {
+    // The name a CREATE gives is the user's own; only the query in it reads tables.
+    let statement = match statement {
+        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => statement,
+        Statement::CreateTable(create) => match create.query.as_mut() {
+            Some(query) => return as_statement(query, |select| complete_table_names(select, registry, local)),
+            None => return,
+        },
+        _ => return,
+    };
+    let shadowed = common_table_names(statement);
+    let _ = visit_relations_mut(statement, |name| {
+        let parts: Vec<&str> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.as_str())).collect();
+        let first = parts.first().map(|p| p.to_lowercase()).unwrap_or_default();
+        let shadowed = parts.len() == 1 && (shadowed.contains(&first) || local.contains(&first));
+        if parts.len() < 3
+            && parts.len() == name.0.len()
+            && !shadowed
+            && let [full] = registry.completions(&parts).as_slice()
+        {
+            *name = ObjectName::from(full.split('.').map(Ident::new).collect::<Vec<_>>());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn resolve_statement_names(statement: &mut Statement, registry: &Registry, local: &[String]) {
+    complete_table_names(statement, registry, local);
     // DataFusion looks a table function up by the first part of its name only, so a view with
     // parameters is registered under its whole dotted name as one identifier.
     let functions: Vec<String> = registry.functions().collect();
@@ -220,6 +289,10 @@ mod tests {
         assert!(matches!(&p.statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Insert(_))));
         let p = parse("EXEC /*+ AWAIT */ linode.images.images.post_replicate_image @imageId='x'").unwrap();
         assert_eq!(p.hints, ["AWAIT"]);
+        let p = parse("EXPLAIN EXEC linode.images.images.put_image @imageId='x', @label='y' RETURNING id, label AS l;")
+            .unwrap();
+        assert_eq!(p.returning.map(|items| items.len()), Some(2));
+        assert!(matches!(parse("SELECT 1 RETURNING x"), Err(Error::Syntax(_))));
         assert!(parse("SELECT 1 /*+ AWAIT */").unwrap().hints.is_empty());
         assert!(matches!(parse("SELECT 1; SELECT 2"), Err(Error::Syntax(_))));
         assert!(matches!(parse("SELEC 1"), Err(Error::Syntax(m)) if m.contains("Line: 1")));
