@@ -407,7 +407,9 @@ fn provider_files_decide_what_is_pushed_down() {
         "id: images\nresources:\n  images:\n    fields: [{name: id, type: string}, {name: label, type: string, pattern: '[a-'}]\n    methods: {}\n",
     )
     .unwrap();
-    let stderr = sandbox.imageql(&["--providers", providers, "-e", sql]).fails();
+    let run = sandbox.imageql(&["--providers", providers, "-e", sql]);
+    assert_eq!(run.code(), 2, "provider files that do not load are a usage error");
+    let stderr = run.stderr();
     assert!(stderr.contains("images.yaml") && stderr.contains("field `label`: invalid pattern `[a-`"), "{stderr}");
 }
 

@@ -31,7 +31,8 @@ impl Month {
     /// Moves the sandbox's clock by `seconds` and returns its time.
     async fn advance(&self, seconds: i64) -> NaiveDateTime {
         let url = format!("{}/sandbox/clock", self.sandbox.origin());
-        let response = self.http.post(url).json(&json!({"advance_seconds": seconds})).send().await.unwrap();
+        let request = self.http.post(url).bearer_auth(TOKEN).json(&json!({"advance_seconds": seconds}));
+        let response = request.send().await.unwrap();
         let (status, body) = common::json_of(response).await;
         assert_eq!(status, 200, "{body}");
         NaiveDateTime::parse_from_str(body["now"].as_str().unwrap(), TIME).unwrap()
