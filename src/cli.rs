@@ -6,10 +6,11 @@ use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::api::Token;
+use crate::api::{DEFAULT_CACHE_TTL, Shared, Token};
 use crate::engine::{Session, SessionOptions};
 use crate::error::Error;
 use crate::output::{self, Format};
@@ -58,6 +59,12 @@ pub struct Cli {
     /// Rows per page when listing (clamped to what the API allows)
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     page_size: u32,
+    /// Reuse an API answer for this many seconds within the process; a change drops them
+    #[arg(long, default_value_t = DEFAULT_CACHE_TTL.as_secs(), value_name = "SECONDS")]
+    cache_ttl: u64,
+    /// Read everything from the API afresh (the same as --cache-ttl 0)
+    #[arg(long, conflicts_with = "cache_ttl")]
+    no_cache: bool,
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -143,6 +150,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         registry,
         scan: ScanOptions { pushdown: !cli.no_pushdown, page_size: cli.page_size },
         progress: output::progress::terminal(),
+        shared: Shared::new(Duration::from_secs(if cli.no_cache { 0 } else { cli.cache_ttl })),
     };
     let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();

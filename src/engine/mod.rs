@@ -28,7 +28,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
-use crate::api::{ApiClient, Progress, Token};
+use crate::api::{ApiClient, Progress, Shared, Token};
 pub use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::mutate;
@@ -46,6 +46,8 @@ pub struct SessionOptions {
     pub registry: Arc<Registry>,
     pub scan: ScanOptions,
     pub progress: Progress,
+    /// The response cache and rate budget, shared with every session given the same.
+    pub shared: Shared,
 }
 
 impl SessionOptions {
@@ -57,6 +59,7 @@ impl SessionOptions {
             registry: Arc::new(Registry::embedded().expect("the built-in provider files load")),
             scan: ScanOptions::default(),
             progress: Progress::silent(),
+            shared: Shared::default(),
         }
     }
 }
@@ -79,8 +82,14 @@ impl Session {
                     provider.auth.env_var
                 )));
             }
-            let client =
-                ApiClient::new(&base_url, options.token.clone(), &provider.auth.env_var, options.progress.clone());
+            let client = ApiClient::new(
+                &base_url,
+                options.token.clone(),
+                &provider.auth.env_var,
+                provider.rate_limits.clone(),
+                options.progress.clone(),
+                options.shared.clone(),
+            );
             clients.insert(provider.id.clone(), Arc::new(client));
         }
         let config = SessionConfig::new().with_information_schema(true);

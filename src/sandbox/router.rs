@@ -92,7 +92,7 @@ async fn every_request(
 
     let is_list = method == Method::GET && (path.ends_with("/images") || path.ends_with("/images/"));
     let general = app.options.rate_limit;
-    // Image lists are unlimited unless --rate-limit-list says otherwise.
+    // Unlimited image lists still count, against the general limit, for the headers.
     let (limit, enforced) = match (is_list, app.options.rate_limit_list) {
         (true, Some(n)) => (n, true),
         (true, None) => (general, false),

@@ -287,6 +287,13 @@ struct ScanCall {
     params: Vec<(String, Value)>,
 }
 
+/// The listing request of a call, before its paging parameters.
+fn list_request(call: &ScanCall, headers: &[(String, String)]) -> Request {
+    let mut request = Request::get(call.path.to_string());
+    request.headers = headers.to_vec();
+    request
+}
+
 /// The requests a scan makes.
 #[derive(Debug, Clone)]
 enum ScanPlan {
@@ -338,6 +345,9 @@ impl DisplayAs for ResourceScanExec {
                 if let Some(check) = check {
                     write!(f, ", keeping rows that match {}", check.to_json())?;
                 }
+                if calls.iter().all(|c| self.api.is_cached(&Request::get(c.path.to_string()))) {
+                    write!(f, ", served from the cache")?;
+                }
                 Ok(())
             }
             ScanPlan::List { calls, xfilter, limit, .. } => {
@@ -355,6 +365,13 @@ impl DisplayAs for ResourceScanExec {
                 }
                 if let Some(n) = limit {
                     write!(f, ", stop after {n} rows")?;
+                }
+                let headers = self.filter_header(xfilter);
+                if calls
+                    .iter()
+                    .all(|c| self.api.listing_is_cached(&list_request(c, &headers), pagination, size, *limit))
+                {
+                    write!(f, ", served from the cache")?;
                 }
                 Ok(())
             }
@@ -401,7 +418,7 @@ impl ExecutionPlan for ResourceScanExec {
                         let api = api.clone();
                         let check = check.clone();
                         async move {
-                            match api.read(&Request::get(call.path.to_string())).await {
+                            match api.read_cached(&Request::get(call.path.to_string())).await {
                                 Ok(row) => Ok(match (&check, row.as_object()) {
                                     (Some(check), Some(object)) if !check.matches(object) => vec![],
                                     _ => with_params(vec![row], &call.params),
@@ -421,9 +438,7 @@ impl ExecutionPlan for ResourceScanExec {
                 let (object_key, limit) = (object_key.clone(), *limit);
                 stream::iter(calls.clone())
                     .flat_map(move |call| {
-                        let mut request = Request::get(call.path.to_string());
-                        request.headers = headers.clone();
-                        api.pages(request, &pagination, page_size, &object_key, limit)
+                        api.pages(list_request(&call, &headers), &pagination, page_size, &object_key, limit)
                             .map_ok(move |rows| with_params(rows, &call.params))
                     })
                     .boxed()
