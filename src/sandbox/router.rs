@@ -157,6 +157,7 @@ async fn every_request(
             "x_filter": x_filter,
             "status": response.status().as_u16(),
             "ms": started.elapsed().as_millis() as u64,
+            "bytes": axum::body::HttpBody::size_hint(response.body()).exact(),
         });
         let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
         // The log is a diagnostic aid: a full disk must not fail the request.
