@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::api::Token;
+use crate::api::{DEFAULT_CACHE_TTL, Shared, Token};
 use crate::engine::{Session, SessionOptions};
 use crate::error::Error;
 use crate::outcome::Outcome;
@@ -68,6 +68,12 @@ pub struct Cli {
     /// Rows per page when listing (clamped to what the API allows)
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), global = true)]
     page_size: u32,
+    /// Reuse an API answer for this many seconds within the process; a change drops them
+    #[arg(long, default_value_t = DEFAULT_CACHE_TTL.as_secs(), value_name = "SECONDS", global = true)]
+    cache_ttl: u64,
+    /// Read everything from the API afresh (the same as --cache-ttl 0)
+    #[arg(long, conflicts_with = "cache_ttl", global = true)]
+    no_cache: bool,
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -123,7 +129,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         let registry = load_registry(&cli)?;
         let Target { sandbox: _sandbox, base_url, token, .. } = target(&cli, &registry).await?;
         let timeout = Duration::from_secs_f64(cli.timeout);
-        let server = Server::bind(args, registry, base_url, token, scan_options(&cli), timeout).await?;
+        let server = Server::bind(args, registry, base_url, token, scan_options(&cli), timeout, shared(&cli)).await?;
         let mut stdout = std::io::stdout().lock();
         // Scripts wait for this line to learn the port, so it must not sit in a buffer.
         let _ = writeln!(stdout, "{}", server.url()).and_then(|_| stdout.flush());
@@ -162,6 +168,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         progress: output::progress::terminal(),
         default_catalog: None,
         timeout: Duration::from_secs_f64(cli.timeout),
+        shared: shared(&cli),
     };
     let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();
@@ -206,6 +213,11 @@ fn load_registry(cli: &Cli) -> Result<Arc<Registry>, Error> {
         Some(dir) => Registry::from_dir(dir)?,
         None => Registry::embedded()?,
     }))
+}
+
+/// The response cache and rate budget every session of this process shares.
+fn shared(cli: &Cli) -> Shared {
+    Shared::new(Duration::from_secs(if cli.no_cache { 0 } else { cli.cache_ttl }))
 }
 
 fn scan_options(cli: &Cli) -> ScanOptions {

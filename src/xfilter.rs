@@ -215,6 +215,24 @@ impl XFilter {
         self.filter.is_none() && self.order.is_none()
     }
 
+    /// The fields the filter and the order look at.
+    pub fn fields(&self) -> Vec<&str> {
+        fn add<'a>(filter: &'a Filter, fields: &mut Vec<&'a str>) {
+            match filter {
+                Filter::And(parts) | Filter::Or(parts) => parts.iter().for_each(|p| add(p, fields)),
+                Filter::Cond { field, .. } => fields.push(field),
+            }
+        }
+        let mut fields = Vec::new();
+        if let Some(filter) = &self.filter {
+            add(filter, &mut fields);
+        }
+        fields.extend(self.order.as_ref().map(|o| o.field.as_str()));
+        fields.sort_unstable();
+        fields.dedup();
+        fields
+    }
+
     pub fn to_json(&self) -> Value {
         let mut object = match self.filter.as_ref().map(Filter::to_json) {
             Some(Value::Object(map)) => map,

@@ -298,7 +298,7 @@ async fn without_images_the_sandbox_serves_what_the_files_describe() {
 /// Runs `imageql sandbox --providers DIR`, which must exit at once; returns its stderr.
 fn refused(dir: &Path) -> String {
     let mut child = Command::new(binary())
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--providers"])
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--rate-limit-list", "0", "--providers"])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

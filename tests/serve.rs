@@ -274,3 +274,63 @@ except psycopg.errors.QueryCanceled as e:
         .unwrap();
     assert_eq!(text(&out.stdout).trim(), "cancelled 57014", "{}", text(&out.stderr));
 }
+
+/// Image list requests in the access log since `mark`, and how many were refused with 429.
+fn listings(sandbox: &SandboxProcess, mark: usize) -> (usize, usize) {
+    let log = sandbox.log_since(mark);
+    let lists: Vec<_> = log.iter().filter(|r| r["method"] == "GET" && r["path"] == "/v4/images").collect();
+    (lists.len(), lists.iter().filter(|r| r["status"] == 429).count())
+}
+
+#[test]
+fn connections_share_answers_until_a_change() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0"]);
+    let server = Server::start(&sandbox, &[], &[]);
+    let query = "SELECT count(*) FROM linode.images.images WHERE NOT is_public";
+    let mark = sandbox.log().len();
+    let first = server.psql(TOKEN, &[query]);
+    let second = server.psql(TOKEN, &[query]);
+    assert!(first.status.success() && second.status.success(), "{}", text(&second.stderr));
+    assert_eq!(text(&first.stdout), text(&second.stdout));
+    assert_eq!(listings(&sandbox, mark), (1, 0), "two connections, one listing");
+
+    let mark = sandbox.log().len();
+    let out = server.psql(TOKEN, &["INSERT INTO linode.images.images (disk_id, label) VALUES (67890, 'fresh-one')"]);
+    assert!(text(&out.stdout).contains("INSERT 0 1"), "{}", text(&out.stderr));
+    let third = server.psql(TOKEN, &[query]);
+    assert_eq!(listings(&sandbox, mark), (1, 0), "a change makes the next query read again");
+    let count = |out: &Output| text(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse::<usize>().ok());
+    assert_eq!(count(&third), count(&first).map(|n| n + 1));
+}
+
+#[test]
+fn a_dashboard_stays_within_the_real_list_limit() {
+    let sandbox = SandboxProcess::start(&["--rate-limit-list", "20"]);
+    let server = Server::start(&sandbox, &[], &[]);
+    let panels = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dashboard.sql")).unwrap();
+    let panels: Vec<&str> =
+        panels.split(';').map(str::trim).filter(|q| q.lines().any(|l| !l.starts_with("--"))).collect();
+    assert_eq!(panels.len(), 3);
+    let mark = sandbox.log().len();
+    let refreshes: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, panels) = (server.url_for("grafana"), panels.clone());
+            let commands: Vec<String> = (0..10).map(|i| panels[i % panels.len()].to_string()).collect();
+            std::thread::spawn(move || {
+                let mut psql = Command::new("psql");
+                psql.arg(url).args(["-X", "-v", "ON_ERROR_STOP=1"]);
+                for c in &commands {
+                    psql.args(["-c", c]);
+                }
+                psql.env("PGPASSWORD", TOKEN).output().unwrap()
+            })
+        })
+        .collect();
+    for refresh in refreshes {
+        let out = refresh.join().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let (lists, refused) = listings(&sandbox, mark);
+    assert_eq!(refused, 0, "no 429 for 30 panel queries");
+    assert!(lists <= 20, "{lists} listings for 30 panel queries");
+}

@@ -1,32 +1,44 @@
-/*! The HTTP client: bearer auth, retries of idempotent reads, error reporting and paging.
+/*! The HTTP client: bearer auth, retries of idempotent reads, error reporting and paging,
+within the API's rate limits ([`budget`]) and through a response cache ([`cache`]) that the
+clients of a process share.
 
 Errors name the request (method and URL) and what the user can do about them; the token
 never appears in any of them. Progress goes to a [`Progress`] callback. */
 
+pub mod budget;
+pub mod cache;
 pub mod progress;
 
 use std::fmt;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::FutureExt;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::provider::{HttpVerb, Pagination, encode_segment};
+use crate::provider::{HttpVerb, Pagination, RateLimits, encode_segment};
+use budget::{Class, RateBudget, Reported};
+use cache::{Key, ResponseCache};
 pub use progress::{Event, Progress};
 
+/// Pages in flight at once after the first one: as many as the rate budget lets go, up to
+/// this bound on connections and on the memory of pages not yet decoded.
+const PAGE_CONCURRENCY: usize = 24;
+/// Attempts for an idempotent read before its error is reported.
+const READ_ATTEMPTS: u32 = 4;
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+/// How long a cached response is reused unless the session says otherwise.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long one API call may take, response body included, unless the session says otherwise.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// What a failed change's error adds when its answer was lost after it was sent.
 const UNKNOWN_OUTCOME: &str =
     "The request was sent, so the change may have happened: changes are never retried; check before sending it again";
-
-/// Pages fetched at once after the first one.
-const PAGE_CONCURRENCY: usize = 4;
-/// Attempts for an idempotent read before its error is reported.
-const READ_ATTEMPTS: u32 = 4;
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
-/// How long one API call may take, response body included, unless the session says otherwise.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A secret that never shows up in `Debug` output.
 #[derive(Clone)]
@@ -35,6 +47,31 @@ pub struct Token(String);
 impl Token {
     pub fn new(value: String) -> Option<Token> {
         (!value.trim().is_empty()).then(|| Token(value.trim().to_string()))
+    }
+}
+
+/// Hashes with keys drawn once per process: a token's hash tells tokens apart within the
+/// process and means nothing outside it.
+static IDENTITY_KEYS: LazyLock<std::collections::hash_map::RandomState> = LazyLock::new(Default::default);
+
+/// What the clients of a process share, so that sessions over one engine (the statements of
+/// a script, the connections of a server) reuse each other's reads and respect one budget.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub cache: Arc<ResponseCache>,
+    pub budget: Arc<RateBudget>,
+}
+
+impl Shared {
+    /// Responses kept for `cache_ttl` (zero: none).
+    pub fn new(cache_ttl: Duration) -> Shared {
+        Shared { cache: Arc::new(ResponseCache::new(cache_ttl)), budget: Arc::default() }
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new(DEFAULT_CACHE_TTL)
     }
 }
 
@@ -116,6 +153,8 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
+    /// A page of a paginated listing, for the rate-limit classes.
+    pub listing: bool,
 }
 
 impl Request {
@@ -124,7 +163,7 @@ impl Request {
     }
 
     pub fn new(verb: HttpVerb, path: impl Into<String>, body: Option<Value>) -> Request {
-        Request { verb, path: path.into(), query: vec![], headers: vec![], body }
+        Request { verb, path: path.into(), query: vec![], headers: vec![], body, listing: false }
     }
 
     fn path_and_query(&self) -> String {
@@ -145,6 +184,10 @@ pub struct ApiClient {
     /// The environment variable the token came from, for hints.
     token_source: String,
     progress: Progress,
+    /// The API base and token, hashed: whose cache entries and budget these are.
+    identity: u64,
+    rate_limits: Option<RateLimits>,
+    shared: Shared,
     timeout: Duration,
 }
 
@@ -153,7 +196,9 @@ impl ApiClient {
         base_url: &str,
         token: Option<Token>,
         token_source: &str,
+        rate_limits: Option<RateLimits>,
         progress: Progress,
+        shared: Shared,
         timeout: Duration,
     ) -> ApiClient {
         // No overall timeout on the client: an upload may take hours. API calls set their own.
@@ -166,12 +211,17 @@ impl ApiClient {
             http = http.no_proxy();
         }
         let http = http.build().expect("the TLS backend initialises");
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let identity = IDENTITY_KEYS.hash_one((&base_url, token.as_ref().map(|Token(t)| t)));
         ApiClient {
             http,
-            base_url: base_url.trim_end_matches('/').to_string(),
+            base_url,
             token,
             token_source: token_source.to_string(),
             progress,
+            identity,
+            rate_limits,
+            shared,
             timeout,
         }
     }
@@ -187,18 +237,65 @@ impl ApiClient {
     /// Sends a request once: changes are never retried, so that a failure never hides a
     /// change that happened anyway.
     pub async fn send(&self, request: &Request) -> Result<Value, ApiError> {
-        self.send_once(request, 1).await.map_err(|failure| failure.error)
+        let body = self.send_once(request, 1).await.map_err(|failure| failure.error)?;
+        self.parse(request, &body)
     }
 
     /// Sends an idempotent read, retrying throttling, server errors and network failures.
+    /// Never answered from the cache: for reads that must see the API as it is now.
     pub async fn read(&self, request: &Request) -> Result<Value, ApiError> {
+        let body = self.read_body(request).await?;
+        self.parse(request, &body)
+    }
+
+    /// [`ApiClient::read`], answered from the cache while a fresh answer is there, and sent
+    /// once for concurrent identical reads.
+    pub async fn read_cached(self: &Arc<Self>, request: &Request) -> Result<Value, ApiError> {
+        let client = Arc::clone(self);
+        let owned = request.clone();
+        let body = self
+            .shared
+            .cache
+            .get_or_fetch(self.cache_key(request), move || async move { client.read_body(&owned).await }.boxed())
+            .await?;
+        self.parse(request, &body)
+    }
+
+    /// Whether [`ApiClient::read_cached`] would answer `request` without sending it.
+    pub fn is_cached(&self, request: &Request) -> bool {
+        self.shared.cache.get(&self.cache_key(request)).is_some()
+    }
+
+    /// Drops every cached answer to this token: a change may have made any of them stale.
+    pub fn forget_reads(&self) {
+        self.shared.cache.forget(self.identity);
+    }
+
+    fn cache_key(&self, request: &Request) -> Key {
+        let filter = request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("x-filter")).map(|(_, v)| v.clone());
+        Key { client: self.identity, request: format!("{} {}", request.verb, request.path_and_query()), filter }
+    }
+
+    fn parse(&self, request: &Request, body: &Bytes) -> Result<Value, ApiError> {
+        serde_json::from_slice(body).map_err(|_| ApiError::Decode {
+            method: request.verb,
+            url: self.url(request),
+            detail: "the body is not JSON".into(),
+        })
+    }
+
+    /// The body of an idempotent read, after retries.
+    async fn read_body(&self, request: &Request) -> Result<Bytes, ApiError> {
         let mut attempt = 1;
         loop {
             match self.send_once(request, READ_ATTEMPTS).await {
-                Ok(value) => return Ok(value),
+                Ok(body) => return Ok(body),
                 Err(failure) if failure.retryable && attempt < READ_ATTEMPTS => {
-                    let backoff = Duration::from_millis(250 << (attempt - 1));
-                    tokio::time::sleep(failure.retry_after.unwrap_or(backoff).min(MAX_RETRY_WAIT)).await;
+                    // After a 429 the budget holds the next attempt back for its Retry-After.
+                    if failure.error.status() != Some(429) || self.rate_limits.is_none() {
+                        let backoff = Duration::from_millis(250 << (attempt - 1));
+                        tokio::time::sleep(failure.retry_after.unwrap_or(backoff).min(MAX_RETRY_WAIT)).await;
+                    }
                     attempt += 1;
                 }
                 Err(failure) => return Err(failure.error),
@@ -206,8 +303,22 @@ impl ApiClient {
         }
     }
 
-    /// One attempt; `attempts` is how many the caller makes in all, for the hints.
-    async fn send_once(&self, request: &Request, attempts: u32) -> Result<Value, Failure> {
+    /// The rate-limit classes a request counts against: the general limit, and the first
+    /// class of the provider file it belongs to.
+    fn classes(&self, request: &Request) -> Vec<Class> {
+        let Some(limits) = &self.rate_limits else { return vec![] };
+        let mut classes = vec![Class { name: "general".into(), per_minute: limits.per_minute }];
+        if let Some(class) = limits.class_for(request.verb, &request.path, request.listing) {
+            classes.push(Class { name: class.name.clone(), per_minute: class.per_minute });
+        }
+        classes
+    }
+
+    /// One attempt, within the rate budget; `attempts` is how many the caller makes in all,
+    /// for the hints. A success is the body as it arrived.
+    async fn send_once(&self, request: &Request, attempts: u32) -> Result<Bytes, Failure> {
+        let classes = self.classes(request);
+        self.shared.budget.acquire(self.identity, &classes, &self.progress).await;
         let url = self.url(request);
         let method = match request.verb {
             HttpVerb::Get => reqwest::Method::GET,
@@ -243,12 +354,19 @@ impl ApiClient {
             },
         })?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = header_number(response.headers(), "retry-after").map(Duration::from_secs);
+        // The headers speak of the most specific limit the request falls under.
+        if let Some(class) = classes.last() {
+            let reported = Reported {
+                limit: header_number(response.headers(), "x-ratelimit-limit").map(|n| n as u32),
+                remaining: header_number(response.headers(), "x-ratelimit-remaining").map(|n| n as u32),
+                reset: header_number(response.headers(), "x-ratelimit-reset"),
+            };
+            self.shared.budget.observe(self.identity, class, reported);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                self.shared.budget.pause(self.identity, class, retry_after.unwrap_or(Duration::from_secs(1)));
+            }
+        }
         let bytes = response.bytes().await.map_err(|e| Failure {
             retryable: true,
             retry_after: None,
@@ -259,23 +377,26 @@ impl ApiClient {
                 hint: unknown_outcome.clone(),
             },
         })?;
-        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
-            // A body cut short on the way; a read asks again.
-            return body.ok_or_else(|| Failure {
-                retryable: true,
-                retry_after: None,
-                error: ApiError::Decode {
-                    method: request.verb,
-                    url,
-                    detail: format!(
-                        "the body is not JSON ({} bytes){}",
-                        bytes.len(),
-                        unknown_outcome.map(|h| format!(". {h}")).unwrap_or_default()
-                    ),
-                },
-            });
+            // A body cut short on the way: a read asks again.
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+                return Err(Failure {
+                    retryable: true,
+                    retry_after: None,
+                    error: ApiError::Decode {
+                        method: request.verb,
+                        url,
+                        detail: format!(
+                            "the body is not JSON ({} bytes){}",
+                            bytes.len(),
+                            unknown_outcome.map(|h| format!(". {h}")).unwrap_or_default()
+                        ),
+                    },
+                });
+            }
+            return Ok(bytes);
         }
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         let errors = body.as_ref().map(error_items).unwrap_or_default();
         let retryable = matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504);
         Err(Failure {
@@ -346,8 +467,9 @@ impl ApiClient {
     }
 
     /// Every row of a paginated collection, one page per item, in the API's order. The first
-    /// page tells how many there are; the rest are fetched concurrently (bounded) and yielded
-    /// in order. `max_rows` stops fetching once that many rows are certain to have arrived.
+    /// page tells how many there are; the rest are fetched concurrently (as the rate budget
+    /// allows) and yielded in order. `max_rows` stops fetching once that many rows are certain
+    /// to have arrived. Pages come from the cache when it has them.
     pub fn pages(
         self: &Arc<Self>,
         request: Request,
@@ -363,24 +485,21 @@ impl ApiClient {
             let object_key = object_key.to_string();
             move |page: u64| {
                 let client = Arc::clone(&client);
-                let mut request = request.clone();
-                let pagination = pagination.clone();
+                let request = page_request(&request, &pagination, page, page_size);
+                let pages_key = pagination.response_pages.clone();
                 let object_key = object_key.clone();
                 async move {
-                    request.query.push((pagination.page_param.clone(), page.to_string()));
-                    request.query.push((pagination.page_size_param.clone(), page_size.to_string()));
-                    let body = client.read(&request).await?;
-                    let decode_error =
-                        |detail: String| ApiError::Decode { method: request.verb, url: client.url(&request), detail };
-                    let rows = match body.get(&object_key) {
-                        Some(Value::Array(rows)) => rows.clone(),
-                        _ => {
-                            return Err(decode_error(format!("no `{object_key}` array in the body")));
-                        }
-                    };
-                    let pages = body.get(&pagination.response_pages).and_then(Value::as_u64);
+                    let mut body = client.read_cached(&request).await?;
+                    let pages = body.get(&pages_key).and_then(Value::as_u64);
                     let results = body.get("results").and_then(Value::as_u64);
-                    Ok((rows, Shape { pages, results }))
+                    match body.get_mut(&object_key).map(Value::take) {
+                        Some(Value::Array(rows)) => Ok((rows, Shape { pages, results })),
+                        _ => Err(ApiError::Decode {
+                            method: request.verb,
+                            url: client.url(&request),
+                            detail: format!("no `{object_key}` array in the body"),
+                        }),
+                    }
                 }
             }
         };
@@ -389,11 +508,7 @@ impl ApiClient {
             .map(move |first| match first {
                 Err(e) => stream::iter([Err(e)]).boxed(),
                 Ok((rows, shape)) => {
-                    // A missing page count means one page; `pages: 0` is the empty result.
-                    let mut last = shape.pages.unwrap_or(1).max(1);
-                    if let Some(max) = max_rows {
-                        last = last.min((max as u64).div_ceil(page_size as u64).max(1));
-                    }
+                    let last = last_page(shape.pages, page_size, max_rows);
                     progress.pages(last);
                     progress.page_done();
                     let fetch = fetch.clone();
@@ -424,6 +539,21 @@ impl ApiClient {
             .flatten()
             .boxed()
     }
+
+    /// Whether every page [`ApiClient::pages`] would read is in the cache.
+    pub fn listing_is_cached(
+        &self,
+        listing: &Request,
+        pagination: &Pagination,
+        page_size: u32,
+        max_rows: Option<usize>,
+    ) -> bool {
+        let first = self.shared.cache.get(&self.cache_key(&page_request(listing, pagination, 1, page_size)));
+        let Some(first) = first.and_then(|body| serde_json::from_slice::<Value>(&body).ok()) else { return false };
+        let pages = first.get(&pagination.response_pages).and_then(Value::as_u64);
+        (2..=last_page(pages, page_size, max_rows))
+            .all(|page| self.is_cached(&page_request(listing, pagination, page, page_size)))
+    }
 }
 
 /// Redirects are followed within the API's origin only: the token must not travel to
@@ -439,6 +569,30 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
             false => attempt.stop(),
         }
     })
+}
+
+/// The request for page `page` of a listing.
+fn page_request(listing: &Request, pagination: &Pagination, page: u64, page_size: u32) -> Request {
+    let mut request = listing.clone();
+    request.query.push((pagination.page_param.clone(), page.to_string()));
+    request.query.push((pagination.page_size_param.clone(), page_size.to_string()));
+    request.listing = true;
+    request
+}
+
+/// The last page a listing reads: the API's page count, or fewer when `max_rows` are enough.
+fn last_page(pages: Option<u64>, page_size: u32, max_rows: Option<usize>) -> u64 {
+    // A missing page count means one page; `pages: 0` is the empty result.
+    let last = pages.unwrap_or(1).max(1);
+    match max_rows {
+        Some(max) => last.min((max as u64).div_ceil(page_size as u64).max(1)),
+        None => last,
+    }
+}
+
+/// A response header that holds a whole number.
+fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
 struct Failure {

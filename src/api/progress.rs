@@ -1,6 +1,6 @@
 //! What the engine reports while it works: pages of a scan, bytes of an upload, the status of
-//! a row it waits for, and warnings. The engine only calls a [`Progress`] callback; drawing
-//! bars or printing is the front end's business.
+//! a row it waits for, waits for the API's rate limit, and warnings. The engine only calls a
+//! [`Progress`] callback; drawing bars or printing is the front end's business.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +37,12 @@ pub enum Event<'a> {
         status: &'a str,
     },
     WaitEnded,
+    /// Requests wait `wait` for the API's rate limit `limit` (`per_minute` requests a minute).
+    RateWait {
+        limit: &'a str,
+        per_minute: u32,
+        wait: std::time::Duration,
+    },
     Warning(&'a str),
 }
 

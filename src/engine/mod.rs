@@ -35,7 +35,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
-use crate::api::{ApiClient, CALL_TIMEOUT, Progress, Token};
+use crate::api::{ApiClient, CALL_TIMEOUT, Progress, Shared, Token};
 pub use crate::cancel::CancelToken;
 use crate::error::Error;
 use crate::mutate;
@@ -59,6 +59,8 @@ pub struct SessionOptions {
     pub default_catalog: Option<String>,
     /// How long one API call may take (a list page, a change; not an upload's body).
     pub timeout: std::time::Duration,
+    /// The response cache and rate budget, shared with every session given the same.
+    pub shared: Shared,
 }
 
 impl SessionOptions {
@@ -72,6 +74,7 @@ impl SessionOptions {
             progress: Progress::silent(),
             default_catalog: None,
             timeout: CALL_TIMEOUT,
+            shared: Shared::default(),
         }
     }
 }
@@ -100,7 +103,9 @@ impl Session {
                 &base_url,
                 options.token.clone(),
                 &provider.auth.env_var,
+                provider.rate_limits.clone(),
                 options.progress.clone(),
+                options.shared.clone(),
                 options.timeout,
             );
             clients.insert(provider.id.clone(), Arc::new(client));

@@ -148,6 +148,14 @@ fn subject_of(value: Option<&Value>) -> String {
 }
 
 pub async fn execute(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> Result<Outcome, Error> {
+    let outcome = send_all(bound, api, cancel).await;
+    // Whatever was sent, even in part, may have changed what earlier reads saw.
+    api.forget_reads();
+    outcome
+}
+
+/// Reads the input rows, sends the calls in order, then uploads, waits and builds the outcome.
+async fn send_all(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> Result<Outcome, Error> {
     let mut rows = input_rows(&bound, cancel).await?;
     let sets = sets::resolve(&bound, api, &mut rows).await?;
     let calls = calls(&bound, rows)?;

@@ -1,6 +1,7 @@
 //! The engine's progress on standard error: pages of long scans (shown once a scan has run
-//! for a moment), bytes of an upload, the status of a row AWAIT waits for, and warnings.
-//! Bars are drawn only on a terminal (indicatif draws nothing otherwise); warnings always.
+//! for a moment), bytes of an upload, the status of a row AWAIT waits for, waits for the
+//! API's rate limit, and warnings. Bars are drawn only on a terminal (indicatif draws nothing
+//! otherwise); waits and warnings always, as a line.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -73,11 +74,20 @@ pub fn terminal() -> Progress {
                 bar.tick();
             }
             Event::WaitEnded => bars.wait.take().iter().for_each(ProgressBar::finish_and_clear),
-            // Above the bars on a terminal; println draws nothing elsewhere.
-            Event::Warning(text) if BARS.is_hidden() => eprintln!("imageql: warning: {text}"),
-            Event::Warning(text) => {
-                let _ = BARS.println(format!("imageql: warning: {text}"));
-            }
+            Event::RateWait { limit, per_minute, wait } => line(&format!(
+                "imageql: waiting {:.0} s for the API's rate limit ({limit}: {per_minute} requests a minute)",
+                wait.as_secs_f64().ceil()
+            )),
+            Event::Warning(text) => line(&format!("imageql: warning: {text}")),
         }
     })
+}
+
+/// A line on standard error: above the bars on a terminal (println draws nothing elsewhere).
+fn line(text: &str) {
+    if BARS.is_hidden() {
+        eprintln!("{text}");
+    } else {
+        let _ = BARS.println(text);
+    }
 }

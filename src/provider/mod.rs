@@ -110,8 +110,39 @@ pub struct FilterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RateLimits {
-    /// Requests per minute and token.
+    /// Requests per minute and token, for requests no class below claims.
     pub per_minute: u32,
+    /// Stricter limits of some requests, which count against `per_minute` as well.
+    #[serde(default)]
+    pub classes: Vec<RateClass>,
+}
+
+/// A limit of its own for some requests: those with `verb` and, when given, `path` (the
+/// request's path without its query), and, when `lists` is set, only paginated listings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateClass {
+    pub name: String,
+    pub per_minute: u32,
+    #[serde(default = "get_verb")]
+    pub verb: HttpVerb,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub lists: bool,
+}
+
+fn get_verb() -> HttpVerb {
+    HttpVerb::Get
+}
+
+impl RateLimits {
+    /// The first class a request belongs to, if any.
+    pub fn class_for(&self, verb: HttpVerb, path: &str, listing: bool) -> Option<&RateClass> {
+        self.classes
+            .iter()
+            .find(|c| c.verb == verb && c.path.as_deref().is_none_or(|p| p == path) && (!c.lists || listing))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

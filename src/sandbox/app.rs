@@ -28,6 +28,7 @@ pub struct Options {
     pub limits: Limits,
     /// Requests per minute and token (the provider's documented limit).
     pub rate_limit: u32,
+    /// Image list requests per minute and token; `None` is unlimited.
     pub rate_limit_list: Option<u32>,
     pub faults: super::fault::Faults,
 }

@@ -16,9 +16,10 @@ use super::store::{
     UploadTicket, random_hex,
 };
 use super::upload;
-use super::wire::{ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, ok, x_filter};
+use super::wire::{ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list_lazily, ok, x_filter};
 use crate::provider::{PageSizeRange, Resource, Row};
 use crate::validate::check_body;
+use crate::xfilter::Filter;
 
 const MIB: u64 = 1 << 20;
 /// A disk can be captured only while its used space is below 90% of the image size limit.
@@ -85,8 +86,14 @@ pub async fn collection(
     match method {
         Method::GET => {
             let filter = x_filter(&request.headers, images_resource(&app))?;
-            let rows = app.read(|s| s.visible_images(caller.0).map(Image::to_object).collect());
-            list(rows, &filter, request.query.as_deref(), page_sizes(&app), "data", EmptyList::Zeros)
+            let (query, sizes) = (request.query.as_deref(), page_sizes(&app));
+            // A filter is tested on the fields it names, not on whole images.
+            let fields = filter.fields();
+            let matches = |image: &&Image, test: &Filter| test.matches(&image.fields(&fields));
+            app.read(|s| {
+                let images = s.visible_images(caller.0);
+                list_lazily(images, Image::to_object, matches, &filter, query, sizes, "data", EmptyList::Zeros)
+            })
         }
         Method::POST => capture(&app, caller.account()?, &json_object(&body)?),
         _ => Err(ApiError::method_not_allowed()),

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::provider::Registry;
+use crate::provider::{HttpVerb, Registry};
 use app::{App, Limits, Options};
 use fault::Faults;
 use persist::DataDir;
@@ -77,7 +77,8 @@ pub struct SandboxArgs {
     /// Multiply every simulated delay (captures, replication) by F; 0 makes them instant.
     #[arg(long, default_value_t = 1.0, value_name = "F", value_parser = parse_scale)]
     pub time_scale: f64,
-    /// List requests (GET /images) allowed per minute and token; more get 429 [default: unlimited].
+    /// Image list requests (GET /images) allowed per minute and token; more get 429; 0 means
+    /// unlimited [default: the provider files' limit for image listing, 20 as the real API's].
     #[arg(long, value_name = "N")]
     pub rate_limit_list: Option<u32>,
     /// Fraction of API requests that meet a fault: 429, 5xx, a reset or truncated body, a stall,
@@ -237,7 +238,15 @@ impl Sandbox {
             None => Registry::embedded()?,
         });
         // One limit for every request, so the strictest of the providers'.
-        let rate_limit = registry.providers.values().filter_map(|p| p.rate_limits.as_ref()).map(|r| r.per_minute).min();
+        let rate_limits = || registry.providers.values().filter_map(|p| p.rate_limits.as_ref());
+        let rate_limit = rate_limits().map(|r| r.per_minute).min();
+        let list_limit = match args.rate_limit_list {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => {
+                rate_limits().filter_map(|r| r.class_for(HttpVerb::Get, "/images", true)).map(|c| c.per_minute).min()
+            }
+        };
         let token = match &args.token_file {
             None => args.token.clone(),
             Some(path) => read_token(path)?,
@@ -290,7 +299,7 @@ impl Sandbox {
                 pace: Pace { scale: args.time_scale },
                 limits: Limits { max_images: args.max_images as usize, max_total_mb: args.max_total_gb * 1024 },
                 rate_limit: rate_limit.unwrap_or(u32::MAX),
-                rate_limit_list: args.rate_limit_list,
+                rate_limit_list: list_limit,
                 faults: Faults { rate: args.fail_rate, stall: Duration::from_millis(args.stall_ms) },
             }),
             data_dir,

@@ -121,7 +121,7 @@ async fn every_request(
 
     let is_list = method == Method::GET && (path.ends_with("/images") || path.ends_with("/images/"));
     let general = app.options.rate_limit;
-    // Image lists are unlimited unless --rate-limit-list says otherwise.
+    // Unlimited image lists still count, against the general limit, for the headers.
     let (limit, enforced) = match (is_list, app.options.rate_limit_list) {
         (true, Some(n)) => (n, true),
         (true, None) => (general, false),
@@ -189,6 +189,7 @@ async fn every_request(
             "x_filter": x_filter,
             "status": response.status().as_u16(),
             "ms": started.elapsed().as_millis() as u64,
+            "bytes": axum::body::HttpBody::size_hint(response.body()).exact(),
         });
         let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
         // The log is a diagnostic aid: a full disk must not fail the request.

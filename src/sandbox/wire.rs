@@ -13,7 +13,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value, json};
 
 use crate::provider::{PageSizeRange, Resource, Row};
-use crate::xfilter::XFilter;
+use crate::xfilter::{Filter, XFilter};
 
 const DEFAULT_PAGE_SIZE: u64 = 100;
 
@@ -209,9 +209,52 @@ pub fn list(
     key: &str,
     empty: EmptyList,
 ) -> Reply {
+    list_lazily(rows.into_iter(), |row| row, |row, test| test.matches(row), filter, query, sizes, key, empty)
+}
+
+/// [`list`] over items that become rows only when needed: only the page's items are turned
+/// into rows, and `matches` tests the others as cheaply as it can, so a page costs time in
+/// proportion to the page (and to the filter's tests), and memory in proportion to the page
+/// alone. Only an order must see every matching row at once.
+#[allow(clippy::too_many_arguments)]
+pub fn list_lazily<T>(
+    mut items: impl Iterator<Item = T>,
+    to_row: impl Fn(T) -> Row,
+    matches: impl Fn(&T, &Filter) -> bool,
+    filter: &XFilter,
+    query: Option<&str>,
+    sizes: PageSizeRange,
+    key: &str,
+    empty: EmptyList,
+) -> Reply {
     let (page, page_size) = paging(query, sizes)?;
-    let rows = filtered(rows, filter);
-    let results = rows.len() as u64;
+    let start = (page - 1).saturating_mul(page_size);
+    let on_page = |n: u64| (start..start.saturating_add(page_size)).contains(&n);
+    let (results, data): (u64, Vec<Row>) = match (&filter.filter, &filter.order) {
+        (_, Some(_)) => {
+            let rows = filtered(items.map(to_row).collect(), filter);
+            let data = rows.iter().skip(start as usize).take(page_size as usize).cloned().collect();
+            (rows.len() as u64, data)
+        }
+        (None, None) => {
+            let before = items.by_ref().take(start as usize).count() as u64;
+            let data: Vec<Row> = items.by_ref().take(page_size as usize).map(to_row).collect();
+            (before + data.len() as u64 + items.count() as u64, data)
+        }
+        (Some(test), None) => {
+            let mut matched = 0;
+            let mut data = Vec::new();
+            for item in items {
+                if matches(&item, test) {
+                    if on_page(matched) {
+                        data.push(to_row(item));
+                    }
+                    matched += 1;
+                }
+            }
+            (matched, data)
+        }
+    };
     if results == 0 {
         return Ok(ok(match empty {
             EmptyList::Zeros => json!({"pages": 0, key: [], "results": 0, "page": 0}),
@@ -219,8 +262,7 @@ pub fn list(
         }));
     }
     let pages = results.div_ceil(page_size);
-    let start = ((page - 1).saturating_mul(page_size)).min(results) as usize;
-    let data: Vec<Value> = rows.into_iter().skip(start).take(page_size as usize).map(Value::Object).collect();
+    let data: Vec<Value> = data.into_iter().map(Value::Object).collect();
     Ok(ok(match empty {
         EmptyList::Zeros => json!({"pages": pages, key: data, "results": results, "page": page}),
         EmptyList::FirstPage => json!({key: data, "page": page, "pages": pages, "results": results}),

@@ -320,6 +320,13 @@ struct ScanCall {
     params: Vec<(String, Value)>,
 }
 
+/// The listing request of a call, before its paging parameters.
+fn list_request(call: &ScanCall, headers: &[(String, String)]) -> Request {
+    let mut request = Request::get(call.path.to_string());
+    request.headers = headers.to_vec();
+    request
+}
+
 /// The requests a scan makes.
 #[derive(Debug, Clone)]
 enum ScanPlan {
@@ -396,7 +403,7 @@ impl Caller {
                     let api = api.clone();
                     let check = check.clone();
                     async move {
-                        match api.read(&Request::get(call.path.to_string())).await {
+                        match api.read_cached(&Request::get(call.path.to_string())).await {
                             Ok(row) => Ok(match (&check, row.as_object()) {
                                 (Some(check), Some(object)) if !check.matches(object) => vec![],
                                 _ => with_params(vec![row], &call.params),
@@ -414,9 +421,7 @@ impl Caller {
                 let page_size = self.page_size(limit);
                 stream::iter(calls)
                     .map(move |call| {
-                        let mut request = Request::get(call.path.to_string());
-                        request.headers = headers.clone();
-                        api.pages(request, &pagination, page_size, &object_key, limit)
+                        api.pages(list_request(&call, &headers), &pagination, page_size, &object_key, limit)
                             .map_ok(move |rows| with_params(rows, &call.params))
                             .boxed()
                     })
@@ -449,6 +454,9 @@ impl DisplayAs for ResourceScanExec {
                 if let Some(check) = check {
                     write!(f, ", keeping rows that match {}", check.to_json())?;
                 }
+                if calls.iter().all(|c| self.caller.api.is_cached(&Request::get(c.path.to_string()))) {
+                    write!(f, ", served from the cache")?;
+                }
                 Ok(())
             }
             Calls::Planned(ScanPlan::List { calls, xfilter, limit, .. }) => {
@@ -459,6 +467,14 @@ impl DisplayAs for ResourceScanExec {
                 }
                 if let Some(n) = limit {
                     write!(f, ", stop after {n} rows")?;
+                }
+                let headers = self.caller.filter_header(xfilter);
+                let (pagination, size) = (&self.caller.provider.pagination, self.caller.page_size(*limit));
+                if calls
+                    .iter()
+                    .all(|c| self.caller.api.listing_is_cached(&list_request(c, &headers), pagination, size, *limit))
+                {
+                    write!(f, ", served from the cache")?;
                 }
                 Ok(())
             }

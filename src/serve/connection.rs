@@ -233,6 +233,7 @@ async fn connect(shared: &Shared, token: Option<Token>) -> Result<Ready, Error> 
         progress: Progress::silent(),
         default_catalog: Some(shared.database.clone()),
         timeout: shared.timeout,
+        shared: shared.answers.clone(),
     };
     let session = Session::new(options).await?;
     let context = Arc::new(session.context().clone());

@@ -26,7 +26,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::api::Token;
+use crate::api::{self, Token};
 use crate::error::Error;
 use crate::provider::Registry;
 use crate::scan::ScanOptions;
@@ -72,6 +72,8 @@ struct Shared {
     scan: ScanOptions,
     /// How long one API call may take.
     timeout: Duration,
+    /// The response cache and rate budget: a dashboard's panels cost the API one listing.
+    answers: api::Shared,
     auth: Auth,
     /// The database clients name: the provider (`linode`).
     database: String,
@@ -108,6 +110,7 @@ impl Server {
         env_token: Option<Token>,
         scan: ScanOptions,
         timeout: Duration,
+        answers: api::Shared,
     ) -> Result<Server, Error> {
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -136,6 +139,7 @@ impl Server {
             base_url,
             scan,
             timeout,
+            answers,
             auth,
             database,
             cancels: Arc::default(),

@@ -62,16 +62,19 @@ impl SandboxProcess {
         SandboxProcess::start_with(&[], extra)
     }
 
-    /// Starts `imageql GLOBAL… sandbox … EXTRA…`.
+    /// Starts `imageql GLOBAL… sandbox … EXTRA…`. Image lists are unlimited unless EXTRA
+    /// gives `--rate-limit-list`: only the tests of rate limits run under the real one.
     pub fn start_with(global: &[&str], extra: &[&str]) -> SandboxProcess {
         let dir = tempfile::tempdir().unwrap();
         let access_log = dir.path().join("access.log");
         let own_token = extra.iter().any(|a| *a == "--token" || *a == "--token-file");
+        let unlimited: &[&str] = if extra.contains(&"--rate-limit-list") { &[] } else { &["--rate-limit-list", "0"] };
         let mut child = Command::new(binary())
             .args(global)
             .args(["sandbox", "--listen", "127.0.0.1:0", "--access-log"])
             .arg(&access_log)
             .args(if own_token { vec![] } else { vec!["--token", TOKEN] })
+            .args(unlimited)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
