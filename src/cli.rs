@@ -63,7 +63,7 @@ pub struct Cli {
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     vars: Vec<(String, String)>,
     /// Seconds one API call may take before it counts as failed (reads are retried)
-    #[arg(long, default_value_t = 120.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS", value_parser = parse_timeout, global = true)]
     timeout: f64,
     /// Rows per page when listing (clamped to what the API allows)
     #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), global = true)]

@@ -82,7 +82,7 @@ async fn every_kind_of_change_drops_the_cached_answers() {
     let changes = [
         "INSERT INTO linode.images.images (disk_id, label) VALUES (67890, 'cached-away')",
         "REPLACE linode.images.images SET description = 'changed' WHERE id = 'private/1002'",
-        r#"EXEC linode.images.images.post_replicate_image @imageId='private/1001', @@json='{"regions": ["us-east", "us-mia"]}'"#,
+        "EXEC linode.images.images.post_replicate_image @imageId='private/1001', @add='us-mia'",
         "DELETE FROM linode.images.images WHERE id = 'private/1002'",
     ];
     let mut args = vec!["-o", "ndjson", "-e", private, "-e", private];

@@ -61,7 +61,8 @@ async fn truth(sandbox: &SandboxProcess) -> Vec<Value> {
 
 /// What imageql says when it gives up: a message naming the request or the change.
 fn is_clear_failure(stderr: &str) -> bool {
-    let first = stderr.lines().next().unwrap_or("");
+    // Lines before the error may say the scan waited for the rate limit.
+    let first = stderr.lines().find(|l| l.starts_with("imageql: error:")).unwrap_or("");
     first.starts_with("imageql: error: -e:1: ")
         && ["failed with HTTP", "failed:", "unexpected response", "the list changed while it was read"]
             .iter()
