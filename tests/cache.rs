@@ -60,6 +60,45 @@ async fn the_same_query_twice_in_one_process_is_sent_once() {
 }
 
 #[tokio::test]
+async fn a_cached_whole_listing_answers_narrower_filters_without_requests() {
+    let sandbox = SandboxProcess::start(&["--seed-images", "1200"]);
+    let narrower = [
+        "SELECT id, label FROM linode.images.images WHERE is_public = false AND size > 1000 ORDER BY id",
+        "SELECT id, label FROM linode.images.images WHERE label LIKE '%web%' ORDER BY id",
+        "SELECT id, label FROM linode.images.images WHERE vendor = 'Debian' OR 'prod' = ANY(tags) ORDER BY id",
+    ];
+    // What the API answers each filter with, from a process whose cache is empty.
+    let mut expected = vec![];
+    for sql in narrower {
+        let before = sandbox.log().len();
+        expected.push(sandbox.rows(sql));
+        let sent = sandbox.log_since(before);
+        assert!(sent.iter().any(|l| !l["x_filter"].is_null()), "{sql} is filtered by the API: {sent:?}");
+    }
+    assert!(expected.iter().all(|rows| !rows.is_empty()), "{expected:?}");
+
+    let mut args = vec!["-o", "ndjson", "-e", "SELECT count(*) AS n FROM linode.images.images"];
+    for sql in narrower {
+        args.extend(["-e", sql]);
+    }
+    let explain = format!("EXPLAIN {}", narrower[0]);
+    args.extend(["-e", &explain]);
+    let (_, pages) = listing_size(&sandbox, TOKEN, 500).await;
+    let before = sandbox.log().len();
+    let out = sandbox.imageql(&args).ok();
+    let sent = sandbox.log_since(before);
+    assert_eq!(listings(&sent).len(), pages, "only the whole listing is sent: {sent:?}");
+    assert!(sent.iter().all(|l| l["x_filter"].is_null()), "{sent:?}");
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut at = 1;
+    for wanted in &expected {
+        assert_eq!(&rows[at..at + wanted.len()], wanted.as_slice());
+        at += wanted.len();
+    }
+    assert!(out.contains("served from the cached whole listing, filtered here"), "{out}");
+}
+
+#[tokio::test]
 async fn cached_answers_expire_after_their_time_to_live() {
     // Every response takes 1.1 s, so a statement in between outlives a 1 s time to live.
     let sandbox = SandboxProcess::start(&["--latency-ms", "1100"]);

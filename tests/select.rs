@@ -132,6 +132,67 @@ fn id_predicates_fetch_single_images() {
     assert_eq!(requests.len(), 1, "only the ids every predicate allows are fetched");
 }
 
+/// `id IN (…)` over `count` ids of the account, the last one missing.
+fn ids_in(sandbox: &SandboxProcess, count: usize) -> String {
+    let mut ids: Vec<String> = sandbox
+        .rows(&format!("SELECT id FROM linode.images.images WHERE NOT is_public ORDER BY id LIMIT {}", count - 1))
+        .iter()
+        .map(|row| format!("'{}'", row["id"].as_str().unwrap()))
+        .collect();
+    ids.push("'private/999999'".into());
+    format!("id IN ({})", ids.join(", "))
+}
+
+#[test]
+fn many_ids_are_listed_when_the_listing_is_fewer_requests() {
+    // 1 254 images: 3 pages of 500, 13 of 100.
+    let sandbox = SandboxProcess::start(&["--seed-images", "1200"]);
+    let (twelve, six, four) = (ids_in(&sandbox, 12), ids_in(&sandbox, 6), ids_in(&sandbox, 4));
+
+    let (rows, requests) = both_ways(&sandbox, &query(&format!("{twelve} AND is_public = false")));
+    assert_eq!(rows.len(), 11, "every id but the missing one");
+    assert_eq!(list_requests(&requests).len(), 3, "{requests:?}");
+    assert_eq!(requests.len(), 3, "no lookups: {requests:?}");
+
+    // Narrower predicates on the same ids keep only what every one allows.
+    let first_two = twelve.split(", ").take(2).collect::<Vec<_>>().join(", ").replace("id IN (", "");
+    let (rows, _) = both_ways(&sandbox, &query(&format!("{twelve} AND id IN ({first_two})")));
+    assert_eq!(rows.len(), 2);
+
+    // Six ids against 13 pages of 100: the first page decides, then six lookups.
+    let mark = sandbox.log().len();
+    let rows = sandbox.imageql(&["--page-size", "100", "-o", "ndjson", "-e", &query(&six)]).rows();
+    assert_eq!(rows.len(), 5);
+    let requests = sandbox.log_since(mark);
+    assert_eq!(list_requests(&requests).len(), 1, "{requests:?}");
+    assert_eq!(requests.len(), 7, "{requests:?}");
+
+    // Four ids go out at once, as fast as one page: no listing is asked.
+    let mark = sandbox.log().len();
+    assert_eq!(sandbox.rows(&query(&four)).len(), 3);
+    let requests = sandbox.log_since(mark);
+    assert!(list_requests(&requests).is_empty(), "{requests:?}");
+    assert_eq!(requests.len(), 4);
+
+    // EXPLAIN names both ways until the listing's first page is known, then the one taken.
+    let explain = format!("EXPLAIN {}", query(&twelve));
+    let mark = sandbox.log().len();
+    let out = sandbox.imageql(&["-o", "text", "-e", &explain]).ok();
+    assert!(out.contains("… (12 requests); or instead, if it has fewer than 12 pages"), "{out}");
+    assert!(sandbox.log_since(mark).is_empty(), "EXPLAIN made requests");
+    let out = sandbox.imageql(&["-o", "text", "-e", &query(&twelve), "-e", &explain]).ok();
+    assert!(
+        out.contains(
+            "GET /images?page=1..&page_size=500, served from the cache: 3 pages are fewer requests than 12 lookups"
+        ),
+        "{out}"
+    );
+    let out = sandbox
+        .imageql(&["--page-size", "100", "-o", "text", "-e", &query(&six), "-e", &format!("EXPLAIN {}", query(&six))])
+        .ok();
+    assert!(out.contains("6 lookups are fewer requests than the 13 pages of a listing"), "{out}");
+}
+
 #[test]
 fn limit_shrinks_the_pages_only_when_every_filter_is_exact() {
     let sandbox = SandboxProcess::start(&["--seed-images", "100"]);

@@ -7,6 +7,7 @@ never appears in any of them. Progress goes to a [`Progress`] callback. */
 
 pub mod budget;
 pub mod cache;
+mod page;
 pub mod progress;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use serde_json::Value;
 use crate::provider::{HttpVerb, Pagination, RateLimits, encode_segment};
 use budget::{Class, RateBudget, Reported};
 use cache::{Key, ResponseCache};
+pub use page::Page;
 pub use progress::{Event, Progress};
 
 /// Pages in flight at once after the first one: as many as the rate budget lets go, up to
@@ -251,14 +253,17 @@ impl ApiClient {
     /// [`ApiClient::read`], answered from the cache while a fresh answer is there, and sent
     /// once for concurrent identical reads.
     pub async fn read_cached(self: &Arc<Self>, request: &Request) -> Result<Value, ApiError> {
+        let body = self.read_cached_body(request).await?;
+        self.parse(request, &body)
+    }
+
+    async fn read_cached_body(self: &Arc<Self>, request: &Request) -> Result<Bytes, ApiError> {
         let client = Arc::clone(self);
         let owned = request.clone();
-        let body = self
-            .shared
+        self.shared
             .cache
             .get_or_fetch(self.cache_key(request), move || async move { client.read_body(&owned).await }.boxed())
-            .await?;
-        self.parse(request, &body)
+            .await
     }
 
     /// Whether [`ApiClient::read_cached`] would answer `request` without sending it.
@@ -466,72 +471,75 @@ impl ApiClient {
         })
     }
 
-    /// Every row of a paginated collection, one page per item, in the API's order. The first
-    /// page tells how many there are; the rest are fetched concurrently (as the rate budget
-    /// allows) and yielded in order. `max_rows` stops fetching once that many rows are certain
-    /// to have arrived. Pages come from the cache when it has them.
+    /// The first page of a listing, from the cache when it has it.
+    pub async fn first_page(self: &Arc<Self>, listing: &Listing) -> Result<Page, ApiError> {
+        self.page(listing, 1).await
+    }
+
+    /// The first page of a listing if the cache has it.
+    pub fn cached_first_page(&self, listing: &Listing) -> Option<Page> {
+        let body = self.shared.cache.get(&self.cache_key(&listing.page_request(1)))?;
+        Page::parse(body, &listing.object_key, &listing.pagination.response_pages)
+    }
+
+    async fn page(self: &Arc<Self>, listing: &Listing, number: u64) -> Result<Page, ApiError> {
+        let request = listing.page_request(number);
+        let body = self.read_cached_body(&request).await?;
+        Page::parse(body, &listing.object_key, &listing.pagination.response_pages).ok_or_else(|| ApiError::Decode {
+            method: request.verb,
+            url: self.url(&request),
+            detail: format!("no `{}` array in the body", listing.object_key),
+        })
+    }
+
+    /// Every page of a listing, in the API's order, its rows not yet parsed; `first` when
+    /// the caller has read page 1 already. Page 1 tells how many there are; the rest are
+    /// fetched concurrently (as the rate budget allows) and yielded in order. Pages come
+    /// from the cache when it has them.
     pub fn pages(
         self: &Arc<Self>,
-        request: Request,
-        pagination: &Pagination,
-        page_size: u32,
-        object_key: &str,
-        max_rows: Option<usize>,
-    ) -> BoxStream<'static, Result<Vec<Value>, ApiError>> {
-        let progress = Arc::new(self.progress.scan(&request.path));
-        let fetch = {
-            let client = Arc::clone(self);
-            let pagination = pagination.clone();
-            let object_key = object_key.to_string();
-            move |page: u64| {
-                let client = Arc::clone(&client);
-                let request = page_request(&request, &pagination, page, page_size);
-                let pages_key = pagination.response_pages.clone();
-                let object_key = object_key.clone();
-                async move {
-                    let mut body = client.read_cached(&request).await?;
-                    let pages = body.get(&pages_key).and_then(Value::as_u64);
-                    let results = body.get("results").and_then(Value::as_u64);
-                    match body.get_mut(&object_key).map(Value::take) {
-                        Some(Value::Array(rows)) => Ok((rows, Shape { pages, results })),
-                        _ => Err(ApiError::Decode {
-                            method: request.verb,
-                            url: client.url(&request),
-                            detail: format!("no `{object_key}` array in the body"),
-                        }),
-                    }
-                }
+        listing: Listing,
+        first: Option<Page>,
+    ) -> BoxStream<'static, Result<Page, ApiError>> {
+        let progress = Arc::new(self.progress.scan(&listing.request.path));
+        let client = Arc::clone(self);
+        let first = async move {
+            match first {
+                Some(page) => Ok(page),
+                None => client.first_page(&listing).await,
             }
+            .map(|page| (page, listing))
         };
-        let first = fetch(1);
+        let client = Arc::clone(self);
         stream::once(first)
             .map(move |first| match first {
                 Err(e) => stream::iter([Err(e)]).boxed(),
-                Ok((rows, shape)) => {
-                    let last = last_page(shape.pages, page_size, max_rows);
+                Ok((first, listing)) => {
+                    let shape = first.shape;
+                    let last = listing.last_page(&first);
                     progress.pages(last);
                     progress.page_done();
-                    let fetch = fetch.clone();
+                    let (client, listing) = (client.clone(), Arc::new(listing));
                     let rest = stream::iter(2..=last)
-                        .map(move |page| {
-                            let fetched = fetch(page);
+                        .map(move |number| {
+                            let (client, listing) = (client.clone(), listing.clone());
                             async move {
-                                let (rows, later) = fetched.await?;
+                                let page = client.page(&listing, number).await?;
                                 // Rows created or deleted since page 1 shift the pages: some
                                 // rows would be read twice or never (linode_api4 checks this too).
-                                match later == shape {
-                                    true => Ok(rows),
-                                    false => Err(ApiError::Changed { page, before: shape, after: later }),
+                                match page.shape == shape {
+                                    true => Ok(page),
+                                    false => Err(ApiError::Changed { page: number, before: shape, after: page.shape }),
                                 }
                             }
                         })
                         .buffered(PAGE_CONCURRENCY);
                     // The bar lives as long as the stream of pages.
                     let progress = progress.clone();
-                    stream::iter([Ok(rows)])
-                        .chain(rest.map_ok(move |rows| {
+                    stream::iter([Ok(first)])
+                        .chain(rest.map_ok(move |page| {
                             progress.page_done();
-                            rows
+                            page
                         }))
                         .boxed()
                 }
@@ -541,18 +549,55 @@ impl ApiClient {
     }
 
     /// Whether every page [`ApiClient::pages`] would read is in the cache.
-    pub fn listing_is_cached(
-        &self,
-        listing: &Request,
-        pagination: &Pagination,
-        page_size: u32,
-        max_rows: Option<usize>,
-    ) -> bool {
-        let first = self.shared.cache.get(&self.cache_key(&page_request(listing, pagination, 1, page_size)));
-        let Some(first) = first.and_then(|body| serde_json::from_slice::<Value>(&body).ok()) else { return false };
-        let pages = first.get(&pagination.response_pages).and_then(Value::as_u64);
-        (2..=last_page(pages, page_size, max_rows))
-            .all(|page| self.is_cached(&page_request(listing, pagination, page, page_size)))
+    pub fn listing_is_cached(&self, listing: &Listing) -> bool {
+        let Some(first) = self.cached_first_page(listing) else { return false };
+        (2..=listing.last_page(&first)).all(|page| self.is_cached(&listing.page_request(page)))
+    }
+
+    /// Every page of a listing, when the cache has them all and they tell of one list.
+    pub fn cached_pages(&self, listing: &Listing) -> Option<Vec<Page>> {
+        let first = self.cached_first_page(listing)?;
+        let mut pages = vec![];
+        for number in 2..=listing.last_page(&first) {
+            let body = self.shared.cache.get(&self.cache_key(&listing.page_request(number)))?;
+            let page = Page::parse(body, &listing.object_key, &listing.pagination.response_pages)?;
+            (page.shape == first.shape).then_some(())?;
+            pages.push(page);
+        }
+        pages.insert(0, first);
+        Some(pages)
+    }
+}
+
+/// A paginated read: the request without its paging parameters, and how to page it.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub request: Request,
+    pub pagination: Pagination,
+    pub page_size: u32,
+    /// The key of the rows' array in each page.
+    pub object_key: String,
+    /// Fetching stops once this many rows are certain to have arrived.
+    pub max_rows: Option<usize>,
+}
+
+impl Listing {
+    fn page_request(&self, page: u64) -> Request {
+        let mut request = self.request.clone();
+        request.query.push((self.pagination.page_param.clone(), page.to_string()));
+        request.query.push((self.pagination.page_size_param.clone(), self.page_size.to_string()));
+        request.listing = true;
+        request
+    }
+
+    /// The last page to read: the API's page count, or fewer when `max_rows` are enough.
+    pub fn last_page(&self, first: &Page) -> u64 {
+        // A missing page count means one page; `pages: 0` is the empty result.
+        let last = first.shape.pages.unwrap_or(1).max(1);
+        match self.max_rows {
+            Some(max) => last.min((max as u64).div_ceil(self.page_size as u64).max(1)),
+            None => last,
+        }
     }
 }
 
@@ -569,25 +614,6 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
             false => attempt.stop(),
         }
     })
-}
-
-/// The request for page `page` of a listing.
-fn page_request(listing: &Request, pagination: &Pagination, page: u64, page_size: u32) -> Request {
-    let mut request = listing.clone();
-    request.query.push((pagination.page_param.clone(), page.to_string()));
-    request.query.push((pagination.page_size_param.clone(), page_size.to_string()));
-    request.listing = true;
-    request
-}
-
-/// The last page a listing reads: the API's page count, or fewer when `max_rows` are enough.
-fn last_page(pages: Option<u64>, page_size: u32, max_rows: Option<usize>) -> u64 {
-    // A missing page count means one page; `pages: 0` is the empty result.
-    let last = pages.unwrap_or(1).max(1);
-    match max_rows {
-        Some(max) => last.min((max as u64).div_ceil(page_size as u64).max(1)),
-        None => last,
-    }
 }
 
 /// A response header that holds a whole number.

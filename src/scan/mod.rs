@@ -10,8 +10,9 @@ mod pushdown;
 pub use dependent::ParamsFromJoins;
 
 pub use decode::to_batch;
+use decode::{Fetched, Rows};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ use datafusion::prelude::SessionContext;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt, stream};
 
-use crate::api::{ApiClient, ApiError, Request};
+use crate::api::{ApiClient, ApiError, Listing, Page, Request};
 use crate::error::ScanError;
 use crate::provider::{
     FilterOp, Kind, Method, NotFound, Param, PathTemplate, Provider, Registry, Resource, SqlVerb, resource_schema,
@@ -41,20 +42,12 @@ use crate::xfilter::{Filter, XFilter};
 use pushdown::{FilterUse, classify};
 use serde_json::Value;
 
-/// Adds the parameter-column values of the call to every row.
-fn with_params(mut rows: Vec<Value>, params: &[(String, Value)]) -> Vec<Value> {
-    for row in rows.iter_mut() {
-        if let Value::Object(object) = row {
-            for (name, value) in params {
-                object.insert(name.clone(), value.clone());
-            }
-        }
-    }
-    rows
-}
-
 /// Requests made at once: lookups of single rows, or lists, one per parameter value.
 const CALL_CONCURRENCY: usize = 4;
+/// Lookups named one by one in EXPLAIN.
+const LOOKUPS_SHOWN: usize = 3;
+/// Responses decoded at once.
+const DECODERS: usize = 2;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ScanOptions {
@@ -113,7 +106,12 @@ impl ResourceTable {
         let mut binding = Binding::default();
         for filter in filters {
             match self.classify(filter) {
-                FilterUse::Bind { param, values } => binding.restrict(param, values),
+                FilterUse::Bind { param, values } => {
+                    if !rechecked(&self.resource, &param, &values) {
+                        binding.exact.insert(param.clone());
+                    }
+                    binding.restrict(param, values)
+                }
                 FilterUse::Remote { filter, .. } => binding.remote.push(filter),
                 FilterUse::Local => {}
             }
@@ -140,6 +138,8 @@ impl ResourceTable {
 #[derive(Debug, Clone, Default)]
 struct Binding {
     bound: BTreeMap<String, Vec<Value>>,
+    /// Parameters bound by a predicate DataFusion does not evaluate again.
+    exact: BTreeSet<String>,
     remote: Vec<Filter>,
 }
 
@@ -167,21 +167,28 @@ fn method_for(resource: &Resource, given: impl Fn(&str) -> bool) -> Option<&Meth
 
 /// The requests of a scan once every parameter it needs has values.
 fn plan_calls(resource: &Resource, binding: &Binding, limit: Option<usize>) -> Result<ScanPlan> {
-    let Binding { bound, remote } = binding;
-    let mut remote = remote.clone();
-    let Some(method) = method_for(resource, |name| bound.contains_key(name)) else {
-        return Err(missing_params(resource, bound));
+    let Some(method) = method_for(resource, |name| binding.bound.contains_key(name)) else {
+        return Err(missing_params(resource, &binding.bound));
     };
+    let plan = plan_method(resource, method, binding, limit);
+    Ok(match (&plan, listing_instead(resource, binding)) {
+        (ScanPlan::Lookup { calls, .. }, Some(listing)) if calls.len() > CALL_CONCURRENCY => {
+            ScanPlan::Either { lookups: Box::new(plan), listing }
+        }
+        _ => plan,
+    })
+}
+
+/// The requests of `method` for the values in `binding`.
+fn plan_method(resource: &Resource, method: &Method, binding: &Binding, limit: Option<usize>) -> ScanPlan {
+    let Binding { bound, remote, .. } = binding;
+    let mut remote = remote.clone();
     // A bound column the chosen method does not take is checked on the rows instead.
     for (param, values) in bound {
         if !method.params.iter().any(|p| &p.name == param)
-            && let Some(column) = resource
-                .methods_for(SqlVerb::Select)
-                .flat_map(|(_, m)| m.params.iter())
-                .find(|p| &p.name == param)
-                .and_then(|p| p.column.clone())
+            && let Some(column) = row_column(resource, param)
         {
-            remote.push(Filter::any(values.iter().map(|v| Filter::cond(&column, FilterOp::Eq, v.clone())).collect()));
+            remote.push(Filter::any(values.iter().map(|v| Filter::cond(column, FilterOp::Eq, v.clone())).collect()));
         }
     }
     let mut calls = vec![ScanCall { path: method.path.clone(), params: vec![] }];
@@ -206,12 +213,54 @@ fn plan_calls(resource: &Resource, binding: &Binding, limit: Option<usize>) -> R
             .collect();
     }
     let remote = (!remote.is_empty()).then(|| Filter::all(remote));
-    Ok(if method.paginated {
+    if method.paginated {
         let xfilter = remote.filter(|_| method.filtered).map(|filter| XFilter { filter: Some(filter), order: None });
         ScanPlan::List { calls, object_key: method.object_key.clone().unwrap_or_else(|| "data".into()), xfilter, limit }
     } else {
         ScanPlan::Lookup { calls, missing_is_empty: method.not_found == NotFound::Empty, check: remote }
-    })
+    }
+}
+
+/// The column of the rows a select parameter stands for (`imageId` → `id`), if any.
+fn row_column<'a>(resource: &'a Resource, param: &str) -> Option<&'a str> {
+    resource
+        .methods_for(SqlVerb::Select)
+        .flat_map(|(_, m)| m.params.iter())
+        .find(|p| p.name == param)?
+        .column
+        .as_deref()
+}
+
+/// Whether DataFusion evaluates a binding predicate again: when there are more values than
+/// lookups go out at once, and the values are a column of rows that a listing without the
+/// parameter returns, a scan may list the rows instead ([`listing_instead`]).
+fn rechecked(resource: &Resource, param: &str, values: &[Value]) -> bool {
+    values.len() > CALL_CONCURRENCY
+        && row_column(resource, param).is_some()
+        && resource.methods_for(SqlVerb::Select).any(|(_, m)| m.paginated && !m.params.iter().any(|p| p.name == param))
+}
+
+/// One listing that holds every row the lookups of `binding` would read, when DataFusion
+/// keeps the rows asked for: the parameters it leaves out were bound only by predicates
+/// that DataFusion evaluates again.
+fn listing_instead(resource: &Resource, binding: &Binding) -> Option<OneListing> {
+    let method = resource.methods_for(SqlVerb::Select).map(|(_, m)| m).find(|m| {
+        let takes = |param: &str| m.params.iter().any(|p| p.name == param);
+        m.paginated
+            && required(m).all(|p| binding.bound.get(&p.name).is_some_and(|values| values.len() == 1))
+            && binding
+                .bound
+                .keys()
+                .all(|param| takes(param) || (!binding.exact.contains(param) && row_column(resource, param).is_some()))
+    })?;
+    let mut narrowed = binding.clone();
+    narrowed.bound.retain(|param, _| method.params.iter().any(|p| &p.name == param));
+    match plan_method(resource, method, &narrowed, None) {
+        ScanPlan::List { mut calls, object_key, xfilter, .. } if calls.len() == 1 => {
+            Some(OneListing { call: calls.remove(0), object_key, xfilter })
+        }
+        _ => None,
+    }
 }
 
 /// Parameter columns no literal gave, when values from another table (a join, an `IN`
@@ -270,6 +319,10 @@ impl TableProvider for ResourceTable {
             .iter()
             .map(|f| match self.classify(f) {
                 FilterUse::Remote { .. } if !filtered => TableProviderFilterPushDown::Unsupported,
+                // A scan may list instead of looking these up: DataFusion keeps the rows asked for.
+                FilterUse::Bind { param, values } if rechecked(&self.resource, &param, &values) => {
+                    TableProviderFilterPushDown::Inexact
+                }
                 u => u.pushdown(),
             })
             .collect())
@@ -320,11 +373,16 @@ struct ScanCall {
     params: Vec<(String, Value)>,
 }
 
-/// The listing request of a call, before its paging parameters.
-fn list_request(call: &ScanCall, headers: &[(String, String)]) -> Request {
-    let mut request = Request::get(call.path.to_string());
-    request.headers = headers.to_vec();
-    request
+/// The pages of a listing as rows with the parameter-column values of its call.
+fn listed(
+    api: &Arc<ApiClient>,
+    listing: Listing,
+    first: Option<Page>,
+    params: Vec<(String, Value)>,
+) -> BoxStream<'static, Result<Fetched, ApiError>> {
+    api.pages(listing, first)
+        .map_ok(move |page| Fetched { rows: Rows::Page(page), params: params.clone(), keep: None })
+        .boxed()
 }
 
 /// The requests a scan makes.
@@ -335,6 +393,33 @@ enum ScanPlan {
     Lookup { calls: Vec<ScanCall>, missing_is_empty: bool, check: Option<Filter> },
     /// Paginated lists, filtered by the API where possible.
     List { calls: Vec<ScanCall>, object_key: String, xfilter: Option<XFilter>, limit: Option<usize> },
+    /// Many lookups, or one listing of a single call whose rows DataFusion narrows down to
+    /// the ones asked for: whichever is fewer requests, as the listing's first page tells.
+    Either { lookups: Box<ScanPlan>, listing: OneListing },
+}
+
+/// A listing by one call.
+#[derive(Debug, Clone)]
+struct OneListing {
+    call: ScanCall,
+    object_key: String,
+    xfilter: Option<XFilter>,
+}
+
+impl OneListing {
+    fn plan(&self) -> ScanPlan {
+        let OneListing { call, object_key, xfilter } = self.clone();
+        ScanPlan::List { calls: vec![call], object_key, xfilter, limit: None }
+    }
+}
+
+impl ScanPlan {
+    fn calls(&self) -> usize {
+        match self {
+            ScanPlan::Lookup { calls, .. } | ScanPlan::List { calls, .. } => calls.len(),
+            ScanPlan::Either { lookups, .. } => lookups.calls(),
+        }
+    }
 }
 
 /// A scan's requests: known when it is planned, or once another input has given values
@@ -394,8 +479,94 @@ impl Caller {
         }
     }
 
+    /// What `plan` sends, for EXPLAIN.
+    fn explain(&self, plan: &ScanPlan, f: &mut fmt::Formatter) -> fmt::Result {
+        match plan {
+            ScanPlan::Lookup { calls, check, .. } => {
+                let requests: Vec<String> =
+                    calls.iter().take(LOOKUPS_SHOWN).map(|c| self.describe(&c.path, false, None)).collect();
+                write!(f, "{}", requests.join(", "))?;
+                if calls.len() > LOOKUPS_SHOWN {
+                    write!(f, ", … ({} requests)", calls.len())?;
+                }
+                if let Some(check) = check {
+                    write!(f, ", keeping rows that match {}", check.to_json())?;
+                }
+                if calls.iter().all(|c| self.api.is_cached(&Request::get(c.path.to_string()))) {
+                    write!(f, ", served from the cache")?;
+                }
+                Ok(())
+            }
+            ScanPlan::List { calls, xfilter, limit, object_key } => {
+                let requests: Vec<String> = calls.iter().map(|c| self.describe(&c.path, true, *limit)).collect();
+                write!(f, "{}", requests.join(", "))?;
+                for (name, value) in self.filter_header(xfilter) {
+                    write!(f, " {name}: {value}")?;
+                }
+                if let Some(n) = limit {
+                    write!(f, ", stop after {n} rows")?;
+                }
+                if calls.iter().all(|c| self.api.listing_is_cached(&self.listing(c, object_key, xfilter, *limit))) {
+                    write!(f, ", served from the cache")?;
+                } else if calls.iter().all(|c| self.cached_superset(c, object_key, xfilter).is_some()) {
+                    write!(f, ", served from the cached whole listing, filtered here")?;
+                }
+                Ok(())
+            }
+            ScanPlan::Either { lookups, listing: one } => {
+                let lookup_count = lookups.calls();
+                let listing = self.listing(&one.call, &one.object_key, &one.xfilter, None);
+                let pages = self.api.cached_first_page(&listing).map(|first| listing.last_page(&first));
+                match pages {
+                    Some(pages) if pages < lookup_count as u64 => {
+                        self.explain(&one.plan(), f)?;
+                        write!(
+                            f,
+                            ": {pages} pages are fewer requests than {lookup_count} lookups; rows not asked for are dropped"
+                        )
+                    }
+                    Some(pages) => {
+                        self.explain(lookups, f)?;
+                        write!(f, ": {lookup_count} lookups are fewer requests than the {pages} pages of a listing")
+                    }
+                    None => {
+                        self.explain(lookups, f)?;
+                        write!(f, "; or instead, if it has fewer than {lookup_count} pages (its first page tells), ")?;
+                        self.explain(&one.plan(), f)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A filtered listing answered from the cached pages of the call's whole listing, with
+    /// the filter to keep its rows by: the API would have evaluated the same grammar.
+    fn cached_superset(
+        &self,
+        call: &ScanCall,
+        object_key: &str,
+        xfilter: &Option<XFilter>,
+    ) -> Option<(Vec<Page>, Filter)> {
+        let filter = xfilter.as_ref()?.filter.clone()?;
+        let pages = self.api.cached_pages(&self.listing(call, object_key, &None, None))?;
+        Some((pages, filter))
+    }
+
+    /// The listing of one call of a [`ScanPlan::List`].
+    fn listing(&self, call: &ScanCall, object_key: &str, xfilter: &Option<XFilter>, limit: Option<usize>) -> Listing {
+        let mut request = Request::get(call.path.to_string());
+        request.headers = self.filter_header(xfilter);
+        Listing {
+            request,
+            pagination: self.provider.pagination.clone(),
+            page_size: self.page_size(limit),
+            object_key: object_key.to_string(),
+            max_rows: limit,
+        }
+    }
+
     /// The rows of every call, up to [`CALL_CONCURRENCY`] calls at a time.
-    fn rows(&self, plan: ScanPlan) -> BoxStream<'static, Result<Vec<Value>, ApiError>> {
+    fn rows(&self, plan: ScanPlan) -> BoxStream<'static, Result<Fetched, ApiError>> {
         let api = self.api.clone();
         match plan {
             ScanPlan::Lookup { calls, missing_is_empty, check } => stream::iter(calls)
@@ -403,30 +574,47 @@ impl Caller {
                     let api = api.clone();
                     let check = check.clone();
                     async move {
-                        match api.read_cached(&Request::get(call.path.to_string())).await {
-                            Ok(row) => Ok(match (&check, row.as_object()) {
+                        let rows = match api.read_cached(&Request::get(call.path.to_string())).await {
+                            Ok(row) => match (&check, row.as_object()) {
                                 (Some(check), Some(object)) if !check.matches(object) => vec![],
-                                _ => with_params(vec![row], &call.params),
-                            }),
-                            Err(e) if missing_is_empty && e.status() == Some(404) => Ok(vec![]),
-                            Err(e) => Err(e),
-                        }
+                                _ => vec![row],
+                            },
+                            Err(e) if missing_is_empty && e.status() == Some(404) => vec![],
+                            Err(e) => return Err(e),
+                        };
+                        Ok(Fetched { rows: Rows::Parsed(rows), params: call.params, keep: None })
                     }
                 })
                 .buffered(CALL_CONCURRENCY)
                 .boxed(),
             ScanPlan::List { calls, object_key, xfilter, limit } => {
-                let headers = self.filter_header(&xfilter);
-                let pagination = self.provider.pagination.clone();
-                let page_size = self.page_size(limit);
+                let caller = self.clone();
                 stream::iter(calls)
-                    .map(move |call| {
-                        api.pages(list_request(&call, &headers), &pagination, page_size, &object_key, limit)
-                            .map_ok(move |rows| with_params(rows, &call.params))
-                            .boxed()
+                    .map(move |call| match caller.cached_superset(&call, &object_key, &xfilter) {
+                        Some((pages, filter)) => stream::iter(pages)
+                            .map(move |page| {
+                                let keep = Some(filter.clone());
+                                Ok(Fetched { rows: Rows::Page(page), params: call.params.clone(), keep })
+                            })
+                            .boxed(),
+                        None => listed(&api, caller.listing(&call, &object_key, &xfilter, limit), None, call.params),
                     })
                     .flatten_unordered(CALL_CONCURRENCY)
                     .boxed()
+            }
+            // The listing's first page tells its length: list when that is fewer requests.
+            ScanPlan::Either { lookups, listing: OneListing { call, object_key, xfilter } } => {
+                let listing = self.listing(&call, &object_key, &xfilter, None);
+                let caller = self.clone();
+                let lookup_count = lookups.calls();
+                let chosen = async move {
+                    let first = api.first_page(&listing).await?;
+                    Ok(match listing.last_page(&first) < lookup_count as u64 {
+                        true => listed(&api, listing, Some(first), call.params),
+                        false => caller.rows(*lookups),
+                    })
+                };
+                stream::once(chosen).try_flatten().boxed()
             }
         }
     }
@@ -448,36 +636,7 @@ impl DisplayAs for ResourceScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "ResourceScanExec: {}: ", self.table)?;
         match &self.calls {
-            Calls::Planned(ScanPlan::Lookup { calls, check, .. }) => {
-                let requests: Vec<String> = calls.iter().map(|c| self.caller.describe(&c.path, false, None)).collect();
-                write!(f, "{}", requests.join(", "))?;
-                if let Some(check) = check {
-                    write!(f, ", keeping rows that match {}", check.to_json())?;
-                }
-                if calls.iter().all(|c| self.caller.api.is_cached(&Request::get(c.path.to_string()))) {
-                    write!(f, ", served from the cache")?;
-                }
-                Ok(())
-            }
-            Calls::Planned(ScanPlan::List { calls, xfilter, limit, .. }) => {
-                let requests: Vec<String> = calls.iter().map(|c| self.caller.describe(&c.path, true, *limit)).collect();
-                write!(f, "{}", requests.join(", "))?;
-                for (name, value) in self.caller.filter_header(xfilter) {
-                    write!(f, " {name}: {value}")?;
-                }
-                if let Some(n) = limit {
-                    write!(f, ", stop after {n} rows")?;
-                }
-                let headers = self.caller.filter_header(xfilter);
-                let (pagination, size) = (&self.caller.provider.pagination, self.caller.page_size(*limit));
-                if calls
-                    .iter()
-                    .all(|c| self.caller.api.listing_is_cached(&list_request(c, &headers), pagination, size, *limit))
-                {
-                    write!(f, ", served from the cache")?;
-                }
-                Ok(())
-            }
+            Calls::Planned(plan) => self.caller.explain(plan, f),
             Calls::Awaiting(Awaiting { binding, limit, awaited, supplier }) => {
                 let given = |name: &str| binding.bound.contains_key(name) || awaited.iter().any(|a| a == name);
                 if let Some(method) = method_for(&self.resource, given) {
@@ -540,10 +699,18 @@ impl ExecutionPlan for ResourceScanExec {
                 stream::once(planned).map_ok(to_rows).try_flatten().boxed()
             }
         };
-        let batches = rows.and_then(move |rows| {
-            let decoder = decoder.clone();
-            async move { decoder.decode(rows) }
-        });
+        // Decoding runs beside the runtime's threads, which keep pages arriving meanwhile.
+        let batches = rows
+            .map(move |fetched| {
+                let decoder = decoder.clone();
+                async move {
+                    let fetched = fetched?;
+                    tokio::task::spawn_blocking(move || decoder.decode(fetched))
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?
+                }
+            })
+            .buffered(DECODERS);
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.projected.clone(), batches)))
     }
 }
