@@ -3,7 +3,7 @@
 //! started with, and who the caller is.
 
 use std::fs::File;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -35,7 +35,8 @@ pub struct Options {
 
 #[derive(Clone)]
 pub struct App {
-    pub state: Arc<Mutex<State>>,
+    /// Reads share it, so that pages are served in parallel.
+    pub state: Arc<RwLock<State>>,
     pub registry: Arc<Registry>,
     pub options: Arc<Options>,
     pub data_dir: Option<Arc<DataDir>>,
@@ -48,12 +49,18 @@ pub struct App {
 impl App {
     /// The account a token belongs to; tokens do not change over time, so nothing advances.
     pub fn account_for(&self, token: &str) -> Option<usize> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).account_by_token(token)
+        self.state.read().unwrap_or_else(|e| e.into_inner()).account_by_token(token)
     }
 
     /// Runs `read` on the state as of now.
     pub fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            if state.is_quiet() {
+                return read(&state);
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.advance(self.options.pace);
         read(&state)
     }
@@ -61,10 +68,11 @@ impl App {
     /// Runs `change` on the state as of now and, with `--data-dir`, saves the result before
     /// returning; a change that cannot be saved is undone and reported as a 500.
     pub fn write<T>(&self, change: impl FnOnce(&mut State) -> Result<T, ApiError>) -> Result<T, ApiError> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.advance(self.options.pace);
         let before = self.data_dir.as_ref().map(|_| state.clone());
         let result = change(&mut state);
+        state.quiet_until = None;
         if let (Some(dir), Some(before)) = (&self.data_dir, before) {
             let saved = match &result {
                 Ok(_) => dir.save(&state),

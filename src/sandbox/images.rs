@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 
 use super::app::{App, Limits};
 use super::store::{
-    EventAction, EventEnd, EventEntity, EventStatus, Image, ImageStatus, RegionCopy, RegionStatus, State as World,
-    UploadTicket, random_hex,
+    EventAction, EventEnd, EventEntity, EventStatus, Image, ImageJson, ImageStatus, RegionCopy, RegionStatus,
+    State as World, UploadTicket, random_hex,
 };
 use super::upload;
 use super::wire::{ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list_lazily, ok, x_filter};
@@ -92,7 +92,7 @@ pub async fn collection(
             let matches = |image: &&Image, test: &Filter| test.matches(&image.fields(&fields));
             app.read(|s| {
                 let images = s.visible_images(caller.0);
-                list_lazily(images, Image::to_object, matches, &filter, query, sizes, "data", EmptyList::Zeros)
+                list_lazily(images, ImageJson, matches, &filter, query, sizes, "data", EmptyList::Zeros)
             })
         }
         Method::POST => capture(&app, caller.account()?, &json_object(&body)?),

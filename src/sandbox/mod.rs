@@ -25,7 +25,7 @@ mod wire;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -292,7 +292,7 @@ impl Sandbox {
             .map_err(|source| SandboxError::Listen { addr: args.listen, source })?;
         let addr = listener.local_addr().map_err(|source| SandboxError::Listen { addr: args.listen, source })?;
         let app = App {
-            state: Arc::new(Mutex::new(state)),
+            state: Arc::new(RwLock::new(state)),
             registry,
             options: Arc::new(Options {
                 latency: Duration::from_millis(args.latency_ms),

@@ -139,7 +139,7 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
         accounts.push(extra_account(accounts.len(), name, token));
     }
     let next_image_id = GENERATED_BASE_ID + options.generated_images + 1;
-    State { public_images, accounts, next_image_id, clock_offset: 0, next_event_id: 1 }
+    State { public_images, accounts, next_image_id, clock_offset: 0, next_event_id: 1, quiet_until: None }
 }
 
 /// A saved state brought in line with the options: the default account takes `--token`,

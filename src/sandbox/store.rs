@@ -8,8 +8,9 @@
 //! recorded as its images change; an event whose work takes time carries when it ends, so its
 //! status is derived from the clock like everything else.
 
-use chrono::{Duration, NaiveDateTime, Timelike};
-use serde::{Deserialize, Serialize};
+use chrono::{Datelike, Duration, NaiveDateTime, Timelike};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
 pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
@@ -34,7 +35,28 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 pub fn format_time(t: NaiveDateTime) -> String {
-    t.format(TIME_FORMAT).to_string()
+    ApiTime(t).to_string()
+}
+
+/// A time as the API writes it ([`TIME_FORMAT`]), without parsing the format each time: a
+/// page of images writes a thousand of them.
+pub struct ApiTime(pub NaiveDateTime);
+
+impl std::fmt::Display for ApiTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let t = self.0;
+        let (date, time) = (t.date(), t.time());
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            date.year(),
+            date.month(),
+            date.day(),
+            time.hour(),
+            time.minute(),
+            time.second()
+        )
+    }
 }
 
 pub fn parse_time(text: &str) -> Option<NaiveDateTime> {
@@ -381,52 +403,60 @@ impl Image {
     /// The API's representation. Public and private images differ in field order and in
     /// which fields they carry, as the recorded responses do.
     pub fn to_json(&self) -> Value {
-        Value::Object(self.to_object())
+        serde_json::to_value(ImageJson(self)).unwrap_or_default()
     }
 
-    pub fn to_object(&self) -> Map<String, Value> {
-        let fields: &[&str] = if self.is_public { &PUBLIC_FIELDS } else { &PRIVATE_FIELDS };
-        self.fields(fields)
+    fn field_names(&self) -> &'static [&'static str] {
+        if self.is_public { &PUBLIC_FIELDS } else { &PRIVATE_FIELDS }
     }
 
-    /// Only the named fields of [`Image::to_object`] (null where an image has no such field):
+    /// Only the named fields of [`Image::to_json`] (null where an image has no such field):
     /// enough to test a filter without building the whole object.
     pub fn fields(&self, names: &[&str]) -> Map<String, Value> {
-        names.iter().map(|name| (name.to_string(), self.field(name))).collect()
+        let field = |name: &str| self.write_field(name, serde_json::value::Serializer).unwrap_or_default();
+        names.iter().map(|name| (name.to_string(), field(name))).collect()
     }
 
-    fn field(&self, name: &str) -> Value {
-        let time = |t: &Option<NaiveDateTime>| json!(t.map(format_time));
+    /// One field of the API's representation, written to any serializer: a page is written
+    /// straight to bytes ([`ImageJson`]), a filter tests values.
+    fn write_field<S: Serializer>(&self, name: &str, s: S) -> Result<S::Ok, S::Error> {
+        let time = |t: &Option<NaiveDateTime>| t.map(format_time);
         match name {
-            "id" => json!(self.id),
-            "label" => json!(self.label),
-            "description" => json!(self.description),
-            "created" => json!(format_time(self.created)),
-            "updated" => json!(format_time(self.updated)),
-            "size" => json!(self.size),
-            "created_by" => json!(self.created_by),
-            "type" => json!(self.kind),
-            "tags" => json!(self.tags),
-            "is_public" => json!(self.is_public),
-            "is_shared" => json!(self.is_shared),
-            "deprecated" => json!(self.deprecated),
-            "vendor" => json!(self.vendor),
-            "expiry" => time(&self.expiry),
-            "eol" => time(&self.eol),
-            "status" => json!(self.status),
-            "capabilities" => json!(self.capabilities),
+            "id" => s.serialize_str(&self.id),
+            "label" => s.serialize_str(&self.label),
+            "description" => self.description.serialize(s),
+            "created" => s.collect_str(&ApiTime(self.created)),
+            "updated" => s.collect_str(&ApiTime(self.updated)),
+            "size" => s.serialize_u64(self.size),
+            "created_by" => self.created_by.serialize(s),
+            "type" => self.kind.serialize(s),
+            "tags" => self.tags.serialize(s),
+            "is_public" => s.serialize_bool(self.is_public),
+            "is_shared" => s.serialize_bool(self.is_shared),
+            "deprecated" => s.serialize_bool(self.deprecated),
+            "vendor" => self.vendor.serialize(s),
+            "expiry" => time(&self.expiry).serialize(s),
+            "eol" => time(&self.eol).serialize(s),
+            "status" => self.status.serialize(s),
+            "capabilities" => self.capabilities.serialize(s),
             "regions" if !self.is_public => {
-                Value::Array(self.regions.iter().map(|r| json!({"region": r.region, "status": r.status})).collect())
+                #[derive(Serialize)]
+                struct Copy<'a> {
+                    region: &'a str,
+                    status: RegionStatus,
+                }
+                s.collect_seq(self.regions.iter().map(|r| Copy { region: &r.region, status: r.status }))
             }
-            "total_size" if !self.is_public => json!(self.total_size()),
+            "total_size" if !self.is_public => s.serialize_u64(self.total_size()),
             "image_sharing" if !self.is_public => {
                 let number = self.id.strip_prefix("private/").unwrap_or(&self.id);
                 json!({
                     "shared_with": {"sharegroup_count": 0, "sharegroup_list_url": format!("/images/private/{number}/sharegroups")},
                     "shared_by": null,
                 })
+                .serialize(s)
             }
-            _ => Value::Null,
+            _ => s.serialize_unit(),
         }
     }
 
@@ -537,6 +567,10 @@ pub struct State {
     pub clock_offset: i64,
     #[serde(default = "first_event_id")]
     pub next_event_id: u64,
+    /// Until when no transition is due, as the last [`State::advance`] found; `None` after
+    /// any change, which may have started one.
+    #[serde(skip)]
+    pub quiet_until: Option<NaiveDateTime>,
 }
 
 fn first_event_id() -> u64 {
@@ -655,9 +689,20 @@ impl State {
             .collect()
     }
 
-    /// Applies every transition due by now.
+    /// Whether no transition is due now.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet_until.is_some_and(|quiet| self.now() < quiet)
+    }
+
+    /// Applies every transition due by now. Reads call it on every request: it looks at the
+    /// images only when something was due or has changed since.
     pub fn advance(&mut self, pace: Pace) {
+        if self.is_quiet() {
+            return;
+        }
         let now = self.now();
+        let mut next = NaiveDateTime::MAX;
+        let mut due = |at: NaiveDateTime| next = next.min(at);
         let mut expired = Vec::new();
         for (index, account) in self.accounts.iter_mut().enumerate() {
             account.images.retain(|image| {
@@ -670,7 +715,12 @@ impl State {
                     event.message = Some(image.deletion_message());
                     expired.push((index, event));
                 }
-                !(upload_expired || recovery_expiry.is_some())
+                let gone = upload_expired || recovery_expiry.is_some();
+                if !gone {
+                    image.upload.iter().for_each(|u| due(u.expires));
+                    image.expiry.filter(|_| image.kind == ImageType::Automatic).into_iter().for_each(&mut due);
+                }
+                !gone
             });
             for image in &mut account.images {
                 if image.status == ImageStatus::Creating
@@ -682,6 +732,9 @@ impl State {
                     let region = image.capture_region.take().unwrap_or_else(|| "us-east".into());
                     image.regions = vec![RegionCopy::available(&region)];
                 }
+                if image.status == ImageStatus::Creating {
+                    image.ready_at.into_iter().for_each(&mut due);
+                }
                 let step = pace.replication_step(image.size);
                 image.regions.retain_mut(|copy| {
                     let Some(changed) = copy.changed else {
@@ -689,14 +742,17 @@ impl State {
                     };
                     let elapsed = now - changed;
                     if copy.removing {
+                        due(changed + step);
                         return elapsed < step;
                     }
                     copy.status = if elapsed >= step * 2 {
                         copy.changed = None;
                         RegionStatus::Available
                     } else if elapsed >= step {
+                        due(changed + step * 2);
                         RegionStatus::Replicating
                     } else {
+                        due(changed + step);
                         RegionStatus::PendingReplication
                     };
                     true
@@ -708,12 +764,42 @@ impl State {
         for (account, event) in expired {
             self.record(account, event);
         }
+        self.quiet_until = Some(next);
+    }
+}
+
+/// An image as the API represents it, serialised field by field without building values.
+pub struct ImageJson<'a>(pub &'a Image);
+
+impl Serialize for ImageJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Field<'a>(&'a Image, &'a str);
+        impl Serialize for Field<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.write_field(self.1, s)
+            }
+        }
+        let names = self.0.field_names();
+        let mut map = s.serialize_map(Some(names.len()))?;
+        for name in names {
+            map.serialize_entry(name, &Field(self.0, name))?;
+        }
+        map.end()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_written_as_the_format_says() {
+        for text in ["2025-03-01T10:00:00", "1999-12-31T23:59:59", "2026-01-05T04:03:02"] {
+            let time = parse_time(text).unwrap();
+            assert_eq!(format_time(time), time.format(TIME_FORMAT).to_string());
+            assert_eq!(format_time(time), text);
+        }
+    }
 
     /// States saved before these fields were enums must read back, and write the same strings.
     #[test]

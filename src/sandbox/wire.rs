@@ -10,6 +10,8 @@ use axum::extract::{FromRequestParts, Path, RawQuery};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::provider::{PageSizeRange, Resource, Row};
@@ -215,11 +217,12 @@ pub fn list(
 /// [`list`] over items that become rows only when needed: only the page's items are turned
 /// into rows, and `matches` tests the others as cheaply as it can, so a page costs time in
 /// proportion to the page (and to the filter's tests), and memory in proportion to the page
-/// alone. Only an order must see every matching row at once.
+/// alone. Rows are written straight into the response's bytes. Only an order must see every
+/// matching row at once.
 #[allow(clippy::too_many_arguments)]
-pub fn list_lazily<T>(
+pub fn list_lazily<T, R: Serialize>(
     mut items: impl Iterator<Item = T>,
-    to_row: impl Fn(T) -> Row,
+    to_row: impl Fn(T) -> R,
     matches: impl Fn(&T, &Filter) -> bool,
     filter: &XFilter,
     query: Option<&str>,
@@ -230,16 +233,18 @@ pub fn list_lazily<T>(
     let (page, page_size) = paging(query, sizes)?;
     let start = (page - 1).saturating_mul(page_size);
     let on_page = |n: u64| (start..start.saturating_add(page_size)).contains(&n);
-    let (results, data): (u64, Vec<Row>) = match (&filter.filter, &filter.order) {
+    let (results, data): (u64, Vec<Value>) = match (&filter.filter, &filter.order) {
         (_, Some(_)) => {
-            let rows = filtered(items.map(to_row).collect(), filter);
-            let data = rows.iter().skip(start as usize).take(page_size as usize).cloned().collect();
+            let rows: Vec<Row> = items.map(|item| row_of(&to_row(item))).collect();
+            let rows = filtered(rows, filter);
+            let data = rows.iter().skip(start as usize).take(page_size as usize).cloned().map(Value::Object).collect();
             (rows.len() as u64, data)
         }
         (None, None) => {
             let before = items.by_ref().take(start as usize).count() as u64;
-            let data: Vec<Row> = items.by_ref().take(page_size as usize).map(to_row).collect();
-            (before + data.len() as u64 + items.count() as u64, data)
+            let data: Vec<R> = items.by_ref().take(page_size as usize).map(to_row).collect();
+            let results = before + data.len() as u64 + items.count() as u64;
+            return Ok(page_response(Envelope { key, data, page, results, page_size, empty }));
         }
         (Some(test), None) => {
             let mut matched = 0;
@@ -252,21 +257,66 @@ pub fn list_lazily<T>(
                     matched += 1;
                 }
             }
-            (matched, data)
+            return Ok(page_response(Envelope { key, data, page, results: matched, page_size, empty }));
         }
     };
-    if results == 0 {
-        return Ok(ok(match empty {
-            EmptyList::Zeros => json!({"pages": 0, key: [], "results": 0, "page": 0}),
-            EmptyList::FirstPage => json!({key: [], "page": 1, "pages": 1, "results": 0}),
-        }));
+    Ok(page_response(Envelope { key, data, page, results, page_size, empty }))
+}
+
+/// A row written out and read back, for the orders that compare whole rows.
+fn row_of(row: &impl Serialize) -> Row {
+    match serde_json::to_value(row) {
+        Ok(Value::Object(map)) => map,
+        _ => Row::new(),
     }
-    let pages = results.div_ceil(page_size);
-    let data: Vec<Value> = data.into_iter().map(Value::Object).collect();
-    Ok(ok(match empty {
-        EmptyList::Zeros => json!({"pages": pages, key: data, "results": results, "page": page}),
-        EmptyList::FirstPage => json!({key: data, "page": page, "pages": pages, "results": results}),
-    }))
+}
+
+/// A page in the API's list envelope, in the key order of the resource's recordings.
+struct Envelope<'a, R> {
+    key: &'a str,
+    data: Vec<R>,
+    page: u64,
+    results: u64,
+    page_size: u64,
+    empty: EmptyList,
+}
+
+impl<R: Serialize> Serialize for Envelope<'_, R> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Envelope { key, data, page, results, page_size, empty } = self;
+        let (page, pages) = match (results, empty) {
+            (0, EmptyList::Zeros) => (0, 0),
+            (0, EmptyList::FirstPage) => (1, 1),
+            _ => (*page, results.div_ceil(*page_size)),
+        };
+        let mut map = s.serialize_map(Some(4))?;
+        match empty {
+            EmptyList::Zeros => {
+                map.serialize_entry("pages", &pages)?;
+                map.serialize_entry(*key, data)?;
+                map.serialize_entry("results", results)?;
+                map.serialize_entry("page", &page)?;
+            }
+            EmptyList::FirstPage => {
+                map.serialize_entry(*key, data)?;
+                map.serialize_entry("page", &page)?;
+                map.serialize_entry("pages", &pages)?;
+                map.serialize_entry("results", results)?;
+            }
+        }
+        map.end()
+    }
+}
+
+fn page_response<R: Serialize>(envelope: Envelope<R>) -> Response {
+    match serde_json::to_vec(&envelope) {
+        Ok(body) => {
+            let mut response = Response::new(Body::from(body));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(e) => ApiError::internal(format!("the sandbox could not write a page: {e}")).into_response(),
+    }
 }
 
 /// Per-minute request counters, by caller and kind of request.
