@@ -240,6 +240,7 @@ impl ApiClient {
     /// change that happened anyway.
     pub async fn send(&self, request: &Request) -> Result<Value, ApiError> {
         let body = self.send_once(request, 1).await.map_err(|failure| failure.error)?;
+        let body = json_body(body).map_err(|unusable| self.unusable(request, unusable, 1).error)?;
         self.parse(request, &body)
     }
 
@@ -291,9 +292,21 @@ impl ApiClient {
 
     /// The body of an idempotent read, after retries.
     async fn read_body(&self, request: &Request) -> Result<Bytes, ApiError> {
+        self.read_checked(request, json_body).await
+    }
+
+    /// An idempotent read, after retries, its body made into what `usable` makes of it: a
+    /// body that is not JSON was cut short on the way, and is asked for again.
+    async fn read_checked<T>(
+        &self,
+        request: &Request,
+        usable: impl Fn(Bytes) -> Result<T, Unusable>,
+    ) -> Result<T, ApiError> {
         let mut attempt = 1;
         loop {
-            match self.send_once(request, READ_ATTEMPTS).await {
+            let sent = self.send_once(request, READ_ATTEMPTS).await;
+            match sent.and_then(|body| usable(body).map_err(|unusable| self.unusable(request, unusable, READ_ATTEMPTS)))
+            {
                 Ok(body) => return Ok(body),
                 Err(failure) if failure.retryable && attempt < READ_ATTEMPTS => {
                     // After a 429 the budget holds the next attempt back for its Retry-After.
@@ -383,22 +396,6 @@ impl ApiClient {
             },
         })?;
         if status.is_success() {
-            // A body cut short on the way: a read asks again.
-            if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-                return Err(Failure {
-                    retryable: true,
-                    retry_after: None,
-                    error: ApiError::Decode {
-                        method: request.verb,
-                        url,
-                        detail: format!(
-                            "the body is not JSON ({} bytes){}",
-                            bytes.len(),
-                            unknown_outcome.map(|h| format!(". {h}")).unwrap_or_default()
-                        ),
-                    },
-                });
-            }
             return Ok(bytes);
         }
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
@@ -454,6 +451,25 @@ impl ApiClient {
         })
     }
 
+    /// The failure of a request whose successful response cannot be used; `attempts` as for
+    /// [`ApiClient::hint`].
+    fn unusable(&self, request: &Request, unusable: Unusable, attempts: u32) -> Failure {
+        // A change whose answer was lost may have happened all the same.
+        let unknown_outcome = match attempts {
+            1 => format!(". {UNKNOWN_OUTCOME}"),
+            _ => String::new(),
+        };
+        let (retryable, detail) = match unusable {
+            Unusable::NotJson(length) => (true, format!("the body is not JSON ({length} bytes){unknown_outcome}")),
+            Unusable::Shape(detail) => (false, detail),
+        };
+        Failure {
+            retryable,
+            retry_after: None,
+            error: ApiError::Decode { method: request.verb, url: self.url(request), detail },
+        }
+    }
+
     fn hint(&self, status: StatusCode, attempts: u32) -> Option<String> {
         let source = &self.token_source;
         let again = match attempts {
@@ -479,17 +495,30 @@ impl ApiClient {
     /// The first page of a listing if the cache has it.
     pub fn cached_first_page(&self, listing: &Listing) -> Option<Page> {
         let body = self.shared.cache.get(&self.cache_key(&listing.page_request(1)))?;
-        Page::parse(body, &listing.object_key, &listing.pagination.response_pages)
+        listing.parse(body).ok()
     }
 
+    /// A page through the cache. A page read from the API is parsed once, as the check of
+    /// its body; a cached one when it is taken from the cache.
     async fn page(self: &Arc<Self>, listing: &Listing, number: u64) -> Result<Page, ApiError> {
         let request = listing.page_request(number);
-        let body = self.read_cached_body(&request).await?;
-        Page::parse(body, &listing.object_key, &listing.pagination.response_pages).ok_or_else(|| ApiError::Decode {
-            method: request.verb,
-            url: self.url(&request),
-            detail: format!("no `{}` array in the body", listing.object_key),
-        })
+        let fetched: Arc<std::sync::Mutex<Option<Page>>> = Arc::default();
+        let (client, owned, listing_owned, slot) =
+            (Arc::clone(self), request.clone(), listing.clone(), Arc::clone(&fetched));
+        let fetch = move || {
+            async move {
+                let page = client.read_checked(&owned, |body| listing_owned.parse(body)).await?;
+                let body = page.body().clone();
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(page);
+                Ok(body)
+            }
+            .boxed()
+        };
+        let body = self.shared.cache.get_or_fetch(self.cache_key(&request), fetch).await?;
+        if let Some(page) = fetched.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Ok(page);
+        }
+        listing.parse(body).map_err(|unusable| self.unusable(&request, unusable, READ_ATTEMPTS).error)
     }
 
     /// Every page of a listing, in the API's order, its rows not yet parsed; `first` when
@@ -523,8 +552,10 @@ impl ApiClient {
                     let rest = stream::iter(2..=last)
                         .map(move |number| {
                             let (client, listing) = (client.clone(), listing.clone());
+                            // Each page is received and parsed on its own task, in parallel.
+                            let page = on_own_task(async move { client.page(&listing, number).await });
                             async move {
-                                let page = client.page(&listing, number).await?;
+                                let page = page.await?;
                                 // Rows created or deleted since page 1 shift the pages: some
                                 // rows would be read twice or never (linode_api4 checks this too).
                                 match page.shape == shape {
@@ -560,12 +591,37 @@ impl ApiClient {
         let mut pages = vec![];
         for number in 2..=listing.last_page(&first) {
             let body = self.shared.cache.get(&self.cache_key(&listing.page_request(number)))?;
-            let page = Page::parse(body, &listing.object_key, &listing.pagination.response_pages)?;
+            let page = listing.parse(body).ok()?;
             (page.shape == first.shape).then_some(())?;
             pages.push(page);
         }
         pages.insert(0, first);
         Some(pages)
+    }
+}
+
+/// Runs `work` as a task of its own, stopped when its result is no longer wanted.
+fn on_own_task<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> impl Future<Output = Result<T, ApiError>> {
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = tokio::spawn(work);
+    let guard = AbortOnDrop(task.abort_handle());
+    async move {
+        let _guard = guard;
+        match task.await {
+            Ok(result) => result,
+            Err(failure) => match failure.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Cancelled: only by the guard or by a runtime shutting down, with nobody waiting.
+                Err(_) => std::future::pending().await,
+            },
+        }
     }
 }
 
@@ -588,6 +644,17 @@ impl Listing {
         request.query.push((self.pagination.page_size_param.clone(), self.page_size.to_string()));
         request.listing = true;
         request
+    }
+
+    /// A page of this listing from its body.
+    fn parse(&self, body: Bytes) -> Result<Page, Unusable> {
+        match Page::parse(body.clone(), &self.object_key, &self.pagination.response_pages) {
+            Some(page) => Ok(page),
+            None => match json_body(body) {
+                Ok(_) => Err(Unusable::Shape(format!("no `{}` array in the body", self.object_key))),
+                Err(not_json) => Err(not_json),
+            },
+        }
     }
 
     /// The last page to read: the API's page count, or fewer when `max_rows` are enough.
@@ -619,6 +686,21 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
 /// A response header that holds a whole number.
 fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
+/// Why the body of a successful response cannot be used.
+enum Unusable {
+    /// Not JSON, of this many bytes: most likely cut short on the way.
+    NotJson(usize),
+    /// JSON, but not of the shape expected.
+    Shape(String),
+}
+
+fn json_body(body: Bytes) -> Result<Bytes, Unusable> {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        Ok(_) => Ok(body),
+        Err(_) => Err(Unusable::NotJson(body.len())),
+    }
 }
 
 struct Failure {

@@ -40,6 +40,11 @@ impl Page {
         Some(Page { rows, shape, body })
     }
 
+    /// The body the page was read from.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
     /// Each row's JSON text.
     pub fn rows(&self) -> impl ExactSizeIterator<Item = &[u8]> {
         self.rows.iter().map(|range| &self.body[range.clone()])
