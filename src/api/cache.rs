@@ -53,6 +53,14 @@ pub struct ResponseCache {
     entries: Mutex<Entries>,
 }
 
+impl ResponseCache {
+    /// Whether `bytes` of bodies can be kept together: a listing larger than that would only
+    /// push out its own first pages, and is read past the cache.
+    pub fn holds(&self, bytes: u64) -> bool {
+        self.ttl.is_some() && bytes <= MAX_BYTES as u64
+    }
+}
+
 impl std::fmt::Debug for ResponseCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseCache").field("ttl", &self.ttl).finish_non_exhaustive()

@@ -502,6 +502,9 @@ impl ApiClient {
     /// its body; a cached one when it is taken from the cache.
     async fn page(self: &Arc<Self>, listing: &Listing, number: u64) -> Result<Page, ApiError> {
         let request = listing.page_request(number);
+        if !listing.cached {
+            return self.read_checked(&request, |body| listing.parse(body)).await;
+        }
         let fetched: Arc<std::sync::Mutex<Option<Page>>> = Arc::default();
         let (client, owned, listing_owned, slot) =
             (Arc::clone(self), request.clone(), listing.clone(), Arc::clone(&fetched));
@@ -548,6 +551,8 @@ impl ApiClient {
                     let last = listing.last_page(&first);
                     progress.pages(last);
                     progress.page_done();
+                    let mut listing = listing;
+                    listing.cached = client.shared.cache.holds(first.body().len() as u64 * last);
                     let (client, listing) = (client.clone(), Arc::new(listing));
                     let rest = stream::iter(2..=last)
                         .map(move |number| {
@@ -635,9 +640,22 @@ pub struct Listing {
     pub object_key: String,
     /// Fetching stops once this many rows are certain to have arrived.
     pub max_rows: Option<usize>,
+    /// Whether pages after the first go through the cache: not when the listing is larger
+    /// than the cache holds.
+    cached: bool,
 }
 
 impl Listing {
+    pub fn new(
+        request: Request,
+        pagination: Pagination,
+        page_size: u32,
+        object_key: &str,
+        max_rows: Option<usize>,
+    ) -> Self {
+        Listing { request, pagination, page_size, object_key: object_key.to_string(), max_rows, cached: true }
+    }
+
     fn page_request(&self, page: u64) -> Request {
         let mut request = self.request.clone();
         request.query.push((self.pagination.page_param.clone(), page.to_string()));

@@ -556,13 +556,7 @@ impl Caller {
     fn listing(&self, call: &ScanCall, object_key: &str, xfilter: &Option<XFilter>, limit: Option<usize>) -> Listing {
         let mut request = Request::get(call.path.to_string());
         request.headers = self.filter_header(xfilter);
-        Listing {
-            request,
-            pagination: self.provider.pagination.clone(),
-            page_size: self.page_size(limit),
-            object_key: object_key.to_string(),
-            max_rows: limit,
-        }
+        Listing::new(request, self.provider.pagination.clone(), self.page_size(limit), object_key, limit)
     }
 
     /// The rows of every call, up to [`CALL_CONCURRENCY`] calls at a time.
