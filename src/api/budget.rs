@@ -5,8 +5,9 @@ Each class (the provider file's `rateLimits`: image listing, paginated collectio
 general limit every request counts against) is a bucket of `perMinute` tokens, where a token
 spent comes back one minute later: no minute, wherever it starts, sees more requests than the
 limit, which satisfies fixed windows and token buckets on the server alike. The API's
-`X-RateLimit-*` headers correct it (its limit for the class, and requests left when someone
-else spends the same token), and a 429 pauses the class for its `Retry-After`. Budgets are
+`X-RateLimit-*` headers correct it: its limit for the class, requests left when someone else
+spends the same token, and when its window resets (what was spent comes back then, not a
+minute after it was sent); a 429 pauses the class for its `Retry-After`. Budgets are
 kept per API base and token (by hash), shared by every session of a process. */
 
 use std::collections::{HashMap, VecDeque};
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::progress::{Event, Progress};
 
 const MINUTE: Duration = Duration::from_secs(60);
+/// Added to the API's window ends: its clock and ours may differ by this much.
+const CLOCK_MARGIN: Duration = Duration::from_secs(1);
 /// Waits shorter than this are not worth reporting.
 const REPORTED_WAIT: Duration = Duration::from_millis(500);
 
@@ -134,11 +137,16 @@ impl RateBudget {
             for _ in remaining as usize..left {
                 window.sent.push_back(now);
             }
-            if remaining == 0
-                && let Some(reset) = reported.reset
-            {
-                let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                let until = now + Duration::from_secs(reset.saturating_sub(epoch).clamp(1, 60));
+            let Some(reset) = reported.reset else { return };
+            // The API counts in windows that end at `reset`: what was sent in this one is
+            // spent until then only, not for a whole minute from its sending.
+            let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let left = Duration::from_secs(reset).saturating_sub(epoch) + CLOCK_MARGIN;
+            let until = now + left.clamp(Duration::from_secs(1), MINUTE);
+            if let Some(start) = until.checked_sub(MINUTE) {
+                window.sent.iter_mut().for_each(|sent| *sent = (*sent).min(start));
+            }
+            if remaining == 0 {
                 window.paused_until = window.paused_until.max(Some(until));
             }
         });
