@@ -187,3 +187,68 @@ fn pasted_statements_all_run_and_an_invalid_byte_does_not_end_the_shell() {
         assert!(history.contains(statement), "{statement} is in the history: {history}");
     }
 }
+
+/// A shell on a terminal of 24 rows and 100 columns, as a user's would be, with `pager`.
+fn sized_shell(sandbox: &SandboxProcess, home: &std::path::Path, pager: &str) -> PtySession {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "stty rows 24 cols 100 && exec \"$0\" \"$@\"", common::binary(), "--api-url", &sandbox.url])
+        .env("LINODE_TOKEN", TOKEN)
+        .env("HOME", home)
+        .env("TERM", "xterm")
+        .env_remove("IMAGEQL_PAGER")
+        .env("PAGER", pager);
+    let mut session = spawn_command(command, Some(20_000)).expect("the shell starts on a pty");
+    session.exp_string("imageql> ").expect("a prompt");
+    session
+}
+
+#[test]
+fn results_taller_than_the_terminal_go_through_the_pager() {
+    let sandbox = SandboxProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = sized_shell(&sandbox, home.path(), "sed -e s/^/paged:/");
+
+    // A result taller than the terminal is paged; a short one is not.
+    p.send_line("SELECT value FROM generate_series(1, 300);").unwrap();
+    p.exp_string("paged:| 300").unwrap();
+    p.exp_string("paged:(300 rows").unwrap();
+    p.send_line("SELECT 'short' AS marker;").unwrap();
+    let shown = p.exp_string("(1 row").unwrap();
+    assert!(shown.contains("| short") && !shown.contains("paged:"), "{shown}");
+
+    p.send_line("\\pset pager always").unwrap();
+    p.exp_string("the pager is always used").unwrap();
+    p.send_line("SELECT 'short' AS marker;").unwrap();
+    p.exp_string("paged:| short").unwrap();
+
+    p.send_line("\\pset pager off").unwrap();
+    p.exp_string("the pager is not used").unwrap();
+    p.send_line("SELECT value FROM generate_series(1, 300);").unwrap();
+    let shown = p.exp_string("(300 rows").unwrap();
+    assert!(shown.contains("| 300") && !shown.contains("paged:"), "{shown}");
+
+    p.send_line("\\pset format wrapped").unwrap();
+    p.exp_string("only \\pset pager").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}
+
+#[test]
+fn expanded_auto_follows_the_terminal_width() {
+    let sandbox = SandboxProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = sized_shell(&sandbox, home.path(), "");
+    p.send_line("\\x auto").unwrap();
+    p.exp_string("expanded display is auto").unwrap();
+    p.send_line("SELECT 'narrow' AS a, 'row' AS b;").unwrap();
+    let shown = p.exp_string("(1 row").unwrap();
+    assert!(shown.contains("| narrow | row |") && !shown.contains("RECORD"), "{shown}");
+    p.send_line("SELECT repeat('w', 120) AS wide, 'row' AS b;").unwrap();
+    p.exp_string("-[ RECORD 1 ]-").unwrap();
+    p.exp_regex(r"b +\| row").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}

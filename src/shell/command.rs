@@ -25,6 +25,17 @@ pub enum Command {
     Include(String),
     /// `\h` lists the statements; `\h STATEMENT` gives the syntax of one.
     Syntax(Option<String>),
+    /// `\pset pager` toggles; `\pset pager on|off|always` sets (the one `\pset` option).
+    Pager(Option<Pager>),
+}
+
+/// When results go through the pager, as psql's `\pset pager` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pager {
+    Off,
+    /// When a result is taller than the terminal.
+    On,
+    Always,
 }
 
 /// Rows as a table, or one block of `column | value` lines per row (psql's `\x`).
@@ -46,6 +57,7 @@ const HELP: &[(&str, &str)] = &[
     ("\\x [on|off|auto]", "expanded display: one block per row; auto when rows are wider than the terminal"),
     ("\\i FILE", "run the statements of FILE"),
     ("\\h [STATEMENT]", "the syntax of a statement (SELECT, INSERT, EXEC, …)"),
+    ("\\pset pager [on|off|always]", "page results taller than the terminal through $PAGER (on by default)"),
 ];
 
 /// Each statement form: its name for `\h`, its syntax, and one example.
@@ -107,6 +119,19 @@ impl FromStr for Command {
 
     /// A command without its backslash: `d linode.images.images`, `timing on`.
     fn from_str(text: &str) -> Result<Command, String> {
+        if text.split_whitespace().next() == Some("pset") {
+            return match text.split_whitespace().skip(1).collect::<Vec<_>>().as_slice() {
+                ["pager"] => Ok(Command::Pager(None)),
+                ["pager", "on"] => Ok(Command::Pager(Some(Pager::On))),
+                ["pager", "off"] => Ok(Command::Pager(Some(Pager::Off))),
+                ["pager", "always"] => Ok(Command::Pager(Some(Pager::Always))),
+                ["pager", other, ..] => Err(format!("\\pset pager takes on, off or always, not {other}")),
+                [] => Err("\\pset needs an option: \\pset pager [on|off|always]".into()),
+                [option, ..] => {
+                    Err(format!("\\pset {option} is not an option here: only \\pset pager [on|off|always]"))
+                }
+            };
+        }
         let mut words = text.split_whitespace();
         let (name, argument) = (words.next().unwrap_or(""), words.next());
         if let Some(extra) = words.next() {
@@ -188,5 +213,9 @@ mod tests {
         assert_eq!(help().num_rows(), HELP.len() + 1 + STATEMENTS.len());
         assert_eq!(syntax(Some("COPY")).unwrap().num_rows(), 2);
         assert!(syntax(Some("MERGE")).unwrap_err().contains("INSERT"));
+        assert_eq!("pset pager off".parse(), Ok(Command::Pager(Some(Pager::Off))));
+        assert_eq!("pset pager".parse(), Ok(Command::Pager(None)));
+        assert!("pset format aligned".parse::<Command>().unwrap_err().contains("only \\pset pager"));
+        assert!("pset pager maybe".parse::<Command>().unwrap_err().contains("on, off or always"));
     }
 }

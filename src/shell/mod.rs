@@ -8,11 +8,11 @@ mod command;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use command::{Command, Expanded};
+use command::{Command, Expanded, Pager};
 use futures::FutureExt;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -211,6 +211,7 @@ struct Shell {
     format: Format,
     timing: bool,
     expanded: Expanded,
+    pager: Pager,
     vars: HashMap<String, String>,
     /// SIGINT, caught from the start: a Ctrl-C while a statement runs (the terminal is not in
     /// raw mode then) must stop the statement, not the shell.
@@ -234,7 +235,8 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
     println!("imageql {}: end statements with ;  \\? for help, \\q to quit", env!("CARGO_PKG_VERSION"));
     let interrupts = signal(SignalKind::interrupt())
         .map_err(|e| Error::Usage(format!("the interactive shell cannot catch Ctrl-C: {e}")))?;
-    let mut shell = Shell { session, format, timing: true, expanded: Expanded::Off, vars, interrupts };
+    let mut shell =
+        Shell { session, format, timing: true, expanded: Expanded::Off, pager: Pager::On, vars, interrupts };
     let mut pending = String::new();
     loop {
         let prompt = if pending.is_empty() { "imageql> " } else { "imageql-> " };
@@ -357,6 +359,18 @@ impl Shell {
                 self.timing = setting.unwrap_or(!self.timing);
                 println!("timing is {}", if self.timing { "on" } else { "off" });
             }
+            Command::Pager(setting) => {
+                self.pager = setting.unwrap_or(match self.pager {
+                    Pager::Off => Pager::On,
+                    _ => Pager::Off,
+                });
+                let name = match self.pager {
+                    Pager::Off => "not used",
+                    Pager::On => "used for results taller than the terminal",
+                    Pager::Always => "always used",
+                };
+                println!("the pager is {name}");
+            }
             Command::Output(None) => println!("output format: {}", format_name(self.format)),
             Command::Output(Some(format)) => {
                 self.format = format;
@@ -392,8 +406,11 @@ impl Shell {
                 running.await
             }
         };
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
+        // What may go through the pager is written out once it is complete.
+        let paging = self.pager != Pager::Off && std::io::stdout().is_terminal();
+        let (mut held, stdout) = (Vec::new(), std::io::stdout());
+        let mut locked = stdout.lock();
+        let out: &mut dyn Write = if paging { &mut held } else { &mut locked };
         let result = match executed {
             Ok(_) if interrupted => Err(Error::Cancelled),
             Ok(outcome) => {
@@ -403,8 +420,8 @@ impl Shell {
                     Expanded::Off => None,
                 };
                 let printing = match width.filter(|_| self.format == Format::Table) {
-                    Some(width) => output::print_expanded(outcome, width, &mut out).boxed_local(),
-                    None => output::print(outcome, self.format, &mut out).boxed_local(),
+                    Some(width) => output::print_expanded(outcome, width, &mut *out).boxed_local(),
+                    None => output::print(outcome, self.format, &mut *out).boxed_local(),
                 };
                 let printed = unless_interrupted(&mut self.interrupts, printing);
                 printed.await.unwrap_or_else(|| {
@@ -426,7 +443,10 @@ impl Shell {
             Ok(None) => {}
             Err(e) => eprintln!("imageql: error: {e}"),
         }
-        let _ = out.flush();
+        if paging {
+            tokio::task::block_in_place(|| show(&held, self.pager, &mut locked));
+        }
+        let _ = locked.flush();
         if interrupted { Ran::Interrupted } else { Ran::Done }
     }
 }
@@ -459,10 +479,53 @@ fn cwd() -> String {
 
 /// Columns of the terminal on standard output, when it is one.
 fn terminal_width() -> Option<usize> {
+    terminal_size().map(|size| size.ws_col as usize).filter(|&columns| columns > 0)
+}
+
+fn terminal_size() -> Option<libc::winsize> {
     // SAFETY: TIOCGWINSZ fills the winsize it is given and reads nothing else.
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    (ok && size.ws_col > 0).then_some(size.ws_col as usize)
+    ok.then_some(size)
+}
+
+/// Writes a statement's output, through the pager when it is taller than the terminal (or
+/// always, as set), the way psql does. Without a pager to run, it is written out as it is.
+fn show(text: &[u8], pager: Pager, out: &mut dyn Write) {
+    let rows = terminal_size().map(|size| size.ws_row as usize).filter(|&rows| rows > 0);
+    let lines = text.iter().filter(|&&b| b == b'\n').count();
+    let page = match pager {
+        Pager::Off => false,
+        Pager::On => rows.is_some_and(|rows| lines >= rows),
+        Pager::Always => true,
+    };
+    if !(page && through_pager(text)) {
+        let _ = out.write_all(text);
+    }
+}
+
+/// `IMAGEQL_PAGER`, else `PAGER` (empty: none), else `less -SX` when there is a `less`: long
+/// table rows are cut rather than folded, and what was shown stays on the screen.
+fn pager_command() -> Option<String> {
+    match std::env::var("IMAGEQL_PAGER").or_else(|_| std::env::var("PAGER")) {
+        Ok(command) => Some(command).filter(|c| !c.trim().is_empty()),
+        Err(_) => {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path).any(|dir| dir.join("less").is_file()).then(|| "less -SX".into())
+        }
+    }
+}
+
+/// Runs the pager on `text`; false when it could not start. A pager quit early is fine.
+fn through_pager(text: &[u8]) -> bool {
+    let Some(command) = pager_command() else { return false };
+    let child = std::process::Command::new("sh").args(["-c", &command]).stdin(std::process::Stdio::piped()).spawn();
+    let Ok(mut child) = child else { return false };
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(text);
+    }
+    let _ = child.wait();
+    true
 }
 
 fn format_name(format: Format) -> String {
