@@ -633,13 +633,13 @@ fn on_own_task<T: Send + 'static>(
 /// A paginated read: the request without its paging parameters, and how to page it.
 #[derive(Debug, Clone)]
 pub struct Listing {
-    pub request: Request,
-    pub pagination: Pagination,
-    pub page_size: u32,
+    request: Request,
+    pagination: Pagination,
+    page_size: u32,
     /// The key of the rows' array in each page.
-    pub object_key: String,
+    object_key: String,
     /// Fetching stops once this many rows are certain to have arrived.
-    pub max_rows: Option<usize>,
+    max_rows: Option<usize>,
     /// Whether pages after the first go through the cache: not when the listing is larger
     /// than the cache holds.
     cached: bool,
