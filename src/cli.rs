@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::{DEFAULT_CACHE_TTL, Shared, Token};
-use crate::engine::{Session, SessionOptions};
+use crate::engine::{Policy, Session, SessionOptions};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::output::{self, Format};
@@ -19,7 +19,7 @@ use crate::provider::Registry;
 use crate::sandbox::{Sandbox, SandboxArgs};
 use crate::scan::ScanOptions;
 use crate::serve::{ServeArgs, Server};
-use crate::sql::{Piece, split_statements};
+use crate::sql::{Dialect, Piece, split_statements};
 use crate::{profile, shell, template};
 
 #[derive(Debug, Parser)]
@@ -169,6 +169,8 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         default_catalog: None,
         timeout: Duration::from_secs_f64(cli.timeout),
         shared: shared(&cli),
+        dialect: Dialect::Generic,
+        policy: Policy::local(),
     };
     let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();

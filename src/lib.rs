@@ -14,6 +14,7 @@ pub mod cancel;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod gzip;
 pub mod json_text;
 pub mod mutate;

@@ -275,7 +275,7 @@ async fn front_end(session: &Session, registry: &Registry, input: &str) -> Optio
             if let Some(Err(e)) = meta::parse(&text, registry) {
                 assert!(!e.to_string().trim().is_empty(), "a meta error without a message");
             }
-            if let Err(e) = sql::parse(&text) {
+            if let Err(e) = sql::parse(&text, sql::Dialect::Generic) {
                 assert!(!e.to_string().trim().is_empty(), "a parse error without a message");
             }
         }
@@ -375,7 +375,7 @@ fn splitter_and_parser(registry: &Registry, input: &str) -> Option<String> {
         let _ = sql::is_complete(input);
         for piece in sql::split_statements(input) {
             let _ = meta::parse(&piece.text, registry);
-            if let Err(e) = sql::parse(&piece.text) {
+            if let Err(e) = sql::parse(&piece.text, sql::Dialect::Generic) {
                 assert!(!e.to_string().trim().is_empty(), "a parse error without a message");
             }
         }

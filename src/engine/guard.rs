@@ -1,101 +1,90 @@
-/*! What the engine refuses before DataFusion runs a statement. DataFusion would plan some
-statements that make no sense against an API (dropping or creating tables in a provider's
-catalog, `TRUNCATE` of a resource), would write `COPY … STORED AS` an unknown format as CSV,
-and would write into places that are no directory (`/proc`, a dangling symbolic link).
-Statements nested deeper than DataFusion can plan ([`MAX_EXPRESSION_DEPTH`],
-[`MAX_SET_OPERATIONS`], [`MAX_JOINS`]) are refused before anything walks them, so that no
-statement can exhaust the stack. */
+/*! What a statement may do, checked once for every front end. A [`Policy`] says what the
+front end allows its users: the command line is its user's own (files anywhere, tables and
+views of the session, the engine's settings), while `imageql serve` answers remote clients and
+allows none of that unless its operator opens one directory for files. Every statement passes
+[`check_statement`] before it is planned and [`check_plan`] once it is; changes resolve their
+files through [`FileAccess`].
 
-use std::ops::ControlFlow;
+Some refusals hold for every front end: statements that make no sense against an API (dropping
+or creating tables in a provider's catalog, `TRUNCATE` of a resource), `COPY … STORED AS` an
+unknown format (DataFusion would write CSV), and `COPY` into places that take no files (`/proc`,
+a dangling symbolic link). */
+
 use std::path::Path;
 
 use datafusion::common::TableReference;
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
-use datafusion::sql::parser::{CopyToSource, CopyToStatement, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Visit, Visitor};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as PlanStatement};
+use datafusion::sql::parser::{CopyToStatement, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Reset, ResetStatement, Set, Statement};
 
-use crate::error::Error;
+use crate::error::{Error, FileRefusal, Forbidden};
+use crate::files::FileAccess;
 use crate::provider::Registry;
 
-/// How deeply expressions may nest: operands of a chain such as `1+1+…` or `a OR b OR …`
-/// count one level each.
-pub const MAX_EXPRESSION_DEPTH: usize = 1000;
-/// The most set operations (`UNION`, `EXCEPT`, `INTERSECT`) one query may chain.
-pub const MAX_SET_OPERATIONS: usize = 1000;
-/// The most tables one `FROM` may join.
-pub const MAX_JOINS: usize = 256;
+/// What a front end lets its users do besides reading and changing resources.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub files: FileAccess,
+    /// Creating and dropping the session's own tables, views and schemas, and writing into them.
+    pub definitions: bool,
+    /// `SET datafusion.…`.
+    pub engine_settings: bool,
+}
 
-/// The nesting checks on a parsed statement: deeper statements are refused with
-/// [`Error::Refused`]. The walk stops at the first limit passed, so it stays shallow itself.
-pub fn check_depth(statement: &DFStatement) -> Result<(), Error> {
-    let mut depth = Depth { now: 0 };
-    let walked = match statement {
-        DFStatement::Statement(statement) => statement.visit(&mut depth),
-        DFStatement::Explain(explain) => return check_depth(&explain.statement),
-        DFStatement::CopyTo(CopyToStatement { source: CopyToSource::Query(query), .. }) => query.visit(&mut depth),
-        _ => ControlFlow::Continue(()),
+impl Policy {
+    /// The command line's: everything its user could do with the files and the engine anyway.
+    pub fn local() -> Policy {
+        Policy { files: FileAccess::Anywhere, definitions: true, engine_settings: true }
+    }
+
+    /// A server's: no definitions, no engine settings, files only inside `directory`.
+    pub fn remote(files: FileAccess) -> Policy {
+        Policy { files, definitions: false, engine_settings: false }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::local()
+    }
+}
+
+fn definition(statement: impl Into<String>) -> Error {
+    Error::Forbidden(Forbidden::Definition { statement: statement.into() })
+}
+
+/// The checks a parsed statement passes before it is planned. A `COPY … TO` file gets the
+/// path the policy resolves it to.
+pub fn check_statement(statement: &mut DFStatement, state: &SessionState, policy: &Policy) -> Result<(), Error> {
+    match statement {
+        DFStatement::CopyTo(copy) => check_copy(copy, state, policy),
+        DFStatement::CreateExternalTable(_) if !policy.definitions => Err(definition("CREATE EXTERNAL TABLE")),
+        DFStatement::CreateExternalTable(table) if policy.files != FileAccess::Anywhere => {
+            Err(Error::Forbidden(Forbidden::File { path: table.locations.join(", "), why: FileRefusal::NoFiles }))
+        }
+        DFStatement::Explain(explain) => check_statement(&mut explain.statement, state, policy),
+        DFStatement::Statement(statement) => match engine_setting(statement) {
+            Some(name) if !policy.engine_settings => Err(Error::Forbidden(Forbidden::Setting { name })),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// The name of the engine setting a `SET` or `RESET` changes, if it changes one.
+fn engine_setting(statement: &Statement) -> Option<String> {
+    let name = match statement {
+        Statement::Set(Set::SingleAssignment { variable, .. }) => variable.to_string(),
+        Statement::Reset(ResetStatement { reset: Reset::ConfigurationParameter(name) }) => name.to_string(),
+        _ => return None,
     };
-    match walked {
-        ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(what) => Err(Error::Refused(what)),
-    }
+    name.to_lowercase().starts_with("datafusion.").then_some(name)
 }
 
-struct Depth {
-    now: usize,
-}
-
-impl Visitor for Depth {
-    type Break = String;
-
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
-        // Set operations nest to the left; walk that spine without recursion.
-        let mut operations = 0;
-        let mut body = query.body.as_ref();
-        loop {
-            if let SetExpr::Select(select) = body
-                && select.from.iter().map(|t| t.joins.len() + 1).sum::<usize>() > MAX_JOINS
-            {
-                return ControlFlow::Break(format!(
-                    "the query joins more than {MAX_JOINS} tables in one FROM: join fewer, through views or CTEs"
-                ));
-            }
-            match body {
-                SetExpr::SetOperation { left, .. } => {
-                    operations += 1;
-                    body = left;
-                }
-                _ => break,
-            }
-        }
-        match operations > MAX_SET_OPERATIONS {
-            true => ControlFlow::Break(format!(
-                "the query chains more than {MAX_SET_OPERATIONS} UNION, EXCEPT or INTERSECT operations: split it"
-            )),
-            false => ControlFlow::Continue(()),
-        }
-    }
-
-    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<String> {
-        self.now += 1;
-        match self.now > MAX_EXPRESSION_DEPTH {
-            true => ControlFlow::Break(format!(
-                "the statement nests expressions more than {MAX_EXPRESSION_DEPTH} levels deep: split long chains of \
-                 AND, OR or operators (e.g. use IN (…) for many alternatives)"
-            )),
-            false => ControlFlow::Continue(()),
-        }
-    }
-
-    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<String> {
-        self.now -= 1;
-        ControlFlow::Continue(())
-    }
-}
-
-/// `COPY … TO` with a format the session knows and a destination it can create files in.
-pub fn check_copy(copy: &CopyToStatement, state: &SessionState) -> Result<(), Error> {
+/// `COPY … TO` with a format the session knows and a destination the policy allows and that
+/// can take files.
+fn check_copy(copy: &mut CopyToStatement, state: &SessionState, policy: &Policy) -> Result<(), Error> {
     if let Some(format) = &copy.stored_as
         && state.get_file_format_factory(format).is_none()
     {
@@ -110,19 +99,25 @@ pub fn check_copy(copy: &CopyToStatement, state: &SessionState) -> Result<(), Er
             instead: Some(format!("the formats are {}", known.join(", "))),
         });
     }
-    let target = copy.target.strip_prefix("file://").unwrap_or(&copy.target);
-    if target.contains("://") {
+    let written = copy.target.strip_prefix("file://").unwrap_or(&copy.target).to_string();
+    if written.contains("://") && policy.files == FileAccess::Anywhere {
         // Object stores are DataFusion's to refuse: none is registered.
         return Ok(());
     }
-    check_destination(target)
+    let directory_output = written.ends_with('/');
+    let mut target = policy.files.writable(&written)?.display().to_string();
+    if directory_output && !target.ends_with('/') {
+        target.push('/');
+    }
+    check_destination(&written, Path::new(&target), directory_output, &policy.files)?;
+    copy.target = target;
+    Ok(())
 }
 
-/// Whether files can be created where `target` points, tried with a real file.
-fn check_destination(target: &str) -> Result<(), Error> {
-    let refused = |why: String| Error::Refused(format!("COPY cannot write to {target}: {why}"));
-    let path = Path::new(target);
-    let directory_output = target.ends_with('/');
+/// Whether files can be created where `path` points, tried with a real file. Errors name
+/// paths as the statement wrote them (inside an allowed directory, relative to it).
+fn check_destination(written: &str, path: &Path, directory_output: bool, files: &FileAccess) -> Result<(), Error> {
+    let refused = |why: String| Error::Refused(format!("COPY cannot write to {written}: {why}"));
     let parent = match (directory_output, path.parent()) {
         (true, _) => path,
         (false, Some(parent)) if !parent.as_os_str().is_empty() => parent,
@@ -133,13 +128,14 @@ fn check_destination(target: &str) -> Result<(), Error> {
         true => parent.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
         false => parent,
     };
+    let shown = files.shown(dir);
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return Err(refused(format!("{} is not a directory", dir.display()))),
+        Ok(_) => return Err(refused(format!("{shown} is not a directory"))),
         Err(_) if dir.symlink_metadata().is_ok() => {
-            return Err(refused(format!("{} is a symbolic link to nothing", dir.display())));
+            return Err(refused(format!("{shown} is a symbolic link to nothing")));
         }
-        Err(_) => return Err(refused(format!("the directory {} does not exist: create it first", dir.display()))),
+        Err(_) => return Err(refused(format!("the directory {shown} does not exist: create it first"))),
     }
     if !directory_output && path.symlink_metadata().is_ok() {
         match std::fs::metadata(path) {
@@ -155,12 +151,13 @@ fn check_destination(target: &str) -> Result<(), Error> {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
-        Err(e) => Err(refused(format!("cannot create files in {}: {e}", dir.display()))),
+        Err(e) => Err(refused(format!("cannot create files in {shown}: {}", e.kind()))),
     }
 }
 
-/// Statements DataFusion accepts but that cannot mean anything for a provider's resources.
-pub fn check_plan(plan: &LogicalPlan, registry: &Registry) -> Result<(), Error> {
+/// The checks a planned statement passes: what the policy does not allow, and what cannot
+/// mean anything for a provider's resources.
+pub fn check_plan(plan: &LogicalPlan, registry: &Registry, policy: &Policy) -> Result<(), Error> {
     let is_provider = |catalog: &str| registry.providers.contains_key(&catalog.to_lowercase());
     let in_provider = |table: &TableReference| table.catalog().is_some_and(is_provider);
     let refuse = |what: &str, name: &str| Error::Unsupported {
@@ -173,32 +170,46 @@ pub fn check_plan(plan: &LogicalPlan, registry: &Registry) -> Result<(), Error> 
     };
     match plan {
         LogicalPlan::Ddl(ddl) => {
-            let (verb, name): (&str, String) = match ddl {
-                DdlStatement::DropTable(d) if in_provider(&d.name) => ("DROP TABLE", d.name.to_string()),
-                DdlStatement::DropView(d) if in_provider(&d.name) => ("DROP VIEW", d.name.to_string()),
-                DdlStatement::CreateMemoryTable(c) if in_provider(&c.name) => ("CREATE TABLE", c.name.to_string()),
-                DdlStatement::CreateView(c) if in_provider(&c.name) => ("CREATE VIEW", c.name.to_string()),
-                DdlStatement::CreateExternalTable(c) if in_provider(&c.name) => {
-                    ("CREATE EXTERNAL TABLE", c.name.to_string())
+            let schema_in_provider = |name: &str| name.split('.').next().is_some_and(is_provider);
+            let (verb, name, provider_owned): (&str, String, bool) = match ddl {
+                DdlStatement::CreateExternalTable(c) => ("CREATE EXTERNAL TABLE", c.name.to_string(), in_provider(&c.name)),
+                DdlStatement::CreateMemoryTable(c) => ("CREATE TABLE", c.name.to_string(), in_provider(&c.name)),
+                DdlStatement::CreateView(c) => ("CREATE VIEW", c.name.to_string(), in_provider(&c.name)),
+                DdlStatement::CreateIndex(c) => ("CREATE INDEX", c.table.to_string(), in_provider(&c.table)),
+                DdlStatement::DropTable(d) => ("DROP TABLE", d.name.to_string(), in_provider(&d.name)),
+                DdlStatement::DropView(d) => ("DROP VIEW", d.name.to_string(), in_provider(&d.name)),
+                DdlStatement::CreateCatalogSchema(c) => {
+                    ("CREATE SCHEMA", c.schema_name.clone(), schema_in_provider(&c.schema_name))
                 }
-                DdlStatement::CreateIndex(c) if in_provider(&c.table) => ("CREATE INDEX", c.table.to_string()),
-                DdlStatement::DropCatalogSchema(d) if d.name.to_string().split('.').next().is_some_and(is_provider) => {
-                    ("DROP SCHEMA", d.name.to_string())
+                DdlStatement::DropCatalogSchema(d) => {
+                    ("DROP SCHEMA", d.name.to_string(), schema_in_provider(&d.name.to_string()))
                 }
-                DdlStatement::CreateCatalogSchema(c) if c.schema_name.split('.').next().is_some_and(is_provider) => {
-                    ("CREATE SCHEMA", c.schema_name.clone())
-                }
-                DdlStatement::CreateCatalog(c) if is_provider(&c.catalog_name) => {
-                    ("CREATE DATABASE", c.catalog_name.clone())
-                }
-                _ => return Ok(()),
+                DdlStatement::CreateCatalog(c) => ("CREATE DATABASE", c.catalog_name.clone(), is_provider(&c.catalog_name)),
+                DdlStatement::CreateFunction(c) => ("CREATE FUNCTION", c.name.clone(), false),
+                DdlStatement::DropFunction(d) => ("DROP FUNCTION", d.name.clone(), false),
             };
-            Err(refuse(verb, &name))
+            match (policy.definitions, provider_owned) {
+                (false, _) => Err(definition(verb)),
+                (true, true) => Err(refuse(verb, &name)),
+                (true, false) => Ok(()),
+            }
         }
         LogicalPlan::Dml(dml) if in_provider(&dml.table_name) => Err(Error::Unsupported {
             what: format!("{} on {}", dml.op.name().to_uppercase(), dml.table_name),
             instead: Some("DELETE FROM … WHERE … deletes rows; REPLACE … SET … WHERE … changes them".into()),
         }),
+        LogicalPlan::Dml(dml) if !policy.definitions => {
+            Err(definition(format!("{} {}", dml.op.name().to_uppercase(), dml.table_name)))
+        }
+        LogicalPlan::Copy(_) if policy.files == FileAccess::Nowhere => Err(Error::Forbidden(Forbidden::File {
+            path: String::new(),
+            why: FileRefusal::NoFiles,
+        })),
+        LogicalPlan::Statement(PlanStatement::SetVariable(set))
+            if !policy.engine_settings && set.variable.to_lowercase().starts_with("datafusion.") =>
+        {
+            Err(Error::Forbidden(Forbidden::Setting { name: set.variable.clone() }))
+        }
         _ => Ok(()),
     }
 }

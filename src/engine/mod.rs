@@ -23,14 +23,15 @@ mod copy;
 mod function;
 mod guard;
 pub mod meta;
+mod statement;
 
 use std::sync::Arc;
 
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::common::TableReference;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::common::{ParamValues, TableReference};
 use datafusion::datasource::ViewTable;
-use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -42,8 +43,11 @@ use crate::mutate;
 use crate::outcome::Outcome;
 use crate::provider::{Registry, nearest};
 use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
-use crate::sql;
-pub use guard::{MAX_EXPRESSION_DEPTH, MAX_JOINS, MAX_SET_OPERATIONS};
+use crate::sql::{self, Dialect};
+pub use crate::files::FileAccess;
+pub use guard::Policy;
+pub use statement::{Kind, Prepared, Statement};
+use statement::Form;
 
 /// What a session runs against and how.
 #[derive(Debug, Clone)]
@@ -61,6 +65,10 @@ pub struct SessionOptions {
     pub timeout: std::time::Duration,
     /// The response cache and rate budget, shared with every session given the same.
     pub shared: Shared,
+    /// The SQL the front end reads.
+    pub dialect: Dialect,
+    /// What the front end lets its users do besides reading and changing resources.
+    pub policy: Policy,
 }
 
 impl SessionOptions {
@@ -75,6 +83,8 @@ impl SessionOptions {
             default_catalog: None,
             timeout: CALL_TIMEOUT,
             shared: Shared::default(),
+            dialect: Dialect::Generic,
+            policy: Policy::local(),
         }
     }
 }
@@ -83,6 +93,8 @@ pub struct Session {
     ctx: SessionContext,
     registry: Arc<Registry>,
     clients: std::collections::HashMap<String, Arc<ApiClient>>,
+    dialect: Dialect,
+    policy: Policy,
 }
 
 impl Session {
@@ -121,7 +133,7 @@ impl Session {
             .build();
         let ctx = SessionContext::new_with_state(state);
         register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
-        let session = Session { ctx, registry, clients };
+        let session = Session { ctx, registry, clients, dialect: options.dialect, policy: options.policy };
         session.register_views().await?;
         Ok(session)
     }
@@ -137,7 +149,7 @@ impl Session {
                     let query = provider.view_sql(view).map_err(|missing| {
                         failed(Error::Refused(format!("the view uses {{{{ {missing} }}}}, which is not a constant")))
                     })?;
-                    let mut parsed = sql::parse(&query).map_err(failed)?;
+                    let mut parsed = sql::parse(&query, Dialect::Generic).map_err(failed)?;
                     sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
                     let plan =
                         self.ctx.state().statement_to_plan(parsed.statement).await.map_err(|e| failed(e.into()))?;
@@ -170,43 +182,71 @@ impl Session {
         &self.ctx
     }
 
-    /// Whether a statement is one only this engine runs: SHOW/DESCRIBE of the registry, a
-    /// change of a resource or EXEC, or EXPLAIN of one. Other statements are plain queries
-    /// that any DataFusion front end can plan in this session's context.
-    pub async fn owns(&self, text: &str) -> bool {
-        if meta::parse(text, &self.registry).is_some() {
-            return true;
-        }
-        let Ok(parsed) = sql::parse(text) else { return false };
-        let statement = match &parsed.statement {
-            DFStatement::Statement(statement) => statement,
-            DFStatement::Explain(explain) => match explain.statement.as_ref() {
-                DFStatement::Statement(statement) => statement,
-                _ => return false,
-            },
-            _ => return false,
+    /// Reads the text of one statement (a piece of a script) in the session's dialect.
+    pub fn parse(&self, text: &str) -> Result<Statement, Error> {
+        let form = match meta::parse(text, &self.registry) {
+            Some(meta) => Form::Meta(meta?),
+            None => Form::Sql(sql::parse(text, self.dialect)?),
         };
-        mutate::changes_resources(&self.registry, statement)
+        Ok(Statement { text: text.to_string(), form })
     }
 
-    /// The columns of the rows a statement this engine owns will return, found without
-    /// sending anything; `None` when it returns no rows (a change without RETURNING).
-    pub async fn describe(&self, text: &str) -> Result<Option<SchemaRef>, Error> {
-        if let Some(meta) = meta::parse(text, &self.registry) {
-            return Ok(Some(meta::run(&meta?, &self.registry)?.schema()));
-        }
-        let mut parsed = sql::parse(text)?;
-        sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
+    /// Checks a statement against the session's policy and plans it, sending nothing: what
+    /// kind of statement it is, its parameters and the rows it returns are known from here on.
+    pub async fn prepare(&self, statement: Statement) -> Result<Prepared, Error> {
+        self.prepared(statement).await.map_err(|error| self.explained(error))
+    }
+
+    async fn prepared(&self, statement: Statement) -> Result<Prepared, Error> {
+        let Statement { text, form } = statement;
+        let mut parsed = match form {
+            Form::Meta(meta) => return Ok(Prepared::new(text, None, Kind::Meta(meta))),
+            Form::Sql(parsed) => parsed,
+        };
         let state = self.ctx.state();
-        match &parsed.statement {
-            DFStatement::Statement(statement) => {
-                match mutate::bind(&state, &self.registry, statement, &parsed).await? {
-                    Some(bound) => mutate::result_schema(&bound).await,
-                    None => Ok(None),
+        guard::check_statement(&mut parsed.statement, &state, &self.policy)?;
+        sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
+        let kind = match statement::classify(&parsed.statement, &self.registry) {
+            Some(kind) => kind,
+            None => {
+                let plan = state.statement_to_plan(parsed.statement.clone()).await?;
+                guard::check_plan(&plan, &self.registry, &self.policy)?;
+                Kind::Plan(plan)
+            }
+        };
+        Ok(Prepared::new(text, Some(parsed), kind))
+    }
+
+    /// The columns of the rows a prepared statement returns, found without sending anything;
+    /// `None` when it returns no rows (a change without RETURNING, SET, CREATE VIEW).
+    pub async fn describe(&self, prepared: &Prepared) -> Result<Option<SchemaRef>, Error> {
+        match prepared.kind() {
+            Kind::Meta(meta) => Ok(Some(meta::run(meta, &self.registry)?.schema())),
+            Kind::Plan(plan) => Ok(statement::returns_rows(plan).then(|| Arc::new(plan.schema().as_arrow().clone()))),
+            Kind::Change => {
+                let parsed = prepared.parsed();
+                match &parsed.statement {
+                    DFStatement::Explain(_) => Ok(Some(mutate::explain_schema())),
+                    DFStatement::Statement(statement) => {
+                        let state = self.ctx.state();
+                        match mutate::bind(&state, &self.registry, statement, parsed, &self.policy.files).await? {
+                            Some(bound) => mutate::result_schema(&bound).await,
+                            None => Ok(None),
+                        }
+                    }
+                    _ => Ok(None),
                 }
             }
-            DFStatement::Explain(_) => Ok(Some(mutate::explain_schema())),
-            _ => Ok(None),
+            Kind::Variable | Kind::Transaction => Ok(None),
+        }
+    }
+
+    /// The types of a prepared statement's parameters (`$1`, `$2`, …) by position; `None`
+    /// where nothing in the statement tells.
+    pub fn parameter_types(&self, prepared: &Prepared) -> Result<Vec<Option<DataType>>, Error> {
+        match prepared.kind() {
+            Kind::Plan(plan) => statement::parameter_types(plan),
+            _ => Ok(vec![]),
         }
     }
 
@@ -218,60 +258,79 @@ impl Session {
 
     /// [`Session::execute`], stopped by `cancel`: a change stops before its next request.
     pub async fn execute_with(&self, text: &str, cancel: &CancelToken) -> Result<Outcome, Error> {
-        self.run(text, cancel).await.map_err(|error| match error {
-            Error::UnknownTable { name, .. } => unknown_table(&self.registry, &name),
-            other => other,
-        })
+        let prepared = self.prepare(self.parse(text)?).await?;
+        self.run(&prepared, &ParamValues::List(vec![]), cancel).await
     }
 
-    async fn run(&self, text: &str, cancel: &CancelToken) -> Result<Outcome, Error> {
-        if let Some(meta) = meta::parse(text, &self.registry) {
-            return Ok(Outcome::batch(meta::run(&meta?, &self.registry)?, None));
-        }
-        let mut parsed = sql::parse(text)?;
-        guard::check_depth(&parsed.statement)?;
-        sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
+    /// Runs a prepared statement with values for its parameters.
+    pub async fn run(&self, prepared: &Prepared, params: &ParamValues, cancel: &CancelToken) -> Result<Outcome, Error> {
+        self.running(prepared, params, cancel).await.map_err(|error| self.explained(error))
+    }
+
+    async fn running(&self, prepared: &Prepared, params: &ParamValues, cancel: &CancelToken) -> Result<Outcome, Error> {
         let state = self.ctx.state();
-        match &parsed.statement {
-            DFStatement::Statement(statement) => {
-                if let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed).await? {
-                    let api = &self.clients[&bound.provider.id];
-                    return mutate::execute(bound, api, cancel).await;
-                }
+        match prepared.kind() {
+            Kind::Meta(meta) => Ok(Outcome::batch(meta::run(meta, &self.registry)?, None)),
+            Kind::Change => self.change(prepared.parsed(), cancel).await,
+            Kind::Plan(plan) => {
+                let plan = match params {
+                    ParamValues::List(values) if values.is_empty() => plan.clone(),
+                    params => plan.clone().replace_params_with_values(params)?,
+                };
+                self.query(plan).await
             }
-            DFStatement::Explain(explain) => {
-                if let DFStatement::Statement(statement) = explain.statement.as_ref()
-                    && let Some(bound) = mutate::bind(&state, &self.registry, statement, &parsed).await?
-                {
-                    let api = &self.clients[&bound.provider.id];
-                    return Ok(Outcome::batch(mutate::explain(&bound, api).await?, None));
-                }
+            Kind::Variable | Kind::Transaction => {
+                let plan = state.statement_to_plan(prepared.parsed().statement.clone()).await?;
+                guard::check_plan(&plan, &self.registry, &self.policy)?;
+                self.query(plan).await
             }
-            _ => {}
         }
-        self.query(state, parsed.statement).await
     }
 
-    /// Everything DataFusion runs: queries, EXPLAIN, views, COPY.
-    async fn query(&self, state: SessionState, statement: DFStatement) -> Result<Outcome, Error> {
-        if let DFStatement::CopyTo(copy) = &statement {
-            guard::check_copy(copy, &state)?;
+    /// A change of resources, or EXPLAIN of one: bound now, then sent or explained.
+    async fn change(&self, parsed: &sql::Parsed, cancel: &CancelToken) -> Result<Outcome, Error> {
+        let state = self.ctx.state();
+        let (statement, explained) = match &parsed.statement {
+            DFStatement::Statement(statement) => (statement, false),
+            DFStatement::Explain(explain) => match explain.statement.as_ref() {
+                DFStatement::Statement(statement) => (statement, true),
+                _ => return Err(Error::Query("EXPLAIN of this statement is not a change".into())),
+            },
+            _ => return Err(Error::Query("not a change".into())),
+        };
+        let Some(bound) = mutate::bind(&state, &self.registry, statement, parsed, &self.policy.files).await? else {
+            return Err(Error::Query("the statement changes no resource".into()));
+        };
+        let api = &self.clients[&bound.provider.id];
+        match explained {
+            true => Ok(Outcome::batch(mutate::explain(&bound, api).await?, None)),
+            false => mutate::execute(bound, api, cancel).await,
         }
-        let plan = state.statement_to_plan(statement).await?;
+    }
+
+    /// Everything DataFusion runs: queries, EXPLAIN, views, COPY, settings.
+    async fn query(&self, plan: LogicalPlan) -> Result<Outcome, Error> {
         if let LogicalPlan::Copy(copy) = plan {
             let counted = copy::run(&self.ctx, copy).await?;
             let schema = counted.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
             let batch = concat_batches(&schema, &counted)?;
             return Ok(Outcome::batch(batch, None));
         }
-        guard::check_plan(&plan, &self.registry)?;
-        let quiet = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
+        let quiet = !statement::returns_rows(&plan);
         let frame = self.ctx.execute_logical_plan(plan).await?;
         if quiet {
             frame.collect().await?;
             return Ok(Outcome::Done);
         }
         Ok(Outcome::Rows { stream: frame.execute_stream().await?, changed: None })
+    }
+
+    /// An unknown table, named as the user wrote it with the names it may stand for.
+    fn explained(&self, error: Error) -> Error {
+        match error {
+            Error::UnknownTable { name, .. } => unknown_table(&self.registry, &name),
+            other => other,
+        }
     }
 }
 

@@ -40,6 +40,12 @@ pub enum Error {
     },
     /// A statement that cannot be sent as written: the reason says what to write instead.
     Refused(String),
+    /// A statement nested past one of the engine's limits.
+    TooComplex(Complexity),
+    /// What the front end does not let its clients do.
+    Forbidden(Forbidden),
+    /// The statement needed more memory than it may use; DataFusion's words on where.
+    OutOfMemory(String),
     /// No method of the resource can serve the statement with what it gives.
     Missing {
         verb: Verb,
@@ -76,6 +82,33 @@ pub enum Error {
         line: usize,
         source: Box<Error>,
     },
+}
+
+/// The nesting limit a statement passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Complexity {
+    Expressions,
+    SetOperations,
+    Joins,
+}
+
+/// What a front end's policy refuses (see `engine::Policy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forbidden {
+    /// A file of this machine, named as the statement names it.
+    File { path: String, why: FileRefusal },
+    /// Creating, changing or dropping tables, views or schemas, or writing into them.
+    Definition { statement: String },
+    /// Changing the engine's own settings (`SET datafusion.…`).
+    Setting { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRefusal {
+    /// The front end reads and writes no files for its clients.
+    NoFiles,
+    /// The path leads out of the one directory the front end allows.
+    Outside,
 }
 
 /// Every problem found in a statement's values, by row (`row 2`, `SET`, `@@json`).
@@ -132,6 +165,10 @@ impl Error {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::Syntax(_) | Error::Refused(_) => "42601",
+            Error::TooComplex(_) => "54001",
+            Error::Forbidden(Forbidden::Definition { .. }) => "25006",
+            Error::Forbidden(_) => "42501",
+            Error::OutOfMemory(_) => "53200",
             Error::UnknownResource(_) | Error::UnknownTable { .. } => "42P01",
             Error::UnknownColumn { .. } => "42703",
             Error::Unsupported { .. } => "0A000",
@@ -211,6 +248,7 @@ impl From<DataFusionError> for Error {
             },
             DataFusionError::ArrowError(arrow, _) => Error::Query(arrow.to_string()),
             DataFusionError::NotImplemented(what) => Error::Unsupported { what: what.clone(), instead: None },
+            DataFusionError::ResourcesExhausted(what) => Error::OutOfMemory(what.clone()),
             DataFusionError::Plan(message) => match table_not_found(message) {
                 Some(name) => Error::UnknownTable { name, matches: vec![], nearest: None },
                 None => Error::Query(message.clone()),

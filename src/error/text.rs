@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use super::{AwaitProblem, Error, Partial, Validation};
+use super::{AwaitProblem, Complexity, Error, FileRefusal, Forbidden, Partial, Validation};
+use crate::sql::{MAX_EXPRESSION_DEPTH, MAX_JOINS, MAX_SET_OPERATIONS};
 use crate::provider::nearest;
 
 impl fmt::Display for Error {
@@ -14,6 +15,24 @@ impl fmt::Display for Error {
                 Some(rest) => write!(f, "syntax error: {rest}"),
                 None => write!(f, "syntax error: {message}"),
             },
+            Error::TooComplex(Complexity::Expressions) => write!(
+                f,
+                "the statement nests expressions more than {MAX_EXPRESSION_DEPTH} levels deep: split long chains of \
+                 AND, OR or operators (e.g. use IN (…) for many alternatives)"
+            ),
+            Error::TooComplex(Complexity::SetOperations) => write!(
+                f,
+                "the query chains more than {MAX_SET_OPERATIONS} UNION, EXCEPT or INTERSECT operations: split it"
+            ),
+            Error::TooComplex(Complexity::Joins) => {
+                write!(f, "the query joins more than {MAX_JOINS} tables in one FROM: join fewer, through views or CTEs")
+            }
+            Error::Forbidden(forbidden) => write!(f, "{forbidden}"),
+            Error::OutOfMemory(detail) => write!(
+                f,
+                "the statement needs more memory than it may use ({detail}); narrow it with WHERE, LIMIT or fewer \
+                 columns"
+            ),
             Error::Provider(error) => write!(f, "{error}"),
             Error::Sandbox(error) => write!(f, "{error}"),
             Error::UnknownResource(error) => write!(f, "{error}"),
@@ -67,6 +86,31 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl fmt::Display for Forbidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Forbidden::File { path, why: FileRefusal::NoFiles } => write!(
+                f,
+                "{path:?}: this server reads and writes no files for its clients (COPY … TO a file and @file \
+                 uploads need the operator to allow a directory with --allow-files)"
+            ),
+            Forbidden::File { path, why: FileRefusal::Outside } => write!(
+                f,
+                "{path:?} is outside the directory this server lets clients use: give a path inside it, such as \
+                 'report.csv'"
+            ),
+            Forbidden::Definition { statement } => write!(
+                f,
+                "{statement} is not allowed here: clients of this server read the provider's tables and views and \
+                 change resources with INSERT, REPLACE, DELETE and EXEC; they create no tables, views or schemas"
+            ),
+            Forbidden::Setting { name } => {
+                write!(f, "SET {name} is not allowed here: the engine's settings are the server operator's")
+            }
+        }
+    }
+}
 
 impl fmt::Display for Validation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -21,6 +21,7 @@ use super::execute::{call_for, validation};
 use super::sets::{SetChange, members};
 use super::values::{literal, rows_of_batches};
 use super::{Bound, Input, Upload, upload};
+use crate::files::FileAccess;
 use crate::error::Error;
 use crate::provider::{HttpVerb, Method, Param, Registry, Resolved, Resource, SqlVerb, Verb, nearest};
 use crate::sql::{Parsed, is_replace};
@@ -32,6 +33,7 @@ pub async fn bind(
     registry: &Registry,
     statement: &Statement,
     parsed: &Parsed,
+    files: &FileAccess,
 ) -> Result<Option<Bound>, Error> {
     let mut bound = match statement {
         Statement::Insert(insert) => match insert_target(registry, insert) {
@@ -47,7 +49,7 @@ pub async fn bind(
         }
         Statement::Delete(delete) => bind_delete(state, registry, delete).await?,
         Statement::Execute { name: Some(name), parameters, .. } => {
-            let mut bound = bind_exec(state, registry, name, parameters)?;
+            let mut bound = bind_exec(state, registry, name, parameters, files)?;
             bound.returning = parsed.returning.clone();
             bound
         }
@@ -472,6 +474,7 @@ fn bind_exec(
     registry: &Registry,
     name: &ObjectName,
     parameters: &[Expr],
+    files: &FileAccess,
 ) -> Result<Bound, Error> {
     let full = object_name(name);
     let target = registry.resolve(&full)?;
@@ -517,7 +520,7 @@ fn bind_exec(
         };
         if upload_param.as_deref() == Some(param) {
             let path = value.as_str().ok_or_else(|| Error::Refused(format!("@{param} takes a file name")))?;
-            file = Some(PathBuf::from(path));
+            file = Some(path.to_string());
             continue;
         }
         if let Some(spec) = &method.complete_set
@@ -559,7 +562,11 @@ fn bind_exec(
         return Err(Error::Refused(format!("{id}: {}", protected.reason)));
     }
     let upload = match (file, &method.upload) {
-        (Some(path), Some(spec)) => Some(Upload { warning: upload::inspect(&path, spec)?, path }),
+        (Some(written), Some(spec)) => {
+            let path = files.readable(&written)?;
+            let shown = PathBuf::from(written);
+            Some(Upload { warning: upload::inspect(&path, &shown, spec)?, path, shown })
+        }
         _ => None,
     };
     if let Some(spec) = &method.complete_set {

@@ -161,7 +161,7 @@ async fn send_all(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> R
     let calls = calls(&bound, rows)?;
     let method = bound.method();
     if let Some(warning) = bound.upload.as_ref().and_then(|u| u.warning) {
-        let path = bound.upload.as_ref().map(|u| u.path.display().to_string()).unwrap_or_default();
+        let path = bound.upload.as_ref().map(|u| u.shown.display().to_string()).unwrap_or_default();
         api.progress().report(Event::Warning(&format!("{path}: {warning}")));
     }
     let mut done: Vec<String> = Vec::new();
@@ -180,7 +180,7 @@ async fn send_all(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> R
         if let (Some(file), Some(spec)) = (&bound.upload, &method.upload) {
             let sent = match response.get(&spec.url_field).and_then(Value::as_str) {
                 Some(url) => tokio::select! {
-                    sent = upload::send(api, url, &file.path, spec) => sent.map(|_| ()),
+                    sent = upload::send(api, url, &file.path, &file.shown, spec) => sent.map(|_| ()),
                     _ = cancel.cancelled() => Err(Error::Cancelled),
                 },
                 None => Err(Error::Query(format!("the response of {} has no {}", bound.method_name, spec.url_field))),
@@ -556,7 +556,7 @@ pub async fn explain(bound: &Bound, api: &ApiClient) -> Result<RecordBatch, Erro
         let size = std::fs::metadata(&file.path).map(|m| m.len()).unwrap_or(0);
         steps.push((
             "then".into(),
-            format!("PUT the {size} bytes of {} to the response's {}", file.path.display(), spec.url_field),
+            format!("PUT the {size} bytes of {} to the response's {}", file.shown.display(), spec.url_field),
         ));
     }
     if bound.await_ready

@@ -72,7 +72,10 @@ pub struct Bound {
 
 /// A local file to send to the URL the response gives (`@file` of an upload method).
 pub struct Upload {
+    /// Where the file is.
     pub path: PathBuf,
+    /// The file as the statement named it, for messages.
+    pub shown: PathBuf,
     /// What looks wrong with the file's content, though it may still be sent.
     pub warning: Option<&'static str>,
 }

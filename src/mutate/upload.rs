@@ -25,12 +25,15 @@ fn refuse(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Upload { path: path.to_path_buf(), reason: reason.to_string() }
 }
 
-/// Why a file cannot be read, and what to do about it.
-fn unreadable(path: &Path, error: &std::io::Error) -> String {
+/// Why a file cannot be read, and what to do about it. `path` is where it was looked for,
+/// `shown` the name the statement gave it: a relative name is taken from the working directory
+/// only when the two are the same (a server resolves it in the directory it allows, which it
+/// does not tell).
+fn unreadable(path: &Path, shown: &Path, error: &std::io::Error) -> String {
     match error.kind() {
         std::io::ErrorKind::NotFound => {
             let relative = match std::env::current_dir() {
-                Ok(dir) if path.is_relative() => format!(" (relative to {})", dir.display()),
+                Ok(dir) if path.is_relative() && path == shown => format!(" (relative to {})", dir.display()),
                 _ => String::new(),
             };
             format!(
@@ -42,15 +45,16 @@ fn unreadable(path: &Path, error: &std::io::Error) -> String {
     }
 }
 
-/// Checks the file before anything is sent; returns what looks wrong with its content.
-pub fn inspect(path: &Path, spec: &Upload) -> Result<Option<&'static str>, Error> {
-    let metadata = std::fs::metadata(path).map_err(|e| refuse(path, unreadable(path, &e)))?;
+/// Checks the file at `path` (named `shown` in errors) before anything is sent; returns what
+/// looks wrong with its content.
+pub fn inspect(path: &Path, shown: &Path, spec: &Upload) -> Result<Option<&'static str>, Error> {
+    let metadata = std::fs::metadata(path).map_err(|e| refuse(shown, unreadable(path, shown, &e)))?;
     if !metadata.is_file() {
-        return Err(refuse(path, "not a file"));
+        return Err(refuse(shown, "not a file"));
     }
     if metadata.len() > spec.max_bytes {
         return Err(refuse(
-            path,
+            shown,
             format!("{} bytes is over the upload limit of {} bytes", metadata.len(), spec.max_bytes),
         ));
     }
@@ -59,15 +63,15 @@ pub fn inspect(path: &Path, spec: &Upload) -> Result<Option<&'static str>, Error
             let mut magic = [0u8; 2];
             File::open(path)
                 .and_then(|mut f| f.read_exact(&mut magic))
-                .map_err(|_| refuse(path, "not gzip data (too short)"))?;
+                .map_err(|_| refuse(shown, "not gzip data (too short)"))?;
             if magic != [0x1f, 0x8b] {
-                return Err(refuse(path, "not gzip data: compress the raw disk image first (gzip disk.img)"));
+                return Err(refuse(shown, "not gzip data: compress the raw disk image first (gzip disk.img)"));
             }
         }
     }
     if spec.content == Some(UploadContent::ExtDiskImage) {
         let mut head = Vec::with_capacity(4096);
-        let _ = GzDecoder::new(File::open(path).map_err(|e| refuse(path, e))?).take(4096).read_to_end(&mut head);
+        let _ = GzDecoder::new(File::open(path).map_err(|e| refuse(shown, e))?).take(4096).read_to_end(&mut head);
         return Ok(disk_image_warning(&head));
     }
     Ok(None)
@@ -91,10 +95,11 @@ fn disk_image_warning(head: &[u8]) -> Option<&'static str> {
     (compat & 0x4 == 0).then_some("the filesystem is ext2 (no journal); Linode expects ext3 or ext4")
 }
 
-/// Streams the file to `url`; returns its decompressed size in bytes.
-pub async fn send(api: &ApiClient, url: &str, path: &Path, spec: &Upload) -> Result<u64, Error> {
-    let file = tokio::fs::File::open(path).await.map_err(|e| refuse(path, e))?;
-    let length = file.metadata().await.map_err(|e| refuse(path, e))?.len();
+/// Streams the file at `path` (named `shown` in errors) to `url`; returns its decompressed
+/// size in bytes.
+pub async fn send(api: &ApiClient, url: &str, path: &Path, shown: &Path, spec: &Upload) -> Result<u64, Error> {
+    let file = tokio::fs::File::open(path).await.map_err(|e| refuse(shown, e))?;
+    let length = file.metadata().await.map_err(|e| refuse(shown, e))?.len();
     let limit = spec.max_decoded_bytes.unwrap_or(u64::MAX);
     let decoder = Arc::new(Mutex::new(gzip::measuring_decoder(limit)));
     let problem: Arc<Mutex<Option<String>>> = Arc::default();
@@ -130,11 +135,11 @@ pub async fn send(api: &ApiClient, url: &str, path: &Path, spec: &Upload) -> Res
     let body = reqwest::Body::wrap_stream(chunks);
     let sent = api.put_stream(url, &spec.content_type, length, body).await;
     if let Some(reason) = problem.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        return Err(refuse(path, format!("upload aborted: {reason}")));
+        return Err(refuse(shown, format!("upload aborted: {reason}")));
     }
     sent?;
     let mut decoder = decoder.lock().unwrap_or_else(|e| e.into_inner());
-    decoder.try_finish().map_err(|e| refuse(path, format!("the gzip data is incomplete or corrupt ({e})")))?;
+    decoder.try_finish().map_err(|e| refuse(shown, format!("the gzip data is incomplete or corrupt ({e})")))?;
     Ok(decoder.get_ref().bytes)
 }
 

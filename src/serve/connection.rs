@@ -234,6 +234,8 @@ async fn connect(shared: &Shared, token: Option<Token>) -> Result<Ready, Error> 
         default_catalog: Some(shared.database.clone()),
         timeout: shared.timeout,
         shared: shared.answers.clone(),
+        dialect: crate::sql::Dialect::Generic,
+        policy: crate::engine::Policy::local(),
     };
     let session = Session::new(options).await?;
     let context = Arc::new(session.context().clone());
@@ -243,6 +245,11 @@ async fn connect(shared: &Shared, token: Option<Token>) -> Result<Ready, Error> 
     let hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
     let service = Arc::new(DfSessionService::new_with_hooks(context, hooks.clone()));
     Ok(Ready { session, service, hooks })
+}
+
+async fn owns(session: &Session, text: &str) -> bool {
+    let Ok(statement) = session.parse(text) else { return false };
+    matches!(session.prepare(statement).await.map(|p| matches!(p.kind(), crate::engine::Kind::Meta(_) | crate::engine::Kind::Change)), Ok(true))
 }
 
 struct Queries {
@@ -323,7 +330,7 @@ impl SimpleQueryHandler for Queries {
             let token = self.connection.start();
             if let Some(command) = savepoint(&piece.text) {
                 responses.push(Response::Execution(Tag::new(command)));
-            } else if ready.session.owns(&piece.text).await {
+            } else if owns(&ready.session, &piece.text).await {
                 let answer = run_engine(&ready.session, &piece.text, &Format::UnifiedText, true, &token).await?;
                 responses.push(cancellable(answer, &token));
             } else {
@@ -407,8 +414,9 @@ impl QueryParser for Parser {
         if let Some(command) = savepoint(sql) {
             return Ok(Some(Prepared::Savepoint(command)));
         }
-        if ready.session.owns(sql).await {
-            let schema = ready.session.describe(sql).await.map_err(wire_error)?;
+        if owns(&ready.session, sql).await {
+            let prepared = ready.session.prepare(ready.session.parse(sql).map_err(wire_error)?).await.map_err(wire_error)?;
+            let schema = ready.session.describe(&prepared).await.map_err(wire_error)?;
             return Ok(Some(Prepared::Engine { text: sql.to_string(), schema }));
         }
         let parsed = ready.service.query_parser().parse_sql(client, sql, types).await.map_err(translated)?;

@@ -1,17 +1,23 @@
 /*! Statement text → parsed statements, ready for the engine.
 
 Scripts are split into statements with their line numbers (quote- and comment-aware). Each
-statement is lexed once and parsed once with DataFusion's parser; `REPLACE … SET` is handed to
+statement is lexed once and parsed once with DataFusion's parser, in the [`Dialect`] of its
+front end: the command line's generic SQL, or PostgreSQL's as drivers and BI tools send it
+(rewritten where DataFusion plans Postgres' forms differently). imageql's own statements (EXEC
+with `@parameters`, `REPLACE … SET`) read the same in both. `REPLACE … SET` is handed to
 sqlparser's own UPDATE grammar (the AST keeps the REPLACE keyword as its verb token), and
-`/*+ HINT */` comments after the verb are read from the same tokens. Names that SQL would
+`/*+ HINT */` comments after the verb are read from the same tokens. A statement nested deeper
+than the engine can walk is refused here, before anything walks it ([`depth`]). Names that SQL would
 lowercase are resolved against the provider registry: a parameter that aliases a column
 (`imageId` → `id`) is rewritten to that column, and a table named without its provider and
 service (`FROM images`) gets its full name when only one resource or view has it. */
 
+mod depth;
 mod split;
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::LazyLock;
 
 use datafusion::common::DataFusionError;
 use datafusion::sql::parser::{
@@ -21,14 +27,30 @@ use datafusion::sql::sqlparser::ast::{
     Expr, Ident, ObjectName, Query, SelectItem, Statement, Update, Visit, Visitor, visit_expressions_mut,
     visit_relations, visit_relations_mut,
 };
-use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, Whitespace};
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::error::Error;
 use crate::provider::Registry;
+pub use depth::{MAX_EXPRESSION_DEPTH, MAX_JOINS, MAX_SET_OPERATIONS};
 pub use split::{Piece, is_complete, split_statements};
+
+/// The SQL a front end reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// The command line's: DataFusion's generic SQL.
+    #[default]
+    Generic,
+    /// PostgreSQL's, as `imageql serve`'s clients send it.
+    Postgres,
+}
+
+/// Postgres forms DataFusion plans otherwise (`x = ANY(array)`, unqualified `pg_catalog`
+/// tables, `::regclass` casts, …), rewritten as datafusion-postgres does for its clients.
+static POSTGRES_FORMS: LazyLock<PostgresCompatibilityParser> = LazyLock::new(PostgresCompatibilityParser::new);
 
 /// One parsed statement and the hints written after its verb (`INSERT /*+ AWAIT */ …`).
 #[derive(Debug, Clone)]
@@ -45,10 +67,77 @@ impl Parsed {
     }
 }
 
-/// Parses the text of one statement (a piece from [`split_statements`]).
-pub fn parse(sql: &str) -> Result<Parsed, Error> {
-    let dialect = GenericDialect {};
-    let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build().map_err(syntax)?;
+/// Parses the text of one statement (a piece from [`split_statements`]) as `dialect` reads it.
+pub fn parse(sql: &str, dialect: Dialect) -> Result<Parsed, Error> {
+    let postgres = dialect == Dialect::Postgres && !imageql_form(sql);
+    let mut parsed = match postgres {
+        true => parse_with(sql, &PostgreSqlDialect {})?,
+        false => parse_with(sql, &GenericDialect {})?,
+    };
+    depth::check(&parsed.statement)?;
+    if postgres {
+        rewrite_postgres_forms(&mut parsed.statement);
+    }
+    Ok(parsed)
+}
+
+/// Whether a statement is one of imageql's own forms, which only the generic grammar reads:
+/// `EXEC …`, `EXECUTE provider.service.resource.method …` (not Postgres' `EXECUTE name`) and
+/// `REPLACE table SET …` (not `REPLACE INTO`), each possibly after `EXPLAIN`.
+fn imageql_form(sql: &str) -> bool {
+    let mut words = leading_words(sql);
+    let mut first = words.next();
+    if first.as_deref() == Some("EXPLAIN") {
+        first = words.next();
+    }
+    match first.as_deref() {
+        Some("EXEC") => true,
+        Some("REPLACE") => words.next().as_deref() != Some("INTO"),
+        Some("EXECUTE") => words.next().is_some_and(|name| name.contains('.')),
+        _ => false,
+    }
+}
+
+/// The first words of a statement, upper-cased, with the dots of a dotted name kept, after
+/// whitespace and comments (hints included).
+fn leading_words(sql: &str) -> impl Iterator<Item = String> + '_ {
+    let mut rest = sql;
+    std::iter::from_fn(move || {
+        loop {
+            rest = rest.trim_start();
+            if let Some(comment) = rest.strip_prefix("--") {
+                rest = comment.split_once('\n').map_or("", |(_, after)| after);
+            } else if let Some(comment) = rest.strip_prefix("/*") {
+                rest = comment.split_once("*/").map_or("", |(_, after)| after);
+            } else {
+                break;
+            }
+        }
+        let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        rest = after;
+        (!word.is_empty()).then(|| word.to_uppercase())
+    })
+}
+
+/// Applies the Postgres rewrites to the SQL statement a parsed statement holds.
+fn rewrite_postgres_forms(statement: &mut DFStatement) {
+    let rewrite = |statement: &mut Statement| {
+        let taken = std::mem::replace(statement, Statement::Commit { chain: false, end: false, modifier: None });
+        *statement = POSTGRES_FORMS.rewrite(taken);
+    };
+    match statement {
+        DFStatement::Statement(s) => rewrite(s),
+        DFStatement::Explain(explain) => rewrite_postgres_forms(&mut explain.statement),
+        DFStatement::CopyTo(CopyToStatement { source: CopyToSource::Query(query), .. }) => {
+            as_statement(query, rewrite)
+        }
+        _ => {}
+    }
+}
+
+fn parse_with(sql: &str, dialect: &dyn datafusion::sql::sqlparser::dialect::Dialect) -> Result<Parsed, Error> {
+    let mut parser = DFParserBuilder::new(sql).with_dialect(dialect).build().map_err(syntax)?;
     let hints = hints(&parser.parser);
     let statement = match replace_form(&parser.parser) {
         Some(explained) => {
@@ -275,26 +364,46 @@ fn resolve_statement_names(statement: &mut Statement, registry: &Registry, local
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Complexity;
 
     #[test]
     fn finds_replace_and_hints() {
-        let p = parse("-- note\nREPLACE /*+ AWAIT */ linode.images.images SET label = 'x' WHERE id = 'p'").unwrap();
-        assert!(p.has_hint("await"));
-        assert!(
-            matches!(&p.statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Update(u) if is_replace(u)))
-        );
-        let p = parse("EXPLAIN REPLACE linode.images.images SET label = 'x' WHERE id = 'p'").unwrap();
-        assert!(matches!(&p.statement, DFStatement::Explain(_)));
-        let p = parse("REPLACE INTO t (a) VALUES (1)").unwrap();
-        assert!(matches!(&p.statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Insert(_))));
-        let p = parse("EXEC /*+ AWAIT */ linode.images.images.post_replicate_image @imageId='x'").unwrap();
-        assert_eq!(p.hints, ["AWAIT"]);
-        let p = parse("EXPLAIN EXEC linode.images.images.put_image @imageId='x', @label='y' RETURNING id, label AS l;")
+        for dialect in [Dialect::Generic, Dialect::Postgres] {
+            let parse = |sql: &str| parse(sql, dialect);
+            let p = parse("-- note\nREPLACE /*+ AWAIT */ linode.images.images SET label = 'x' WHERE id = 'p'").unwrap();
+            assert!(p.has_hint("await"));
+            assert!(
+                matches!(&p.statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Update(u) if is_replace(u)))
+            );
+            let p = parse("EXPLAIN REPLACE linode.images.images SET label = 'x' WHERE id = 'p'").unwrap();
+            assert!(matches!(&p.statement, DFStatement::Explain(_)));
+            let p = parse("EXEC /*+ AWAIT */ linode.images.images.post_replicate_image @imageId='x'").unwrap();
+            assert_eq!(p.hints, ["AWAIT"]);
+            let p = parse(
+                "EXPLAIN EXEC linode.images.images.put_image @imageId='x', @label='y', @@json='{}' RETURNING id, label AS l;",
+            )
             .unwrap();
-        assert_eq!(p.returning.map(|items| items.len()), Some(2));
-        assert!(matches!(parse("SELECT 1 RETURNING x"), Err(Error::Syntax(_))));
-        assert!(parse("SELECT 1 /*+ AWAIT */").unwrap().hints.is_empty());
-        assert!(matches!(parse("SELECT 1; SELECT 2"), Err(Error::Syntax(_))));
-        assert!(matches!(parse("SELEC 1"), Err(Error::Syntax(m)) if m.contains("Line: 1")));
+            assert_eq!(p.returning.map(|items| items.len()), Some(2));
+            assert!(matches!(parse("SELECT 1 RETURNING x"), Err(Error::Syntax(_))));
+            assert!(parse("SELECT 1 /*+ AWAIT */").unwrap().hints.is_empty());
+            assert!(matches!(parse("SELECT 1; SELECT 2"), Err(Error::Syntax(_))));
+            assert!(matches!(parse("SELEC 1"), Err(Error::Syntax(m)) if m.contains("Line: 1")));
+        }
+        let p = parse("REPLACE INTO t (a) VALUES (1)", Dialect::Generic).unwrap();
+        assert!(matches!(&p.statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Insert(_))));
+    }
+
+    #[test]
+    fn reads_postgres_forms_in_the_postgres_dialect() {
+        // Postgres' own EXECUTE of a prepared statement is not imageql's EXEC.
+        let p = parse("EXECUTE big(1000)", Dialect::Postgres).unwrap();
+        assert!(matches!(&p.statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Execute { .. })));
+        // E'' strings and the ARRAY containment operator are Postgres'.
+        assert!(parse("SELECT E'it\\'s' AS a, ARRAY['x'] @> ARRAY['x'] AS b", Dialect::Postgres).is_ok());
+        // An unqualified pg_catalog table is qualified for DataFusion.
+        let p = parse("SELECT relname FROM pg_class", Dialect::Postgres).unwrap();
+        assert!(p.statement.to_string().contains("pg_catalog.pg_class"), "{}", p.statement);
+        let deep = format!("SELECT {}1", "1+".repeat(2000));
+        assert!(matches!(parse(&deep, Dialect::Postgres), Err(Error::TooComplex(Complexity::Expressions))));
     }
 }
