@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::{DEFAULT_CACHE_TTL, Shared, Token};
-use crate::engine::{Policy, Session, SessionOptions};
+use crate::engine::{Memory, Policy, Session, SessionOptions};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::output::{self, Format};
@@ -171,6 +171,8 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         shared: shared(&cli),
         dialect: Dialect::Generic,
         policy: Policy::local(),
+        token_source: None,
+        memory: Memory::default(),
     };
     let session = Session::new(options).await?;
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();

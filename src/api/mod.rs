@@ -50,6 +50,11 @@ impl Token {
     pub fn new(value: String) -> Option<Token> {
         (!value.trim().is_empty()).then(|| Token(value.trim().to_string()))
     }
+
+    /// Tells tokens apart within this process, and means nothing outside it.
+    pub fn fingerprint(&self) -> u64 {
+        IDENTITY_KEYS.hash_one(&self.0)
+    }
 }
 
 /// Hashes with keys drawn once per process: a token's hash tells tokens apart within the
@@ -182,8 +187,11 @@ impl Request {
 pub struct ApiClient {
     http: reqwest::Client,
     base_url: String,
+    /// What errors call the API base: the URL, or nothing for clients that must not learn it
+    /// (a server's remote clients), whose errors name the path alone.
+    shown_base: String,
     token: Option<Token>,
-    /// The environment variable the token came from, for hints.
+    /// Where the token came from (an environment variable, a connection's password), for hints.
     token_source: String,
     progress: Progress,
     /// The API base and token, hashed: whose cache entries and budget these are.
@@ -217,6 +225,7 @@ impl ApiClient {
         let identity = IDENTITY_KEYS.hash_one((&base_url, token.as_ref().map(|Token(t)| t)));
         ApiClient {
             http,
+            shown_base: base_url.clone(),
             base_url,
             token,
             token_source: token_source.to_string(),
@@ -228,12 +237,35 @@ impl ApiClient {
         }
     }
 
+    /// The client as a server's remote clients see it: errors name the API's paths but not
+    /// where it is.
+    pub fn hiding_base(mut self) -> ApiClient {
+        self.shown_base = String::new();
+        self
+    }
+
     pub fn progress(&self) -> &Progress {
         &self.progress
     }
 
     pub fn url(&self, request: &Request) -> String {
         format!("{}{}", self.base_url, request.path_and_query())
+    }
+
+    /// The request's URL as errors name it.
+    fn shown_url(&self, request: &Request) -> String {
+        format!("{}{}", self.shown_base, request.path_and_query())
+    }
+
+    /// Whether the API accepts the token: a GET of `path` answered with anything but 401
+    /// (403 and 404 come from a token the API knows).
+    pub async fn accepts_token(&self, path: &str) -> Result<bool, ApiError> {
+        match self.read_body(&Request::get(path)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(401) => Ok(false),
+            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s) && s != 429) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a request once: changes are never retried, so that a failure never hides a
@@ -285,7 +317,7 @@ impl ApiClient {
     fn parse(&self, request: &Request, body: &Bytes) -> Result<Value, ApiError> {
         serde_json::from_slice(body).map_err(|_| ApiError::Decode {
             method: request.verb,
-            url: self.url(request),
+            url: self.shown_url(request),
             detail: "the body is not JSON".into(),
         })
     }
@@ -338,6 +370,7 @@ impl ApiClient {
         let classes = self.classes(request);
         self.shared.budget.acquire(self.identity, &classes, &self.progress).await;
         let url = self.url(request);
+        let shown = self.shown_url(request);
         let method = match request.verb {
             HttpVerb::Get => reqwest::Method::GET,
             HttpVerb::Post => reqwest::Method::POST,
@@ -361,7 +394,7 @@ impl ApiClient {
             retry_after: None,
             error: ApiError::Network {
                 method: request.verb,
-                url: url.clone(),
+                url: shown.clone(),
                 hint: match e.is_connect() {
                     true => {
                         Some("Is the API reachable? To try imageql without an account, run it with --sandbox".into())
@@ -390,7 +423,7 @@ impl ApiClient {
             retry_after: None,
             error: ApiError::Network {
                 method: request.verb,
-                url: url.clone(),
+                url: shown.clone(),
                 detail: error_chain(&e.without_url()),
                 hint: unknown_outcome.clone(),
             },
@@ -406,7 +439,7 @@ impl ApiClient {
             retry_after,
             error: ApiError::Status {
                 method: request.verb,
-                url,
+                url: shown,
                 status: status.as_u16(),
                 errors,
                 hint: self.hint(status, attempts),
@@ -466,7 +499,7 @@ impl ApiClient {
         Failure {
             retryable,
             retry_after: None,
-            error: ApiError::Decode { method: request.verb, url: self.url(request), detail },
+            error: ApiError::Decode { method: request.verb, url: self.shown_url(request), detail },
         }
     }
 
@@ -477,9 +510,9 @@ impl ApiClient {
             _ => "try again later",
         };
         Some(match status.as_u16() {
-            401 if self.token.is_some() => format!("The token in {source} was rejected; check that it is valid"),
-            401 => format!("This needs a token: set {source}"),
-            403 => format!("The token in {source} lacks the permission (OAuth scope) this needs"),
+            401 if self.token.is_some() => format!("The token ({source}) was rejected; check that it is valid"),
+            401 => format!("This needs a token: give one in {source}"),
+            403 => format!("The token ({source}) lacks the permission (OAuth scope) this needs"),
             429 if attempts > 1 => format!("The API's rate limit still applied after {attempts} attempts; {again}"),
             429 => format!("The API's rate limit was hit; {again}"),
             500..=599 => format!("The API failed; {again}"),

@@ -14,11 +14,14 @@ use std::path::Path;
 
 use datafusion::common::TableReference;
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as PlanStatement};
-use datafusion::sql::parser::{CopyToStatement, Statement as DFStatement};
+use datafusion::logical_expr::{
+    DdlStatement, LogicalPlan, ResetVariable as ResetPlanVariable, SetVariable, Statement as PlanStatement,
+};
+use datafusion::sql::parser::{CopyToStatement, ResetStatement as ResetVariable, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Reset, ResetStatement, Set, Statement};
 
 use crate::error::{Error, FileRefusal, Forbidden};
+use super::statement::is_engine_setting;
 use crate::files::FileAccess;
 use crate::provider::Registry;
 
@@ -30,17 +33,21 @@ pub struct Policy {
     pub definitions: bool,
     /// `SET datafusion.…`.
     pub engine_settings: bool,
+    /// Whether errors may name how this machine is set up: the API's URL, the environment
+    /// variable the token comes from.
+    pub reveals_setup: bool,
 }
 
 impl Policy {
     /// The command line's: everything its user could do with the files and the engine anyway.
     pub fn local() -> Policy {
-        Policy { files: FileAccess::Anywhere, definitions: true, engine_settings: true }
+        Policy { files: FileAccess::Anywhere, definitions: true, engine_settings: true, reveals_setup: true }
     }
 
-    /// A server's: no definitions, no engine settings, files only inside `directory`.
+    /// A server's for its remote clients: files only as `files` allows, no definitions, no
+    /// engine settings, nothing about the server's setup in errors.
     pub fn remote(files: FileAccess) -> Policy {
-        Policy { files, definitions: false, engine_settings: false }
+        Policy { files, definitions: false, engine_settings: false, reveals_setup: false }
     }
 }
 
@@ -64,6 +71,9 @@ pub fn check_statement(statement: &mut DFStatement, state: &SessionState, policy
             Err(Error::Forbidden(Forbidden::File { path: table.locations.join(", "), why: FileRefusal::NoFiles }))
         }
         DFStatement::Explain(explain) => check_statement(&mut explain.statement, state, policy),
+        DFStatement::Reset(ResetVariable::Variable(name)) if !policy.engine_settings && is_engine_setting(&name.to_string()) => {
+            Err(Error::Forbidden(Forbidden::Setting { name: name.to_string() }))
+        }
         DFStatement::Statement(statement) => match engine_setting(statement) {
             Some(name) if !policy.engine_settings => Err(Error::Forbidden(Forbidden::Setting { name })),
             _ => Ok(()),
@@ -79,7 +89,7 @@ fn engine_setting(statement: &Statement) -> Option<String> {
         Statement::Reset(ResetStatement { reset: Reset::ConfigurationParameter(name) }) => name.to_string(),
         _ => return None,
     };
-    name.to_lowercase().starts_with("datafusion.").then_some(name)
+    is_engine_setting(&name).then_some(name)
 }
 
 /// `COPY … TO` with a format the session knows and a destination the policy allows and that
@@ -205,10 +215,11 @@ pub fn check_plan(plan: &LogicalPlan, registry: &Registry, policy: &Policy) -> R
             path: String::new(),
             why: FileRefusal::NoFiles,
         })),
-        LogicalPlan::Statement(PlanStatement::SetVariable(set))
-            if !policy.engine_settings && set.variable.to_lowercase().starts_with("datafusion.") =>
+        LogicalPlan::Statement(PlanStatement::SetVariable(SetVariable { variable, .. }))
+        | LogicalPlan::Statement(PlanStatement::ResetVariable(ResetPlanVariable { variable, .. }))
+            if !policy.engine_settings && is_engine_setting(variable) =>
         {
-            Err(Error::Forbidden(Forbidden::Setting { name: set.variable.clone() }))
+            Err(Error::Forbidden(Forbidden::Setting { name: variable.clone() }))
         }
         _ => Ok(()),
     }

@@ -22,6 +22,7 @@ if let Outcome::Rows { stream, .. } = session.execute("SELECT id, label FROM lin
 mod copy;
 mod function;
 mod guard;
+mod memory;
 pub mod meta;
 mod statement;
 
@@ -32,6 +33,8 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::{ParamValues, TableReference};
 use datafusion::datasource::ViewTable;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -46,6 +49,7 @@ use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
 use crate::sql::{self, Dialect};
 pub use crate::files::FileAccess;
 pub use guard::Policy;
+pub use memory::Memory;
 pub use statement::{Kind, Prepared, Statement};
 use statement::Form;
 
@@ -69,6 +73,9 @@ pub struct SessionOptions {
     pub dialect: Dialect,
     /// What the front end lets its users do besides reading and changing resources.
     pub policy: Policy,
+    /// What errors call the token (`None`: the provider's environment variable).
+    pub token_source: Option<String>,
+    pub memory: Memory,
 }
 
 impl SessionOptions {
@@ -85,6 +92,8 @@ impl SessionOptions {
             shared: Shared::default(),
             dialect: Dialect::Generic,
             policy: Policy::local(),
+            token_source: None,
+            memory: Memory::default(),
         }
     }
 }
@@ -95,6 +104,7 @@ pub struct Session {
     clients: std::collections::HashMap<String, Arc<ApiClient>>,
     dialect: Dialect,
     policy: Policy,
+    has_token: bool,
 }
 
 impl Session {
@@ -114,26 +124,37 @@ impl Session {
             let client = ApiClient::new(
                 &base_url,
                 options.token.clone(),
-                &provider.auth.env_var,
+                options.token_source.as_deref().unwrap_or(&provider.auth.env_var),
                 provider.rate_limits.clone(),
                 options.progress.clone(),
                 options.shared.clone(),
                 options.timeout,
             );
+            let client = match options.policy.reveals_setup {
+                true => client,
+                false => client.hiding_base(),
+            };
             clients.insert(provider.id.clone(), Arc::new(client));
         }
         let mut config = SessionConfig::new().with_information_schema(true);
         if let Some(catalog) = &options.default_catalog {
             config = config.with_default_catalog_and_schema(catalog, "public");
         }
+        let mut runtime = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(memory::Bounded::new(&options.memory)));
+        if !options.memory.spill {
+            runtime = runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled));
+        }
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(runtime.build_arc()?)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(ParamsFromJoins))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        memory::bound_functions(&ctx, options.memory.statement);
         register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
-        let session = Session { ctx, registry, clients, dialect: options.dialect, policy: options.policy };
+        let has_token = options.token.is_some();
+        let session = Session { ctx, registry, clients, dialect: options.dialect, policy: options.policy, has_token };
         session.register_views().await?;
         Ok(session)
     }
@@ -174,6 +195,20 @@ impl Session {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Whether the API accepts the session's token, asked of each provider that says how
+    /// (`auth.check`); a session without a token is accepted.
+    pub async fn token_accepted(&self) -> Result<bool, Error> {
+        for provider in self.registry.providers.values() {
+            if let Some(check) = &provider.auth.check
+                && self.has_token
+                && !self.clients[&provider.id].accepts_token(check).await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The DataFusion context the session's queries run in (for front ends that add their
@@ -244,10 +279,20 @@ impl Session {
     /// The types of a prepared statement's parameters (`$1`, `$2`, …) by position; `None`
     /// where nothing in the statement tells.
     pub fn parameter_types(&self, prepared: &Prepared) -> Result<Vec<Option<DataType>>, Error> {
-        match prepared.kind() {
-            Kind::Plan(plan) => statement::parameter_types(plan),
-            _ => Ok(vec![]),
+        match (prepared.kind(), prepared.sql()) {
+            (Kind::Plan(plan), _) => statement::parameter_types(plan),
+            (_, Some(sql)) => Ok(vec![None; statement::placeholder_count(sql)]),
+            (_, None) => Ok(vec![]),
         }
+    }
+
+    /// Where unqualified table names are looked up (a Postgres connection's `search_path`):
+    /// the first of `schemas` the session's default catalog has, else `public`.
+    pub fn search(&self, schemas: &[String]) {
+        let catalog = self.ctx.state().config().options().catalog.default_catalog.clone();
+        let known = self.ctx.catalog(&catalog).map(|c| c.schema_names()).unwrap_or_default();
+        let first = schemas.iter().find(|s| known.contains(s)).cloned().unwrap_or_else(|| "public".into());
+        self.ctx.state_ref().write().config_mut().options_mut().catalog.default_schema = first;
     }
 
     /// Runs one statement. A change runs to its end before this returns; rows of a query are
@@ -271,7 +316,7 @@ impl Session {
         let state = self.ctx.state();
         match prepared.kind() {
             Kind::Meta(meta) => Ok(Outcome::batch(meta::run(meta, &self.registry)?, None)),
-            Kind::Change => self.change(prepared.parsed(), cancel).await,
+            Kind::Change => self.change(prepared.parsed(), params, cancel).await,
             Kind::Plan(plan) => {
                 let plan = match params {
                     ParamValues::List(values) if values.is_empty() => plan.clone(),
@@ -288,7 +333,7 @@ impl Session {
     }
 
     /// A change of resources, or EXPLAIN of one: bound now, then sent or explained.
-    async fn change(&self, parsed: &sql::Parsed, cancel: &CancelToken) -> Result<Outcome, Error> {
+    async fn change(&self, parsed: &sql::Parsed, params: &ParamValues, cancel: &CancelToken) -> Result<Outcome, Error> {
         let state = self.ctx.state();
         let (statement, explained) = match &parsed.statement {
             DFStatement::Statement(statement) => (statement, false),
@@ -298,7 +343,8 @@ impl Session {
             },
             _ => return Err(Error::Query("not a change".into())),
         };
-        let Some(bound) = mutate::bind(&state, &self.registry, statement, parsed, &self.policy.files).await? else {
+        let statement = statement::with_values(statement, params)?;
+        let Some(bound) = mutate::bind(&state, &self.registry, &statement, parsed, &self.policy.files).await? else {
             return Err(Error::Query("the statement changes no resource".into()));
         };
         let api = &self.clients[&bound.provider.id];

@@ -3,11 +3,20 @@
 
 use std::collections::HashMap;
 
-use datafusion::arrow::datatypes::DataType;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::logical_expr::ExprSchemable;
+use datafusion::logical_expr::expr::Placeholder;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{Reset, ResetStatement, Set, Statement as SqlStatement};
+use datafusion::sql::parser::{ResetStatement as ResetVariable, Statement as DFStatement};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::sql::sqlparser::ast::{
+    Array, Expr as SqlExpr, Reset, ResetStatement, Set, Statement as SqlStatement, Value, ValueWithSpan,
+    visit_expressions, visit_expressions_mut,
+};
+use std::ops::ControlFlow;
 
 use super::meta::Meta;
 use crate::error::Error;
@@ -88,6 +97,11 @@ impl Prepared {
         }
     }
 
+    /// The statement as DataFusion's parser read it, unless it is a meta command.
+    pub fn statement(&self) -> Option<&DFStatement> {
+        self.parsed.as_ref().map(|p| &p.statement)
+    }
+
     /// Whether it changes resources when it runs (EXPLAIN of a change does not).
     pub fn changes(&self) -> bool {
         matches!(self.kind, Kind::Change) && self.sql().is_some()
@@ -110,6 +124,9 @@ pub(super) fn classify(statement: &DFStatement, registry: &Registry) -> Option<K
                 _ => None,
             };
         }
+        DFStatement::Reset(ResetVariable::Variable(name)) if !is_engine_setting(&name.to_string()) => {
+            return Some(Kind::Variable);
+        }
         _ => return None,
     };
     match sql {
@@ -119,6 +136,7 @@ pub(super) fn classify(statement: &DFStatement, registry: &Registry) -> Option<K
         {
             Some(Kind::Variable)
         }
+        SqlStatement::Discard { .. } => Some(Kind::Variable),
         SqlStatement::StartTransaction { .. }
         | SqlStatement::Commit { .. }
         | SqlStatement::Rollback { .. }
@@ -136,6 +154,11 @@ fn engine_variable(statement: &SqlStatement) -> bool {
         SqlStatement::ShowVariable { variable } => variable.first().map(|i| i.value.clone()).unwrap_or_default(),
         _ => return false,
     };
+    is_engine_setting(&name)
+}
+
+/// Whether a setting is one of the engine's own (`datafusion.…`).
+pub(super) fn is_engine_setting(name: &str) -> bool {
     name.to_lowercase().starts_with("datafusion.")
 }
 
@@ -144,18 +167,40 @@ pub(super) fn returns_rows(plan: &LogicalPlan) -> bool {
     !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_))
 }
 
+/// Functions whose first argument is an array searched for the second.
+const ARRAY_SEARCHES: [&str; 2] = ["array_has", "array_contains"];
+
 /// The types of a plan's `$n` placeholders by position. A placeholder DataFusion could not
-/// type takes the type it is cast to (`$1::VARCHAR`).
+/// type takes the type it is cast to (`$1::VARCHAR`), or, as the array an element is looked
+/// for in (`x = ANY($1)`, `array_has($1, x)`), a list of the element's type.
 pub(super) fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Error> {
     let mut types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
     let _ = plan.apply_with_subqueries(|node| {
+        let schema = match node.inputs().as_slice() {
+            [input] => input.schema().clone(),
+            _ => node.schema().clone(),
+        };
         for expr in node.expressions() {
             let _ = expr.apply(|e| {
-                if let Expr::Cast(cast) = e
-                    && let Expr::Placeholder(placeholder) = cast.expr.as_ref()
-                    && types.get(&placeholder.id).is_none_or(Option::is_none)
-                {
-                    types.insert(placeholder.id.clone(), Some(cast.field.data_type().clone()));
+                let untyped = |p: &Placeholder| types.get(&p.id).is_none_or(Option::is_none);
+                match e {
+                    Expr::Cast(cast) => {
+                        if let Expr::Placeholder(placeholder) = cast.expr.as_ref()
+                            && untyped(placeholder)
+                        {
+                            types.insert(placeholder.id.clone(), Some(cast.field.data_type().clone()));
+                        }
+                    }
+                    Expr::ScalarFunction(call) if ARRAY_SEARCHES.contains(&call.name()) => {
+                        if let [Expr::Placeholder(placeholder), element] = call.args.as_slice()
+                            && untyped(placeholder)
+                            && let Ok(element) = element.get_type(&schema)
+                        {
+                            let list = DataType::List(Arc::new(Field::new_list_field(element, true)));
+                            types.insert(placeholder.id.clone(), Some(list));
+                        }
+                    }
+                    _ => {}
                 }
                 Ok(TreeNodeRecursion::Continue)
             });
@@ -164,4 +209,75 @@ pub(super) fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>
     });
     let count = types.keys().filter_map(|id| id.strip_prefix('$')?.parse::<usize>().ok()).max().unwrap_or(0);
     Ok((1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect())
+}
+
+/// The highest `$n` a statement names: how many parameters it takes.
+pub(super) fn placeholder_count(statement: &SqlStatement) -> usize {
+    let mut count = 0;
+    let _ = visit_expressions(statement, |expr| {
+        if let SqlExpr::Value(ValueWithSpan { value: Value::Placeholder(name), .. }) = expr
+            && let Some(n) = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+        {
+            count = count.max(n);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    count
+}
+
+/// `statement` with each `$n` replaced by the literal of its value: values take the place of
+/// expressions, so they can never change what the statement is.
+pub(super) fn with_values(statement: &SqlStatement, params: &ParamValues) -> Result<SqlStatement, Error> {
+    let ParamValues::List(values) = params else {
+        return Err(Error::Refused("named parameters are not supported; use $1, $2, …".into()));
+    };
+    let mut bound = statement.clone();
+    let mut failed = None;
+    let _ = visit_expressions_mut(&mut bound, |expr| {
+        if let SqlExpr::Value(ValueWithSpan { value: Value::Placeholder(name), .. }) = expr {
+            let value = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).and_then(|n| values.get(n.checked_sub(1)?));
+            match value.map(|v| literal(&v.value)) {
+                Some(Ok(literal)) => *expr = literal,
+                Some(Err(e)) => failed = Some(e),
+                None => failed = Some(Error::Refused(format!("there is no value for parameter {name}"))),
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(bound),
+    }
+}
+
+/// A value as a SQL literal.
+fn literal(value: &ScalarValue) -> Result<SqlExpr, Error> {
+    let text = |v: Value| Ok(SqlExpr::value(v));
+    if value.is_null() {
+        return text(Value::Null);
+    }
+    match value {
+        ScalarValue::Boolean(Some(b)) => text(Value::Boolean(*b)),
+        ScalarValue::Int8(_)
+        | ScalarValue::Int16(_)
+        | ScalarValue::Int32(_)
+        | ScalarValue::Int64(_)
+        | ScalarValue::UInt8(_)
+        | ScalarValue::UInt16(_)
+        | ScalarValue::UInt32(_)
+        | ScalarValue::UInt64(_)
+        | ScalarValue::Decimal128(..) => text(Value::Number(value.to_string(), false)),
+        ScalarValue::Float32(Some(f)) if f.is_finite() => text(Value::Number(value.to_string(), false)),
+        ScalarValue::Float64(Some(f)) if f.is_finite() => text(Value::Number(value.to_string(), false)),
+        ScalarValue::List(list) => {
+            let items = (0..list.value_length(0) as usize)
+                .map(|i| ScalarValue::try_from_array(&list.value(0), i).map_err(Error::from).and_then(|v| literal(&v)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(SqlExpr::Array(Array { elem: items, named: true }))
+        }
+        other => text(Value::SingleQuotedString(match other {
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => s.clone(),
+            other => other.to_string(),
+        })),
+    }
 }

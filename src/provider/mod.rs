@@ -63,6 +63,10 @@ pub struct Auth {
     #[serde(rename = "type")]
     pub kind: AuthKind,
     pub env_var: String,
+    /// A cheap authenticated GET (relative to the base URL) that any valid token may make: a
+    /// 401 there means the token is refused. Servers check a client's token with it.
+    #[serde(default)]
+    pub check: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

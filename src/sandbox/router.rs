@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::app::App;
 use super::generic::Reads;
-use super::wire::{ApiError, Caller, bearer};
+use super::wire::{ApiError, Caller, Reply, bearer, ok};
 use super::{clock, fault, images, instances};
 
 /// The resources with handlers of their own: they belong to accounts and change over time.
@@ -53,6 +53,7 @@ pub fn router(app: App) -> Result<Router, String> {
         api.push(("/linode/instances/{id}/disks", get(instances::list_disks)));
         api.push(("/linode/instances/{id}/disks/{disk}", get(instances::disk)));
     }
+    api.push(("/profile", get(profile)));
     let mut router = Router::new();
     for prefix in ["/v4", "/v4beta"] {
         for (path, handler) in &api {
@@ -72,6 +73,20 @@ pub fn router(app: App) -> Result<Router, String> {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(app.clone(), every_request))
         .with_state(app))
+}
+
+/// `GET /profile`: who the token belongs to, as the API's profile answers it.
+async fn profile(State(app): State<App>, caller: Result<Caller, ApiError>) -> Reply {
+    let account = caller?.account()?;
+    let username = app.read(|s| s.accounts[account].username.clone());
+    Ok(ok(json!({
+        "username": username,
+        "email": format!("{username}@example.com"),
+        "restricted": false,
+        "two_factor_auth": false,
+        "timezone": "UTC",
+        "uid": account + 1,
+    })))
 }
 
 /// Longest request target (path and query) answered.

@@ -1,490 +1,850 @@
-//! One client connection: its authentication, its engine session, and the routing of each
-//! statement to the engine or to `datafusion-postgres` over the same DataFusion context.
+//! One client connection: its login, then its messages in order. Statements of both
+//! protocols go through the session's [`Session::prepare`] and [`Session::run`]; this module
+//! keeps what Postgres keeps per connection (settings, prepared statements and portals, the
+//! transaction block) and sends the answers.
+//!
+//! A simple Query is parsed whole before any of its statements runs, and each statement's
+//! answer (its command tag: what a change did) is sent before the next one starts. Changes
+//! reach the API at once and cannot be rolled back, so they are refused inside an explicit
+//! transaction block (25001) rather than reported rolled back. A running statement stops
+//! when the client cancels it, when `statement_timeout` passes, or when the client hangs up;
+//! a change reports what it did before it stopped.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 use datafusion_postgres::pgwire;
-use std::fmt::Debug;
-use std::sync::{Arc, Mutex, OnceLock};
+use pgwire::api::Type;
+use pgwire::api::portal::Format;
+use pgwire::messages::PgWireBackendMessage as Backend;
+use pgwire::messages::data::{DataRow, NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete, PortalSuspended};
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, ParamValues};
-use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion_postgres::DfSessionService;
-use datafusion_postgres::arrow_pg::datatypes::df::{deserialize_parameters_with_server_types, encode_dataframe};
-use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
-use datafusion_postgres::hooks::QueryHook;
-use datafusion_postgres::hooks::set_show::SetShowHook;
-use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use futures::{Sink, SinkExt, StreamExt, stream};
-use pgwire::api::auth::{
-    DefaultServerParameterProvider, LoginInfo, StartupHandler, finish_authentication, protocol_negotiation,
-    save_startup_parameters_to_metadata,
-};
-use pgwire::api::cancel::CancelHandler;
-use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, SendableRowStream, Tag};
-use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
-use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, PgWireConnectionState, PgWireServerHandlers,
-    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
-};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::cancel::CancelRequest;
-use pgwire::messages::startup::Authentication;
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use pgwire::types::format::FormatOptions;
-
-use super::{Auth, Shared, compat};
-use crate::api::{Progress, Token};
-use crate::engine::{CancelToken, Session, SessionOptions};
+use super::access::{Backend as Place, Running};
+use super::frontend::{Message, Opening, PROTOCOL_3_0};
+use super::reply::{Failure, Rows, change_tag, complete, description, field_infos, notice};
+use super::settings::{Applied, Settings};
+use super::wire::{MAX_MESSAGE_BYTES, MAX_OPENING_BYTES, Probe, ReadError, Wire};
+use super::{Auth, Shared, catalog, params};
+use crate::api::Token;
+use crate::engine::{CancelToken, Kind, Prepared, Session};
 use crate::error::Error;
 use crate::outcome::Outcome;
-use crate::provider::Verb;
 use crate::sql::split_statements;
 
-/// What a connection holds once it has authenticated.
-struct Ready {
-    session: Session,
-    service: Arc<DfSessionService>,
-    /// SET/SHOW and transaction statements, answered as Postgres would.
-    hooks: Vec<Arc<dyn QueryHook>>,
+/// How long a client has to connect and log in.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most prepared statements, and the most portals, a connection may keep.
+pub const MAX_PREPARED: usize = 1000;
+/// How often a running statement looks for a client that went away.
+const HANGUP_CHECK: Duration = Duration::from_millis(200);
+
+pub(super) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
+    let Ok(mut wire) = Wire::new(tcp) else { return };
+    let address = wire.peer.ip();
+    let opening = match timeout(STARTUP_TIMEOUT, wire.opening(shared.tls.as_ref())).await {
+        Ok(Ok(opening)) => opening,
+        Ok(Err(ReadError::Closed | ReadError::Io(_))) | Err(_) => return,
+        Ok(Err(e)) => return refuse(wire, Failure::fatal("08P01", e.to_string())).await,
+    };
+    let (version, parameters) = match opening {
+        // A cancel request gets no answer, right or wrong; wrong ones count as failed logins.
+        Opening::Cancel { pid, secret } => {
+            if shared.logins.wait(address).is_none() && !shared.backends.cancel(pid, secret) {
+                shared.logins.failed(address);
+            }
+            return;
+        }
+        Opening::Startup { version, parameters } => (version, parameters),
+    };
+    let Ok(_slot) = shared.slots.clone().try_acquire_owned() else {
+        return refuse(wire, Failure::fatal("53300", "sorry, too many clients already")).await;
+    };
+    let place = shared.backends.join();
+    let session = match timeout(STARTUP_TIMEOUT, login(&shared, &mut wire, version, &parameters, &place)).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(Stopped::Failed(failure))) => return refuse(wire, failure).await,
+        Ok(Err(Stopped::Gone)) => return,
+        Err(_) => return refuse(wire, Failure::fatal("08006", "the client took too long to log in")).await,
+    };
+    let mut connection = Connection {
+        session,
+        settings: Settings::new(&parameters),
+        running: place.running.clone(),
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        transaction: Transaction::Idle,
+        skipping: false,
+    };
+    if connection.greet(&mut wire, &place).await.is_ok() {
+        connection.run(&mut wire).await;
+    }
+    wire.close().await;
 }
 
-pub(super) struct Connection {
-    shared: Arc<Shared>,
-    ready: OnceLock<Ready>,
-    /// Stops the statement running now, when the client sends a cancel request.
-    running: Mutex<CancelToken>,
+async fn refuse(mut wire: Wire, failure: Failure) {
+    let _ = wire.send(failure.message()).await;
+    wire.close().await;
+}
+
+/// Why handling a message stopped: the client's mistake (answered), or the connection.
+enum Stopped {
+    Failed(Failure),
+    Gone,
+}
+
+impl From<io::Error> for Stopped {
+    fn from(_: io::Error) -> Self {
+        Stopped::Gone
+    }
+}
+
+impl From<Failure> for Stopped {
+    fn from(failure: Failure) -> Self {
+        Stopped::Failed(failure)
+    }
+}
+
+impl From<Error> for Stopped {
+    fn from(error: Error) -> Self {
+        Stopped::Failed(error.into())
+    }
+}
+
+/// Checks who the client is and opens its session.
+async fn login(
+    shared: &Shared,
+    wire: &mut Wire,
+    version: i32,
+    parameters: &[(String, String)],
+    place: &Place<'_>,
+) -> Result<Session, Stopped> {
+    let address = wire.peer.ip();
+    let parameter = |name: &str| parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let options: Vec<String> = parameters.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
+    if version != PROTOCOL_3_0 || !options.is_empty() {
+        wire.send(Backend::NegotiateProtocolVersion(NegotiateProtocolVersion::new(0, options))).await?;
+    }
+    let user = parameter("user").unwrap_or_default().to_string();
+    if user.is_empty() {
+        return Err(Failure::fatal("28000", "no user name was given in the startup packet").into());
+    }
+    let database = parameter("database").filter(|d| !d.is_empty()).unwrap_or(&user);
+    if database != shared.database {
+        return Err(Failure::fatal(
+            "3D000",
+            format!("database \"{database}\" does not exist: connect to \"{}\"", shared.database),
+        )
+        .into());
+    }
+    if !wire.secure && !address.is_loopback() && !shared.insecure {
+        return Err(Failure::fatal(
+            "28000",
+            "passwords are API tokens and are taken from other machines only over TLS: connect with sslmode=require",
+        )
+        .into());
+    }
+    if let Some(wait) = shared.logins.wait(address) {
+        return Err(Failure::fatal(
+            "28000",
+            format!("too many failed logins from {address}: try again in {} s", wait.as_secs().max(1)),
+        )
+        .into());
+    }
+    wire.send(Backend::Authentication(Authentication::CleartextPassword)).await?;
+    wire.flush().await?;
+    let password = match wire.read(MAX_OPENING_BYTES).await {
+        Ok(Message::Password(password)) => password,
+        Ok(_) => return Err(Failure::fatal("08P01", "expected a password message").into()),
+        Err(ReadError::Closed | ReadError::Io(_)) => return Err(Stopped::Gone),
+        Err(e) => return Err(Failure::fatal("08P01", e.to_string()).into()),
+    };
+    let refused = |why: &str| {
+        shared.logins.failed(address);
+        Stopped::Failed(Failure::fatal("28P01", format!("password authentication failed for user \"{user}\"{why}")))
+    };
+    let (token, source) = match &shared.auth {
+        Auth::Fixed { token, password: expected } => match same(&password, expected) {
+            true => (token.clone(), "the server's API token"),
+            false => return Err(refused("")),
+        },
+        Auth::TokenIsPassword { anonymous } => match Token::new(password) {
+            Some(token) => (Some(token), "the connection's password"),
+            None if *anonymous => (None, "the connection's password"),
+            None => return Err(refused(": the password is a Linode API token")),
+        },
+    };
+    let session = super::session(shared, token.clone(), source).await.map_err(|e| Failure::fatal("XX000", e.to_string()))?;
+    if let Some(token) = &token
+        && !shared.tokens.trusted(token.fingerprint())
+    {
+        match session.token_accepted().await {
+            Ok(true) => shared.tokens.accepted(token.fingerprint()),
+            Ok(false) if matches!(shared.auth, Auth::Fixed { .. }) => {
+                return Err(Failure::fatal("28000", "the API refused this server's token: its operator must give it a valid one").into());
+            }
+            Ok(false) => return Err(refused(": the API refused the token")),
+            Err(e) => return Err(Failure::fatal("08006", format!("the token cannot be checked: {e}")).into()),
+        }
+    }
+    shared.logins.succeeded(address);
+    catalog::install(session.context(), &shared.database, &shared.catalog, place.pid)?;
+    Ok(session)
+}
+
+/// Whether two passwords are equal, compared in a time that depends on their lengths only.
+fn same(given: &str, expected: &str) -> bool {
+    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0, |d, (a, b)| d | (a ^ b)) == 0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transaction {
+    Idle,
+    Block,
+    /// A statement failed in the block: only its end is accepted.
+    Failed,
+}
+
+/// A statement of the extended protocol: prepared once, bound and run any number of times.
+struct Stored {
+    /// `None` for an empty query.
+    prepared: Option<Prepared>,
+    /// The types the client gave in Parse (0 where it gave none).
+    declared: Vec<u32>,
+    /// What the statement needs, where it tells.
+    inferred: Vec<Option<DataType>>,
+}
+
+impl Stored {
+    /// The parameter types the client is told of.
+    fn wire_types(&self) -> Vec<u32> {
+        self.inferred
+            .iter()
+            .enumerate()
+            .map(|(i, inferred)| match self.declared.get(i).copied().filter(|oid| *oid != 0) {
+                Some(oid) => oid,
+                None => inferred.as_ref().and_then(|t| into_pg_type(t).ok()).unwrap_or(Type::TEXT).oid(),
+            })
+            .collect()
+    }
+}
+
+struct Portal {
+    stored: Arc<Stored>,
+    params: ParamValues,
+    format: Format,
+    state: PortalState,
+}
+
+enum PortalState {
+    Ready,
+    Suspended(Rows),
+    Done,
+}
+
+/// What a statement gave, ready to be sent.
+enum Answer {
+    Rows(Rows),
+    Tag(String),
+    Empty,
+}
+
+struct Connection {
+    session: Session,
+    settings: Settings,
+    running: Arc<Running>,
+    statements: HashMap<String, Arc<Stored>>,
+    portals: HashMap<String, Portal>,
+    transaction: Transaction,
+    /// After an error in the extended protocol: messages are skipped until Sync.
+    skipping: bool,
 }
 
 impl Connection {
-    fn ready(&self) -> PgWireResult<&Ready> {
-        self.ready.get().ok_or_else(|| fatal("28000", "the connection has not authenticated"))
-    }
-
-    /// A fresh token for the statement that starts now.
-    fn start(&self) -> CancelToken {
-        let token = CancelToken::new();
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = token.clone();
-        token
-    }
-
-    pub(super) fn cancel(&self) {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).cancel();
-    }
-}
-
-/// Rows that end with a "query cancelled" error once `token` is cancelled; the scan behind
-/// them is dropped then.
-fn until_cancelled(rows: SendableRowStream, token: CancelToken) -> SendableRowStream {
-    let stopped = token.clone();
-    let cut = rows.take_until(async move { token.cancelled().await });
-    let error = stream::once(async move { stopped.is_cancelled() })
-        .filter_map(|cancelled| async move { cancelled.then_some(Err(PgWireError::QueryCanceled)) });
-    Box::pin(cut.chain(error))
-}
-
-/// `response`, stopped by `token` while its rows are sent.
-fn cancellable(response: Response, token: &CancelToken) -> Response {
-    match response {
-        Response::Query(mut query) => {
-            let rows = std::mem::replace(&mut query.data_rows, Box::pin(stream::empty()));
-            query.data_rows = until_cancelled(rows, token.clone());
-            Response::Query(query)
+    async fn greet(&mut self, wire: &mut Wire, place: &Place<'_>) -> io::Result<()> {
+        wire.send(Backend::Authentication(Authentication::Ok)).await?;
+        for (name, value) in self.settings.reported() {
+            wire.send(Backend::ParameterStatus(ParameterStatus::new(name, value))).await?;
         }
-        other => other,
-    }
-}
-
-/// The handlers pgwire asks for once per connection.
-pub struct Handlers {
-    connection: Arc<Connection>,
-}
-
-impl Handlers {
-    pub(super) fn new(shared: Arc<Shared>) -> Handlers {
-        let connection = Connection { shared, ready: OnceLock::new(), running: Mutex::default() };
-        Handlers { connection: Arc::new(connection) }
-    }
-}
-
-impl PgWireServerHandlers for Handlers {
-    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::new(Queries { connection: self.connection.clone() })
+        wire.send(Backend::BackendKeyData(BackendKeyData::new(place.pid, SecretKey::I32(place.secret)))).await?;
+        self.ready(wire).await
     }
 
-    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::new(Queries { connection: self.connection.clone() })
+    async fn ready(&mut self, wire: &mut Wire) -> io::Result<()> {
+        let status = match self.transaction {
+            Transaction::Idle => TransactionStatus::Idle,
+            Transaction::Block => TransactionStatus::Transaction,
+            Transaction::Failed => TransactionStatus::Error,
+        };
+        wire.send(Backend::ReadyForQuery(ReadyForQuery::new(status))).await?;
+        wire.flush().await
     }
 
-    fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Startup { connection: self.connection.clone() })
-    }
-
-    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
-        Arc::new(Cancels { shared: self.connection.shared.clone() })
-    }
-}
-
-fn error(code: &str, message: impl Into<String>) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message.into())))
-}
-
-fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), code.into(), message.into())))
-}
-
-/// An engine error as Postgres reports errors: its SQLSTATE and the command line's text.
-fn wire_error(e: Error) -> PgWireError {
-    error(e.sqlstate(), e.to_string())
-}
-
-/// Errors from `datafusion-postgres` carry DataFusion's errors; they get the engine's codes.
-fn translated(e: PgWireError) -> PgWireError {
-    match e {
-        PgWireError::ApiError(inner) => match inner.downcast::<DataFusionError>() {
-            Ok(df) => wire_error(Error::from(*df)),
-            Err(other) => error("XX000", other.to_string()),
-        },
-        other => other,
-    }
-}
-
-/// A client's cancel request (sent on a connection of its own) stops the statement its
-/// other connection is running, wherever it is: planning, a change, or sending rows.
-struct Cancels {
-    shared: Arc<Shared>,
-}
-
-#[async_trait]
-impl CancelHandler for Cancels {
-    async fn on_cancel_request(&self, request: CancelRequest) {
-        self.shared.cancels.cancel(request.pid, &request.secret_key).await;
-        if let Some(connection) = self.shared.connection(request.pid, &request.secret_key.to_bytes()) {
-            connection.cancel();
-        }
-    }
-}
-
-struct Startup {
-    connection: Arc<Connection>,
-}
-
-#[async_trait]
-impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        match message {
-            PgWireFrontendMessage::Startup(ref startup) => {
-                protocol_negotiation(client, startup).await?;
-                save_startup_parameters_to_metadata(client, startup);
-                // The password is a token: it crosses only an encrypted or local link.
-                if !client.is_secure() && !client.socket_addr().ip().is_loopback() {
-                    return Err(fatal(
-                        "28000",
-                        "passwords are sent only over TLS or from this machine: connect with sslmode=require",
-                    ));
+    async fn run(&mut self, wire: &mut Wire) {
+        loop {
+            let message = match wire.read(MAX_MESSAGE_BYTES).await {
+                Ok(message) => message,
+                Err(ReadError::Closed | ReadError::Io(_)) => return,
+                Err(e) => {
+                    let _ = wire.send(Failure::fatal("08P01", e.to_string()).message()).await;
+                    return;
                 }
-                client.set_state(PgWireConnectionState::AuthenticationInProgress);
-                client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+            };
+            let handled = match message {
+                Message::Terminate => return,
+                Message::Sync => self.sync(wire).await.map_err(Stopped::from),
+                _ if self.skipping => Ok(()),
+                Message::Query(text) => self.simple(wire, &text).await.map_err(Stopped::from),
+                Message::Parse { name, query, types } => self.parse(wire, name, &query, types).await,
+                Message::Bind { portal, statement, parameter_formats, parameters, result_formats } => {
+                    self.bind(wire, portal, &statement, &parameter_formats, &parameters, &result_formats).await
+                }
+                Message::Describe { portal, name } => self.describe(wire, portal, &name).await,
+                Message::Execute { portal, max_rows } => self.execute(wire, &portal, max_rows as usize).await,
+                Message::Close { portal, name } => {
+                    match portal {
+                        true => self.portals.remove(&name).map(drop),
+                        false => self.statements.remove(&name).map(drop),
+                    };
+                    wire.send(Backend::CloseComplete(CloseComplete::new())).await.map_err(Stopped::from)
+                }
+                Message::Flush => wire.flush().await.map_err(Stopped::from),
+                Message::Password(_) => Err(Failure::new("08P01", "unexpected password message").into()),
+                Message::Copy => Err(Failure::new("08P01", "COPY data without a COPY in progress").into()),
+                Message::Unsupported(b'F') => {
+                    Err(Failure::new("0A000", "function calls (the F message) are not supported").into())
+                }
+                Message::Unsupported(kind) => {
+                    let _ = wire.send(Failure::fatal("08P01", format!("invalid frontend message type {kind}")).message()).await;
+                    return;
+                }
+            };
+            match handled {
+                Ok(()) => {}
+                Err(Stopped::Gone) => return,
+                // An error of the extended protocol: answered once, the rest skipped until Sync.
+                Err(Stopped::Failed(failure)) => {
+                    self.failed();
+                    self.skipping = true;
+                    if wire.send(failure.message()).await.is_err() {
+                        return;
+                    }
+                }
             }
-            PgWireFrontendMessage::PasswordMessageFamily(message) => {
-                let password = message.into_password()?.password;
-                let user = LoginInfo::from_client_info(client).user().unwrap_or_default().to_string();
-                let shared = &self.connection.shared;
-                let token = match &shared.auth {
-                    Auth::TokenIsPassword => Token::new(password),
-                    Auth::Fixed { token, password: expected } if &password == expected => token.clone(),
-                    Auth::Fixed { .. } => return Err(PgWireError::InvalidPassword(user)),
-                };
-                let ready = connect(shared, token).await.map_err(|e| fatal(e.sqlstate(), e.to_string()))?;
-                let _ = self.connection.ready.set(ready);
-                let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
-                client.set_pid_and_secret_key(pid, secret.clone());
-                // A cancel request from the client (psql's Ctrl-C) stops the running statement.
-                shared.register(pid, &secret.to_bytes(), &self.connection);
-                let (handle, guard) = shared.cancels.register(pid, secret);
-                client.session_extensions().insert::<Arc<ConnectionHandle>>(handle);
-                client.session_extensions().insert::<ConnectionGuard>(guard);
-                finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
+        }
+    }
+
+    /// A statement failed: a transaction block fails with it.
+    fn failed(&mut self) {
+        if self.transaction == Transaction::Block {
+            self.transaction = Transaction::Failed;
+        }
+    }
+
+    async fn sync(&mut self, wire: &mut Wire) -> io::Result<()> {
+        self.skipping = false;
+        // Portals live until their transaction ends; outside a block that is now.
+        if self.transaction == Transaction::Idle {
+            self.portals.clear();
+        }
+        self.ready(wire).await
+    }
+
+    /// A Query message: every statement parsed first, then each run and answered in turn;
+    /// the first error ends it.
+    async fn simple(&mut self, wire: &mut Wire, text: &str) -> io::Result<()> {
+        match self.simple_statements(wire, text).await {
+            Ok(()) => {}
+            Err(Stopped::Gone) => return Err(io::ErrorKind::BrokenPipe.into()),
+            Err(Stopped::Failed(failure)) => {
+                self.failed();
+                wire.send(failure.message()).await?;
             }
+        }
+        self.ready(wire).await
+    }
+
+    async fn simple_statements(&mut self, wire: &mut Wire, text: &str) -> Result<(), Stopped> {
+        let pieces = split_statements(text);
+        if pieces.is_empty() {
+            return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?);
+        }
+        let statements =
+            pieces.iter().map(|piece| self.session.parse(&piece.text)).collect::<Result<Vec<_>, _>>()?;
+        for statement in statements {
+            self.allowed_in_transaction(statement.sql())?;
+            let prepared = self.session.prepare(statement).await?;
+            if !self.session.parameter_types(&prepared)?.is_empty() {
+                return Err(Failure::new("42P02", "there is no parameter $1: a simple query takes none").into());
+            }
+            let answer = self.answer(wire, &prepared, &ParamValues::List(vec![]), &Format::UnifiedText).await?;
+            match answer {
+                Answer::Rows(mut rows) => {
+                    wire.send(description(&rows.fields)).await?;
+                    self.stream(wire, &mut rows, 0).await?;
+                }
+                Answer::Tag(tag) => wire.send(complete(tag)).await?,
+                Answer::Empty => wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// In a failed transaction block only its end is accepted, as in PostgreSQL.
+    fn allowed_in_transaction(&self, statement: Option<&SqlStatement>) -> Result<(), Failure> {
+        let ends = matches!(statement, Some(SqlStatement::Rollback { .. } | SqlStatement::Commit { .. }));
+        match self.transaction == Transaction::Failed && !ends {
+            true => Err(Failure::new(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )),
+            false => Ok(()),
+        }
+    }
+
+    /// Runs a prepared statement up to what it gives: rows still to be sent, or a tag.
+    async fn answer(
+        &mut self,
+        wire: &mut Wire,
+        prepared: &Prepared,
+        params: &ParamValues,
+        format: &Format,
+    ) -> Result<Answer, Stopped> {
+        match prepared.kind() {
+            Kind::Variable => return self.variable(wire, prepared, format).await,
+            Kind::Transaction => return Ok(Answer::Tag(self.transaction_command(wire, prepared).await?)),
             _ => {}
+        }
+        if prepared.changes() && self.transaction != Transaction::Idle {
+            return Err(Failure::new(
+                "25001",
+                "changes cannot run inside a transaction block: they reach the API at once and ROLLBACK cannot undo \
+                 them; run them outside BEGIN … COMMIT (with autocommit)",
+            )
+            .into());
+        }
+        let watch = self.watch(wire.probe());
+        let outcome = watch.finishing(self.session.run(prepared, params, &watch.token)).await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                if let Error::Partial(partial) = &error
+                    && !partial.done.is_empty()
+                {
+                    let done = format!("{} on {} was done for: {}", partial.verb.keyword(), partial.resource, partial.done.join(", "));
+                    wire.send(notice("WARNING", "01000", &done)).await?;
+                }
+                return Err(watch.failure(error).into());
+            }
+        };
+        let options = self.settings.format_options();
+        Ok(match outcome {
+            Outcome::Rows { stream, changed: None } if is_copy(prepared) => {
+                let batches = watch.unless_stopped(datafusion::physical_plan::common::collect(stream)).await?;
+                let written = batches.map_err(|e| Failure::from(Error::from(e)))?;
+                Answer::Tag(format!("COPY {}", copied(&written)))
+            }
+            Outcome::Rows { stream, changed } => {
+                Answer::Rows(Rows::new(stream, format, &options, changed, command(prepared))?)
+            }
+            Outcome::Changed(change) => Answer::Tag(change_tag(&change, None)),
+            Outcome::Done => Answer::Tag(done_tag(prepared)),
+        })
+    }
+
+    /// Sends rows, at most `max_rows` (0: all); `true` when every row was sent (and the tag).
+    async fn stream(&mut self, wire: &mut Wire, rows: &mut Rows, max_rows: usize) -> Result<bool, Stopped> {
+        let watch = self.watch(wire.probe());
+        let mut sent = 0;
+        loop {
+            if max_rows > 0 && sent == max_rows {
+                wire.send(Backend::PortalSuspended(PortalSuspended::new())).await?;
+                return Ok(false);
+            }
+            let next: Result<Option<DataRow>, Failure> = watch.unless_stopped(rows.next()).await?;
+            match next? {
+                Some(row) => {
+                    wire.send(Backend::DataRow(row)).await?;
+                    sent += 1;
+                }
+                None => {
+                    wire.send(complete(rows.tag())).await?;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// A fresh cancel token for the statement that starts, watched for the timeout and for
+    /// the client hanging up.
+    fn watch(&self, probe: Probe) -> Watch {
+        let deadline = self.settings.statement_timeout().map(|t| Instant::now() + t);
+        Watch { token: self.running.start(), deadline, probe, why: std::sync::Mutex::new(None) }
+    }
+
+    /// SET, RESET, SHOW and DISCARD of the connection's settings.
+    async fn variable(&mut self, wire: &mut Wire, prepared: &Prepared, format: &Format) -> Result<Answer, Stopped> {
+        if let Some(SqlStatement::Discard { .. }) = prepared.sql() {
+            self.settings = Settings::new(&[]);
+            self.statements.clear();
+            self.portals.clear();
+            self.session.search(&self.settings.search_path());
+            return Ok(Answer::Tag("DISCARD ALL".into()));
+        }
+        let Some(parsed) = prepared.statement() else { return Ok(Answer::Empty) };
+        match self.settings.apply(parsed).map_err(|r| Failure::new(r.0, r.1))? {
+            Applied::Set { reported } => {
+                for (name, value) in reported {
+                    wire.send(Backend::ParameterStatus(ParameterStatus::new(name, value))).await?;
+                }
+                self.session.search(&self.settings.search_path());
+                let tag = match parsed {
+                    datafusion::sql::parser::Statement::Reset(_) => "RESET",
+                    _ => "SET",
+                };
+                Ok(Answer::Tag(tag.into()))
+            }
+            Applied::Show { column, rows } => {
+                let all = rows.len() > 1 || column == "name";
+                let batch = shown(&column, rows, all);
+                let stream = crate::outcome::Outcome::batch(batch, None);
+                let Outcome::Rows { stream, .. } = stream else { unreachable!("a batch is rows") };
+                Ok(Answer::Rows(Rows::new(stream, format, &self.settings.format_options(), None, "SHOW")?))
+            }
+        }
+    }
+
+    /// BEGIN, COMMIT, ROLLBACK and savepoints, as PostgreSQL answers them.
+    async fn transaction_command(&mut self, wire: &mut Wire, prepared: &Prepared) -> Result<String, Stopped> {
+        let outside = |what: &str| Failure::new("25P01", format!("{what} can only be used in transaction blocks"));
+        let (tag, warning) = match (prepared.sql(), self.transaction) {
+            (Some(SqlStatement::StartTransaction { .. }), Transaction::Idle) => {
+                self.transaction = Transaction::Block;
+                ("BEGIN", None)
+            }
+            (Some(SqlStatement::StartTransaction { .. }), _) => ("BEGIN", Some("there is already a transaction in progress")),
+            (Some(SqlStatement::Commit { .. }), Transaction::Idle) => ("COMMIT", Some("there is no transaction in progress")),
+            (Some(SqlStatement::Commit { .. }), before) => {
+                self.transaction = Transaction::Idle;
+                (if before == Transaction::Failed { "ROLLBACK" } else { "COMMIT" }, None)
+            }
+            (Some(SqlStatement::Rollback { savepoint: Some(_), .. }), Transaction::Idle) => {
+                return Err(outside("ROLLBACK TO SAVEPOINT").into());
+            }
+            (Some(SqlStatement::Rollback { savepoint: Some(_), .. }), _) => {
+                self.transaction = Transaction::Block;
+                ("ROLLBACK", None)
+            }
+            (Some(SqlStatement::Rollback { .. }), Transaction::Idle) => ("ROLLBACK", Some("there is no transaction in progress")),
+            (Some(SqlStatement::Rollback { .. }), _) => {
+                self.transaction = Transaction::Idle;
+                ("ROLLBACK", None)
+            }
+            (Some(SqlStatement::Savepoint { .. }), Transaction::Idle) => return Err(outside("SAVEPOINT").into()),
+            (Some(SqlStatement::Savepoint { .. }), _) => ("SAVEPOINT", None),
+            (Some(SqlStatement::ReleaseSavepoint { .. }), Transaction::Idle) => return Err(outside("RELEASE SAVEPOINT").into()),
+            (Some(SqlStatement::ReleaseSavepoint { .. }), _) => ("RELEASE", None),
+            _ => return Err(Failure::new("0A000", "this transaction statement is not supported").into()),
+        };
+        if let Some(warning) = warning {
+            wire.send(notice("WARNING", "25001", warning)).await?;
+        }
+        Ok(tag.into())
+    }
+
+    async fn parse(&mut self, wire: &mut Wire, name: String, query: &str, declared: Vec<u32>) -> Result<(), Stopped> {
+        if !name.is_empty() && self.statements.contains_key(&name) {
+            return Err(Failure::new("42P05", format!("prepared statement \"{name}\" already exists")).into());
+        }
+        if !self.statements.contains_key(&name) && self.statements.len() >= MAX_PREPARED {
+            return Err(Failure::new(
+                "53400",
+                format!("a connection keeps at most {MAX_PREPARED} prepared statements: close some first"),
+            )
+            .into());
+        }
+        let pieces = split_statements(query);
+        let prepared = match pieces.as_slice() {
+            [] => None,
+            [piece] => {
+                let statement = self.session.parse(&piece.text)?;
+                Some(self.session.prepare(statement).await?)
+            }
+            _ => return Err(Failure::new("42601", "cannot insert multiple commands into a prepared statement").into()),
+        };
+        let mut inferred = match &prepared {
+            Some(prepared) => self.session.parameter_types(prepared)?,
+            None => vec![],
+        };
+        if declared.len() > inferred.len() {
+            inferred.resize(declared.len(), None);
+        }
+        self.statements.insert(name, Arc::new(Stored { prepared, declared, inferred }));
+        Ok(wire.send(Backend::ParseComplete(ParseComplete::new())).await?)
+    }
+
+    async fn bind(
+        &mut self,
+        wire: &mut Wire,
+        portal: String,
+        statement: &str,
+        parameter_formats: &[i16],
+        parameters: &[Option<bytes::Bytes>],
+        result_formats: &[i16],
+    ) -> Result<(), Stopped> {
+        let stored = self.statements.get(statement).cloned().ok_or_else(|| no_statement(statement))?;
+        if parameters.len() != stored.inferred.len() {
+            return Err(Failure::new(
+                "08P01",
+                format!(
+                    "bind message supplies {} parameters, but prepared statement \"{statement}\" requires {}",
+                    parameters.len(),
+                    stored.inferred.len()
+                ),
+            )
+            .into());
+        }
+        if !self.portals.contains_key(&portal) && self.portals.len() >= MAX_PREPARED {
+            return Err(Failure::new("53400", format!("a connection keeps at most {MAX_PREPARED} portals")).into());
+        }
+        let values = params::decode(parameters, parameter_formats, &stored.declared, &stored.inferred)
+            .map_err(|e| Failure::new(e.code, e.message))?;
+        let format = result_format(result_formats, &stored, &self.session).await?;
+        let bound = Portal { stored, params: ParamValues::List(values.into_iter().map(Into::into).collect()), format, state: PortalState::Ready };
+        self.portals.insert(portal, bound);
+        Ok(wire.send(Backend::BindComplete(BindComplete::new())).await?)
+    }
+
+    async fn describe(&mut self, wire: &mut Wire, portal: bool, name: &str) -> Result<(), Stopped> {
+        let (stored, format) = match portal {
+            true => {
+                let found = self.portals.get(name).ok_or_else(|| Failure::new("34000", format!("portal \"{name}\" does not exist")))?;
+                (found.stored.clone(), found.format.clone())
+            }
+            false => {
+                let stored = self.statements.get(name).cloned().ok_or_else(|| no_statement(name))?;
+                wire.send(Backend::ParameterDescription(ParameterDescription::new(stored.wire_types()))).await?;
+                (stored, Format::UnifiedText)
+            }
+        };
+        match result_schema(&stored, &self.session).await? {
+            Some(schema) => {
+                let fields = field_infos(&schema, &format, &self.settings.format_options())?;
+                wire.send(description(&fields)).await?;
+            }
+            None => wire.send(Backend::NoData(NoData::new())).await?,
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self, wire: &mut Wire, name: &str, max_rows: usize) -> Result<(), Stopped> {
+        let mut portal =
+            self.portals.remove(name).ok_or_else(|| Failure::new("34000", format!("portal \"{name}\" does not exist")))?;
+        let result = self.execute_portal(wire, &mut portal, max_rows).await;
+        self.portals.insert(name.to_string(), portal);
+        result
+    }
+
+    async fn execute_portal(&mut self, wire: &mut Wire, portal: &mut Portal, max_rows: usize) -> Result<(), Stopped> {
+        let mut rows = match std::mem::replace(&mut portal.state, PortalState::Done) {
+            PortalState::Suspended(rows) => rows,
+            PortalState::Done => return Ok(wire.send(complete("SELECT 0")).await?),
+            PortalState::Ready => {
+                let Some(prepared) = &portal.stored.prepared else {
+                    return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?);
+                };
+                self.allowed_in_transaction(prepared.sql())?;
+                match self.answer(wire, prepared, &portal.params, &portal.format).await? {
+                    Answer::Rows(rows) => rows,
+                    Answer::Tag(tag) => return Ok(wire.send(complete(tag)).await?),
+                    Answer::Empty => return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?),
+                }
+            }
+        };
+        if !self.stream(wire, &mut rows, max_rows).await? {
+            portal.state = PortalState::Suspended(rows);
         }
         Ok(())
     }
 }
 
-/// The connection's engine session, with a `pg_catalog` beside the resources.
-async fn connect(shared: &Shared, token: Option<Token>) -> Result<Ready, Error> {
-    let options = SessionOptions {
-        base_url: shared.base_url.clone(),
-        token,
-        registry: shared.registry.clone(),
-        scan: shared.scan,
-        progress: Progress::silent(),
-        default_catalog: Some(shared.database.clone()),
-        timeout: shared.timeout,
-        shared: shared.answers.clone(),
-        dialect: crate::sql::Dialect::Generic,
-        policy: crate::engine::Policy::local(),
+fn no_statement(name: &str) -> Failure {
+    Failure::new("26000", format!("prepared statement \"{name}\" does not exist"))
+}
+
+/// The formats of a portal's columns: none given (text), one for all, or one per column.
+async fn result_format(codes: &[i16], stored: &Stored, session: &Session) -> Result<Format, Failure> {
+    let format = match codes {
+        [] => Format::UnifiedText,
+        [one] => Format::from(*one),
+        each => {
+            let columns = result_schema(stored, session).await.map_err(|s| match s {
+                Stopped::Failed(f) => f,
+                Stopped::Gone => Failure::new("08006", "the connection ended"),
+            })?;
+            let count = columns.map_or(0, |s| s.fields().len());
+            if each.len() != count {
+                return Err(Failure::new(
+                    "08P01",
+                    format!("bind message has {} result formats but the query has {count} columns", each.len()),
+                ));
+            }
+            Format::Individual(each.to_vec())
+        }
     };
-    let session = Session::new(options).await?;
-    let context = Arc::new(session.context().clone());
-    setup_pg_catalog(&context, &shared.database, EmptyContextProvider)
-        .map_err(|e| Error::Query(format!("cannot set up pg_catalog: {e}")))?;
-    compat::register(&context);
-    let hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
-    let service = Arc::new(DfSessionService::new_with_hooks(context, hooks.clone()));
-    Ok(Ready { session, service, hooks })
-}
-
-async fn owns(session: &Session, text: &str) -> bool {
-    let Ok(statement) = session.parse(text) else { return false };
-    matches!(session.prepare(statement).await.map(|p| matches!(p.kind(), crate::engine::Kind::Meta(_) | crate::engine::Kind::Change)), Ok(true))
-}
-
-struct Queries {
-    connection: Arc<Connection>,
-}
-
-/// The command of a change's tag, as Postgres names them (REPLACE is an UPDATE).
-fn command(verb: Verb) -> &'static str {
-    match verb {
-        Verb::Insert => "INSERT",
-        Verb::Replace => "UPDATE",
-        Verb::Delete => "DELETE",
-        Verb::Exec => "EXEC",
+    match codes.iter().all(|c| *c == 0 || *c == 1) {
+        true => Ok(format),
+        false => Err(Failure::new("08P01", "result format codes are 0 (text) or 1 (binary)")),
     }
 }
 
-fn change_tag(verb: Verb, rows: usize) -> Tag {
-    let tag = Tag::new(command(verb)).with_rows(rows);
-    if verb == Verb::Insert { tag.with_oid(0) } else { tag }
+/// The columns a stored statement returns, found without running it.
+async fn result_schema(stored: &Stored, session: &Session) -> Result<Option<SchemaRef>, Stopped> {
+    let Some(prepared) = &stored.prepared else { return Ok(None) };
+    if let (Kind::Variable, Some(SqlStatement::ShowVariable { variable })) = (prepared.kind(), prepared.sql()) {
+        let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
+        let all = name == "all";
+        return Ok(Some(shown(&name, vec![], all).schema()));
+    }
+    if is_copy(prepared) {
+        return Ok(None);
+    }
+    Ok(session.describe(prepared).await?)
 }
 
-fn pg_fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
-    arrow_schema_to_pg_fields(schema, format, None)
+/// SHOW's answer: the value, or every setting's name and value.
+fn shown(column: &str, rows: Vec<(String, String)>, all: bool) -> RecordBatch {
+    let (names, values): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+    let (schema, columns) = match all {
+        true => (
+            Schema::new(vec![Field::new("name", DataType::Utf8, false), Field::new("setting", DataType::Utf8, false)]),
+            vec![Arc::new(StringArray::from(names)) as _, Arc::new(StringArray::from(values)) as _],
+        ),
+        false => (Schema::new(vec![Field::new(column, DataType::Utf8, false)]), vec![Arc::new(StringArray::from(values)) as _]),
+    };
+    RecordBatch::try_new(Arc::new(schema), columns).expect("columns of equal length")
 }
 
-/// Runs a statement the engine owns and turns its outcome into a response. `rows` says
-/// whether the client was told to expect rows (the extended protocol describes first).
-async fn run_engine(
-    session: &Session,
-    text: &str,
-    format: &Format,
-    rows: bool,
-    cancel: &CancelToken,
-) -> PgWireResult<Response> {
-    match session.execute_with(text, cancel).await.map_err(wire_error)? {
-        Outcome::Rows { stream, changed } if rows => {
-            let fields = Arc::new(pg_fields(&stream.schema(), format)?);
-            let encoding = fields.clone();
-            let data = stream
-                .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> {
-                    match batch {
-                        Ok(batch) => encode_recordbatch(encoding.clone(), batch),
-                        Err(e) => Box::new(std::iter::once(Err(wire_error(e.into())))),
-                    }
-                })
-                .flat_map(stream::iter);
-            let mut response = QueryResponse::new(fields, data);
-            if let Some(change) = changed {
-                // The rows are counted as they are sent: `INSERT 0` becomes `INSERT 0 1`.
-                let command = command(change.verb);
-                response.set_command_tag(&if change.verb == Verb::Insert {
-                    format!("{command} 0")
-                } else {
-                    command.into()
-                });
-            }
-            Ok(Response::Query(response))
-        }
-        Outcome::Rows { changed: Some(change), .. } | Outcome::Changed(change) => {
-            Ok(Response::Execution(change_tag(change.verb, change.count)))
-        }
-        Outcome::Rows { .. } | Outcome::Done => Ok(Response::Execution(Tag::new("OK"))),
+fn is_copy(prepared: &Prepared) -> bool {
+    matches!(prepared.kind(), Kind::Plan(LogicalPlan::Copy(_)))
+}
+
+/// Rows a COPY wrote, from DataFusion's count.
+fn copied(batches: &[RecordBatch]) -> u64 {
+    let count = |batch: &RecordBatch| {
+        batch.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().map_or(0, |a| a.value(0))
+    };
+    batches.iter().map(count).sum()
+}
+
+/// The command word of a statement that returns rows.
+fn command(prepared: &Prepared) -> &'static str {
+    match prepared.kind() {
+        Kind::Plan(LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) => "EXPLAIN",
+        _ => "SELECT",
     }
 }
 
-#[async_trait]
-impl SimpleQueryHandler for Queries {
-    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let ready = self.connection.ready()?;
-        let mut responses = Vec::new();
-        for piece in split_statements(query) {
-            let token = self.connection.start();
-            if let Some(command) = savepoint(&piece.text) {
-                responses.push(Response::Execution(Tag::new(command)));
-            } else if owns(&ready.session, &piece.text).await {
-                let answer = run_engine(&ready.session, &piece.text, &Format::UnifiedText, true, &token).await?;
-                responses.push(cancellable(answer, &token));
-            } else {
-                let answered = SimpleQueryHandler::do_query(ready.service.as_ref(), client, &piece.text).await;
-                responses.extend(answered.map_err(translated)?.into_iter().map(|r| cancellable(r, &token)));
-            }
-        }
-        if responses.is_empty() {
-            responses.push(Response::EmptyQuery);
-        }
-        Ok(responses)
+/// The tag of a statement that ran and returned nothing.
+fn done_tag(prepared: &Prepared) -> String {
+    match prepared.kind() {
+        Kind::Plan(LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(_))) => "SET".into(),
+        Kind::Plan(LogicalPlan::Ddl(ddl)) => ddl.name().to_uppercase(),
+        _ => "OK".into(),
     }
 }
 
-type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
+/// Why a statement stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Cancelled,
+    TimedOut,
+    HungUp,
+}
 
-/// The tag of a savepoint statement (drivers open them around what they run), which there
-/// is nothing to do for: a change is sent when it runs and cannot be rolled back.
-fn savepoint(text: &str) -> Option<&'static str> {
-    let words: Vec<String> = text.split_whitespace().take(2).map(str::to_uppercase).collect();
-    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["SAVEPOINT", ..] => Some("SAVEPOINT"),
-        ["RELEASE", ..] => Some("RELEASE"),
-        ["ROLLBACK", "TO"] => Some("ROLLBACK"),
-        _ => None,
+/// Watches a running statement: its deadline, the client's cancel request (through its
+/// token) and the client hanging up all cancel the token.
+struct Watch {
+    token: CancelToken,
+    deadline: Option<Instant>,
+    probe: Probe,
+    why: std::sync::Mutex<Option<Stop>>,
+}
+
+impl Watch {
+    fn stop(&self, why: Stop) {
+        self.why.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(why);
+        self.token.cancel();
     }
-}
 
-/// A statement parsed for the extended protocol: one the engine runs (with the columns it
-/// returns, found without running it), or one `datafusion-postgres` planned.
-#[derive(Clone)]
-enum Prepared {
-    Engine {
-        text: String,
-        schema: Option<SchemaRef>,
-    },
-    /// A savepoint statement, acknowledged: changes are sent at once and never rolled back.
-    Savepoint(&'static str),
-    DataFusion(DfStatement),
-}
+    fn reason(&self) -> Stop {
+        self.why.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(Stop::Cancelled)
+    }
 
-struct Parser {
-    connection: Arc<Connection>,
-}
-
-/// A portal's parameters, decoded with the types the client sent and the plan infers.
-fn parameters(portal: &Portal<Prepared>, plan: &LogicalPlan) -> PgWireResult<ParamValues> {
-    let mut types = plan.get_parameter_types().map_err(|e| wire_error(e.into()))?;
-    // A placeholder DataFusion could not type takes the type it is cast to (`$1::VARCHAR`).
-    let _ = plan.apply_with_subqueries(|node| {
-        for expr in node.expressions() {
-            let _ = expr.apply(|e| {
-                if let Expr::Cast(cast) = e
-                    && let Expr::Placeholder(placeholder) = cast.expr.as_ref()
-                    && types.get(&placeholder.id).is_none_or(Option::is_none)
-                {
-                    types.insert(placeholder.id.clone(), Some(cast.field.data_type().clone()));
+    /// Cancels the token when the deadline passes or the client hangs up; never returns.
+    async fn guard(&self) {
+        loop {
+            tokio::select! {
+                _ = sleep_until(self.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))), if self.deadline.is_some() => {
+                    self.stop(Stop::TimedOut);
+                    std::future::pending::<()>().await;
                 }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    // By position: `$3` is the third parameter even when `$2` has no type.
-    let inferred: Vec<Option<&DataType>> =
-        (1..=portal.parameter_len()).map(|i| types.get(&format!("${i}")).and_then(Option::as_ref)).collect();
-    let wire: Vec<Option<Type>> = inferred.iter().map(|t| t.and_then(|t| into_pg_type(t).ok())).collect();
-    let wire: Vec<Option<&Type>> = wire.iter().map(Option::as_ref).collect();
-    deserialize_parameters_with_server_types(portal, &inferred, &wire)
-}
-
-#[async_trait]
-impl QueryParser for Parser {
-    type Statement = Prepared;
-
-    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
-    where
-        C: ClientInfo + Unpin + Send + Sync,
-    {
-        let ready = self.connection.ready()?;
-        if let Some(command) = savepoint(sql) {
-            return Ok(Some(Prepared::Savepoint(command)));
-        }
-        if owns(&ready.session, sql).await {
-            let prepared = ready.session.prepare(ready.session.parse(sql).map_err(wire_error)?).await.map_err(wire_error)?;
-            let schema = ready.session.describe(&prepared).await.map_err(wire_error)?;
-            return Ok(Some(Prepared::Engine { text: sql.to_string(), schema }));
-        }
-        let parsed = ready.service.query_parser().parse_sql(client, sql, types).await.map_err(translated)?;
-        Ok(parsed.map(Prepared::DataFusion))
-    }
-
-    fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<Type>> {
-        match statement {
-            Prepared::Engine { .. } | Prepared::Savepoint(_) => Ok(vec![]),
-            Prepared::DataFusion(statement) => {
-                self.connection.ready()?.service.query_parser().get_parameter_types(statement)
-            }
-        }
-    }
-
-    fn get_result_schema(&self, statement: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
-        match statement {
-            Prepared::Engine { schema: Some(schema), .. } => pg_fields(schema, format.unwrap_or(&Format::UnifiedText)),
-            Prepared::Engine { schema: None, .. } | Prepared::Savepoint(_) => Ok(vec![]),
-            Prepared::DataFusion(statement) => {
-                self.connection.ready()?.service.query_parser().get_result_schema(statement, format)
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl ExtendedQueryHandler for Queries {
-    type Statement = Prepared;
-    type QueryParser = Parser;
-
-    fn query_parser(&self) -> Arc<Parser> {
-        Arc::new(Parser { connection: self.connection.clone() })
-    }
-
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let ready = self.connection.ready()?;
-        let token = self.connection.start();
-        match &portal.statement.statement {
-            Prepared::Savepoint(command) => Ok(Response::Execution(Tag::new(command))),
-            Prepared::Engine { text, schema } => {
-                let format = &portal.result_column_format;
-                let answer = run_engine(&ready.session, text, format, schema.is_some(), &token).await?;
-                Ok(cancellable(answer, &token))
-            }
-            Prepared::DataFusion(statement) => {
-                let (_, Some((parsed, plan))) = statement else { return Ok(Response::EmptyQuery) };
-                let params = parameters(portal, plan)?;
-                for hook in &ready.hooks {
-                    let context = ready.session.context();
-                    if let Some(answer) = hook.handle_extended_query(parsed, plan, &params, context, client).await {
-                        return answer.map_err(translated);
+                _ = sleep(HANGUP_CHECK) => {
+                    if self.probe.hung_up() {
+                        self.stop(Stop::HungUp);
+                        std::future::pending::<()>().await;
                     }
                 }
-                let plan = plan.clone().replace_params_with_values(&params).map_err(|e| wire_error(e.into()))?;
-                let frame =
-                    ready.session.context().execute_logical_plan(plan).await.map_err(|e| wire_error(e.into()))?;
-                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                let rows =
-                    encode_dataframe(frame, &portal.result_column_format, Some(options)).await.map_err(translated)?;
-                Ok(Response::Query(rows))
             }
+        }
+    }
+
+    /// `work` to its end (a change reports what it did when its token is cancelled).
+    async fn finishing<T>(&self, work: impl Future<Output = T>) -> T {
+        tokio::select! {
+            biased;
+            out = work => out,
+            _ = self.guard() => unreachable!("the guard never returns"),
+        }
+    }
+
+    /// `work`, dropped if the statement is stopped first.
+    async fn unless_stopped<T>(&self, work: impl Future<Output = T>) -> Result<T, Failure> {
+        tokio::select! {
+            biased;
+            _ = self.token.cancelled() => Err(self.failure(Error::Cancelled)),
+            out = work => Ok(out),
+            _ = self.guard() => unreachable!("the guard never returns"),
+        }
+    }
+
+    /// An error as the client is told of it: a stopped statement says why.
+    fn failure(&self, error: Error) -> Failure {
+        let cancelled = matches!(&error, Error::Cancelled)
+            || matches!(&error, Error::Partial(p) if matches!(p.cause, Error::Cancelled));
+        if !cancelled {
+            return error.into();
+        }
+        let why = match self.reason() {
+            Stop::TimedOut => "canceling statement due to statement timeout",
+            Stop::Cancelled | Stop::HungUp => "canceling statement due to user request",
+        };
+        match error {
+            Error::Partial(_) => Failure::new("57014", format!("{why}: {error}")),
+            _ => Failure::new("57014", why),
         }
     }
 }

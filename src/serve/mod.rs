@@ -1,32 +1,43 @@
 /*! `imageql serve`: the Postgres wire protocol over the engine, so that psql, drivers and BI
 tools query images.
 
+A server is shared by people and tools it cannot trust, so everything a client sends is
+checked before it is used: messages are framed with size limits ([`wire`]) and decoded with
+every count checked ([`frontend`]), parameters decoded against their own bytes ([`params`]),
+logins throttled per address and cancel requests matched to a random secret ([`access`]).
 Each connection authenticates with a password (the API token its queries run with, or with
-`--token-from-env` a password the operator sets) and gets an engine [`Session`] of its own,
-whose DataFusion context also holds a `pg_catalog` for the introspection queries tools send.
-Statements only the engine runs (SHOW/DESCRIBE, INSERT/REPLACE/DELETE/EXEC and EXPLAIN of
-them) go to the session; everything else is planned by `datafusion-postgres` in the same
-context, which understands Postgres' dialect. Errors are sent with the SQLSTATE of their
-[`Error`] and the text the command line prints. */
+`--token-from-env` a password the operator sets) and gets an engine [`Session`] of its own in
+the Postgres dialect, under the remote [`Policy`]: no files of the server unless the operator
+allows a directory, no tables, views or settings of the engine, and a memory bound per
+statement within one the server's statements share. Every statement goes through the same
+[`Session::prepare`] and [`Session::run`] as on the command line ([`connection`]); errors carry
+the SQLSTATE of their [`Error`]. */
 
-mod compat;
+mod access;
+mod catalog;
 mod connection;
+mod frontend;
+mod params;
+mod reply;
+mod settings;
+mod wire;
 
-use datafusion_postgres::pgwire;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use pgwire::api::ConnectionManager;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::api::{self, Token};
+use crate::engine::{FileAccess, Memory, Policy, Session};
 use crate::error::Error;
 use crate::provider::Registry;
 use crate::scan::ScanOptions;
@@ -50,22 +61,37 @@ pub struct ServeArgs {
     /// TLS private key (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Listen on a non-loopback address without TLS (passwords then cross the network in clear)
+    /// Accept passwords from other machines without TLS: they then cross the network in clear
     #[arg(long)]
     pub insecure_listen: bool,
+    /// Let clients read and write files in DIR (COPY … TO 'file', @file uploads); paths are
+    /// taken inside it and may not lead out of it. Without it clients touch no files
+    #[arg(long, value_name = "DIR")]
+    pub allow_files: Option<PathBuf>,
+    /// Accept an empty password as an anonymous session that sees public images only
+    #[arg(long)]
+    pub allow_anonymous: bool,
+    /// Most connections at once; more are refused (53300)
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
+    /// MiB all statements of the server may hold together (sorts, joins, aggregates)
+    #[arg(long, default_value_t = 1024, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    pub memory_limit: u64,
+    /// MiB one statement may hold
+    #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub statement_memory: u64,
 }
 
 /// How connections prove who they are, and the token their queries then run with.
 #[derive(Debug, Clone)]
 enum Auth {
-    /// The password is the API token.
-    TokenIsPassword,
+    /// The password is the API token; an empty one is an anonymous session if `anonymous`.
+    TokenIsPassword { anonymous: bool },
     /// The server's own token; connections give the operator's password.
     Fixed { token: Option<Token>, password: String },
 }
 
-/// What every connection shares: the registry, where the API is, how to authenticate.
-#[derive(Debug)]
+/// What every connection shares.
 struct Shared {
     registry: Arc<Registry>,
     base_url: Option<String>,
@@ -77,27 +103,21 @@ struct Shared {
     auth: Auth,
     /// The database clients name: the provider (`linode`).
     database: String,
-    cancels: Arc<ConnectionManager>,
-    /// The connections by their cancel key, for the cancel requests that name them.
-    connections: Mutex<HashMap<(i32, Vec<u8>), Weak<connection::Connection>>>,
-}
-
-impl Shared {
-    fn register(&self, pid: i32, secret: &[u8], connection: &Arc<connection::Connection>) {
-        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        connections.retain(|_, c| c.strong_count() > 0);
-        connections.insert((pid, secret.to_vec()), Arc::downgrade(connection));
-    }
-
-    fn connection(&self, pid: i32, secret: &[u8]) -> Option<Arc<connection::Connection>> {
-        let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        connections.get(&(pid, secret.to_vec())).and_then(Weak::upgrade)
-    }
+    files: FileAccess,
+    /// Cleartext passwords are accepted from other machines.
+    insecure: bool,
+    tls: Option<TlsAcceptor>,
+    memory: Memory,
+    catalog: Arc<PgCatalogStaticTables>,
+    /// One permit per authenticated connection.
+    slots: Arc<Semaphore>,
+    backends: access::Backends,
+    logins: access::Logins,
+    tokens: access::Tokens,
 }
 
 pub struct Server {
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
 }
 
@@ -119,7 +139,7 @@ impl Server {
         if !args.listen.ip().is_loopback() && tls.is_none() && !args.insecure_listen {
             return Err(Error::Usage(format!(
                 "refusing to listen on {} without TLS: passwords are API tokens; give --tls-cert and --tls-key, \
-                 or --insecure-listen",
+                 or --insecure-listen to accept them in clear",
                 args.listen
             )));
         }
@@ -128,7 +148,22 @@ impl Server {
             (Some(_), false) => {
                 return Err(Error::Usage("--password-file goes with --token-from-env".into()));
             }
-            (None, _) => Auth::TokenIsPassword,
+            (None, _) => Auth::TokenIsPassword { anonymous: args.allow_anonymous },
+        };
+        let files = match &args.allow_files {
+            Some(dir) => FileAccess::within(dir)?,
+            None => FileAccess::Nowhere,
+        };
+        if args.statement_memory > args.memory_limit {
+            return Err(Error::Usage(format!(
+                "--statement-memory {} is more than --memory-limit {}",
+                args.statement_memory, args.memory_limit
+            )));
+        }
+        let memory = Memory {
+            statement: (args.statement_memory << 20) as usize,
+            shared: Some(Arc::new(GreedyMemoryPool::new((args.memory_limit << 20) as usize))),
+            spill: false,
         };
         let database = registry.providers.keys().next().cloned().unwrap_or_else(|| "imageql".into());
         let listener = TcpListener::bind(args.listen)
@@ -142,10 +177,17 @@ impl Server {
             answers,
             auth,
             database,
-            cancels: Arc::default(),
-            connections: Mutex::default(),
+            files,
+            insecure: args.insecure_listen,
+            tls,
+            memory,
+            catalog: catalog::static_tables()?,
+            slots: Arc::new(Semaphore::new(args.max_connections as usize)),
+            backends: access::Backends::default(),
+            logins: access::Logins::default(),
+            tokens: access::Tokens::default(),
         };
-        Ok(Server { listener, tls, shared: Arc::new(shared) })
+        Ok(Server { listener, shared: Arc::new(shared) })
     }
 
     /// `postgresql://host:port/database`, without credentials.
@@ -163,14 +205,28 @@ impl Server {
             };
             // A failed accept (too many open files) is the peer's problem, not the server's.
             let Ok((socket, _)) = accepted else { continue };
-            let handlers = connection::Handlers::new(self.shared.clone());
-            let tls = self.tls.clone();
-            tokio::spawn(async move {
-                // The connection's errors were sent to its client.
-                let _ = pgwire::tokio::process_socket(socket, tls, handlers).await;
-            });
+            tokio::spawn(connection::serve(self.shared.clone(), socket));
         }
     }
+}
+
+/// The engine session of an authenticated connection.
+async fn session(shared: &Shared, token: Option<Token>, token_source: &str) -> Result<Session, Error> {
+    let options = crate::engine::SessionOptions {
+        base_url: shared.base_url.clone(),
+        token,
+        registry: shared.registry.clone(),
+        scan: shared.scan,
+        progress: api::Progress::silent(),
+        default_catalog: Some(shared.database.clone()),
+        timeout: shared.timeout,
+        shared: shared.answers.clone(),
+        dialect: crate::sql::Dialect::Postgres,
+        policy: Policy::remote(shared.files.clone()),
+        token_source: Some(token_source.to_string()),
+        memory: shared.memory.clone(),
+    };
+    Session::new(options).await
 }
 
 fn read_password(file: &Path) -> Result<String, Error> {
@@ -190,9 +246,11 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
         .map_err(|e| unusable(cert, &e))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| unusable(key, &e))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
         .map_err(|e| Error::Usage(format!("TLS: {e}")))?;
+    // Clients that start with TLS (sslnegotiation=direct) name the protocol this way.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -76,7 +76,7 @@ pub fn parse(sql: &str, dialect: Dialect) -> Result<Parsed, Error> {
     };
     depth::check(&parsed.statement)?;
     if postgres {
-        rewrite_postgres_forms(&mut parsed.statement);
+        rewrite_postgres_forms(sql, &mut parsed.statement);
     }
     Ok(parsed)
 }
@@ -120,15 +120,25 @@ fn leading_words(sql: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
-/// Applies the Postgres rewrites to the SQL statement a parsed statement holds.
-fn rewrite_postgres_forms(statement: &mut DFStatement) {
+/// Applies the Postgres rewrites to the SQL statement a parsed statement holds. A plain SQL
+/// statement is read once more by datafusion-postgres' own parser, which also swaps whole
+/// introspection queries of known clients (psql, Grafana, pgcli) for ones DataFusion plans;
+/// the first reading is kept for everything DataFusion's parser reads alone (EXPLAIN, COPY).
+fn rewrite_postgres_forms(sql: &str, statement: &mut DFStatement) {
     let rewrite = |statement: &mut Statement| {
         let taken = std::mem::replace(statement, Statement::Commit { chain: false, end: false, modifier: None });
         *statement = POSTGRES_FORMS.rewrite(taken);
     };
     match statement {
-        DFStatement::Statement(s) => rewrite(s),
-        DFStatement::Explain(explain) => rewrite_postgres_forms(&mut explain.statement),
+        DFStatement::Statement(s) => match POSTGRES_FORMS.parse(sql).map(|mut all| (all.len(), all.pop())) {
+            Ok((1, Some(read))) => **s = read,
+            _ => rewrite(s),
+        },
+        DFStatement::Explain(explain) => {
+            if let DFStatement::Statement(s) = explain.statement.as_mut() {
+                rewrite(s)
+            }
+        }
         DFStatement::CopyTo(CopyToStatement { source: CopyToSource::Query(query), .. }) => {
             as_statement(query, rewrite)
         }

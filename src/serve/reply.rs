@@ -1,0 +1,136 @@
+//! What a connection sends back: errors and notices with their SQLSTATE, command tags, row
+//! descriptions, and rows encoded from a statement's record batches as they arrive.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use datafusion_postgres::pgwire;
+use futures::StreamExt;
+use pgwire::api::portal::Format;
+use pgwire::api::results::FieldInfo;
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::{DataRow, RowDescription};
+use pgwire::messages::response::{CommandComplete, ErrorResponse, NoticeResponse};
+use pgwire::types::format::FormatOptions;
+
+use crate::error::Error;
+use crate::outcome::Change;
+use crate::provider::Verb;
+
+/// An error as a Postgres client receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    /// The connection ends after it.
+    pub fatal: bool,
+}
+
+impl Failure {
+    pub fn new(code: &str, message: impl Into<String>) -> Failure {
+        Failure { code: code.into(), message: message.into(), fatal: false }
+    }
+
+    pub fn fatal(code: &str, message: impl Into<String>) -> Failure {
+        Failure { fatal: true, ..Failure::new(code, message) }
+    }
+
+    pub fn message(&self) -> PgWireBackendMessage {
+        let severity = if self.fatal { "FATAL" } else { "ERROR" };
+        PgWireBackendMessage::ErrorResponse(ErrorResponse::new(fields(severity, &self.code, &self.message)))
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure::new(error.sqlstate(), error.to_string())
+    }
+}
+
+fn fields(severity: &str, code: &str, message: &str) -> Vec<(u8, String)> {
+    vec![(b'S', severity.into()), (b'V', severity.into()), (b'C', code.into()), (b'M', message.into())]
+}
+
+/// A notice: `severity` is WARNING or NOTICE.
+pub fn notice(severity: &str, code: &str, message: &str) -> PgWireBackendMessage {
+    PgWireBackendMessage::NoticeResponse(NoticeResponse::new(fields(severity, code, message)))
+}
+
+pub fn complete(tag: impl Into<String>) -> PgWireBackendMessage {
+    PgWireBackendMessage::CommandComplete(CommandComplete::new(tag.into()))
+}
+
+pub fn description(fields: &[FieldInfo]) -> PgWireBackendMessage {
+    PgWireBackendMessage::RowDescription(RowDescription::new(fields.iter().map(Into::into).collect()))
+}
+
+/// The columns of `schema` as a client is told of them, in `format`.
+pub fn field_infos(schema: &SchemaRef, format: &Format, options: &FormatOptions) -> Result<Vec<FieldInfo>, Failure> {
+    arrow_schema_to_pg_fields(schema, format, Some(Arc::new(options.clone())))
+        .map_err(|e| Failure::new("0A000", format!("a column cannot be sent: {e}")))
+}
+
+/// The command of a change's tag, as Postgres names them (REPLACE is an UPDATE).
+pub fn change_tag(change: &Change, rows: Option<usize>) -> String {
+    let count = rows.unwrap_or(change.count);
+    match change.verb {
+        Verb::Insert => format!("INSERT 0 {count}"),
+        Verb::Replace => format!("UPDATE {count}"),
+        Verb::Delete => format!("DELETE {count}"),
+        Verb::Exec => format!("EXEC {count}"),
+    }
+}
+
+type Encoded = Box<dyn Iterator<Item = pgwire::error::PgWireResult<DataRow>> + Send>;
+
+/// Rows on their way to a client: the record batches of a statement, encoded one batch at a
+/// time, never all held at once.
+pub struct Rows {
+    pub fields: Arc<Vec<FieldInfo>>,
+    stream: SendableRecordBatchStream,
+    batch: Option<Encoded>,
+    /// Rows sent so far.
+    pub sent: usize,
+    /// The tag once every row is sent: a change's, or `SELECT n`.
+    pub change: Option<Change>,
+    pub command: &'static str,
+}
+
+impl Rows {
+    pub fn new(
+        stream: SendableRecordBatchStream,
+        format: &Format,
+        options: &FormatOptions,
+        change: Option<Change>,
+        command: &'static str,
+    ) -> Result<Rows, Failure> {
+        let fields = Arc::new(field_infos(&stream.schema(), format, options)?);
+        Ok(Rows { fields, stream, batch: None, sent: 0, change, command })
+    }
+
+    /// The next row, `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<DataRow>, Failure> {
+        loop {
+            if let Some(row) = self.batch.as_mut().and_then(Iterator::next) {
+                self.sent += 1;
+                return row.map(Some).map_err(|e| Failure::new("XX000", format!("a row cannot be sent: {e}")));
+            }
+            match self.stream.next().await {
+                None => return Ok(None),
+                Some(Ok(batch)) => self.batch = Some(Box::new(encode_recordbatch(self.fields.clone(), batch))),
+                Some(Err(e)) => return Err(Error::from(e).into()),
+            }
+        }
+    }
+
+    /// The tag that ends them.
+    pub fn tag(&self) -> String {
+        match &self.change {
+            Some(change) => change_tag(change, Some(self.sent)),
+            None if self.command == "SELECT" => format!("SELECT {}", self.sent),
+            None => self.command.to_string(),
+        }
+    }
+}
