@@ -21,9 +21,9 @@ pub enum FileAccess {
 impl FileAccess {
     /// Files inside `directory`, which must exist.
     pub fn within(directory: &Path) -> Result<FileAccess, Error> {
-        let canonical = directory.canonicalize().map_err(|e| {
-            Error::Usage(format!("--allow-files {}: {e}", directory.display()))
-        })?;
+        let canonical = directory
+            .canonicalize()
+            .map_err(|e| Error::Usage(format!("--allow-files {}: {e}", directory.display())))?;
         match canonical.is_dir() {
             true => Ok(FileAccess::Within(canonical)),
             false => Err(Error::Usage(format!("--allow-files {}: not a directory", directory.display()))),
@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(access.writable(&root.join("b.csv").display().to_string()).unwrap(), root.join("b.csv"));
         for written in ["/tmp/x.csv", "../x.csv", "reports/../../x.csv", "escape/x.csv", "passwd", "s3://b/x"] {
             assert!(
-                matches!(access.writable(written), Err(Error::Forbidden(Forbidden::File { why: FileRefusal::Outside, .. }))),
+                matches!(
+                    access.writable(written),
+                    Err(Error::Forbidden(Forbidden::File { why: FileRefusal::Outside, .. }))
+                ),
                 "{written}"
             );
         }

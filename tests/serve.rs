@@ -3,60 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-use common::{SandboxProcess, TOKEN, binary, postgres_clients};
+use common::{SandboxProcess, ServeProcess as Server, TOKEN, binary, postgres_clients};
 use serde_json::Value;
-
-/// A running `imageql serve`, killed when dropped.
-struct Server {
-    child: Child,
-    /// `postgresql://127.0.0.1:PORT/linode`, as the server printed it.
-    url: String,
-}
-
-impl Server {
-    fn start(sandbox: &SandboxProcess, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--api-url", &sandbox.url])
-            .args(extra)
-            .envs(env.iter().copied())
-            .env_remove("LINODE_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("imageql serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().to_string();
-        assert!(url.starts_with("postgresql://127.0.0.1:") && url.ends_with("/linode"), "first line: {url:?}");
-        Server { child, url }
-    }
-
-    /// The URL with a user name, for clients that take the password separately.
-    fn url_for(&self, user: &str) -> String {
-        self.url.replacen("postgresql://", &format!("postgresql://{user}@"), 1)
-    }
-
-    /// psql with `password`, running each of `commands` in one session.
-    fn psql(&self, password: &str, commands: &[&str]) -> Output {
-        let mut command = Command::new("psql");
-        command.arg(self.url_for("reporter")).args(["-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=0"]);
-        for c in commands {
-            command.args(["-c", c]);
-        }
-        command.env("PGPASSWORD", password).env("PGCONNECT_TIMEOUT", "10").output().expect("psql runs")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

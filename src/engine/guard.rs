@@ -20,8 +20,8 @@ use datafusion::logical_expr::{
 use datafusion::sql::parser::{CopyToStatement, ResetStatement as ResetVariable, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Reset, ResetStatement, Set, Statement};
 
-use crate::error::{Error, FileRefusal, Forbidden};
 use super::statement::is_engine_setting;
+use crate::error::{Error, FileRefusal, Forbidden};
 use crate::files::FileAccess;
 use crate::provider::Registry;
 
@@ -71,7 +71,9 @@ pub fn check_statement(statement: &mut DFStatement, state: &SessionState, policy
             Err(Error::Forbidden(Forbidden::File { path: table.locations.join(", "), why: FileRefusal::NoFiles }))
         }
         DFStatement::Explain(explain) => check_statement(&mut explain.statement, state, policy),
-        DFStatement::Reset(ResetVariable::Variable(name)) if !policy.engine_settings && is_engine_setting(&name.to_string()) => {
+        DFStatement::Reset(ResetVariable::Variable(name))
+            if !policy.engine_settings && is_engine_setting(&name.to_string()) =>
+        {
             Err(Error::Forbidden(Forbidden::Setting { name: name.to_string() }))
         }
         DFStatement::Statement(statement) => match engine_setting(statement) {
@@ -182,7 +184,9 @@ pub fn check_plan(plan: &LogicalPlan, registry: &Registry, policy: &Policy) -> R
         LogicalPlan::Ddl(ddl) => {
             let schema_in_provider = |name: &str| name.split('.').next().is_some_and(is_provider);
             let (verb, name, provider_owned): (&str, String, bool) = match ddl {
-                DdlStatement::CreateExternalTable(c) => ("CREATE EXTERNAL TABLE", c.name.to_string(), in_provider(&c.name)),
+                DdlStatement::CreateExternalTable(c) => {
+                    ("CREATE EXTERNAL TABLE", c.name.to_string(), in_provider(&c.name))
+                }
                 DdlStatement::CreateMemoryTable(c) => ("CREATE TABLE", c.name.to_string(), in_provider(&c.name)),
                 DdlStatement::CreateView(c) => ("CREATE VIEW", c.name.to_string(), in_provider(&c.name)),
                 DdlStatement::CreateIndex(c) => ("CREATE INDEX", c.table.to_string(), in_provider(&c.table)),
@@ -194,7 +198,9 @@ pub fn check_plan(plan: &LogicalPlan, registry: &Registry, policy: &Policy) -> R
                 DdlStatement::DropCatalogSchema(d) => {
                     ("DROP SCHEMA", d.name.to_string(), schema_in_provider(&d.name.to_string()))
                 }
-                DdlStatement::CreateCatalog(c) => ("CREATE DATABASE", c.catalog_name.clone(), is_provider(&c.catalog_name)),
+                DdlStatement::CreateCatalog(c) => {
+                    ("CREATE DATABASE", c.catalog_name.clone(), is_provider(&c.catalog_name))
+                }
                 DdlStatement::CreateFunction(c) => ("CREATE FUNCTION", c.name.clone(), false),
                 DdlStatement::DropFunction(d) => ("DROP FUNCTION", d.name.clone(), false),
             };
@@ -211,10 +217,9 @@ pub fn check_plan(plan: &LogicalPlan, registry: &Registry, policy: &Policy) -> R
         LogicalPlan::Dml(dml) if !policy.definitions => {
             Err(definition(format!("{} {}", dml.op.name().to_uppercase(), dml.table_name)))
         }
-        LogicalPlan::Copy(_) if policy.files == FileAccess::Nowhere => Err(Error::Forbidden(Forbidden::File {
-            path: String::new(),
-            why: FileRefusal::NoFiles,
-        })),
+        LogicalPlan::Copy(_) if policy.files == FileAccess::Nowhere => {
+            Err(Error::Forbidden(Forbidden::File { path: String::new(), why: FileRefusal::NoFiles }))
+        }
         LogicalPlan::Statement(PlanStatement::SetVariable(SetVariable { variable, .. }))
         | LogicalPlan::Statement(PlanStatement::ResetVariable(ResetPlanVariable { variable, .. }))
             if !policy.engine_settings && is_engine_setting(variable) =>

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::compute::kernels::length::length;
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::kernels::length::length;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, TimeUnit};
 use datafusion::common::{DataFusionError, Result as DFResult};
 use datafusion::execution::memory_pool::{MemoryLimit, MemoryPool, MemoryReservation, UnboundedMemoryPool};
@@ -239,7 +239,8 @@ fn weights(array: &ArrayRef) -> Vec<u128> {
         }
         DataType::List(_) | DataType::LargeList(_) => {
             length(array).ok().and_then(|l| cast(&l, &DataType::Int64).ok()).map(|l| {
-                let scaled: Vec<i64> = l.as_primitive::<Int64Type>().iter().map(|n| n.unwrap_or(0).saturating_mul(16)).collect();
+                let scaled: Vec<i64> =
+                    l.as_primitive::<Int64Type>().iter().map(|n| n.unwrap_or(0).saturating_mul(16)).collect();
                 Arc::new(datafusion::arrow::array::Int64Array::from(scaled)) as ArrayRef
             })
         }
@@ -287,19 +288,21 @@ fn series(args: &[ArrayRef]) -> Option<Vec<u128>> {
     };
     let stop = stop?;
     let step: Vec<Option<i64>> = match args.get(2) {
-        Some(step) if matches!(step.data_type(), DataType::Interval(_)) => match cast(step, &DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano)) {
-            Ok(step) => step
-                .as_primitive::<IntervalMonthDayNanoType>()
-                .iter()
-                .map(|s| {
-                    s.map(|s| {
-                        let days = s.months as i64 * 28 + s.days as i64;
-                        days.saturating_mul(86_400_000_000_000).saturating_add(s.nanoseconds)
+        Some(step) if matches!(step.data_type(), DataType::Interval(_)) => {
+            match cast(step, &DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano)) {
+                Ok(step) => step
+                    .as_primitive::<IntervalMonthDayNanoType>()
+                    .iter()
+                    .map(|s| {
+                        s.map(|s| {
+                            let days = s.months as i64 * 28 + s.days as i64;
+                            days.saturating_mul(86_400_000_000_000).saturating_add(s.nanoseconds)
+                        })
                     })
-                })
-                .collect(),
-            Err(_) => vec![None; rows],
-        },
+                    .collect(),
+                Err(_) => vec![None; rows],
+            }
+        }
         Some(step) => instant(step).unwrap_or_else(|| vec![None; rows]),
         None => {
             let unit = match args.first().map(|a| a.data_type()) {
@@ -316,4 +319,3 @@ fn series(args: &[ArrayRef]) -> Option<Vec<u128>> {
     });
     Some(items.collect())
 }
-

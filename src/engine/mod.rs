@@ -42,16 +42,16 @@ use datafusion::sql::parser::Statement as DFStatement;
 use crate::api::{ApiClient, CALL_TIMEOUT, Progress, Shared, Token};
 pub use crate::cancel::CancelToken;
 use crate::error::Error;
+pub use crate::files::FileAccess;
 use crate::mutate;
 use crate::outcome::Outcome;
 use crate::provider::{Registry, nearest};
 use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
 use crate::sql::{self, Dialect};
-pub use crate::files::FileAccess;
 pub use guard::Policy;
 pub use memory::Memory;
-pub use statement::{Kind, Prepared, Statement};
 use statement::Form;
+pub use statement::{Kind, Prepared, Statement};
 
 /// What a session runs against and how.
 #[derive(Debug, Clone)]
@@ -142,7 +142,8 @@ impl Session {
         }
         let mut runtime = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(memory::Bounded::new(&options.memory)));
         if !options.memory.spill {
-            runtime = runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled));
+            runtime =
+                runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled));
         }
         let state = SessionStateBuilder::new()
             .with_config(config)

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::Placeholder;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::parser::{ResetStatement as ResetVariable, Statement as DFStatement};
-use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::sql::sqlparser::ast::{
     Array, Expr as SqlExpr, Reset, ResetStatement, Set, Statement as SqlStatement, Value, ValueWithSpan,
     visit_expressions, visit_expressions_mut,
@@ -131,9 +131,7 @@ pub(super) fn classify(statement: &DFStatement, registry: &Registry) -> Option<K
     };
     match sql {
         s if mutate::changes_resources(registry, s) => Some(Kind::Change),
-        SqlStatement::Set(_) | SqlStatement::Reset(_) | SqlStatement::ShowVariable { .. }
-            if !engine_variable(sql) =>
-        {
+        SqlStatement::Set(_) | SqlStatement::Reset(_) | SqlStatement::ShowVariable { .. } if !engine_variable(sql) => {
             Some(Kind::Variable)
         }
         SqlStatement::Discard { .. } => Some(Kind::Variable),
@@ -235,7 +233,10 @@ pub(super) fn with_values(statement: &SqlStatement, params: &ParamValues) -> Res
     let mut failed = None;
     let _ = visit_expressions_mut(&mut bound, |expr| {
         if let SqlExpr::Value(ValueWithSpan { value: Value::Placeholder(name), .. }) = expr {
-            let value = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).and_then(|n| values.get(n.checked_sub(1)?));
+            let value = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| values.get(n.checked_sub(1)?));
             match value.map(|v| literal(&v.value)) {
                 Some(Ok(literal)) => *expr = literal,
                 Some(Err(e)) => failed = Some(e),

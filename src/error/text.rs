@@ -4,8 +4,8 @@
 use std::fmt;
 
 use super::{AwaitProblem, Complexity, Error, FileRefusal, Forbidden, Partial, Validation};
-use crate::sql::{MAX_EXPRESSION_DEPTH, MAX_JOINS, MAX_SET_OPERATIONS};
 use crate::provider::nearest;
+use crate::sql::{MAX_EXPRESSION_DEPTH, MAX_JOINS, MAX_SET_OPERATIONS};
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

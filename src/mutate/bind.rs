@@ -21,8 +21,8 @@ use super::execute::{call_for, validation};
 use super::sets::{SetChange, members};
 use super::values::{literal, rows_of_batches};
 use super::{Bound, Input, Upload, upload};
-use crate::files::FileAccess;
 use crate::error::Error;
+use crate::files::FileAccess;
 use crate::provider::{HttpVerb, Method, Param, Registry, Resolved, Resource, SqlVerb, Verb, nearest};
 use crate::sql::{Parsed, is_replace};
 

@@ -52,7 +52,12 @@ impl CatalogInfo for Catalogs {
         Ok(self.list()?.catalog(catalog).and_then(|c| c.schema(schema)).map(|s| s.table_names()))
     }
 
-    async fn table_schema(&self, catalog: &str, schema: &str, table: &str) -> Result<Option<SchemaRef>, DataFusionError> {
+    async fn table_schema(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<SchemaRef>, DataFusionError> {
         match self.list()?.catalog(catalog).and_then(|c| c.schema(schema)) {
             Some(schema) => Ok(schema.table(table).await?.map(|t| t.schema())),
             None => Ok(None),
@@ -117,7 +122,9 @@ pub fn install(
     context.register_udtf("pg_get_keywords", tables.pg_get_keywords.clone());
     // Postgres' type names (`regclass`, …) in casts.
     let state = context.state_ref();
-    let planned = SessionStateBuilder::new_from_existing(state.read().clone()).with_type_planner(Arc::new(PgOidTypePlanner)).build();
+    let planned = SessionStateBuilder::new_from_existing(state.read().clone())
+        .with_type_planner(Arc::new(PgOidTypePlanner))
+        .build();
     *state.write() = planned;
     CoerceIntArgsToBigInt::widen(context);
     answered_as_postgres(context, pid);
@@ -141,4 +148,23 @@ fn answered_as_postgres(context: &SessionContext, pid: i32) {
     // Every type the catalog lists is in the search path.
     constant(context, "pg_type_is_visible", vec![DataType::Int32], ScalarValue::Boolean(Some(true)));
     constant(context, "pg_backend_pid", vec![], ScalarValue::Int32(Some(pid)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionConfig;
+
+    #[tokio::test]
+    async fn the_catalog_does_not_keep_its_session_alive() {
+        let tables = static_tables().unwrap();
+        let context =
+            SessionContext::new_with_config(SessionConfig::new().with_default_catalog_and_schema("linode", "public"));
+        install(&context, "linode", &tables, 4242).unwrap();
+        let answer = context.sql("SELECT count(*) AS n FROM pg_catalog.pg_namespace").await.unwrap().collect().await;
+        assert!(answer.is_ok(), "{answer:?}");
+        let catalogs = Arc::downgrade(context.state().catalog_list());
+        drop(context);
+        assert!(catalogs.upgrade().is_none(), "the session's catalogs outlive it");
+    }
 }

@@ -134,7 +134,8 @@ async fn login(
 ) -> Result<Session, Stopped> {
     let address = wire.peer.ip();
     let parameter = |name: &str| parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let options: Vec<String> = parameters.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
+    let options: Vec<String> =
+        parameters.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
     if version != PROTOCOL_3_0 || !options.is_empty() {
         wire.send(Backend::NegotiateProtocolVersion(NegotiateProtocolVersion::new(0, options))).await?;
     }
@@ -187,14 +188,19 @@ async fn login(
             None => return Err(refused(": the password is a Linode API token")),
         },
     };
-    let session = super::session(shared, token.clone(), source).await.map_err(|e| Failure::fatal("XX000", e.to_string()))?;
+    let session =
+        super::session(shared, token.clone(), source).await.map_err(|e| Failure::fatal("XX000", e.to_string()))?;
     if let Some(token) = &token
         && !shared.tokens.trusted(token.fingerprint())
     {
         match session.token_accepted().await {
             Ok(true) => shared.tokens.accepted(token.fingerprint()),
             Ok(false) if matches!(shared.auth, Auth::Fixed { .. }) => {
-                return Err(Failure::fatal("28000", "the API refused this server's token: its operator must give it a valid one").into());
+                return Err(Failure::fatal(
+                    "28000",
+                    "the API refused this server's token: its operator must give it a valid one",
+                )
+                .into());
             }
             Ok(false) => return Err(refused(": the API refused the token")),
             Err(e) => return Err(Failure::fatal("08006", format!("the token cannot be checked: {e}")).into()),
@@ -296,45 +302,23 @@ impl Connection {
     async fn run(&mut self, wire: &mut Wire) {
         loop {
             let message = match wire.read(MAX_MESSAGE_BYTES).await {
-                Ok(message) => message,
+                Ok(message) => Ok(message),
                 Err(ReadError::Closed | ReadError::Io(_)) => return,
+                Err(e @ ReadError::Content(_)) => Err(e),
                 Err(e) => {
                     let _ = wire.send(Failure::fatal("08P01", e.to_string()).message()).await;
                     return;
                 }
             };
             let handled = match message {
-                Message::Terminate => return,
-                Message::Sync => self.sync(wire).await.map_err(Stopped::from),
-                _ if self.skipping => Ok(()),
-                Message::Query(text) => self.simple(wire, &text).await.map_err(Stopped::from),
-                Message::Parse { name, query, types } => self.parse(wire, name, &query, types).await,
-                Message::Bind { portal, statement, parameter_formats, parameters, result_formats } => {
-                    self.bind(wire, portal, &statement, &parameter_formats, &parameters, &result_formats).await
-                }
-                Message::Describe { portal, name } => self.describe(wire, portal, &name).await,
-                Message::Execute { portal, max_rows } => self.execute(wire, &portal, max_rows as usize).await,
-                Message::Close { portal, name } => {
-                    match portal {
-                        true => self.portals.remove(&name).map(drop),
-                        false => self.statements.remove(&name).map(drop),
-                    };
-                    wire.send(Backend::CloseComplete(CloseComplete::new())).await.map_err(Stopped::from)
-                }
-                Message::Flush => wire.flush().await.map_err(Stopped::from),
-                Message::Password(_) => Err(Failure::new("08P01", "unexpected password message").into()),
-                Message::Copy => Err(Failure::new("08P01", "COPY data without a COPY in progress").into()),
-                Message::Unsupported(b'F') => {
-                    Err(Failure::new("0A000", "function calls (the F message) are not supported").into())
-                }
-                Message::Unsupported(kind) => {
-                    let _ = wire.send(Failure::fatal("08P01", format!("invalid frontend message type {kind}")).message()).await;
-                    return;
-                }
+                // A message that cannot be read is an error of the extended protocol's kind.
+                Err(_) if self.skipping => Ok(true),
+                Err(e) => Err(Failure::new("08P01", e.to_string()).into()),
+                Ok(message) => self.handle(wire, message).await,
             };
             match handled {
-                Ok(()) => {}
-                Err(Stopped::Gone) => return,
+                Ok(true) => {}
+                Ok(false) | Err(Stopped::Gone) => return,
                 // An error of the extended protocol: answered once, the rest skipped until Sync.
                 Err(Stopped::Failed(failure)) => {
                     self.failed();
@@ -345,6 +329,40 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Handles one message; `false` when the connection is to end.
+    async fn handle(&mut self, wire: &mut Wire, message: Message) -> Result<bool, Stopped> {
+        let handled = match message {
+            Message::Terminate => return Ok(false),
+            Message::Sync => self.sync(wire).await.map_err(Stopped::from),
+            _ if self.skipping => Ok(()),
+            Message::Query(text) => self.simple(wire, &text).await.map_err(Stopped::from),
+            Message::Parse { name, query, types } => self.parse(wire, name, &query, types).await,
+            Message::Bind { portal, statement, parameter_formats, parameters, result_formats } => {
+                self.bind(wire, portal, &statement, &parameter_formats, &parameters, &result_formats).await
+            }
+            Message::Describe { portal, name } => self.describe(wire, portal, &name).await,
+            Message::Execute { portal, max_rows } => self.execute(wire, &portal, max_rows as usize).await,
+            Message::Close { portal, name } => {
+                match portal {
+                    true => self.portals.remove(&name).map(drop),
+                    false => self.statements.remove(&name).map(drop),
+                };
+                wire.send(Backend::CloseComplete(CloseComplete::new())).await.map_err(Stopped::from)
+            }
+            Message::Flush => wire.flush().await.map_err(Stopped::from),
+            Message::Password(_) => Err(Failure::new("08P01", "unexpected password message").into()),
+            Message::Copy => Err(Failure::new("08P01", "COPY data without a COPY in progress").into()),
+            Message::Unsupported(b'F') => {
+                Err(Failure::new("0A000", "function calls (the F message) are not supported").into())
+            }
+            Message::Unsupported(kind) => {
+                wire.send(Failure::fatal("08P01", format!("invalid frontend message type {kind}")).message()).await?;
+                return Ok(false);
+            }
+        };
+        handled.map(|()| true)
     }
 
     /// A statement failed: a transaction block fails with it.
@@ -382,8 +400,7 @@ impl Connection {
         if pieces.is_empty() {
             return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?);
         }
-        let statements =
-            pieces.iter().map(|piece| self.session.parse(&piece.text)).collect::<Result<Vec<_>, _>>()?;
+        let statements = pieces.iter().map(|piece| self.session.parse(&piece.text)).collect::<Result<Vec<_>, _>>()?;
         for statement in statements {
             self.allowed_in_transaction(statement.sql())?;
             let prepared = self.session.prepare(statement).await?;
@@ -444,7 +461,12 @@ impl Connection {
                 if let Error::Partial(partial) = &error
                     && !partial.done.is_empty()
                 {
-                    let done = format!("{} on {} was done for: {}", partial.verb.keyword(), partial.resource, partial.done.join(", "));
+                    let done = format!(
+                        "{} on {} was done for: {}",
+                        partial.verb.keyword(),
+                        partial.resource,
+                        partial.done.join(", ")
+                    );
                     wire.send(notice("WARNING", "01000", &done)).await?;
                 }
                 return Err(watch.failure(error).into());
@@ -535,8 +557,12 @@ impl Connection {
                 self.transaction = Transaction::Block;
                 ("BEGIN", None)
             }
-            (Some(SqlStatement::StartTransaction { .. }), _) => ("BEGIN", Some("there is already a transaction in progress")),
-            (Some(SqlStatement::Commit { .. }), Transaction::Idle) => ("COMMIT", Some("there is no transaction in progress")),
+            (Some(SqlStatement::StartTransaction { .. }), _) => {
+                ("BEGIN", Some("there is already a transaction in progress"))
+            }
+            (Some(SqlStatement::Commit { .. }), Transaction::Idle) => {
+                ("COMMIT", Some("there is no transaction in progress"))
+            }
             (Some(SqlStatement::Commit { .. }), before) => {
                 self.transaction = Transaction::Idle;
                 (if before == Transaction::Failed { "ROLLBACK" } else { "COMMIT" }, None)
@@ -548,14 +574,18 @@ impl Connection {
                 self.transaction = Transaction::Block;
                 ("ROLLBACK", None)
             }
-            (Some(SqlStatement::Rollback { .. }), Transaction::Idle) => ("ROLLBACK", Some("there is no transaction in progress")),
+            (Some(SqlStatement::Rollback { .. }), Transaction::Idle) => {
+                ("ROLLBACK", Some("there is no transaction in progress"))
+            }
             (Some(SqlStatement::Rollback { .. }), _) => {
                 self.transaction = Transaction::Idle;
                 ("ROLLBACK", None)
             }
             (Some(SqlStatement::Savepoint { .. }), Transaction::Idle) => return Err(outside("SAVEPOINT").into()),
             (Some(SqlStatement::Savepoint { .. }), _) => ("SAVEPOINT", None),
-            (Some(SqlStatement::ReleaseSavepoint { .. }), Transaction::Idle) => return Err(outside("RELEASE SAVEPOINT").into()),
+            (Some(SqlStatement::ReleaseSavepoint { .. }), Transaction::Idle) => {
+                return Err(outside("RELEASE SAVEPOINT").into());
+            }
             (Some(SqlStatement::ReleaseSavepoint { .. }), _) => ("RELEASE", None),
             _ => return Err(Failure::new("0A000", "this transaction statement is not supported").into()),
         };
@@ -623,7 +653,12 @@ impl Connection {
         let values = params::decode(parameters, parameter_formats, &stored.declared, &stored.inferred)
             .map_err(|e| Failure::new(e.code, e.message))?;
         let format = result_format(result_formats, &stored, &self.session).await?;
-        let bound = Portal { stored, params: ParamValues::List(values.into_iter().map(Into::into).collect()), format, state: PortalState::Ready };
+        let bound = Portal {
+            stored,
+            params: ParamValues::List(values.into_iter().map(Into::into).collect()),
+            format,
+            state: PortalState::Ready,
+        };
         self.portals.insert(portal, bound);
         Ok(wire.send(Backend::BindComplete(BindComplete::new())).await?)
     }
@@ -631,7 +666,10 @@ impl Connection {
     async fn describe(&mut self, wire: &mut Wire, portal: bool, name: &str) -> Result<(), Stopped> {
         let (stored, format) = match portal {
             true => {
-                let found = self.portals.get(name).ok_or_else(|| Failure::new("34000", format!("portal \"{name}\" does not exist")))?;
+                let found = self
+                    .portals
+                    .get(name)
+                    .ok_or_else(|| Failure::new("34000", format!("portal \"{name}\" does not exist")))?;
                 (found.stored.clone(), found.format.clone())
             }
             false => {
@@ -651,8 +689,10 @@ impl Connection {
     }
 
     async fn execute(&mut self, wire: &mut Wire, name: &str, max_rows: usize) -> Result<(), Stopped> {
-        let mut portal =
-            self.portals.remove(name).ok_or_else(|| Failure::new("34000", format!("portal \"{name}\" does not exist")))?;
+        let mut portal = self
+            .portals
+            .remove(name)
+            .ok_or_else(|| Failure::new("34000", format!("portal \"{name}\" does not exist")))?;
         let result = self.execute_portal(wire, &mut portal, max_rows).await;
         self.portals.insert(name.to_string(), portal);
         result
@@ -670,7 +710,9 @@ impl Connection {
                 match self.answer(wire, prepared, &portal.params, &portal.format).await? {
                     Answer::Rows(rows) => rows,
                     Answer::Tag(tag) => return Ok(wire.send(complete(tag)).await?),
-                    Answer::Empty => return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?),
+                    Answer::Empty => {
+                        return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?);
+                    }
                 }
             }
         };
@@ -733,7 +775,10 @@ fn shown(column: &str, rows: Vec<(String, String)>, all: bool) -> RecordBatch {
             Schema::new(vec![Field::new("name", DataType::Utf8, false), Field::new("setting", DataType::Utf8, false)]),
             vec![Arc::new(StringArray::from(names)) as _, Arc::new(StringArray::from(values)) as _],
         ),
-        false => (Schema::new(vec![Field::new(column, DataType::Utf8, false)]), vec![Arc::new(StringArray::from(values)) as _]),
+        false => (
+            Schema::new(vec![Field::new(column, DataType::Utf8, false)]),
+            vec![Arc::new(StringArray::from(values)) as _],
+        ),
     };
     RecordBatch::try_new(Arc::new(schema), columns).expect("columns of equal length")
 }

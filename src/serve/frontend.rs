@@ -26,11 +26,30 @@ pub enum Opening {
 #[derive(Debug)]
 pub enum Message {
     Query(String),
-    Parse { name: String, query: String, types: Vec<u32> },
-    Bind { portal: String, statement: String, parameter_formats: Vec<i16>, parameters: Vec<Option<Bytes>>, result_formats: Vec<i16> },
-    Describe { portal: bool, name: String },
-    Execute { portal: String, max_rows: u32 },
-    Close { portal: bool, name: String },
+    Parse {
+        name: String,
+        query: String,
+        types: Vec<u32>,
+    },
+    Bind {
+        portal: String,
+        statement: String,
+        parameter_formats: Vec<i16>,
+        parameters: Vec<Option<Bytes>>,
+        result_formats: Vec<i16>,
+    },
+    Describe {
+        portal: bool,
+        name: String,
+    },
+    Execute {
+        portal: String,
+        max_rows: u32,
+    },
+    Close {
+        portal: bool,
+        name: String,
+    },
     Sync,
     Flush,
     Terminate,
@@ -204,7 +223,9 @@ mod tests {
         let mut one = 1i16.to_be_bytes().to_vec();
         one.extend(3i32.to_be_bytes());
         one.extend(b"abc");
-        assert!(matches!(message(b'B', Bytes::from(bind(&one))), Ok(Message::Bind { parameters, .. }) if parameters.len() == 1));
+        assert!(
+            matches!(message(b'B', Bytes::from(bind(&one))), Ok(Message::Bind { parameters, .. }) if parameters.len() == 1)
+        );
         let mut claims = i16::MAX.to_be_bytes().to_vec();
         claims.extend(3i32.to_be_bytes());
         assert!(message(b'B', Bytes::from(bind(&claims))).is_err());

@@ -208,9 +208,7 @@ pub fn array_literal(text: &str) -> Result<Vec<Option<String>>, ParamError> {
 
 /// Reads fixed-size numbers off a binary value, refusing a value of the wrong length.
 fn exactly<const N: usize>(bytes: &[u8], ty: &Type) -> Result<[u8; N], ParamError> {
-    bytes
-        .try_into()
-        .map_err(|_| error("22P03", format!("a binary {} is {N} bytes, not {}", ty.name(), bytes.len())))
+    bytes.try_into().map_err(|_| error("22P03", format!("a binary {} is {N} bytes, not {}", ty.name(), bytes.len())))
 }
 
 /// A value in the binary format of `ty`.
@@ -244,7 +242,12 @@ fn binary_value(ty: &Type, bytes: &[u8]) -> Result<ScalarValue, ParamError> {
         Type::NUMERIC => ScalarValue::Utf8(Some(numeric_text(bytes)?)),
         _ => match ty.kind() {
             Kind::Array(element) => binary_array(element, bytes)?,
-            _ => return Err(error("22P03", format!("binary values of type {} are not supported: send text", ty.name()))),
+            _ => {
+                return Err(error(
+                    "22P03",
+                    format!("binary values of type {} are not supported: send text", ty.name()),
+                ));
+            }
         },
     })
 }
@@ -264,7 +267,8 @@ fn binary_array(element: &Type, bytes: &[u8]) -> Result<ScalarValue, ParamError>
     if element_oid != element.oid() {
         return Err(invalid(&format!("its elements are of type {element_oid}, not {}", element.oid())));
     }
-    let target = data_type(element).ok_or_else(|| invalid(&format!("elements of type {} are not supported", element.name())))?;
+    let target =
+        data_type(element).ok_or_else(|| invalid(&format!("elements of type {} are not supported", element.name())))?;
     let count = match dimensions {
         0 => 0,
         1 => {
@@ -368,7 +372,10 @@ mod tests {
         assert_eq!(decoded[0].to_string(), r#"[private/1, a"b, , plain]"#);
         let decoded = decode(&[Some(Bytes::from_static(b"2000"))], &[], &[], &[Some(DataType::Int64)]).unwrap();
         assert_eq!(decoded[0], ScalarValue::Int64(Some(2000)));
-        assert_eq!(decode(&[Some(Bytes::from_static(b"x"))], &[], &[], &[Some(DataType::Int64)]).unwrap_err().code, "22P02");
+        assert_eq!(
+            decode(&[Some(Bytes::from_static(b"x"))], &[], &[], &[Some(DataType::Int64)]).unwrap_err().code,
+            "22P02"
+        );
         assert_eq!(decode(&[None, None], &[0, 0, 0], &[], &[]).unwrap_err().code, "08P01");
         let truncated = Bytes::from_static(&[0, 0, 1]);
         assert_eq!(decode(&[Some(truncated)], &[1], &[Type::INT4.oid()], &[None]).unwrap_err().code, "22P03");

@@ -137,7 +137,8 @@ impl Settings {
         let statement = match statement {
             DFStatement::Statement(statement) => statement.as_ref(),
             DFStatement::Reset(ResetVariable::Variable(name)) if name.to_string().eq_ignore_ascii_case("all") => {
-                return self.apply(&DFStatement::Statement(Box::new(Statement::Reset(ResetStatement { reset: Reset::ALL }))));
+                return self
+                    .apply(&DFStatement::Statement(Box::new(Statement::Reset(ResetStatement { reset: Reset::ALL }))));
             }
             DFStatement::Reset(ResetVariable::Variable(name)) => return self.set(&name.to_string(), None),
             other => return Err(Refused("0A000", format!("{other} is not a setting"))),

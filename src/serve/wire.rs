@@ -34,8 +34,14 @@ pub enum ReadError {
     /// The client closed the connection.
     Closed,
     Io(io::Error),
-    TooLarge { length: usize, limit: usize },
+    TooLarge {
+        length: usize,
+        limit: usize,
+    },
+    /// The framing is lost: nothing more can be read.
     Malformed(Malformed),
+    /// A whole message whose contents are wrong; the next one can be read.
+    Content(Malformed),
 }
 
 impl From<io::Error> for ReadError {
@@ -55,7 +61,7 @@ impl std::fmt::Display for ReadError {
             ReadError::TooLarge { length, limit } => {
                 write!(f, "a message of {length} bytes is larger than the {limit} bytes allowed here")
             }
-            ReadError::Malformed(Malformed(why)) => f.write_str(why),
+            ReadError::Malformed(Malformed(why)) | ReadError::Content(Malformed(why)) => f.write_str(why),
         }
     }
 }
@@ -136,7 +142,14 @@ impl Wire {
         let peer = tcp.peer_addr()?;
         let _ = tcp.set_nodelay(true);
         let fd = tcp.as_raw_fd();
-        Ok(Wire { stream: Stream::Plain(tcp), input: BytesMut::new(), output: BytesMut::new(), fd, peer, secure: false })
+        Ok(Wire {
+            stream: Stream::Plain(tcp),
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            fd,
+            peer,
+            secure: false,
+        })
     }
 
     /// Negotiates TLS if the client asks for it (or starts with it, as `sslnegotiation=direct`
@@ -240,7 +253,7 @@ impl Wire {
         self.fill(1 + length).await?;
         let mut frame = self.input.split_to(1 + length);
         frame.advance(5);
-        frontend::message(kind, frame.freeze()).map_err(ReadError::Malformed)
+        frontend::message(kind, frame.freeze()).map_err(ReadError::Content)
     }
 
     /// Queues a reply; it is written once enough is queued, or at [`Wire::flush`].

@@ -139,9 +139,7 @@ fn rewrite_postgres_forms(sql: &str, statement: &mut DFStatement) {
                 rewrite(s)
             }
         }
-        DFStatement::CopyTo(CopyToStatement { source: CopyToSource::Query(query), .. }) => {
-            as_statement(query, rewrite)
-        }
+        DFStatement::CopyTo(CopyToStatement { source: CopyToSource::Query(query), .. }) => as_statement(query, rewrite),
         _ => {}
     }
 }
@@ -172,6 +170,12 @@ fn parse_with(sql: &str, dialect: &dyn datafusion::sql::sqlparser::dialect::Dial
         true => Some(parser.parser.parse_comma_separated(Parser::parse_select_item).map_err(parse_error)?),
         false => None,
     };
+    if let DFStatement::Statement(s) = &statement
+        && let Statement::ShowVariable { variable } = s.as_ref()
+        && variable.is_empty()
+    {
+        return Err(Error::Syntax("SHOW needs the name of a setting, e.g. SHOW search_path, or SHOW ALL".into()));
+    }
     while parser.parser.consume_token(&Token::SemiColon) {}
     if parser.parser.peek_token_ref().token != Token::EOF {
         let found = parser.parser.peek_token();

@@ -6,6 +6,8 @@
 //! printed when it stops, so the whole suite is a search for a leaked token.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+pub mod pgwire;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -167,6 +169,63 @@ impl Drop for SandboxProcess {
             assert_no_token("the sandbox's output", &self.printed.lock().unwrap());
             assert_no_token("the access log", &std::fs::read_to_string(&self.access_log).unwrap_or_default());
         }
+    }
+}
+
+/// A running `imageql serve`, killed when dropped.
+pub struct ServeProcess {
+    child: Child,
+    /// `postgresql://127.0.0.1:PORT/linode`, as the server printed it.
+    pub url: String,
+}
+
+impl ServeProcess {
+    pub fn start(sandbox: &SandboxProcess, extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--api-url", &sandbox.url])
+            .args(extra)
+            .envs(env.iter().copied())
+            .env_remove("LINODE_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("imageql serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().to_string();
+        assert!(url.starts_with("postgresql://127.0.0.1:") && url.ends_with("/linode"), "first line: {url:?}");
+        ServeProcess { child, url }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `127.0.0.1:PORT`, for raw connections.
+    pub fn address(&self) -> String {
+        self.url.trim_start_matches("postgresql://").trim_end_matches("/linode").to_string()
+    }
+
+    /// The URL with a user name, for clients that take the password separately.
+    pub fn url_for(&self, user: &str) -> String {
+        self.url.replacen("postgresql://", &format!("postgresql://{user}@"), 1)
+    }
+
+    /// psql with `password`, running each of `commands` in one session.
+    pub fn psql(&self, password: &str, commands: &[&str]) -> Output {
+        let mut command = Command::new("psql");
+        command.arg(self.url_for("reporter")).args(["-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=0"]);
+        for c in commands {
+            command.args(["-c", c]);
+        }
+        command.env("PGPASSWORD", password).env("PGCONNECT_TIMEOUT", "10").output().expect("psql runs")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
