@@ -465,3 +465,26 @@ fn a_session_is_freed_when_its_connection_closes() {
     // A session held on after its connection costs megabytes: 200 of them would be a gigabyte.
     assert!(grown < 150, "RSS grew by {grown} MiB over 200 connections (from {warm} MiB)");
 }
+
+#[test]
+fn parameters_of_a_change_are_values_never_text_of_the_statement() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0"]);
+    let server = ServeProcess::start(&sandbox, &[], &[]);
+    let before = private_count(&sandbox);
+    let report = python(
+        &server,
+        r#"
+import os, psycopg
+conn = psycopg.connect(os.environ["IMAGEQL_URL"], password=os.environ["IMAGEQL_PASSWORD"], autocommit=True)
+cur = conn.execute("INSERT INTO linode.images.images (disk_id, label) VALUES (%s, %s) RETURNING id", (67890, "bound"))
+made = cur.fetchone()[0]
+print(cur.rowcount)
+print(conn.execute("REPLACE linode.images.images SET label = %s WHERE id = %s", ("rebound", made)).rowcount)
+print(conn.execute("SELECT label FROM linode.images.images WHERE id = %s", (made,)).fetchone()[0])
+print(conn.execute("DELETE FROM linode.images.images WHERE label = %s", ("zzz') OR NOT is_public OR ('x",)).rowcount)
+print(conn.execute("DELETE FROM linode.images.images WHERE id = %s", (made,)).rowcount)
+"#,
+    );
+    assert_eq!(report.split_whitespace().collect::<Vec<_>>(), ["1", "1", "rebound", "0", "1"]);
+    assert_eq!(private_count(&sandbox), before, "the hostile value matched nothing");
+}

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
-use datafusion::common::{ParamValues, TableReference};
+use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::datasource::ViewTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -263,9 +263,12 @@ impl Session {
                 let parsed = prepared.parsed();
                 match &parsed.statement {
                     DFStatement::Explain(_) => Ok(Some(mutate::explain_schema())),
-                    DFStatement::Statement(statement) => {
+                    DFStatement::Statement(statement) if statement::has_returning(statement, parsed) => {
+                        // Parameters are not known yet: nulls stand in for them.
+                        let nulls = vec![ScalarValue::Null.into(); statement::placeholder_count(statement)];
+                        let statement = statement::with_values(statement, &ParamValues::List(nulls))?;
                         let state = self.ctx.state();
-                        match mutate::bind(&state, &self.registry, statement, parsed, &self.policy.files).await? {
+                        match mutate::bind(&state, &self.registry, &statement, parsed, &self.policy.files).await? {
                             Some(bound) => mutate::result_schema(&bound).await,
                             None => Ok(None),
                         }

@@ -10,7 +10,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::Placeholder;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, LogicalPlan, Statement as PlanStatement};
 use datafusion::sql::parser::{ResetStatement as ResetVariable, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
     Array, Expr as SqlExpr, Reset, ResetStatement, Set, Statement as SqlStatement, Value, ValueWithSpan,
@@ -160,9 +160,14 @@ pub(super) fn is_engine_setting(name: &str) -> bool {
     name.to_lowercase().starts_with("datafusion.")
 }
 
-/// Whether running a plan gives rows to show (not DDL, SET or a transaction statement).
+/// Whether running a plan gives rows to show (not DDL, SET, PREPARE or a transaction
+/// statement; EXECUTE of a prepared statement does).
 pub(super) fn returns_rows(plan: &LogicalPlan) -> bool {
-    !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_))
+    match plan {
+        LogicalPlan::Statement(statement) => matches!(statement, PlanStatement::Execute(_)),
+        LogicalPlan::Ddl(_) => false,
+        _ => true,
+    }
 }
 
 /// Functions whose first argument is an array searched for the second.
@@ -207,6 +212,16 @@ pub(super) fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>
     });
     let count = types.keys().filter_map(|id| id.strip_prefix('$')?.parse::<usize>().ok()).max().unwrap_or(0);
     Ok((1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect())
+}
+
+/// Whether a change returns rows (`RETURNING`).
+pub(super) fn has_returning(statement: &SqlStatement, parsed: &Parsed) -> bool {
+    match statement {
+        SqlStatement::Insert(insert) => insert.returning.is_some(),
+        SqlStatement::Update(update) => update.returning.is_some(),
+        SqlStatement::Delete(delete) => delete.returning.is_some(),
+        _ => parsed.returning.is_some(),
+    }
 }
 
 /// The highest `$n` a statement names: how many parameters it takes.

@@ -79,7 +79,9 @@ pub async fn bind(
 pub fn changes_resources(registry: &Registry, statement: &Statement) -> bool {
     match statement {
         Statement::Insert(insert) => insert_target(registry, insert).is_some(),
-        Statement::Update(_) | Statement::Delete(_) | Statement::Execute { name: Some(_), .. } => true,
+        Statement::Update(_) | Statement::Delete(_) => true,
+        // `EXEC provider.service.resource.method`; a one-part name is a prepared statement's.
+        Statement::Execute { name: Some(name), .. } => name.0.len() > 1,
         _ => false,
     }
 }

@@ -404,7 +404,11 @@ impl Connection {
         for statement in statements {
             self.allowed_in_transaction(statement.sql())?;
             let prepared = self.session.prepare(statement).await?;
-            if !self.session.parameter_types(&prepared)?.is_empty() {
+            let prepares = matches!(
+                prepared.kind(),
+                Kind::Plan(LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(_)))
+            );
+            if !prepares && !self.session.parameter_types(&prepared)?.is_empty() {
                 return Err(Failure::new("42P02", "there is no parameter $1: a simple query takes none").into());
             }
             let answer = self.answer(wire, &prepared, &ParamValues::List(vec![]), &Format::UnifiedText).await?;
@@ -806,7 +810,12 @@ fn command(prepared: &Prepared) -> &'static str {
 /// The tag of a statement that ran and returned nothing.
 fn done_tag(prepared: &Prepared) -> String {
     match prepared.kind() {
-        Kind::Plan(LogicalPlan::Statement(datafusion::logical_expr::Statement::SetVariable(_))) => "SET".into(),
+        Kind::Plan(LogicalPlan::Statement(statement)) => match statement {
+            datafusion::logical_expr::Statement::SetVariable(_) => "SET".into(),
+            datafusion::logical_expr::Statement::Prepare(_) => "PREPARE".into(),
+            datafusion::logical_expr::Statement::Deallocate(_) => "DEALLOCATE".into(),
+            other => other.name().to_uppercase(),
+        },
         Kind::Plan(LogicalPlan::Ddl(ddl)) => ddl.name().to_uppercase(),
         _ => "OK".into(),
     }
