@@ -24,6 +24,7 @@ mod function;
 mod guard;
 mod memory;
 pub mod meta;
+pub mod postgres;
 mod statement;
 
 use std::sync::Arc;
@@ -32,9 +33,9 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::datasource::ViewTable;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -153,6 +154,9 @@ impl Session {
             .build();
         let ctx = SessionContext::new_with_state(state);
         memory::bound_functions(&ctx, options.memory.statement);
+        if options.dialect == Dialect::Postgres {
+            postgres::register(&ctx);
+        }
         register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
         let has_token = options.token.is_some();
         let session = Session { ctx, registry, clients, dialect: options.dialect, policy: options.policy, has_token };
@@ -245,12 +249,34 @@ impl Session {
         let kind = match statement::classify(&parsed.statement, &self.registry) {
             Some(kind) => kind,
             None => {
-                let plan = state.statement_to_plan(parsed.statement.clone()).await?;
+                let plan = self.plan(&state, &mut parsed).await?;
                 guard::check_plan(&plan, &self.registry, &self.policy)?;
                 Kind::Plan(plan)
             }
         };
         Ok(Prepared::new(text, Some(parsed), kind))
+    }
+
+    /// DataFusion's plan of a statement. In the Postgres dialect, a statement whose correlated
+    /// subqueries DataFusion cannot decorrelate is planned once more with its lookups in the
+    /// catalog as NULL (how clients ask for a column's default or collation, which this
+    /// catalog has none of); a subquery of anything else stays, and fails as DataFusion says.
+    async fn plan(&self, state: &SessionState, parsed: &mut sql::Parsed) -> Result<LogicalPlan, Error> {
+        let plan = state.statement_to_plan(parsed.statement.clone()).await?;
+        if self.dialect != Dialect::Postgres || statement::runnable(state, &plan) {
+            return Ok(plan);
+        }
+        let mut nulled = parsed.statement.clone();
+        if let DFStatement::Statement(statement) = &mut nulled {
+            sql::postgres::null_catalog_lookups(statement);
+        }
+        match state.statement_to_plan(nulled.clone()).await {
+            Ok(retried) if statement::runnable(state, &retried) => {
+                parsed.statement = nulled;
+                Ok(retried)
+            }
+            _ => Ok(plan),
+        }
     }
 
     /// The columns of the rows a prepared statement returns, found without sending anything;

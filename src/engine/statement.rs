@@ -97,6 +97,12 @@ impl Prepared {
         }
     }
 
+    /// The names of the columns it returns where they differ from its plan's (PostgreSQL's
+    /// repeated names).
+    pub fn column_names(&self) -> Option<&[String]> {
+        self.parsed.as_ref().and_then(|p| p.column_names.as_deref())
+    }
+
     /// The statement as DataFusion's parser read it, unless it is a meta command.
     pub fn statement(&self) -> Option<&DFStatement> {
         self.parsed.as_ref().map(|p| &p.statement)
@@ -158,6 +164,25 @@ fn engine_variable(statement: &SqlStatement) -> bool {
 /// Whether a setting is one of the engine's own (`datafusion.…`).
 pub(super) fn is_engine_setting(name: &str) -> bool {
     name.to_lowercase().starts_with("datafusion.")
+}
+
+/// Whether DataFusion can run a plan: once optimized, no subquery is left undecorrelated.
+pub(super) fn runnable(state: &datafusion::execution::SessionState, plan: &LogicalPlan) -> bool {
+    let Ok(optimized) = state.optimize(plan) else { return true };
+    let mut left = false;
+    let _ = optimized.apply(|node| {
+        for expr in node.expressions() {
+            let _ = expr.apply(|e| {
+                left |= matches!(
+                    e,
+                    Expr::ScalarSubquery(_) | Expr::OuterReferenceColumn(..) | Expr::Exists(_) | Expr::InSubquery(_)
+                );
+                Ok(if left { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+            });
+        }
+        Ok(if left { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    !left
 }
 
 /// Whether running a plan gives rows to show (not DDL, SET, PREPARE or a transaction

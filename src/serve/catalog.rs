@@ -9,13 +9,18 @@
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, ListBuilder, RecordBatch, StringArray, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::CatalogProviderList;
-use datafusion::common::ScalarValue;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::datasource::TableType;
+use datafusion::datasource::{MemTable, ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::logical_expr::expr::{Cast, ScalarFunction};
+use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlanBuilder, ScalarUDF, Signature, Volatility, col, lit};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -25,7 +30,8 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::{
     pg_get_expr_udf, quote_ident_udf,
 };
 
-use super::settings::SERVER_VERSION;
+use super::settings::Shared as SharedSettings;
+use crate::engine::postgres::function;
 use crate::error::Error;
 
 /// The session's catalogs, without keeping them alive.
@@ -77,19 +83,19 @@ pub fn static_tables() -> Result<Arc<PgCatalogStaticTables>, Error> {
     PgCatalogStaticTables::try_new().map(Arc::new).map_err(|e| Error::Query(format!("cannot load pg_catalog: {e}")))
 }
 
-/// Adds `pg_catalog` and the functions clients call to a session's context, in `database`;
-/// `pid` is the connection's backend process id.
+/// Adds `pg_catalog` and its functions to a session's context, in `database`; `settings` are
+/// what `pg_settings` shows.
 pub fn install(
     context: &SessionContext,
     database: &str,
     tables: &Arc<PgCatalogStaticTables>,
-    pid: i32,
+    settings: SharedSettings,
 ) -> Result<(), Error> {
     let failed = |e: DataFusionError| Error::Query(format!("cannot set up pg_catalog: {e}"));
     let catalogs = Catalogs(Arc::downgrade(&context.state().catalog_list().clone()));
     let schema = PgCatalogSchemaProvider::try_new(catalogs, tables.clone(), EmptyContextProvider).map_err(failed)?;
     let catalog = context.catalog(database).ok_or_else(|| Error::Query(format!("no catalog {database}")))?;
-    catalog.register_schema("pg_catalog", Arc::new(schema)).map_err(failed)?;
+    catalog.register_schema("pg_catalog", Arc::new(Overlay::new(Arc::new(schema), settings))).map_err(failed)?;
     for function in [
         pg::create_current_database_udf(database),
         pg::create_current_schema_udf(),
@@ -127,27 +133,239 @@ pub fn install(
         .build();
     *state.write() = planned;
     CoerceIntArgsToBigInt::widen(context);
-    answered_as_postgres(context, pid);
     Ok(())
 }
 
-/// A function of `inputs` that always answers `value`.
-fn constant(context: &SessionContext, name: &str, inputs: Vec<DataType>, value: ScalarValue) {
-    let output = value.data_type();
-    let answer = move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(value.clone()));
-    context.register_udf(create_udf(name, inputs, output, Volatility::Stable, Arc::new(answer)));
+/// Columns `datafusion-pg-catalog` keeps as text that Postgres keeps as arrays, and the type
+/// of their elements: clients `unnest` them, join on their elements, `array_to_string` them.
+const ARRAYS: &[(&str, &[(&str, ElementType)])] = &[
+    (
+        "pg_index",
+        &[
+            ("indkey", ElementType::Int16),
+            ("indoption", ElementType::Int16),
+            ("indclass", ElementType::Oid),
+            ("indcollation", ElementType::Oid),
+        ],
+    ),
+    ("pg_constraint", &[("conkey", ElementType::Int16), ("confkey", ElementType::Int16)]),
+    (
+        "pg_proc",
+        &[
+            ("proargtypes", ElementType::Oid),
+            ("proallargtypes", ElementType::Oid),
+            ("protrftypes", ElementType::Oid),
+            ("proargnames", ElementType::Text),
+            ("proargmodes", ElementType::Text),
+            ("proconfig", ElementType::Text),
+            ("proacl", ElementType::Text),
+        ],
+    ),
+    ("pg_namespace", &[("nspacl", ElementType::Text)]),
+    ("pg_type", &[("typacl", ElementType::Text)]),
+    (
+        "pg_attribute",
+        &[("attacl", ElementType::Text), ("attoptions", ElementType::Text), ("attfdwoptions", ElementType::Text)],
+    ),
+    ("pg_language", &[("lanacl", ElementType::Text)]),
+    ("pg_tablespace", &[("spcacl", ElementType::Text), ("spcoptions", ElementType::Text)]),
+    ("pg_statistic_ext", &[("stxkind", ElementType::Text)]),
+    ("pg_extension", &[("extconfig", ElementType::Oid)]),
+    ("pg_db_role_setting", &[("setconfig", ElementType::Text)]),
+    ("pg_default_acl", &[("defaclacl", ElementType::Text)]),
+    ("pg_policy", &[("polroles", ElementType::Oid)]),
+    ("pg_event_trigger", &[("evttags", ElementType::Text)]),
+];
+
+/// Columns Postgres has that `datafusion-pg-catalog` lacks, always null here: arrays of
+/// elements, or single values (`None`: an oid).
+const MISSING: &[(&str, &[(&str, Option<ElementType>)])] = &[
+    ("pg_class", &[("relacl", Some(ElementType::Text)), ("reloptions", Some(ElementType::Text))]),
+    ("pg_language", &[("tableoid", None)]),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ElementType {
+    Int16,
+    Oid,
+    Text,
 }
 
-/// Functions drivers call that `pg_catalog` does not provide.
-fn answered_as_postgres(context: &SessionContext, pid: i32) {
-    // SQLAlchemy parses the server's version from this text.
-    let version = format!("PostgreSQL {SERVER_VERSION} (imageql {})", env!("CARGO_PKG_VERSION"));
-    constant(context, "version", vec![], ScalarValue::Utf8(Some(version)));
-    // Drivers probe for extension types (hstore) this way; there are none.
-    constant(context, "to_regtype", vec![DataType::Utf8], ScalarValue::Int32(None));
-    // Every type the catalog lists is in the search path.
-    constant(context, "pg_type_is_visible", vec![DataType::Int32], ScalarValue::Boolean(Some(true)));
-    constant(context, "pg_backend_pid", vec![], ScalarValue::Int32(Some(pid)));
+impl ElementType {
+    fn data_type(self) -> DataType {
+        match self {
+            ElementType::Int16 => DataType::Int16,
+            ElementType::Oid => DataType::Int32,
+            ElementType::Text => DataType::Utf8,
+        }
+    }
+
+    fn list(self) -> DataType {
+        DataType::List(Arc::new(Field::new_list_field(self.data_type(), true)))
+    }
+}
+
+impl ElementType {
+    /// The function that reads the catalog's text for an array of these (`[1, 2]`,
+    /// `['a', 'b']`, `1 2`, `{a,b}`).
+    fn reader(self) -> ScalarUDF {
+        let name = match self {
+            ElementType::Int16 => "pg_catalog_int2_array",
+            ElementType::Oid => "pg_catalog_oid_array",
+            ElementType::Text => "pg_catalog_text_array",
+        };
+        let body = move |args: &[ColumnarValue], rows: usize| -> datafusion::common::Result<ColumnarValue> {
+            let texts = datafusion::arrow::compute::cast(&args[0].to_array(rows)?, &DataType::Utf8)?;
+            let mut items = ListBuilder::new(StringBuilder::new());
+            for text in texts.as_string::<i32>().iter() {
+                match text {
+                    None => items.append_null(),
+                    Some(text) => {
+                        for item in catalog_items(text) {
+                            items.values().append_value(item);
+                        }
+                        items.append(true);
+                    }
+                }
+            }
+            let strings: ArrayRef = Arc::new(items.finish());
+            Ok(ColumnarValue::Array(datafusion::arrow::compute::cast(&strings, &self.list())?))
+        };
+        function(name, Signature::any(1, Volatility::Immutable), self.list(), Arc::new(body))
+    }
+}
+
+/// The items of a catalog's text for an array.
+fn catalog_items(text: &str) -> Vec<String> {
+    let inner = text.trim().trim_start_matches(['[', '{']).trim_end_matches([']', '}']);
+    let separator = if inner.contains(',') { ',' } else { ' ' };
+    inner
+        .split(separator)
+        .map(|item| item.trim().trim_matches(['\'', '"']).to_string())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+/// `pg_catalog` as clients expect it: `datafusion-pg-catalog`'s, with its text-kept arrays
+/// as arrays, the columns it lacks, and `pg_settings` from the connection's settings.
+#[derive(Debug)]
+struct Overlay {
+    inner: Arc<dyn SchemaProvider>,
+    settings: SharedSettings,
+}
+
+impl Overlay {
+    fn new(inner: Arc<dyn SchemaProvider>, settings: SharedSettings) -> Overlay {
+        Overlay { inner, settings }
+    }
+
+    /// The table with its array columns converted and its missing columns added.
+    fn converted(
+        &self,
+        name: &str,
+        table: Arc<dyn TableProvider>,
+    ) -> datafusion::common::Result<Arc<dyn TableProvider>> {
+        let arrays = ARRAYS.iter().find(|(t, _)| *t == name).map(|(_, c)| *c).unwrap_or_default();
+        let missing = MISSING.iter().find(|(t, _)| *t == name).map(|(_, c)| *c).unwrap_or_default();
+        if arrays.is_empty() && missing.is_empty() {
+            return Ok(table);
+        }
+        let schema = table.schema();
+        let mut columns: Vec<Expr> = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let column = col(Column::new(Some(TableReference::bare(name)), field.name()));
+                match arrays.iter().find(|(c, _)| c == field.name()) {
+                    Some((_, element)) => {
+                        Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(element.reader()), vec![column]))
+                            .alias(field.name())
+                    }
+                    None => column,
+                }
+            })
+            .collect();
+        for (column, element) in missing.iter().filter(|(c, _)| schema.field_with_name(c).is_err()) {
+            let data_type = element.map_or(DataType::Int32, ElementType::list);
+            columns.push(Expr::Cast(Cast::new(Box::new(lit(ScalarValue::Null)), data_type)).alias(*column));
+        }
+        let plan = LogicalPlanBuilder::scan(name, provider_as_source(table), None)?.project(columns)?.build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for Overlay {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
+        if name == "pg_settings" {
+            return Ok(Some(Arc::new(SettingsTable(self.settings.clone()))));
+        }
+        match self.inner.table(name).await? {
+            Some(table) => Ok(Some(self.converted(name, table)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// `pg_settings`: the connection's settings.
+#[derive(Debug)]
+struct SettingsTable(SharedSettings);
+
+fn settings_schema() -> SchemaRef {
+    let text = |name: &str| Field::new(name, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        text("name"),
+        text("setting"),
+        text("unit"),
+        text("category"),
+        text("short_desc"),
+        text("extra_desc"),
+        text("context"),
+        text("vartype"),
+        text("source"),
+        text("min_val"),
+        text("max_val"),
+        text("boot_val"),
+        text("reset_val"),
+        Field::new("pending_restart", DataType::Boolean, true),
+    ]))
+}
+
+#[async_trait]
+impl TableProvider for SettingsTable {
+    fn schema(&self) -> SchemaRef {
+        settings_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let values = self.0.all();
+        let names: StringArray = values.keys().map(Some).collect();
+        let settings: StringArray = values.values().map(Some).collect();
+        let nulls = || Arc::new(StringArray::new_null(values.len())) as ArrayRef;
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(names), Arc::new(settings)];
+        columns.extend((0..11).map(|_| nulls()));
+        columns.push(Arc::new(BooleanArray::from(vec![false; values.len()])));
+        let batch = RecordBatch::try_new(settings_schema(), columns)?;
+        MemTable::try_new(settings_schema(), vec![vec![batch]])?.scan(state, projection, filters, limit).await
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +378,7 @@ mod tests {
         let tables = static_tables().unwrap();
         let context =
             SessionContext::new_with_config(SessionConfig::new().with_default_catalog_and_schema("linode", "public"));
-        install(&context, "linode", &tables, 4242).unwrap();
+        install(&context, "linode", &tables, SharedSettings::default()).unwrap();
         let answer = context.sql("SELECT count(*) AS n FROM pg_catalog.pg_namespace").await.unwrap().collect().await;
         assert!(answer.is_ok(), "{answer:?}");
         let catalogs = Arc::downgrade(context.state().catalog_list());

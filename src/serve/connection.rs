@@ -38,7 +38,7 @@ use super::frontend::{Message, Opening, PROTOCOL_3_0};
 use super::reply::{Failure, Rows, change_tag, complete, description, field_infos, notice};
 use super::settings::{Applied, Settings};
 use super::wire::{MAX_MESSAGE_BYTES, MAX_OPENING_BYTES, Probe, ReadError, Wire};
-use super::{Auth, Shared, catalog, params};
+use super::{Auth, Shared, catalog, functions, params};
 use crate::api::Token;
 use crate::engine::{CancelToken, Kind, Prepared, Session};
 use crate::error::Error;
@@ -74,15 +74,20 @@ pub(super) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
         return refuse(wire, Failure::fatal("53300", "sorry, too many clients already")).await;
     };
     let place = shared.backends.join();
-    let session = match timeout(STARTUP_TIMEOUT, login(&shared, &mut wire, version, &parameters, &place)).await {
+    let session = match timeout(STARTUP_TIMEOUT, login(&shared, &mut wire, version, &parameters)).await {
         Ok(Ok(session)) => session,
         Ok(Err(Stopped::Failed(failure))) => return refuse(wire, failure).await,
         Ok(Err(Stopped::Gone)) => return,
         Err(_) => return refuse(wire, Failure::fatal("08006", "the client took too long to log in")).await,
     };
+    let settings = Settings::new(&parameters);
+    if let Err(e) = catalog::install(session.context(), &shared.database, &shared.catalog, settings.shared()) {
+        return refuse(wire, Failure::fatal("XX000", e.to_string())).await;
+    }
+    functions::register(session.context(), place.pid, settings.shared());
     let mut connection = Connection {
         session,
-        settings: Settings::new(&parameters),
+        settings,
         running: place.running.clone(),
         statements: HashMap::new(),
         portals: HashMap::new(),
@@ -130,7 +135,6 @@ async fn login(
     wire: &mut Wire,
     version: i32,
     parameters: &[(String, String)],
-    place: &Place<'_>,
 ) -> Result<Session, Stopped> {
     let address = wire.peer.ip();
     let parameter = |name: &str| parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
@@ -207,7 +211,6 @@ async fn login(
         }
     }
     shared.logins.succeeded(address);
-    catalog::install(session.context(), &shared.database, &shared.catalog, place.pid)?;
     Ok(session)
 }
 
@@ -484,7 +487,7 @@ impl Connection {
                 Answer::Tag(format!("COPY {}", copied(&written)))
             }
             Outcome::Rows { stream, changed } => {
-                Answer::Rows(Rows::new(stream, format, &options, changed, command(prepared))?)
+                Answer::Rows(Rows::new(stream, format, &options, prepared.column_names(), changed, command(prepared))?)
             }
             Outcome::Changed(change) => Answer::Tag(change_tag(&change, None)),
             Outcome::Done => Answer::Tag(done_tag(prepared)),
@@ -524,7 +527,7 @@ impl Connection {
     /// SET, RESET, SHOW and DISCARD of the connection's settings.
     async fn variable(&mut self, wire: &mut Wire, prepared: &Prepared, format: &Format) -> Result<Answer, Stopped> {
         if let Some(SqlStatement::Discard { .. }) = prepared.sql() {
-            self.settings = Settings::new(&[]);
+            self.settings.discard();
             self.statements.clear();
             self.portals.clear();
             self.session.search(&self.settings.search_path());
@@ -548,7 +551,7 @@ impl Connection {
                 let batch = shown(&column, rows, all);
                 let stream = crate::outcome::Outcome::batch(batch, None);
                 let Outcome::Rows { stream, .. } = stream else { unreachable!("a batch is rows") };
-                Ok(Answer::Rows(Rows::new(stream, format, &self.settings.format_options(), None, "SHOW")?))
+                Ok(Answer::Rows(Rows::new(stream, format, &self.settings.format_options(), None, None, "SHOW")?))
             }
         }
     }
@@ -684,7 +687,8 @@ impl Connection {
         };
         match result_schema(&stored, &self.session).await? {
             Some(schema) => {
-                let fields = field_infos(&schema, &format, &self.settings.format_options())?;
+                let names = stored.prepared.as_ref().and_then(Prepared::column_names);
+                let fields = field_infos(&schema, &format, &self.settings.format_options(), names)?;
                 wire.send(description(&fields)).await?;
             }
             None => wire.send(Backend::NoData(NoData::new())).await?,

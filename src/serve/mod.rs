@@ -17,6 +17,7 @@ mod access;
 mod catalog;
 mod connection;
 mod frontend;
+mod functions;
 mod params;
 mod reply;
 mod settings;

@@ -66,8 +66,24 @@ pub fn description(fields: &[FieldInfo]) -> PgWireBackendMessage {
     PgWireBackendMessage::RowDescription(RowDescription::new(fields.iter().map(Into::into).collect()))
 }
 
-/// The columns of `schema` as a client is told of them, in `format`.
-pub fn field_infos(schema: &SchemaRef, format: &Format, options: &FormatOptions) -> Result<Vec<FieldInfo>, Failure> {
+/// The columns of `schema` as a client is told of them, in `format`; `names` are the
+/// names PostgreSQL gives them where the plan's must differ (they may repeat).
+pub fn field_infos(
+    schema: &SchemaRef,
+    format: &Format,
+    options: &FormatOptions,
+    names: Option<&[String]>,
+) -> Result<Vec<FieldInfo>, Failure> {
+    let renamed;
+    let schema = match names {
+        Some(names) if names.len() == schema.fields().len() => {
+            let fields: Vec<_> =
+                schema.fields().iter().zip(names).map(|(f, n)| f.as_ref().clone().with_name(n)).collect();
+            renamed = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+            &renamed
+        }
+        _ => schema,
+    };
     arrow_schema_to_pg_fields(schema, format, Some(Arc::new(options.clone())))
         .map_err(|e| Failure::new("0A000", format!("a column cannot be sent: {e}")))
 }
@@ -103,10 +119,11 @@ impl Rows {
         stream: SendableRecordBatchStream,
         format: &Format,
         options: &FormatOptions,
+        names: Option<&[String]>,
         change: Option<Change>,
         command: &'static str,
     ) -> Result<Rows, Failure> {
-        let fields = Arc::new(field_infos(&stream.schema(), format, options)?);
+        let fields = Arc::new(field_infos(&stream.schema(), format, options, names)?);
         Ok(Rows { fields, stream, batch: None, sent: 0, change, command })
     }
 

@@ -3,6 +3,7 @@
 //! `search_path`, the output styles).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use datafusion::sql::parser::{ResetStatement as ResetVariable, Statement as DFStatement};
@@ -69,9 +70,31 @@ const FIXED: &[(&str, &str)] = &[
     ("max_index_keys", "it is the server's"),
 ];
 
+/// A connection's settings as its statements see them (`current_setting`, `set_config`).
+#[derive(Debug, Clone, Default)]
+pub struct Shared(Arc<RwLock<BTreeMap<String, String>>>);
+
+impl Shared {
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).get(&name.to_lowercase()).cloned()
+    }
+
+    pub fn set(&self, name: &str, value: &str) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_lowercase(), value.to_string());
+    }
+
+    fn insert(&self, name: String, value: String) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(name, value);
+    }
+
+    pub fn all(&self) -> BTreeMap<String, String> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 #[derive(Debug)]
 pub struct Settings {
-    values: BTreeMap<String, String>,
+    values: Shared,
 }
 
 /// What a SET, RESET or SHOW did.
@@ -89,6 +112,13 @@ pub struct Refused(pub &'static str, pub String);
 
 impl Settings {
     pub fn new(startup: &[(String, String)]) -> Settings {
+        let settings = Settings { values: Shared::default() };
+        settings.reset(startup);
+        settings
+    }
+
+    /// The defaults, with what the client's startup packet set.
+    fn reset(&self, startup: &[(String, String)]) {
         let mut values: BTreeMap<String, String> =
             DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         for (name, value) in startup {
@@ -97,21 +127,31 @@ impl Settings {
                 values.insert(name, value.clone());
             }
         }
-        Settings { values }
+        *self.values.0.write().unwrap_or_else(|e| e.into_inner()) = values;
+    }
+
+    /// The settings as the connection's statements read and change them.
+    pub fn shared(&self) -> Shared {
+        self.values.clone()
+    }
+
+    /// Back to the defaults (`DISCARD ALL`).
+    pub fn discard(&self) {
+        self.reset(&[]);
     }
 
     /// The reported settings with their values, for the client's startup.
     pub fn reported(&self) -> Vec<(String, String)> {
-        REPORTED.iter().map(|(key, shown)| (shown.to_string(), self.get(key).to_string())).collect()
+        REPORTED.iter().map(|(key, shown)| (shown.to_string(), self.get(key))).collect()
     }
 
-    pub fn get(&self, name: &str) -> &str {
-        self.values.get(&name.to_lowercase()).map(String::as_str).unwrap_or("")
+    pub fn get(&self, name: &str) -> String {
+        self.values.get(name).unwrap_or_default()
     }
 
     /// How long a statement may run; `None` without a limit.
     pub fn statement_timeout(&self) -> Option<Duration> {
-        duration_ms(self.get("statement_timeout")).filter(|ms| *ms > 0).map(Duration::from_millis)
+        duration_ms(&self.get("statement_timeout")).filter(|ms| *ms > 0).map(Duration::from_millis)
     }
 
     /// The schemas unqualified names are looked up in, in order (`$user` left out).
@@ -127,7 +167,7 @@ impl Settings {
     pub fn format_options(&self) -> FormatOptions {
         let metadata = ["datestyle", "intervalstyle", "bytea_output", "extra_float_digits"]
             .iter()
-            .map(|k| (k.to_string(), self.get(k).to_string()))
+            .map(|k| (k.to_string(), self.get(k)))
             .collect();
         FormatOptions::from_client_metadata(&metadata)
     }
@@ -158,7 +198,7 @@ impl Settings {
             }
             Statement::Reset(ResetStatement { reset: Reset::ALL }) => {
                 let before = self.reported();
-                *self = Settings::new(&[]);
+                self.reset(&[]);
                 let after = self.reported();
                 Ok(Applied::Set { reported: after.into_iter().filter(|s| !before.contains(s)).collect() })
             }
@@ -193,7 +233,7 @@ impl Settings {
             }
             _ => {}
         }
-        let changed = self.values.get(&name) != Some(&value);
+        let changed = self.values.get(&name).as_ref() != Some(&value);
         self.values.insert(name.clone(), value.clone());
         let reported = REPORTED
             .iter()
@@ -210,11 +250,10 @@ impl Settings {
             other => other,
         };
         if name == "all" {
-            let rows = self.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            return Ok(Applied::Show { column: "name".into(), rows });
+            return Ok(Applied::Show { column: "name".into(), rows: self.values.all().into_iter().collect() });
         }
         match self.values.get(name) {
-            Some(value) => Ok(Applied::Show { column: name.into(), rows: vec![(name.into(), value.clone())] }),
+            Some(value) => Ok(Applied::Show { column: name.into(), rows: vec![(name.into(), value)] }),
             None => Err(Refused("42704", format!("unrecognized configuration parameter \"{name}\""))),
         }
     }

@@ -13,6 +13,7 @@ lowercase are resolved against the provider registry: a parameter that aliases a
 service (`FROM images`) gets its full name when only one resource or view has it. */
 
 mod depth;
+pub mod postgres;
 mod split;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, Whitespace};
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_postgres::datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 
 use crate::error::Error;
 use crate::provider::Registry;
@@ -48,9 +50,29 @@ pub enum Dialect {
     Postgres,
 }
 
-/// Postgres forms DataFusion plans otherwise (`x = ANY(array)`, unqualified `pg_catalog`
-/// tables, `::regclass` casts, …), rewritten as datafusion-postgres does for its clients.
+/// datafusion-postgres' reading of Postgres SQL: its rewrites of Postgres forms (`x =
+/// ANY(array)`, unqualified `pg_catalog` tables, `::regclass` casts, …) and its replacements
+/// of whole introspection queries of known clients (psql, Grafana, pgcli).
 static POSTGRES_FORMS: LazyLock<PostgresCompatibilityParser> = LazyLock::new(PostgresCompatibilityParser::new);
+
+/// The rewrites of [`POSTGRES_FORMS`] but one: its `RemoveSubqueryFromProjection` turns a
+/// correlated subquery in a select list into NULL, a silent wrong answer; DataFusion plans
+/// the ones that aggregate, and `postgres` rewrites the rest.
+static POSTGRES_RULES: LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> = LazyLock::new(|| {
+    vec![
+        Box::new(rules::AliasDuplicatedProjectionRewrite),
+        Box::new(rules::ResolveUnqualifiedIdentifier),
+        Box::new(rules::RewriteArrayAnyAllOperation),
+        Box::new(rules::PrependUnqualifiedPgTableName),
+        Box::new(rules::StripCallableQualifier),
+        Box::new(rules::FixArrayLiteral),
+        Box::new(rules::CurrentUserVariableToSessionUserFunctionCall),
+        Box::new(rules::StripCollate),
+        Box::new(rules::RewritePgCatalogOperator),
+        Box::new(rules::RewriteRegCastToSubquery::new()),
+        Box::new(rules::FixVersionColumnName),
+    ]
+});
 
 /// One parsed statement and the hints written after its verb (`INSERT /*+ AWAIT */ …`).
 #[derive(Debug, Clone)]
@@ -59,6 +81,9 @@ pub struct Parsed {
     pub hints: Vec<String>,
     /// `EXEC … RETURNING items`, which sqlparser's EXECUTE has no place for.
     pub returning: Option<Vec<SelectItem>>,
+    /// The names of a query's columns where they repeat (PostgreSQL's `SELECT 1, 1`), which
+    /// the plan's columns cannot.
+    pub column_names: Option<Vec<String>>,
 }
 
 impl Parsed {
@@ -77,6 +102,9 @@ pub fn parse(sql: &str, dialect: Dialect) -> Result<Parsed, Error> {
     depth::check(&parsed.statement)?;
     if postgres {
         rewrite_postgres_forms(sql, &mut parsed.statement);
+        if let DFStatement::Statement(statement) = &mut parsed.statement {
+            parsed.column_names = postgres::rewrite(statement);
+        }
     }
     Ok(parsed)
 }
@@ -121,19 +149,28 @@ fn leading_words(sql: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Applies the Postgres rewrites to the SQL statement a parsed statement holds. A plain SQL
-/// statement is read once more by datafusion-postgres' own parser, which also swaps whole
-/// introspection queries of known clients (psql, Grafana, pgcli) for ones DataFusion plans;
-/// the first reading is kept for everything DataFusion's parser reads alone (EXPLAIN, COPY).
+/// statement that datafusion-postgres replaces whole (a known client's introspection query)
+/// is taken as it replaces it.
 fn rewrite_postgres_forms(sql: &str, statement: &mut DFStatement) {
     let rewrite = |statement: &mut Statement| {
-        let taken = std::mem::replace(statement, Statement::Commit { chain: false, end: false, modifier: None });
-        *statement = POSTGRES_FORMS.rewrite(taken);
+        let mut taken = std::mem::replace(statement, Statement::Commit { chain: false, end: false, modifier: None });
+        for rule in POSTGRES_RULES.iter() {
+            taken = rule.rewrite(taken);
+        }
+        *statement = taken;
     };
     match statement {
-        DFStatement::Statement(s) => match POSTGRES_FORMS.parse(sql).map(|mut all| (all.len(), all.pop())) {
-            Ok((1, Some(read))) => **s = read,
-            _ => rewrite(s),
-        },
+        DFStatement::Statement(s) => {
+            let replaced = match POSTGRES_FORMS.parse(sql).map(|mut all| (all.len(), all.pop())) {
+                // What its rewrites alone make of the same statement tells a replacement apart.
+                Ok((1, Some(read))) if read != POSTGRES_FORMS.rewrite(s.as_ref().clone()) => Some(read),
+                _ => None,
+            };
+            match replaced {
+                Some(read) => **s = read,
+                None => rewrite(s),
+            }
+        }
         DFStatement::Explain(explain) => {
             if let DFStatement::Statement(s) = explain.statement.as_mut() {
                 rewrite(s)
@@ -181,7 +218,7 @@ fn parse_with(sql: &str, dialect: &dyn datafusion::sql::sqlparser::dialect::Dial
         let found = parser.parser.peek_token();
         return Err(parse_error(parser.parser.expected::<()>("end of statement", found).unwrap_err()));
     }
-    Ok(Parsed { statement, hints, returning })
+    Ok(Parsed { statement, hints, returning, column_names: None })
 }
 
 /// Whether a statement is an EXEC (explained or not).
