@@ -52,7 +52,7 @@ use crate::sql::{self, Dialect};
 pub use guard::Policy;
 pub use memory::Memory;
 use statement::Form;
-pub use statement::{Kind, Prepared, Statement};
+pub use statement::{CopyFormat, Kind, Prepared, Statement};
 
 /// What a session runs against and how.
 #[derive(Debug, Clone)]
@@ -245,14 +245,23 @@ impl Session {
         };
         let state = self.ctx.state();
         guard::check_statement(&mut parsed.statement, &state, &self.policy)?;
+        if let Some((mut query, format)) = statement::copied_query(&parsed)? {
+            sql::resolve_names(&mut query.statement, &self.registry, &self.local_tables());
+            let plan = self.plan(&state, &mut query).await?;
+            guard::check_plan(&plan, &self.registry, &self.policy)?;
+            return Ok(Prepared::new(text, Some(parsed), Kind::CopyOut(plan, format)));
+        }
         sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
         let kind = match statement::classify(&parsed.statement, &self.registry) {
             Some(kind) => kind,
-            None => {
-                let plan = self.plan(&state, &mut parsed).await?;
-                guard::check_plan(&plan, &self.registry, &self.policy)?;
-                Kind::Plan(plan)
-            }
+            None => match self.plan(&state, &mut parsed).await {
+                Ok(plan) => {
+                    guard::check_plan(&plan, &self.registry, &self.policy)?;
+                    Kind::Plan(plan)
+                }
+                Err(_) if parameters(&parsed) > 0 => Kind::Deferred,
+                Err(e) => return Err(e),
+            },
         };
         Ok(Prepared::new(text, Some(parsed), kind))
     }
@@ -285,6 +294,8 @@ impl Session {
         match prepared.kind() {
             Kind::Meta(meta) => Ok(Some(meta::run(meta, &self.registry)?.schema())),
             Kind::Plan(plan) => Ok(statement::returns_rows(plan).then(|| Arc::new(plan.schema().as_arrow().clone()))),
+            Kind::CopyOut(plan, _) => Ok(Some(Arc::new(plan.schema().as_arrow().clone()))),
+            Kind::Cursor => Ok(None),
             Kind::Change => {
                 let parsed = prepared.parsed();
                 match &parsed.statement {
@@ -302,8 +313,27 @@ impl Session {
                     _ => Ok(None),
                 }
             }
+            Kind::Deferred => {
+                let nulls = ParamValues::List(vec![ScalarValue::Null.into(); parameters(prepared.parsed())]);
+                match self.deferred_plan(prepared.parsed(), &nulls).await {
+                    Ok(plan) => Ok(statement::returns_rows(&plan).then(|| Arc::new(plan.schema().as_arrow().clone()))),
+                    Err(_) => Ok(None),
+                }
+            }
             Kind::Variable | Kind::Transaction => Ok(None),
         }
+    }
+
+    /// The plan of a deferred statement with its parameters' values in place.
+    async fn deferred_plan(&self, parsed: &sql::Parsed, params: &ParamValues) -> Result<LogicalPlan, Error> {
+        let DFStatement::Statement(statement) = &parsed.statement else {
+            return Err(Error::Query("only a query is planned when it runs".into()));
+        };
+        let mut valued = parsed.clone();
+        valued.statement = DFStatement::Statement(Box::new(statement::with_values(statement, params)?));
+        let plan = self.plan(&self.ctx.state(), &mut valued).await?;
+        guard::check_plan(&plan, &self.registry, &self.policy)?;
+        Ok(plan)
     }
 
     /// The types of a prepared statement's parameters (`$1`, `$2`, …) by position; `None`
@@ -311,6 +341,7 @@ impl Session {
     pub fn parameter_types(&self, prepared: &Prepared) -> Result<Vec<Option<DataType>>, Error> {
         match (prepared.kind(), prepared.sql()) {
             (Kind::Plan(plan), _) => statement::parameter_types(plan),
+            (Kind::Deferred, _) => Ok(vec![None; parameters(prepared.parsed())]),
             (_, Some(sql)) => Ok(vec![None; statement::placeholder_count(sql)]),
             (_, None) => Ok(vec![]),
         }
@@ -354,6 +385,12 @@ impl Session {
                 };
                 self.query(plan).await
             }
+            Kind::Deferred => self.query(self.deferred_plan(prepared.parsed(), params).await?).await,
+            Kind::CopyOut(plan, _) => self.query(plan.clone().replace_params_with_values(params)?).await,
+            Kind::Cursor => Err(Error::Unsupported {
+                what: "cursors (DECLARE, FETCH, CLOSE)".into(),
+                instead: Some("they are for clients of imageql serve; here LIMIT and OFFSET page through rows".into()),
+            }),
             Kind::Variable | Kind::Transaction => {
                 let plan = state.statement_to_plan(prepared.parsed().statement.clone()).await?;
                 guard::check_plan(&plan, &self.registry, &self.policy)?;
@@ -404,16 +441,28 @@ impl Session {
     /// An unknown table, named as the user wrote it with the names it may stand for.
     fn explained(&self, error: Error) -> Error {
         match error {
-            Error::UnknownTable { name, .. } => unknown_table(&self.registry, &name),
+            Error::UnknownTable { name, .. } => {
+                let catalog = self.ctx.state().config().options().catalog.default_catalog.clone();
+                unknown_table(&self.registry, &name, &catalog)
+            }
             other => other,
         }
     }
 }
 
-/// The error for a table DataFusion did not find, named as the user wrote it (without
-/// DataFusion's default `datafusion.public.`), with the full names it may stand for.
-fn unknown_table(registry: &Registry, name: &str) -> Error {
-    let written = name.strip_prefix("datafusion.").map(|n| n.strip_prefix("public.").unwrap_or(n)).unwrap_or(name);
+/// How many parameters (`$n`) a parsed SQL statement takes.
+fn parameters(parsed: &sql::Parsed) -> usize {
+    match &parsed.statement {
+        DFStatement::Statement(statement) => statement::placeholder_count(statement),
+        _ => 0,
+    }
+}
+
+/// The error for a table DataFusion did not find, named as the user wrote it (without the
+/// session's default catalog and `public.`), with the full names it may stand for.
+fn unknown_table(registry: &Registry, name: &str, catalog: &str) -> Error {
+    let written =
+        name.strip_prefix(&format!("{catalog}.")).map(|n| n.strip_prefix("public.").unwrap_or(n)).unwrap_or(name);
     let parts: Vec<&str> = written.split('.').collect();
     let matches = if parts.len() < 3 { registry.completions(&parts) } else { vec![] };
     let known = registry.table_names();

@@ -13,8 +13,9 @@ use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::{Expr, LogicalPlan, Statement as PlanStatement};
 use datafusion::sql::parser::{ResetStatement as ResetVariable, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Array, Expr as SqlExpr, Reset, ResetStatement, Set, Statement as SqlStatement, Value, ValueWithSpan,
-    visit_expressions, visit_expressions_mut,
+    Array, CopyLegacyOption, CopyOption, CopySource, Expr as SqlExpr, Ident, ObjectName, Query, Reset, ResetStatement,
+    SelectItem, Set, SetExpr, Statement as SqlStatement, TableFactor, Value, ValueWithSpan, visit_expressions,
+    visit_expressions_mut,
 };
 use std::ops::ControlFlow;
 
@@ -61,11 +62,71 @@ pub enum Kind {
     /// What DataFusion runs: queries, EXPLAIN, views, COPY, the engine's settings, and the
     /// session's own tables where the policy allows them.
     Plan(LogicalPlan),
+    /// A query DataFusion plans only once its parameters have values (a table function's
+    /// arguments must be constants: `usage($1, $2)`): planned when it runs.
+    Deferred,
     /// SET, RESET or SHOW of a variable other than the engine's: the front end's to keep
     /// (a Postgres connection's `search_path`, `statement_timeout`, …).
     Variable,
     /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE: the front end's.
     Transaction,
+    /// `COPY … TO STDOUT`: the query's rows, for the front end to send in COPY's format.
+    CopyOut(LogicalPlan, CopyFormat),
+    /// DECLARE … CURSOR, FETCH, CLOSE: the front end's (a server's connection keeps cursors).
+    Cursor,
+}
+
+/// How `COPY … TO STDOUT` writes rows: PostgreSQL's text format (tab-separated, `\N` for
+/// null) or CSV, with or without a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFormat {
+    pub csv: bool,
+    pub header: bool,
+    pub delimiter: char,
+    pub null: String,
+    pub quote: char,
+}
+
+impl CopyFormat {
+    /// The format `COPY`'s options ask for.
+    pub(super) fn of(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyFormat, Error> {
+        let csv = options.iter().any(|o| matches!(o, CopyOption::Format(f) if f.value.eq_ignore_ascii_case("csv")))
+            || legacy.iter().any(|o| matches!(o, CopyLegacyOption::Csv(_)));
+        if let Some(CopyOption::Format(other)) = options
+            .iter()
+            .find(|o| matches!(o, CopyOption::Format(f) if !matches!(f.value.to_lowercase().as_str(), "csv" | "text")))
+        {
+            return Err(Error::Unsupported {
+                what: format!("COPY … TO STDOUT in the {} format", other.value),
+                instead: Some("the formats are text and csv".into()),
+            });
+        }
+        let mut format = CopyFormat {
+            csv,
+            header: false,
+            delimiter: if csv { ',' } else { '\t' },
+            null: if csv { String::new() } else { "\\N".into() },
+            quote: '"',
+        };
+        for option in options {
+            match option {
+                CopyOption::Header(header) => format.header = *header,
+                CopyOption::Delimiter(c) => format.delimiter = *c,
+                CopyOption::Null(null) => format.null = null.clone(),
+                CopyOption::Quote(c) => format.quote = *c,
+                _ => {}
+            }
+        }
+        for option in legacy {
+            match option {
+                CopyLegacyOption::Delimiter(c) => format.delimiter = *c,
+                CopyLegacyOption::Null(null) => format.null = null.clone(),
+                CopyLegacyOption::Header => format.header = true,
+                _ => {}
+            }
+        }
+        Ok(format)
+    }
 }
 
 /// A statement checked against the session's policy and planned; nothing was sent.
@@ -119,6 +180,37 @@ impl Prepared {
     }
 }
 
+/// The query `COPY … TO STDOUT` sends, as a statement of its own, and its format.
+pub(super) fn copied_query(parsed: &Parsed) -> Result<Option<(Parsed, CopyFormat)>, Error> {
+    let DFStatement::Statement(statement) = &parsed.statement else { return Ok(None) };
+    let SqlStatement::Copy { source, options, legacy_options, .. } = statement.as_ref() else { return Ok(None) };
+    let query = match source {
+        CopySource::Query(query) => query.clone(),
+        CopySource::Table { table_name, columns } => Box::new(table_query(table_name, columns)),
+    };
+    let query = Parsed { statement: DFStatement::Statement(Box::new(SqlStatement::Query(query))), ..parsed.clone() };
+    Ok(Some((query, CopyFormat::of(options, legacy_options)?)))
+}
+
+/// `SELECT columns FROM table` (every column when none are named).
+fn table_query(table: &ObjectName, columns: &[Ident]) -> Query {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let parsed = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql("SELECT * FROM t")
+        .and_then(|mut p| p.parse_query());
+    let mut query = *parsed.expect("the template parses");
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        if let Some(TableFactor::Table { name, .. }) = select.from.first_mut().map(|t| &mut t.relation) {
+            *name = table.clone();
+        }
+        if !columns.is_empty() {
+            select.projection =
+                columns.iter().map(|c| SelectItem::UnnamedExpr(SqlExpr::Identifier(c.clone()))).collect();
+        }
+    }
+    query
+}
+
 /// The kind of a statement that is not planned by DataFusion when prepared; `None` for one
 /// that is.
 pub(super) fn classify(statement: &DFStatement, registry: &Registry) -> Option<Kind> {
@@ -141,6 +233,7 @@ pub(super) fn classify(statement: &DFStatement, registry: &Registry) -> Option<K
             Some(Kind::Variable)
         }
         SqlStatement::Discard { .. } => Some(Kind::Variable),
+        SqlStatement::Declare { .. } | SqlStatement::Fetch { .. } | SqlStatement::Close { .. } => Some(Kind::Cursor),
         SqlStatement::StartTransaction { .. }
         | SqlStatement::Commit { .. }
         | SqlStatement::Rollback { .. }

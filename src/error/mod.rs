@@ -33,6 +33,13 @@ pub enum Error {
         name: String,
         valid: Vec<String>,
     },
+    /// A function no registry has, with the name DataFusion suggests.
+    UnknownFunction {
+        name: String,
+        nearest: Option<String>,
+    },
+    /// A value that is not of its type, or out of its range (a cast, a division by zero).
+    InvalidValue(String),
     /// A form imageql does not implement (`DROP TABLE`, `UPDATE`, `INSERT … ON CONFLICT`).
     Unsupported {
         what: String,
@@ -171,6 +178,8 @@ impl Error {
             Error::OutOfMemory(_) => "53200",
             Error::UnknownResource(_) | Error::UnknownTable { .. } => "42P01",
             Error::UnknownColumn { .. } => "42703",
+            Error::UnknownFunction { .. } => "42883",
+            Error::InvalidValue(_) => "22000",
             Error::Unsupported { .. } => "0A000",
             Error::Missing { .. } => "23502",
             Error::Validation(_) | Error::Upload { .. } => "22023",
@@ -246,16 +255,31 @@ impl From<DataFusionError> for Error {
                 },
                 other => Error::Query(other.to_string()),
             },
-            DataFusionError::ArrowError(arrow, _) => Error::Query(arrow.to_string()),
+            DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+                ArrowError::CastError(_) | ArrowError::DivideByZero | ArrowError::ArithmeticOverflow(_) => {
+                    Error::InvalidValue(arrow.to_string())
+                }
+                other => Error::Query(other.to_string()),
+            },
             DataFusionError::NotImplemented(what) => Error::Unsupported { what: what.clone(), instead: None },
             DataFusionError::ResourcesExhausted(what) => Error::OutOfMemory(what.clone()),
-            DataFusionError::Plan(message) => match table_not_found(message) {
-                Some(name) => Error::UnknownTable { name, matches: vec![], nearest: None },
-                None => Error::Query(message.clone()),
+            DataFusionError::Plan(message) => match (table_not_found(message), function_not_found(message)) {
+                (Some(name), _) => Error::UnknownTable { name, matches: vec![], nearest: None },
+                (_, Some((name, nearest))) => Error::UnknownFunction { name, nearest },
+                _ => Error::Query(message.clone()),
             },
             root => Error::Query(root.strip_backtrace()),
         }
     }
+}
+
+/// DataFusion reports an unknown function only in words: `Invalid function 'f'.\nDid you
+/// mean 'g'?`.
+fn function_not_found(message: &str) -> Option<(String, Option<String>)> {
+    let rest = message.strip_prefix("Invalid function '")?;
+    let (name, rest) = rest.split_once('\'')?;
+    let nearest = rest.split_once("Did you mean '").and_then(|(_, n)| n.split_once('\'')).map(|(n, _)| n.to_string());
+    Some((name.to_string(), nearest))
 }
 
 /// DataFusion reports an unknown table only in words: `table 'a.b.c' not found`.

@@ -54,6 +54,11 @@ impl fmt::Display for Error {
                 }
                 write!(f, " Valid fields are {}.", valid.join(", "))
             }
+            Error::UnknownFunction { name, nearest } => {
+                write!(f, "function {name} does not exist")?;
+                nearest.iter().try_for_each(|n| write!(f, "; did you mean {n}?"))
+            }
+            Error::InvalidValue(message) => f.write_str(message),
             Error::Unsupported { what, instead } => {
                 write!(f, "{what} is not supported")?;
                 instead.iter().try_for_each(|i| write!(f, ": {i}"))

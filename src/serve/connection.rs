@@ -20,12 +20,13 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::ast::{CloseCursor, FetchDirection, Statement as SqlStatement, Value, ValueWithSpan};
 use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 use datafusion_postgres::pgwire;
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::messages::PgWireBackendMessage as Backend;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::{DataRow, NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete, PortalSuspended};
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
@@ -34,13 +35,14 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use super::access::{Backend as Place, Running};
+use super::copy;
 use super::frontend::{Message, Opening, PROTOCOL_3_0};
 use super::reply::{Failure, Rows, change_tag, complete, description, field_infos, notice};
 use super::settings::{Applied, Settings};
 use super::wire::{MAX_MESSAGE_BYTES, MAX_OPENING_BYTES, Probe, ReadError, Wire};
 use super::{Auth, Shared, catalog, functions, params};
 use crate::api::Token;
-use crate::engine::{CancelToken, Kind, Prepared, Session};
+use crate::engine::{CancelToken, CopyFormat, Kind, Prepared, Session};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::sql::split_statements;
@@ -91,6 +93,7 @@ pub(super) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
         running: place.running.clone(),
         statements: HashMap::new(),
         portals: HashMap::new(),
+        cursors: HashMap::new(),
         transaction: Transaction::Idle,
         skipping: false,
     };
@@ -269,6 +272,19 @@ enum Answer {
     Rows(Rows),
     Tag(String),
     Empty,
+    /// `COPY … TO STDOUT`: rows to send in COPY's format.
+    Copy(Rows, CopyFormat),
+    /// FETCH: up to `count` rows (all with `None`) of a cursor.
+    Fetch {
+        cursor: String,
+        count: Option<usize>,
+    },
+}
+
+/// A cursor of DECLARE: its rows, and whether it outlives its transaction (WITH HOLD).
+struct Cursor {
+    rows: Rows,
+    hold: bool,
 }
 
 struct Connection {
@@ -277,6 +293,7 @@ struct Connection {
     running: Arc<Running>,
     statements: HashMap<String, Arc<Stored>>,
     portals: HashMap<String, Portal>,
+    cursors: HashMap<String, Cursor>,
     transaction: Transaction,
     /// After an error in the extended protocol: messages are skipped until Sync.
     skipping: bool,
@@ -422,6 +439,8 @@ impl Connection {
                 }
                 Answer::Tag(tag) => wire.send(complete(tag)).await?,
                 Answer::Empty => wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?,
+                Answer::Copy(mut rows, format) => self.copy_out(wire, &mut rows, &format).await?,
+                Answer::Fetch { cursor, count } => self.fetch(wire, &cursor, count, true).await?,
             }
         }
         Ok(())
@@ -450,6 +469,7 @@ impl Connection {
         match prepared.kind() {
             Kind::Variable => return self.variable(wire, prepared, format).await,
             Kind::Transaction => return Ok(Answer::Tag(self.transaction_command(wire, prepared).await?)),
+            Kind::Cursor => return self.cursor(wire, prepared, params, format).await,
             _ => {}
         }
         if prepared.changes() && self.transaction != Transaction::Idle {
@@ -480,6 +500,11 @@ impl Connection {
             }
         };
         let options = self.settings.format_options();
+        if let Kind::CopyOut(_, copy) = prepared.kind() {
+            let Outcome::Rows { stream, .. } = outcome else { return Ok(Answer::Tag("COPY 0".into())) };
+            let rows = Rows::new(stream, &Format::UnifiedText, &options, prepared.column_names(), None, "COPY")?;
+            return Ok(Answer::Copy(rows, copy.clone()));
+        }
         Ok(match outcome {
             Outcome::Rows { stream, changed: None } if is_copy(prepared) => {
                 let batches = watch.unless_stopped(datafusion::physical_plan::common::collect(stream)).await?;
@@ -556,6 +581,132 @@ impl Connection {
         }
     }
 
+    /// The columns a stored statement returns, found without running it (a FETCH's are its
+    /// cursor's).
+    async fn result_schema(&mut self, stored: &Stored) -> Result<Option<SchemaRef>, Stopped> {
+        let Some(prepared) = &stored.prepared else { return Ok(None) };
+        if let Some(SqlStatement::Fetch { name, .. }) = prepared.sql() {
+            return Ok(self.cursors.get(&name.value).map(|c| c.rows.schema.clone()));
+        }
+        describe(prepared, &self.session).await
+    }
+
+    /// `COPY … TO STDOUT`: every row as CopyData, then the count.
+    async fn copy_out(&mut self, wire: &mut Wire, rows: &mut Rows, format: &CopyFormat) -> Result<(), Stopped> {
+        let columns = rows.fields.len();
+        wire.send(Backend::CopyOutResponse(CopyOutResponse::new(0, columns as i16, vec![0; columns]))).await?;
+        if format.header {
+            let names: Vec<String> = rows.fields.iter().map(|f| f.name().to_string()).collect();
+            wire.send(Backend::CopyData(CopyData::new(copy::header(&names, format)))).await?;
+        }
+        let watch = self.watch(wire.probe());
+        loop {
+            let next: Result<Option<DataRow>, Failure> = watch.unless_stopped(rows.next()).await?;
+            match next? {
+                Some(row) => wire.send(Backend::CopyData(CopyData::new(copy::line(&row, format)))).await?,
+                None => break,
+            }
+        }
+        wire.send(Backend::CopyDone(CopyDone::new())).await?;
+        Ok(wire.send(complete(format!("COPY {}", rows.sent))).await?)
+    }
+
+    /// DECLARE … CURSOR, FETCH and CLOSE.
+    async fn cursor(
+        &mut self,
+        wire: &mut Wire,
+        prepared: &Prepared,
+        params: &ParamValues,
+        format: &Format,
+    ) -> Result<Answer, Stopped> {
+        match prepared.sql() {
+            Some(SqlStatement::Declare { stmts }) => {
+                let [declare] = stmts.as_slice() else {
+                    return Err(Failure::new("0A000", "declare one cursor at a time").into());
+                };
+                let (Some(name), Some(query)) = (declare.names.first(), &declare.for_query) else {
+                    return Err(Failure::new("42601", "DECLARE needs a name and CURSOR FOR a query").into());
+                };
+                let hold = declare.hold == Some(true);
+                if !hold && self.transaction == Transaction::Idle {
+                    return Err(Failure::new("25P01", "DECLARE CURSOR can only be used in transaction blocks").into());
+                }
+                if self.cursors.contains_key(&name.value) {
+                    return Err(Failure::new("42P03", format!("cursor \"{}\" already exists", name.value)).into());
+                }
+                let statement = self.session.parse(&query.to_string())?;
+                let query = self.session.prepare(statement).await?;
+                let Answer::Rows(rows) = Box::pin(self.answer(wire, &query, params, format)).await? else {
+                    return Err(Failure::new("42601", "a cursor is declared for a query that returns rows").into());
+                };
+                self.cursors.insert(name.value.clone(), Cursor { rows, hold });
+                Ok(Answer::Tag("DECLARE CURSOR".into()))
+            }
+            Some(SqlStatement::Fetch { name, direction, .. }) => {
+                if !self.cursors.contains_key(&name.value) {
+                    return Err(Failure::new("34000", format!("cursor \"{}\" does not exist", name.value)).into());
+                }
+                let count = |limit: &ValueWithSpan| match &limit.value {
+                    Value::Number(n, _) => n.parse::<usize>().map_err(|_| Failure::new("22023", format!("FETCH {n}"))),
+                    other => Err(Failure::new("22023", format!("FETCH {other}"))),
+                };
+                let count = match direction {
+                    FetchDirection::Next => Some(1),
+                    FetchDirection::Count { limit } | FetchDirection::Forward { limit: Some(limit) } => {
+                        Some(count(limit)?)
+                    }
+                    FetchDirection::Forward { limit: None } => Some(1),
+                    FetchDirection::All | FetchDirection::ForwardAll => None,
+                    _ => return Err(Failure::new("55000", "cursor can only scan forward").into()),
+                };
+                Ok(Answer::Fetch { cursor: name.value.clone(), count })
+            }
+            Some(SqlStatement::Close { cursor }) => {
+                match cursor {
+                    CloseCursor::All => self.cursors.clear(),
+                    CloseCursor::Specific { name } => {
+                        if self.cursors.remove(&name.value).is_none() {
+                            return Err(
+                                Failure::new("34000", format!("cursor \"{}\" does not exist", name.value)).into()
+                            );
+                        }
+                    }
+                }
+                Ok(Answer::Tag("CLOSE CURSOR".into()))
+            }
+            _ => Err(Failure::new("0A000", "this cursor statement is not supported").into()),
+        }
+    }
+
+    /// FETCH: up to `count` rows of a cursor (its description first in the simple protocol).
+    async fn fetch(
+        &mut self,
+        wire: &mut Wire,
+        name: &str,
+        count: Option<usize>,
+        describe: bool,
+    ) -> Result<(), Stopped> {
+        let watch = self.watch(wire.probe());
+        let Some(cursor) = self.cursors.get_mut(name) else {
+            return Err(Failure::new("34000", format!("cursor \"{name}\" does not exist")).into());
+        };
+        if describe {
+            wire.send(description(&cursor.rows.fields)).await?;
+        }
+        let mut fetched = 0;
+        while count.is_none_or(|n| fetched < n) {
+            let next: Result<Option<DataRow>, Failure> = watch.unless_stopped(cursor.rows.next()).await?;
+            match next? {
+                Some(row) => {
+                    wire.send(Backend::DataRow(row)).await?;
+                    fetched += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(wire.send(complete(format!("FETCH {fetched}"))).await?)
+    }
+
     /// BEGIN, COMMIT, ROLLBACK and savepoints, as PostgreSQL answers them.
     async fn transaction_command(&mut self, wire: &mut Wire, prepared: &Prepared) -> Result<String, Stopped> {
         let outside = |what: &str| Failure::new("25P01", format!("{what} can only be used in transaction blocks"));
@@ -572,6 +723,7 @@ impl Connection {
             }
             (Some(SqlStatement::Commit { .. }), before) => {
                 self.transaction = Transaction::Idle;
+                self.cursors.retain(|_, c| c.hold);
                 (if before == Transaction::Failed { "ROLLBACK" } else { "COMMIT" }, None)
             }
             (Some(SqlStatement::Rollback { savepoint: Some(_), .. }), Transaction::Idle) => {
@@ -586,6 +738,7 @@ impl Connection {
             }
             (Some(SqlStatement::Rollback { .. }), _) => {
                 self.transaction = Transaction::Idle;
+                self.cursors.retain(|_, c| c.hold);
                 ("ROLLBACK", None)
             }
             (Some(SqlStatement::Savepoint { .. }), Transaction::Idle) => return Err(outside("SAVEPOINT").into()),
@@ -659,7 +812,11 @@ impl Connection {
         }
         let values = params::decode(parameters, parameter_formats, &stored.declared, &stored.inferred)
             .map_err(|e| Failure::new(e.code, e.message))?;
-        let format = result_format(result_formats, &stored, &self.session).await?;
+        let columns = match result_formats.len() > 1 {
+            true => self.result_schema(&stored).await?.map(|s| s.fields().len()),
+            false => None,
+        };
+        let format = result_format(result_formats, columns)?;
         let bound = Portal {
             stored,
             params: ParamValues::List(values.into_iter().map(Into::into).collect()),
@@ -672,6 +829,11 @@ impl Connection {
 
     async fn describe(&mut self, wire: &mut Wire, portal: bool, name: &str) -> Result<(), Stopped> {
         let (stored, format) = match portal {
+            // A cursor of DECLARE is a portal too, as in PostgreSQL (psycopg describes it so).
+            true if !self.portals.contains_key(name) && self.cursors.contains_key(name) => {
+                let fields = self.cursors[name].rows.fields.clone();
+                return Ok(wire.send(description(&fields)).await?);
+            }
             true => {
                 let found = self
                     .portals
@@ -685,7 +847,7 @@ impl Connection {
                 (stored, Format::UnifiedText)
             }
         };
-        match result_schema(&stored, &self.session).await? {
+        match self.result_schema(&stored).await? {
             Some(schema) => {
                 let names = stored.prepared.as_ref().and_then(Prepared::column_names);
                 let fields = field_infos(&schema, &format, &self.settings.format_options(), names)?;
@@ -721,6 +883,8 @@ impl Connection {
                     Answer::Empty => {
                         return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?);
                     }
+                    Answer::Copy(mut rows, format) => return self.copy_out(wire, &mut rows, &format).await,
+                    Answer::Fetch { cursor, count } => return self.fetch(wire, &cursor, count, false).await,
                 }
             }
         };
@@ -735,17 +899,14 @@ fn no_statement(name: &str) -> Failure {
     Failure::new("26000", format!("prepared statement \"{name}\" does not exist"))
 }
 
-/// The formats of a portal's columns: none given (text), one for all, or one per column.
-async fn result_format(codes: &[i16], stored: &Stored, session: &Session) -> Result<Format, Failure> {
+/// The formats of a portal's columns: none given (text), one for all, or one per column
+/// (`columns` counted when there are several codes).
+fn result_format(codes: &[i16], columns: Option<usize>) -> Result<Format, Failure> {
     let format = match codes {
         [] => Format::UnifiedText,
         [one] => Format::from(*one),
         each => {
-            let columns = result_schema(stored, session).await.map_err(|s| match s {
-                Stopped::Failed(f) => f,
-                Stopped::Gone => Failure::new("08006", "the connection ended"),
-            })?;
-            let count = columns.map_or(0, |s| s.fields().len());
+            let count = columns.unwrap_or(0);
             if each.len() != count {
                 return Err(Failure::new(
                     "08P01",
@@ -761,9 +922,11 @@ async fn result_format(codes: &[i16], stored: &Stored, session: &Session) -> Res
     }
 }
 
-/// The columns a stored statement returns, found without running it.
-async fn result_schema(stored: &Stored, session: &Session) -> Result<Option<SchemaRef>, Stopped> {
-    let Some(prepared) = &stored.prepared else { return Ok(None) };
+/// The columns a prepared statement returns, unless it is a FETCH.
+async fn describe(prepared: &Prepared, session: &Session) -> Result<Option<SchemaRef>, Stopped> {
+    if matches!(prepared.kind(), Kind::CopyOut(..) | Kind::Cursor) {
+        return Ok(None);
+    }
     if let (Kind::Variable, Some(SqlStatement::ShowVariable { variable })) = (prepared.kind(), prepared.sql()) {
         let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
         let all = name == "all";

@@ -16,6 +16,7 @@ the SQLSTATE of their [`Error`]. */
 mod access;
 mod catalog;
 mod connection;
+mod copy;
 mod frontend;
 mod functions;
 mod params;

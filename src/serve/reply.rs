@@ -105,6 +105,8 @@ type Encoded = Box<dyn Iterator<Item = pgwire::error::PgWireResult<DataRow>> + S
 /// time, never all held at once.
 pub struct Rows {
     pub fields: Arc<Vec<FieldInfo>>,
+    /// The columns as the plan has them.
+    pub schema: SchemaRef,
     stream: SendableRecordBatchStream,
     batch: Option<Encoded>,
     /// Rows sent so far.
@@ -123,8 +125,9 @@ impl Rows {
         change: Option<Change>,
         command: &'static str,
     ) -> Result<Rows, Failure> {
-        let fields = Arc::new(field_infos(&stream.schema(), format, options, names)?);
-        Ok(Rows { fields, stream, batch: None, sent: 0, change, command })
+        let schema = stream.schema();
+        let fields = Arc::new(field_infos(&schema, format, options, names)?);
+        Ok(Rows { fields, schema, stream, batch: None, sent: 0, change, command })
     }
 
     /// The next row, `None` after the last.

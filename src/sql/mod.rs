@@ -25,7 +25,7 @@ use datafusion::sql::parser::{
     CopyToSource, CopyToStatement, DFParserBuilder, ExplainStatement, Statement as DFStatement,
 };
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, ObjectName, Query, SelectItem, Statement, Update, Visit, Visitor, visit_expressions_mut,
+    CopyTarget, Expr, Ident, ObjectName, Query, SelectItem, Statement, Update, Visit, Visitor, visit_expressions_mut,
     visit_relations, visit_relations_mut,
 };
 use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
@@ -95,9 +95,10 @@ impl Parsed {
 /// Parses the text of one statement (a piece from [`split_statements`]) as `dialect` reads it.
 pub fn parse(sql: &str, dialect: Dialect) -> Result<Parsed, Error> {
     let postgres = dialect == Dialect::Postgres && !imageql_form(sql);
-    let mut parsed = match postgres {
-        true => parse_with(sql, &PostgreSqlDialect {})?,
-        false => parse_with(sql, &GenericDialect {})?,
+    let mut parsed = match (copy_to_client(sql), postgres) {
+        (Some(copy), _) => copy?,
+        (None, true) => parse_with(sql, &PostgreSqlDialect {})?,
+        (None, false) => parse_with(sql, &GenericDialect {})?,
     };
     depth::check(&parsed.statement)?;
     if postgres {
@@ -107,6 +108,32 @@ pub fn parse(sql: &str, dialect: Dialect) -> Result<Parsed, Error> {
         }
     }
     Ok(parsed)
+}
+
+/// `COPY … TO STDOUT` (PostgreSQL's, which DataFusion's COPY does not read), or `None` for any
+/// other statement; `COPY … FROM STDIN` is refused.
+fn copy_to_client(sql: &str) -> Option<Result<Parsed, Error>> {
+    if leading_words(sql).next().as_deref() != Some("COPY") {
+        return None;
+    }
+    let parsed = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).and_then(|mut p| {
+        let statement = p.parse_statement()?;
+        while p.consume_token(&Token::SemiColon) {}
+        p.expect_token(&Token::EOF).map(|_| statement)
+    });
+    match parsed {
+        Ok(copy @ Statement::Copy { to: true, target: CopyTarget::Stdout, .. }) => Some(Ok(Parsed {
+            statement: DFStatement::Statement(Box::new(copy)),
+            hints: vec![],
+            returning: None,
+            column_names: None,
+        })),
+        Ok(Statement::Copy { to: false, .. }) => Some(Err(Error::Unsupported {
+            what: "COPY … FROM".into(),
+            instead: Some("images are created with INSERT (capture) and EXEC … post_upload_image".into()),
+        })),
+        _ => None,
+    }
 }
 
 /// Whether a statement is one of imageql's own forms, which only the generic grammar reads:
