@@ -35,7 +35,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::pushdown::scalar;
+use super::pushdown::{distinct, scalar};
 use super::{Awaiting, Calls, ResourceScanExec, missing_params};
 
 /// Feeds scans that await parameter values from the joins above them; a scan still waiting
@@ -212,18 +212,14 @@ impl Supplier {
         let batches = self.input.batches(context).await?;
         let mut values = Vec::new();
         for (param, key) in &self.keys {
-            let mut distinct: Vec<Value> = Vec::new();
+            let mut all = Vec::new();
             for batch in batches.iter().flatten() {
                 let array = key.evaluate(batch)?.into_array(batch.num_rows())?;
                 for row in 0..array.len() {
-                    if let Some(value) = scalar(&ScalarValue::try_from_array(&array, row)?)
-                        && !distinct.contains(&value)
-                    {
-                        distinct.push(value);
-                    }
+                    all.extend(scalar(&ScalarValue::try_from_array(&array, row)?));
                 }
             }
-            values.push((param.clone(), distinct));
+            values.push((param.clone(), distinct(all)));
         }
         Ok(values)
     }

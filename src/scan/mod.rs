@@ -12,7 +12,7 @@ pub use dependent::ParamsFromJoins;
 pub use decode::to_batch;
 use decode::{Fetched, Rows};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -147,7 +147,10 @@ impl Binding {
     /// Several predicates on one parameter: only values all of them allow.
     fn restrict(&mut self, param: String, values: Vec<Value>) {
         match self.bound.get_mut(&param) {
-            Some(previous) => previous.retain(|v| values.contains(v)),
+            Some(previous) => {
+                let allowed: HashSet<String> = values.iter().map(Value::to_string).collect();
+                previous.retain(|v| allowed.contains(&v.to_string()));
+            }
             None => {
                 self.bound.insert(param, values);
             }

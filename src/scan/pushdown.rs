@@ -10,6 +10,8 @@ Each predicate DataFusion offers becomes one of:
 - nothing, for whatever the API cannot express, or for filters beyond the header's limits
   ([`MAX_DEPTH`], [`MAX_CONDITIONS`]). */
 
+use std::collections::HashSet;
+
 use datafusion::arrow::array::Array;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::{InList, ScalarFunction};
@@ -90,14 +92,10 @@ fn equalities(expr: &Expr) -> Option<(&str, Vec<Value>)> {
     }
 }
 
-fn distinct(values: Vec<Value>) -> Vec<Value> {
-    let mut seen = Vec::with_capacity(values.len());
-    for v in values {
-        if !seen.contains(&v) {
-            seen.push(v);
-        }
-    }
-    seen
+/// `values` without repeats, in their order; linear, for IN lists of many thousand ids.
+pub(super) fn distinct(values: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    values.into_iter().filter(|v| seen.insert(v.to_string())).collect()
 }
 
 /// The X-Filter form of `expr`, and whether it is exact.
