@@ -263,7 +263,13 @@ impl Session {
                 Err(e) => return Err(e),
             },
         };
-        Ok(Prepared::new(text, Some(parsed), kind))
+        let types = match (&kind, &parsed.statement) {
+            (Kind::Change, DFStatement::Statement(change)) => {
+                statement::change_parameter_types(&state, &self.registry, change).await
+            }
+            _ => vec![],
+        };
+        Ok(Prepared::new(text, Some(parsed), kind).with_change_parameters(types))
     }
 
     /// DataFusion's plan of a statement. In the Postgres dialect, a statement whose correlated
@@ -342,6 +348,7 @@ impl Session {
         match (prepared.kind(), prepared.sql()) {
             (Kind::Plan(plan), _) => statement::parameter_types(plan),
             (Kind::Deferred, _) => Ok(vec![None; parameters(prepared.parsed())]),
+            (Kind::Change, Some(_)) => Ok(prepared.change_parameters().to_vec()),
             (_, Some(sql)) => Ok(vec![None; statement::placeholder_count(sql)]),
             (_, None) => Ok(vec![]),
         }

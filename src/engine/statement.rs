@@ -8,14 +8,15 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::{Expr, LogicalPlan, Statement as PlanStatement};
 use datafusion::sql::parser::{ResetStatement as ResetVariable, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Array, CopyLegacyOption, CopyOption, CopySource, Expr as SqlExpr, Ident, ObjectName, Query, Reset, ResetStatement,
-    SelectItem, Set, SetExpr, Statement as SqlStatement, TableFactor, Value, ValueWithSpan, visit_expressions,
-    visit_expressions_mut,
+    Array, CopyLegacyOption, CopyOption, CopySource, Expr as SqlExpr, FromTable, Ident, ObjectName, Query, Reset,
+    ResetStatement, SelectItem, Set, SetExpr, Statement as SqlStatement, TableFactor, Value, ValueWithSpan,
+    visit_expressions, visit_expressions_mut,
 };
 use std::ops::ControlFlow;
 
@@ -135,11 +136,21 @@ pub struct Prepared {
     text: String,
     parsed: Option<Parsed>,
     kind: Kind,
+    /// A change's parameter types, found when it is prepared (a plan's are in its plan).
+    change_parameters: Vec<Option<DataType>>,
 }
 
 impl Prepared {
     pub(super) fn new(text: String, parsed: Option<Parsed>, kind: Kind) -> Prepared {
-        Prepared { text, parsed, kind }
+        Prepared { text, parsed, kind, change_parameters: vec![] }
+    }
+
+    pub(super) fn with_change_parameters(self, types: Vec<Option<DataType>>) -> Prepared {
+        Prepared { change_parameters: types, ..self }
+    }
+
+    pub(super) fn change_parameters(&self) -> &[Option<DataType>] {
+        &self.change_parameters
     }
 
     pub fn kind(&self) -> &Kind {
@@ -186,14 +197,14 @@ pub(super) fn copied_query(parsed: &Parsed) -> Result<Option<(Parsed, CopyFormat
     let SqlStatement::Copy { source, options, legacy_options, .. } = statement.as_ref() else { return Ok(None) };
     let query = match source {
         CopySource::Query(query) => query.clone(),
-        CopySource::Table { table_name, columns } => Box::new(table_query(table_name, columns)),
+        CopySource::Table { table_name, columns } => Box::new(table_query(table_name, columns, None)),
     };
     let query = Parsed { statement: DFStatement::Statement(Box::new(SqlStatement::Query(query))), ..parsed.clone() };
     Ok(Some((query, CopyFormat::of(options, legacy_options)?)))
 }
 
-/// `SELECT columns FROM table` (every column when none are named).
-fn table_query(table: &ObjectName, columns: &[Ident]) -> Query {
+/// `SELECT columns FROM table [WHERE selection]` (every column when none are named).
+fn table_query(table: &ObjectName, columns: &[Ident], selection: Option<SqlExpr>) -> Query {
     let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
     let parsed = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
         .try_with_sql("SELECT * FROM t")
@@ -207,8 +218,43 @@ fn table_query(table: &ObjectName, columns: &[Ident]) -> Query {
             select.projection =
                 columns.iter().map(|c| SelectItem::UnnamedExpr(SqlExpr::Identifier(c.clone()))).collect();
         }
+        select.selection = selection;
     }
     query
+}
+
+/// The types of a change's `$n` by position: a value takes its field's type, a condition
+/// (REPLACE's and DELETE's WHERE) the one it has in the query of the rows it picks.
+pub(super) async fn change_parameter_types(
+    state: &SessionState,
+    registry: &Registry,
+    statement: &SqlStatement,
+) -> Vec<Option<DataType>> {
+    let values = mutate::value_types(registry, statement);
+    let condition = match statement {
+        SqlStatement::Update(update) => match &update.table.relation {
+            TableFactor::Table { name, .. } => update.selection.clone().map(|s| (name.clone(), s)),
+            _ => None,
+        },
+        SqlStatement::Delete(delete) => {
+            let (FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables)) = &delete.from;
+            match tables.first().map(|t| &t.relation) {
+                Some(TableFactor::Table { name, .. }) => delete.selection.clone().map(|s| (name.clone(), s)),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let mut conditions = vec![];
+    if let Some((table, selection)) = condition {
+        let query = SqlStatement::Query(Box::new(table_query(&table, &[], Some(selection))));
+        if let Ok(plan) = state.statement_to_plan(DFStatement::Statement(Box::new(query))).await {
+            conditions = parameter_types(&plan).unwrap_or_default();
+        }
+    }
+    (1..=placeholder_count(statement))
+        .map(|n| values.get(&n).cloned().or_else(|| conditions.get(n - 1).cloned().flatten()))
+        .collect()
 }
 
 /// The kind of a statement that is not planned by DataFusion when prepared; `None` for one

@@ -38,8 +38,11 @@ pub enum Error {
         name: String,
         nearest: Option<String>,
     },
-    /// A value that is not of its type, or out of its range (a cast, a division by zero).
-    InvalidValue(String),
+    /// A value that is not of its type, or out of its range.
+    InvalidValue {
+        fault: ValueFault,
+        message: String,
+    },
     /// A form imageql does not implement (`DROP TABLE`, `UPDATE`, `INSERT … ON CONFLICT`).
     Unsupported {
         what: String,
@@ -108,6 +111,9 @@ pub enum Forbidden {
     Definition { statement: String },
     /// Changing the engine's own settings (`SET datafusion.…`).
     Setting { name: String },
+    /// Changing rows the provider files protect (public images), named by id in the
+    /// statement, or matched by its WHERE (`column` then says how to leave them out).
+    Protected { ids: Vec<String>, reason: String, column: Option<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +164,16 @@ pub enum AwaitProblem {
     NoWayToRead,
 }
 
+/// What is wrong with an invalid value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueFault {
+    /// Text that does not read as the type it is cast to.
+    Cast,
+    DivisionByZero,
+    /// Out of its type's range.
+    Overflow,
+}
+
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -179,7 +195,9 @@ impl Error {
             Error::UnknownResource(_) | Error::UnknownTable { .. } => "42P01",
             Error::UnknownColumn { .. } => "42703",
             Error::UnknownFunction { .. } => "42883",
-            Error::InvalidValue(_) => "22000",
+            Error::InvalidValue { fault: ValueFault::Cast, .. } => "22P02",
+            Error::InvalidValue { fault: ValueFault::DivisionByZero, .. } => "22012",
+            Error::InvalidValue { fault: ValueFault::Overflow, .. } => "22003",
             Error::Unsupported { .. } => "0A000",
             Error::Missing { .. } => "23502",
             Error::Validation(_) | Error::Upload { .. } => "22023",
@@ -256,8 +274,12 @@ impl From<DataFusionError> for Error {
                 other => Error::Query(other.to_string()),
             },
             DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
-                ArrowError::CastError(_) | ArrowError::DivideByZero | ArrowError::ArithmeticOverflow(_) => {
-                    Error::InvalidValue(arrow.to_string())
+                ArrowError::CastError(_) => Error::InvalidValue { fault: ValueFault::Cast, message: arrow.to_string() },
+                ArrowError::DivideByZero => {
+                    Error::InvalidValue { fault: ValueFault::DivisionByZero, message: arrow.to_string() }
+                }
+                ArrowError::ArithmeticOverflow(_) => {
+                    Error::InvalidValue { fault: ValueFault::Overflow, message: arrow.to_string() }
                 }
                 other => Error::Query(other.to_string()),
             },

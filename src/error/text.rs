@@ -58,7 +58,7 @@ impl fmt::Display for Error {
                 write!(f, "function {name} does not exist")?;
                 nearest.iter().try_for_each(|n| write!(f, "; did you mean {n}?"))
             }
-            Error::InvalidValue(message) => f.write_str(message),
+            Error::InvalidValue { message, .. } => f.write_str(message),
             Error::Unsupported { what, instead } => {
                 write!(f, "{what} is not supported")?;
                 instead.iter().try_for_each(|i| write!(f, ": {i}"))
@@ -113,6 +113,14 @@ impl fmt::Display for Forbidden {
             Forbidden::Setting { name } => {
                 write!(f, "SET {name} is not allowed here: the engine's settings are the server operator's")
             }
+            Forbidden::Protected { ids, reason, column: None } => write!(f, "{}: {reason}", ids.join(", ")),
+            Forbidden::Protected { ids, reason, column: Some(column) } => write!(
+                f,
+                "the WHERE clause matches {} protected row{} ({}): {reason}; narrow it, e.g. with AND NOT {column}",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" },
+                ids.join(", "),
+            ),
         }
     }
 }

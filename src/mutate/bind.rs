@@ -21,7 +21,7 @@ use super::execute::{call_for, validation};
 use super::sets::{SetChange, members};
 use super::values::{literal, rows_of_batches};
 use super::{Bound, Input, Upload, upload};
-use crate::error::Error;
+use crate::error::{Error, Forbidden};
 use crate::files::FileAccess;
 use crate::provider::{HttpVerb, Method, Param, Registry, Resolved, Resource, SqlVerb, Verb, nearest};
 use crate::sql::{Parsed, is_replace};
@@ -86,12 +86,12 @@ pub fn changes_resources(registry: &Registry, statement: &Statement) -> bool {
     }
 }
 
-fn object_name(name: &ObjectName) -> String {
+pub(super) fn object_name(name: &ObjectName) -> String {
     let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.clone())).collect();
     parts.join(".")
 }
 
-fn insert_target(registry: &Registry, insert: &Insert) -> Option<Resolved> {
+pub(super) fn insert_target(registry: &Registry, insert: &Insert) -> Option<Resolved> {
     let TableObject::TableName(name) = &insert.table else { return None };
     registry.resolve(&object_name(name)).ok()
 }
@@ -109,7 +109,7 @@ fn unsupported(what: &str, instead: &str) -> Error {
 
 /// The first method mapped to `verb` whose required parameters and body fields are all
 /// among `given`.
-fn choose<'a>(resource: &'a Resource, verb: Verb, given: &[String]) -> Result<(&'a str, &'a Method), Error> {
+pub(super) fn choose<'a>(resource: &'a Resource, verb: Verb, given: &[String]) -> Result<(&'a str, &'a Method), Error> {
     let sql_verb = verb.sql_verb().expect("EXEC names its method");
     let candidates: Vec<(&str, &Method)> = resource.methods_for(sql_verb).collect();
     let Some(&(first_name, first)) = candidates.first() else {
@@ -297,6 +297,10 @@ fn required_where<'a>(resource: &Resource, selection: Option<&'a Expr>) -> Resul
     })
 }
 
+fn protected_id(id: &str, reason: &str) -> Error {
+    Error::Forbidden(Forbidden::Protected { ids: vec![id.to_string()], reason: reason.to_string(), column: None })
+}
+
 /// Rows named by literal ids (`WHERE id = …`, `id IN (…)`): no read is needed for them.
 fn by_literal_ids(bound: &mut Bound, method: &Method, selection: &Expr) -> Result<bool, Error> {
     let params: Vec<&Param> = method.params.iter().filter(|p| p.required).collect();
@@ -305,7 +309,7 @@ fn by_literal_ids(bound: &mut Bound, method: &Method, selection: &Expr) -> Resul
     if let Some(protected) = &bound.resource.protected
         && let Some(id) = ids.iter().filter_map(Value::as_str).find(|id| protected.protects_id(id))
     {
-        return Err(Error::Refused(format!("{id}: {}", protected.reason)));
+        return Err(protected_id(id, &protected.reason));
     }
     bound.columns = vec![param.name.clone()];
     bound.input = Input::Rows(ids.into_iter().map(|id| vec![id]).collect());
@@ -561,7 +565,7 @@ fn bind_exec(
             .filter_map(|(_, v)| v.as_str())
             .find(|id| protected.protects_id(id))
     {
-        return Err(Error::Refused(format!("{id}: {}", protected.reason)));
+        return Err(protected_id(id, &protected.reason));
     }
     let upload = match (file, &method.upload) {
         (Some(written), Some(spec)) => {

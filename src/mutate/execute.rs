@@ -23,7 +23,7 @@ use super::values::{coerce, rows_of_batches};
 use super::{Bound, Call, Input, upload};
 use crate::api::{ApiClient, Event, Request};
 use crate::cancel::CancelToken;
-use crate::error::{AwaitProblem, Error, Partial, Validation};
+use crate::error::{AwaitProblem, Error, Forbidden, Partial, Validation};
 use crate::outcome::{Change, Outcome};
 use crate::provider::{HttpVerb, Method, ParamLocation, Resource, SqlVerb, Verb, encode_segment, resource_schema};
 use crate::scan::to_batch;
@@ -107,14 +107,11 @@ pub(super) fn calls(bound: &Bound, rows: Vec<Vec<Value>>) -> Result<Vec<Call>, E
             .map(|row| subject_of(row.first()))
             .collect();
         if !blocked.is_empty() {
-            return Err(Error::Refused(format!(
-                "the WHERE clause matches {} protected row{} ({}): {}; narrow it, e.g. with AND NOT {}",
-                blocked.len(),
-                if blocked.len() == 1 { "" } else { "s" },
-                blocked.join(", "),
-                protected.reason,
-                protected.column
-            )));
+            return Err(Error::Forbidden(Forbidden::Protected {
+                ids: blocked,
+                reason: protected.reason.clone(),
+                column: Some(protected.column.clone()),
+            }));
         }
         for row in rows.iter_mut() {
             row.remove(params);

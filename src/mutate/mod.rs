@@ -10,6 +10,7 @@ order and never retried, through a narrow interface: the API client and a cancel
 
 mod bind;
 mod execute;
+mod placeholders;
 mod sets;
 mod upload;
 mod values;
@@ -25,6 +26,7 @@ use serde_json::{Map, Value};
 use crate::provider::{HttpVerb, Method, Provider, Resource, Verb};
 pub use bind::{bind, changes_resources};
 pub use execute::{execute, explain, explain_schema, result_schema};
+pub use placeholders::value_types;
 use sets::SetChange;
 
 /// One request of a change.

@@ -13,7 +13,8 @@ pub fn resource_schema(resource: &Resource) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn scalar_type(kind: Kind) -> DataType {
+/// The column type of a parameter of `kind`.
+pub fn scalar_type(kind: Kind) -> DataType {
     match kind {
         Kind::Integer => DataType::Int64,
         Kind::Number => DataType::Float64,
@@ -26,7 +27,8 @@ fn arrow_field(f: &Field) -> ArrowField {
     ArrowField::new(&f.name, data_type(f), f.nullable)
 }
 
-fn data_type(f: &Field) -> DataType {
+/// The column type of a field.
+pub fn data_type(f: &Field) -> DataType {
     match f.kind {
         Kind::String | Kind::Json => DataType::Utf8,
         Kind::Integer => DataType::Int64,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use include_dir::{Dir, include_dir};
 use serde::Deserialize;
 
-pub use arrow::resource_schema;
+pub use arrow::{data_type, resource_schema, scalar_type};
 pub use seed::{Row, Seed, seed_params};
 pub use template::{PathTemplate, Pattern, encode_segment};
 
