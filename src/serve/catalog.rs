@@ -9,7 +9,10 @@
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, ListBuilder, RecordBatch, StringArray, StringBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::CatalogProviderList;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
@@ -20,7 +23,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlanBuilder, ScalarUDF, Signature, Volatility, col, lit};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -29,6 +32,10 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::{
     generate_series_arg_coercion::CoerceIntArgsToBigInt, has_privilege_udf, oid_type_planner::PgOidTypePlanner,
     pg_get_expr_udf, quote_ident_udf,
 };
+
+use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
+use datafusion_postgres::pgwire::api::Type;
+use postgres_types::Kind;
 
 use super::settings::Shared as SharedSettings;
 use crate::engine::postgres::function;
@@ -93,9 +100,11 @@ pub fn install(
 ) -> Result<(), Error> {
     let failed = |e: DataFusionError| Error::Query(format!("cannot set up pg_catalog: {e}"));
     let catalogs = Catalogs(Arc::downgrade(&context.state().catalog_list().clone()));
+    let catalogs_for_overlay = catalogs.clone();
     let schema = PgCatalogSchemaProvider::try_new(catalogs, tables.clone(), EmptyContextProvider).map_err(failed)?;
     let catalog = context.catalog(database).ok_or_else(|| Error::Query(format!("no catalog {database}")))?;
-    catalog.register_schema("pg_catalog", Arc::new(Overlay::new(Arc::new(schema), settings))).map_err(failed)?;
+    let overlay = Overlay { inner: Arc::new(schema), settings, catalogs: catalogs_for_overlay };
+    catalog.register_schema("pg_catalog", Arc::new(overlay)).map_err(failed)?;
     for function in [
         pg::create_current_database_udf(database),
         pg::create_current_schema_udf(),
@@ -106,7 +115,7 @@ pub fn install(
         has_privilege_udf::create_has_privilege_udf("has_database_privilege"),
         has_privilege_udf::create_has_privilege_udf("has_any_column_privilege"),
         pg::create_pg_table_is_visible(),
-        format_type::create_format_type_udf(),
+        super::functions::format_type(format_type::create_format_type_udf()),
         pg::create_session_user_udf(),
         pg_get_expr_udf::create_pg_get_expr_udf(),
         pg::create_pg_get_partkeydef_udf(),
@@ -247,16 +256,24 @@ fn catalog_items(text: &str) -> Vec<String> {
 }
 
 /// `pg_catalog` as clients expect it: `datafusion-pg-catalog`'s, with its text-kept arrays
-/// as arrays, the columns it lacks, and `pg_settings` from the connection's settings.
+/// as arrays, the columns it lacks, columns typed as the wire sends them, and `pg_settings`
+/// from the connection's settings.
 #[derive(Debug)]
 struct Overlay {
     inner: Arc<dyn SchemaProvider>,
     settings: SharedSettings,
+    catalogs: Catalogs,
 }
 
 impl Overlay {
-    fn new(inner: Arc<dyn SchemaProvider>, settings: SharedSettings) -> Overlay {
-        Overlay { inner, settings }
+    /// `pg_database` with the databases a client can connect to: `datafusion-pg-catalog` adds
+    /// a `postgres` that is not one, and tools would offer it.
+    async fn databases(&self, table: Arc<dyn TableProvider>) -> datafusion::common::Result<Arc<dyn TableProvider>> {
+        let names = self.catalogs.catalog_names().await?.into_iter().map(lit).collect();
+        let plan = LogicalPlanBuilder::scan("pg_database", provider_as_source(table), None)?
+            .filter(col("datname").in_list(names, false))?
+            .build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
     }
 
     /// The table with its array columns converted and its missing columns added.
@@ -302,16 +319,80 @@ impl SchemaProvider for Overlay {
 
     async fn table(&self, name: &str) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
         if name == "pg_settings" {
-            return Ok(Some(Arc::new(SettingsTable(self.settings.clone()))));
+            return Ok(Some(Arc::new(ComputedTable(SettingsTable(self.settings.clone())))));
         }
-        match self.inner.table(name).await? {
-            Some(table) => Ok(Some(self.converted(name, table)?)),
-            None => Ok(None),
+        let Some(table) = self.inner.table(name).await? else { return Ok(None) };
+        if name == "pg_database" {
+            return Ok(Some(self.databases(table).await?));
         }
+        let converted = self.converted(name, table)?;
+        if name == "pg_attribute" {
+            let attributes = AttributeTable { inner: converted, catalogs: self.catalogs.clone() };
+            return Ok(Some(Arc::new(ComputedTable(attributes))));
+        }
+        Ok(Some(converted))
     }
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+    }
+}
+
+/// `pg_attribute` with each column's type as the wire describes it: `datafusion-pg-catalog`
+/// calls every type it does not know text (lists of records, `int8[]`, records), and a driver
+/// that reads a column's type from the catalog must find the one its rows arrive as.
+#[derive(Debug)]
+struct AttributeTable {
+    inner: Arc<dyn TableProvider>,
+    catalogs: Catalogs,
+}
+
+impl AttributeTable {
+    /// The wire's type of each row's column, in the order the catalog lists them.
+    async fn wire_types(&self) -> datafusion::common::Result<Vec<(String, Type)>> {
+        let mut columns = Vec::new();
+        for catalog in self.catalogs.catalog_names().await? {
+            for schema in self.catalogs.schema_names(&catalog).await?.unwrap_or_default() {
+                for table in self.catalogs.table_names(&catalog, &schema).await?.unwrap_or_default() {
+                    let Some(fields) = self.catalogs.table_schema(&catalog, &schema, &table).await? else { continue };
+                    for field in fields.fields() {
+                        columns.push((field.name().clone(), into_pg_type(field.data_type()).unwrap_or(Type::TEXT)));
+                    }
+                }
+            }
+        }
+        Ok(columns)
+    }
+
+    /// `batch` with its types replaced, unless its rows are not the columns listed (a table
+    /// came or went in between: its types are then left as they are).
+    fn retyped(batch: RecordBatch, columns: &[(String, Type)]) -> datafusion::common::Result<RecordBatch> {
+        let schema = batch.schema();
+        let index = |name: &str| schema.index_of(name);
+        let (names, types, dimensions) = (index("attname")?, index("atttypid")?, index("attndims")?);
+        let listed = batch.column(names).as_string::<i32>();
+        if listed.len() != columns.len() || listed.iter().zip(columns).any(|(name, (column, _))| name != Some(column)) {
+            return Ok(batch);
+        }
+        let mut arrays = batch.columns().to_vec();
+        arrays[types] = Arc::new(Int32Array::from_iter_values(columns.iter().map(|(_, t)| t.oid() as i32)));
+        let array_dimensions = |t: &Type| i32::from(matches!(t.kind(), Kind::Array(_)));
+        arrays[dimensions] = Arc::new(Int32Array::from_iter_values(columns.iter().map(|(_, t)| array_dimensions(t))));
+        Ok(RecordBatch::try_new(schema, arrays)?)
+    }
+}
+
+#[async_trait]
+impl Computed for AttributeTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    async fn rows(&self, state: &dyn Session) -> datafusion::common::Result<RecordBatch> {
+        let rows = self.inner.scan(state, None, &[], None).await?;
+        let batches = collect(rows, state.task_ctx()).await?;
+        let batch = concat_batches(&self.schema(), &batches)?;
+        Self::retyped(batch, &self.wire_types().await?)
     }
 }
 
@@ -340,9 +421,37 @@ fn settings_schema() -> SchemaRef {
 }
 
 #[async_trait]
-impl TableProvider for SettingsTable {
+impl Computed for SettingsTable {
     fn schema(&self) -> SchemaRef {
         settings_schema()
+    }
+
+    async fn rows(&self, _: &dyn Session) -> datafusion::common::Result<RecordBatch> {
+        let values = self.0.all();
+        let names: StringArray = values.keys().map(Some).collect();
+        let settings: StringArray = values.values().map(Some).collect();
+        let nulls = || Arc::new(StringArray::new_null(values.len())) as ArrayRef;
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(names), Arc::new(settings)];
+        columns.extend((0..11).map(|_| nulls()));
+        columns.push(Arc::new(BooleanArray::from(vec![false; values.len()])));
+        Ok(RecordBatch::try_new(settings_schema(), columns)?)
+    }
+}
+
+/// A catalog table whose rows are made anew for each scan.
+#[async_trait]
+trait Computed: std::fmt::Debug + Send + Sync {
+    fn schema(&self) -> SchemaRef;
+    async fn rows(&self, state: &dyn Session) -> datafusion::common::Result<RecordBatch>;
+}
+
+#[derive(Debug)]
+struct ComputedTable<T>(T);
+
+#[async_trait]
+impl<T: Computed + 'static> TableProvider for ComputedTable<T> {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -356,15 +465,8 @@ impl TableProvider for SettingsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let values = self.0.all();
-        let names: StringArray = values.keys().map(Some).collect();
-        let settings: StringArray = values.values().map(Some).collect();
-        let nulls = || Arc::new(StringArray::new_null(values.len())) as ArrayRef;
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(names), Arc::new(settings)];
-        columns.extend((0..11).map(|_| nulls()));
-        columns.push(Arc::new(BooleanArray::from(vec![false; values.len()])));
-        let batch = RecordBatch::try_new(settings_schema(), columns)?;
-        MemTable::try_new(settings_schema(), vec![vec![batch]])?.scan(state, projection, filters, limit).await
+        let batch = self.0.rows(state).await?;
+        MemTable::try_new(self.schema(), vec![vec![batch]])?.scan(state, projection, filters, limit).await
     }
 }
 

@@ -8,8 +8,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray, StructArray};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::{ColumnarValue, Signature, Volatility};
+use datafusion::config::ConfigOptions;
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, Signature, Volatility};
 use datafusion::prelude::SessionContext;
+use datafusion_postgres::pgwire::api::Type;
+use postgres_types::Kind;
 
 use super::settings::{SERVER_VERSION, Shared as SharedSettings};
 use crate::engine::postgres::function;
@@ -225,6 +228,45 @@ fn set_config(settings: &SharedSettings, args: &[ColumnarValue], rows: usize) ->
         })
         .collect();
     shaped(args, Arc::new(out))
+}
+
+/// `format_type(oid, typmod)` as `known` answers it, and for the types it does not know (a
+/// record, an array of records: columns the wire sends as such) the name `pg_type` gives.
+pub fn format_type(known: ScalarUDF) -> ScalarUDF {
+    let signature = known.signature().clone();
+    let body = move |args: &[ColumnarValue], rows: usize| -> Result<ColumnarValue> {
+        let arg_fields = args.iter().map(|a| Arc::new(Field::new("argument", a.data_type(), true))).collect();
+        let names = known.invoke_with_args(ScalarFunctionArgs {
+            args: args.to_vec(),
+            arg_fields,
+            number_rows: rows,
+            return_field: Arc::new(Field::new("format_type", DataType::Utf8, true)),
+            config_options: Arc::new(ConfigOptions::default()),
+        })?;
+        let names = names.to_array(rows)?;
+        let oids = datafusion::arrow::compute::cast(&arrays(args, rows)?[0], &DataType::Int64)?;
+        let out: StringArray = names
+            .as_string::<i32>()
+            .iter()
+            .zip(oids.as_primitive::<Int64Type>().iter())
+            .map(|(name, oid)| match (name, oid) {
+                (Some(name), Some(oid)) if name.starts_with("oid(") => Some(type_name(oid).unwrap_or(name.into())),
+                (name, _) => name.map(String::from),
+            })
+            .collect();
+        shaped(args, Arc::new(out))
+    };
+    function("format_type", signature, DataType::Utf8, Arc::new(body))
+}
+
+fn type_name(oid: i64) -> Option<String> {
+    let known = Type::from_oid(u32::try_from(oid).ok()?)?;
+    // `_record` is a pseudo-type, not an array kind, but Postgres names it `record[]` too.
+    Some(match (known.kind(), known.name().strip_prefix('_')) {
+        (Kind::Array(element), _) => format!("{}[]", element.name()),
+        (_, Some(element)) => format!("{element}[]"),
+        _ => known.name().to_string(),
+    })
 }
 
 #[cfg(test)]
