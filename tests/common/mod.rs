@@ -354,8 +354,13 @@ impl Http {
 /// The official clients pinned by these tests.
 pub const PYTHON_CLIENTS: [&str; 2] = ["linode-cli==5.69.0", "linode-api4==5.48.0"];
 
-/// Python clients of the Postgres wire protocol pinned by the server tests.
-pub const POSTGRES_CLIENTS: [&str; 2] = ["psycopg[binary]==3.3.9", "SQLAlchemy==2.0.44"];
+/// Python clients of the Postgres wire protocol pinned by the server tests, at their current
+/// releases.
+pub const POSTGRES_CLIENTS: [&str; 4] =
+    ["psycopg[binary]==3.3.9", "SQLAlchemy==2.1.9", "pandas==3.1.1", "pgcli==4.7.1"];
+
+/// node-postgres and its cursor and stream packages, at their current releases.
+pub const NODE_CLIENTS: [&str; 3] = ["pg@8.23.1", "pg-cursor@2.22.0", "pg-query-stream@4.17.0"];
 
 /// A virtualenv with linode-cli and linode_api4, made once per build directory (needs pip
 /// to reach PyPI the first time).
@@ -363,38 +368,74 @@ pub fn python_clients() -> PathBuf {
     virtualenv("python-clients", &PYTHON_CLIENTS)
 }
 
-/// A virtualenv with psycopg and SQLAlchemy, made once per build directory.
+/// A virtualenv with psycopg, SQLAlchemy, pandas and pgcli, made once per build directory.
 pub fn postgres_clients() -> PathBuf {
     virtualenv("postgres-clients", &POSTGRES_CLIENTS)
 }
 
+/// A `node_modules` with [`NODE_CLIENTS`], installed once per build directory (needs npm to
+/// reach the registry the first time).
+pub fn node_clients() -> PathBuf {
+    installed("node-clients", &NODE_CLIENTS, |dir, packages| {
+        let mut args = vec!["install", "--no-audit", "--no-fund", "--silent", "--prefix", dir.to_str().unwrap()];
+        args.extend(packages);
+        vec![(PathBuf::from("npm"), args.iter().map(|a| a.to_string()).collect())]
+    })
+    .join("node_modules")
+}
+
+/// pgJDBC's jar: `PGJDBC_JAR`, else where Debian's libpostgresql-jdbc-java puts it.
+pub fn pgjdbc_jar() -> PathBuf {
+    let jar =
+        std::env::var_os("PGJDBC_JAR").map_or_else(|| PathBuf::from("/usr/share/java/postgresql.jar"), PathBuf::from);
+    assert!(
+        jar.is_file(),
+        "{} is missing: install libpostgresql-jdbc-java (.ci/run does) or set PGJDBC_JAR",
+        jar.display()
+    );
+    jar
+}
+
 fn virtualenv(name: &str, packages: &[&str]) -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let ready = venv.join("ready");
+    installed(name, packages, |venv, packages| {
+        let venv_path = venv.to_str().unwrap().to_string();
+        let mut pip = vec!["install", "--quiet", "--disable-pip-version-check"];
+        pip.extend(packages);
+        vec![
+            (PathBuf::from("python3"), vec!["-m".into(), "venv".into(), "--clear".into(), venv_path]),
+            (venv.join("bin/pip"), pip.iter().map(|a| a.to_string()).collect()),
+        ]
+    })
+}
+
+/// A directory under the build directory holding `packages`, made by `commands` the first
+/// time (and whenever the packages change); runs of the tests at once wait for each other.
+fn installed(
+    name: &str,
+    packages: &[&str],
+    commands: impl Fn(&Path, &[&str]) -> Vec<(PathBuf, Vec<String>)>,
+) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let ready = dir.join("ready");
     let wanted = packages.join(" ");
-    std::fs::create_dir_all(&venv).unwrap();
-    let lock = std::fs::File::create(venv.with_extension("lock")).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
     lock.lock().unwrap();
     if std::fs::read_to_string(&ready).ok().as_deref() == Some(wanted.as_str()) {
-        return venv;
+        return dir;
     }
-    let run = |program: &Path, args: &[&str]| {
-        let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    for (program, args) in commands(&dir, packages) {
+        let out = Command::new(&program).args(&args).output().unwrap_or_else(|e| panic!("{}: {e}", program.display()));
         assert!(
             out.status.success(),
-            "{} {args:?} failed (the client tests install {wanted} from PyPI):\n{}{}",
+            "{} {args:?} failed (the client tests install {wanted}):\n{}{}",
             program.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-    };
-    run(Path::new("python3"), &["-m", "venv", "--clear", venv.to_str().unwrap()]);
-    let pip = venv.join("bin/pip");
-    let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
-    args.extend(packages);
-    run(&pip, &args);
+    }
     std::fs::write(&ready, &wanted).unwrap();
-    venv
+    dir
 }
 
 /// Gzip-compresses `data`.
