@@ -199,6 +199,20 @@ fn oversized_and_malformed_messages_get_an_answer_and_cost_nothing() {
         }
     }
     assert_eq!(capped, Some((1000, Some("53400".to_string()))));
+    // So are cursors, each holding a running statement.
+    client.send(&pgwire::query("BEGIN"));
+    client.until_ready();
+    let mut capped = None;
+    for i in 0..1100 {
+        client.send(&pgwire::query(&format!("DECLARE c{i} CURSOR FOR SELECT 1 AS one")));
+        if let Some(error) = pgwire::error(&client.until_ready()) {
+            capped = Some((i, error.code()));
+            break;
+        }
+    }
+    assert_eq!(capped, Some((1000, Some("53400".to_string()))));
+    client.send(&pgwire::query("ROLLBACK"));
+    client.until_ready();
     // An unknown message type ends that connection with an answer.
     client.send(&pgwire::message(b'Y', b""));
     let reply = client.read().unwrap();

@@ -11,7 +11,6 @@
 //! a change reports what it did before it stopped.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,39 +19,44 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::{CloseCursor, FetchDirection, Statement as SqlStatement, Value, ValueWithSpan};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 use datafusion_postgres::pgwire;
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::messages::PgWireBackendMessage as Backend;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
-use pgwire::messages::data::{DataRow, NoData, ParameterDescription};
-use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete, PortalSuspended};
+use pgwire::messages::data::DataRow;
+use pgwire::messages::extendedquery::{CloseComplete, PortalSuspended};
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
-use pgwire::messages::startup::{Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey};
+use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
 
 use super::access::{Backend as Place, Running};
 use super::copy;
-use super::frontend::{Message, Opening, PROTOCOL_3_0};
-use super::reply::{Failure, Rows, change_tag, complete, description, field_infos, notice};
+use super::frontend::{Message, Opening};
+use super::reply::{Failure, Rows, change_tag, complete, description, notice};
 use super::settings::{Applied, Settings};
-use super::wire::{MAX_MESSAGE_BYTES, MAX_OPENING_BYTES, Probe, ReadError, Wire};
-use super::{Auth, Shared, catalog, functions, params};
-use crate::api::Token;
-use crate::engine::{CancelToken, CopyFormat, Kind, Prepared, Session};
+use super::wire::{MAX_MESSAGE_BYTES, Probe, ReadError, Wire};
+use super::{Shared, catalog, functions};
+use crate::engine::{CopyFormat, Kind, Prepared, Session};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::sql::split_statements;
 
+mod cursor;
+mod extended;
+mod login;
+mod watch;
+
+use login::login;
+use watch::Watch;
+
 /// How long a client has to connect and log in.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most prepared statements, and the most portals, a connection may keep.
+/// The most prepared statements, portals and cursors a connection may keep (each of them).
 pub const MAX_PREPARED: usize = 1000;
-/// How often a running statement looks for a client that went away.
-const HANGUP_CHECK: Duration = Duration::from_millis(200);
 
 pub(super) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
     let Ok(mut wire) = Wire::new(tcp) else { return };
@@ -130,96 +134,6 @@ impl From<Error> for Stopped {
     fn from(error: Error) -> Self {
         Stopped::Failed(error.into())
     }
-}
-
-/// Checks who the client is and opens its session.
-async fn login(
-    shared: &Shared,
-    wire: &mut Wire,
-    version: i32,
-    parameters: &[(String, String)],
-) -> Result<Session, Stopped> {
-    let address = wire.peer.ip();
-    let parameter = |name: &str| parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let options: Vec<String> =
-        parameters.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect();
-    if version != PROTOCOL_3_0 || !options.is_empty() {
-        wire.send(Backend::NegotiateProtocolVersion(NegotiateProtocolVersion::new(0, options))).await?;
-    }
-    let user = parameter("user").unwrap_or_default().to_string();
-    if user.is_empty() {
-        return Err(Failure::fatal("28000", "no user name was given in the startup packet").into());
-    }
-    let database = parameter("database").filter(|d| !d.is_empty()).unwrap_or(&user);
-    if database != shared.database {
-        return Err(Failure::fatal(
-            "3D000",
-            format!("database \"{database}\" does not exist: connect to \"{}\"", shared.database),
-        )
-        .into());
-    }
-    if !wire.secure && !address.is_loopback() && !shared.insecure {
-        return Err(Failure::fatal(
-            "28000",
-            "passwords are API tokens and are taken from other machines only over TLS: connect with sslmode=require",
-        )
-        .into());
-    }
-    if let Some(wait) = shared.logins.wait(address) {
-        return Err(Failure::fatal(
-            "28000",
-            format!("too many failed logins from {address}: try again in {} s", wait.as_secs().max(1)),
-        )
-        .into());
-    }
-    wire.send(Backend::Authentication(Authentication::CleartextPassword)).await?;
-    wire.flush().await?;
-    let password = match wire.read(MAX_OPENING_BYTES).await {
-        Ok(Message::Password(password)) => password,
-        Ok(_) => return Err(Failure::fatal("08P01", "expected a password message").into()),
-        Err(ReadError::Closed | ReadError::Io(_)) => return Err(Stopped::Gone),
-        Err(e) => return Err(Failure::fatal("08P01", e.to_string()).into()),
-    };
-    let refused = |why: &str| {
-        shared.logins.failed(address);
-        Stopped::Failed(Failure::fatal("28P01", format!("password authentication failed for user \"{user}\"{why}")))
-    };
-    let (token, source) = match &shared.auth {
-        Auth::Fixed { token, password: expected } => match same(&password, expected) {
-            true => (token.clone(), "the server's API token"),
-            false => return Err(refused("")),
-        },
-        Auth::TokenIsPassword { anonymous } => match Token::new(password) {
-            Some(token) => (Some(token), "the connection's password"),
-            None if *anonymous => (None, "the connection's password"),
-            None => return Err(refused(": the password is a Linode API token")),
-        },
-    };
-    let session =
-        super::session(shared, token.clone(), source).await.map_err(|e| Failure::fatal("XX000", e.to_string()))?;
-    if let Some(token) = &token
-        && !shared.tokens.trusted(token.fingerprint())
-    {
-        match session.token_accepted().await {
-            Ok(true) => shared.tokens.accepted(token.fingerprint()),
-            Ok(false) if matches!(shared.auth, Auth::Fixed { .. }) => {
-                return Err(Failure::fatal(
-                    "28000",
-                    "the API refused this server's token: its operator must give it a valid one",
-                )
-                .into());
-            }
-            Ok(false) => return Err(refused(": the API refused the token")),
-            Err(e) => return Err(Failure::fatal("08006", format!("the token cannot be checked: {e}")).into()),
-        }
-    }
-    shared.logins.succeeded(address);
-    Ok(session)
-}
-
-/// Whether two passwords are equal, compared in a time that depends on their lengths only.
-fn same(given: &str, expected: &str) -> bool {
-    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0, |d, (a, b)| d | (a ^ b)) == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -611,102 +525,6 @@ impl Connection {
         Ok(wire.send(complete(format!("COPY {}", rows.sent))).await?)
     }
 
-    /// DECLARE … CURSOR, FETCH and CLOSE.
-    async fn cursor(
-        &mut self,
-        wire: &mut Wire,
-        prepared: &Prepared,
-        params: &ParamValues,
-        format: &Format,
-    ) -> Result<Answer, Stopped> {
-        match prepared.sql() {
-            Some(SqlStatement::Declare { stmts }) => {
-                let [declare] = stmts.as_slice() else {
-                    return Err(Failure::new("0A000", "declare one cursor at a time").into());
-                };
-                let (Some(name), Some(query)) = (declare.names.first(), &declare.for_query) else {
-                    return Err(Failure::new("42601", "DECLARE needs a name and CURSOR FOR a query").into());
-                };
-                let hold = declare.hold == Some(true);
-                if !hold && self.transaction == Transaction::Idle {
-                    return Err(Failure::new("25P01", "DECLARE CURSOR can only be used in transaction blocks").into());
-                }
-                if self.cursors.contains_key(&name.value) {
-                    return Err(Failure::new("42P03", format!("cursor \"{}\" already exists", name.value)).into());
-                }
-                let statement = self.session.parse(&query.to_string())?;
-                let query = self.session.prepare(statement).await?;
-                let Answer::Rows(rows) = Box::pin(self.answer(wire, &query, params, format)).await? else {
-                    return Err(Failure::new("42601", "a cursor is declared for a query that returns rows").into());
-                };
-                self.cursors.insert(name.value.clone(), Cursor { rows, hold });
-                Ok(Answer::Tag("DECLARE CURSOR".into()))
-            }
-            Some(SqlStatement::Fetch { name, direction, .. }) => {
-                if !self.cursors.contains_key(&name.value) {
-                    return Err(Failure::new("34000", format!("cursor \"{}\" does not exist", name.value)).into());
-                }
-                let count = |limit: &ValueWithSpan| match &limit.value {
-                    Value::Number(n, _) => n.parse::<usize>().map_err(|_| Failure::new("22023", format!("FETCH {n}"))),
-                    other => Err(Failure::new("22023", format!("FETCH {other}"))),
-                };
-                let count = match direction {
-                    FetchDirection::Next => Some(1),
-                    FetchDirection::Count { limit } | FetchDirection::Forward { limit: Some(limit) } => {
-                        Some(count(limit)?)
-                    }
-                    FetchDirection::Forward { limit: None } => Some(1),
-                    FetchDirection::All | FetchDirection::ForwardAll => None,
-                    _ => return Err(Failure::new("55000", "cursor can only scan forward").into()),
-                };
-                Ok(Answer::Fetch { cursor: name.value.clone(), count })
-            }
-            Some(SqlStatement::Close { cursor }) => {
-                match cursor {
-                    CloseCursor::All => self.cursors.clear(),
-                    CloseCursor::Specific { name } => {
-                        if self.cursors.remove(&name.value).is_none() {
-                            return Err(
-                                Failure::new("34000", format!("cursor \"{}\" does not exist", name.value)).into()
-                            );
-                        }
-                    }
-                }
-                Ok(Answer::Tag("CLOSE CURSOR".into()))
-            }
-            _ => Err(Failure::new("0A000", "this cursor statement is not supported").into()),
-        }
-    }
-
-    /// FETCH: up to `count` rows of a cursor (its description first in the simple protocol).
-    async fn fetch(
-        &mut self,
-        wire: &mut Wire,
-        name: &str,
-        count: Option<usize>,
-        describe: bool,
-    ) -> Result<(), Stopped> {
-        let watch = self.watch(wire.probe());
-        let Some(cursor) = self.cursors.get_mut(name) else {
-            return Err(Failure::new("34000", format!("cursor \"{name}\" does not exist")).into());
-        };
-        if describe {
-            wire.send(description(&cursor.rows.fields)).await?;
-        }
-        let mut fetched = 0;
-        while count.is_none_or(|n| fetched < n) {
-            let next: Result<Option<DataRow>, Failure> = watch.unless_stopped(cursor.rows.next()).await?;
-            match next? {
-                Some(row) => {
-                    wire.send(Backend::DataRow(row)).await?;
-                    fetched += 1;
-                }
-                None => break,
-            }
-        }
-        Ok(wire.send(complete(format!("FETCH {fetched}"))).await?)
-    }
-
     /// BEGIN, COMMIT, ROLLBACK and savepoints, as PostgreSQL answers them.
     async fn transaction_command(&mut self, wire: &mut Wire, prepared: &Prepared) -> Result<String, Stopped> {
         let outside = |what: &str| Failure::new("25P01", format!("{what} can only be used in transaction blocks"));
@@ -753,172 +571,6 @@ impl Connection {
             wire.send(notice("WARNING", "25001", warning)).await?;
         }
         Ok(tag.into())
-    }
-
-    async fn parse(&mut self, wire: &mut Wire, name: String, query: &str, declared: Vec<u32>) -> Result<(), Stopped> {
-        if !name.is_empty() && self.statements.contains_key(&name) {
-            return Err(Failure::new("42P05", format!("prepared statement \"{name}\" already exists")).into());
-        }
-        if !self.statements.contains_key(&name) && self.statements.len() >= MAX_PREPARED {
-            return Err(Failure::new(
-                "53400",
-                format!("a connection keeps at most {MAX_PREPARED} prepared statements: close some first"),
-            )
-            .into());
-        }
-        let pieces = split_statements(query);
-        let prepared = match pieces.as_slice() {
-            [] => None,
-            [piece] => {
-                let statement = self.session.parse(&piece.text)?;
-                Some(self.session.prepare(statement).await?)
-            }
-            _ => return Err(Failure::new("42601", "cannot insert multiple commands into a prepared statement").into()),
-        };
-        let mut inferred = match &prepared {
-            Some(prepared) => self.session.parameter_types(prepared)?,
-            None => vec![],
-        };
-        if declared.len() > inferred.len() {
-            inferred.resize(declared.len(), None);
-        }
-        self.statements.insert(name, Arc::new(Stored { prepared, declared, inferred }));
-        Ok(wire.send(Backend::ParseComplete(ParseComplete::new())).await?)
-    }
-
-    async fn bind(
-        &mut self,
-        wire: &mut Wire,
-        portal: String,
-        statement: &str,
-        parameter_formats: &[i16],
-        parameters: &[Option<bytes::Bytes>],
-        result_formats: &[i16],
-    ) -> Result<(), Stopped> {
-        let stored = self.statements.get(statement).cloned().ok_or_else(|| no_statement(statement))?;
-        if parameters.len() != stored.inferred.len() {
-            return Err(Failure::new(
-                "08P01",
-                format!(
-                    "bind message supplies {} parameters, but prepared statement \"{statement}\" requires {}",
-                    parameters.len(),
-                    stored.inferred.len()
-                ),
-            )
-            .into());
-        }
-        if !self.portals.contains_key(&portal) && self.portals.len() >= MAX_PREPARED {
-            return Err(Failure::new("53400", format!("a connection keeps at most {MAX_PREPARED} portals")).into());
-        }
-        let values = params::decode(parameters, parameter_formats, &stored.declared, &stored.inferred)
-            .map_err(|e| Failure::new(e.code, e.message))?;
-        let columns = match result_formats.len() > 1 {
-            true => self.result_schema(&stored).await?.map(|s| s.fields().len()),
-            false => None,
-        };
-        let format = result_format(result_formats, columns)?;
-        let bound = Portal {
-            stored,
-            params: ParamValues::List(values.into_iter().map(Into::into).collect()),
-            format,
-            state: PortalState::Ready,
-        };
-        self.portals.insert(portal, bound);
-        Ok(wire.send(Backend::BindComplete(BindComplete::new())).await?)
-    }
-
-    async fn describe(&mut self, wire: &mut Wire, portal: bool, name: &str) -> Result<(), Stopped> {
-        let (stored, format) = match portal {
-            // A cursor of DECLARE is a portal too, as in PostgreSQL (psycopg describes it so).
-            true if !self.portals.contains_key(name) && self.cursors.contains_key(name) => {
-                let fields = self.cursors[name].rows.fields.clone();
-                return Ok(wire.send(description(&fields)).await?);
-            }
-            true => {
-                let found = self
-                    .portals
-                    .get(name)
-                    .ok_or_else(|| Failure::new("34000", format!("portal \"{name}\" does not exist")))?;
-                (found.stored.clone(), found.format.clone())
-            }
-            false => {
-                let stored = self.statements.get(name).cloned().ok_or_else(|| no_statement(name))?;
-                wire.send(Backend::ParameterDescription(ParameterDescription::new(stored.wire_types()))).await?;
-                (stored, Format::UnifiedText)
-            }
-        };
-        match self.result_schema(&stored).await? {
-            Some(schema) => {
-                let names = stored.prepared.as_ref().and_then(Prepared::column_names);
-                let fields = field_infos(&schema, &format, &self.settings.format_options(), names)?;
-                wire.send(description(&fields)).await?;
-            }
-            None => wire.send(Backend::NoData(NoData::new())).await?,
-        }
-        Ok(())
-    }
-
-    async fn execute(&mut self, wire: &mut Wire, name: &str, max_rows: usize) -> Result<(), Stopped> {
-        let mut portal = self
-            .portals
-            .remove(name)
-            .ok_or_else(|| Failure::new("34000", format!("portal \"{name}\" does not exist")))?;
-        let result = self.execute_portal(wire, &mut portal, max_rows).await;
-        self.portals.insert(name.to_string(), portal);
-        result
-    }
-
-    async fn execute_portal(&mut self, wire: &mut Wire, portal: &mut Portal, max_rows: usize) -> Result<(), Stopped> {
-        let mut rows = match std::mem::replace(&mut portal.state, PortalState::Done) {
-            PortalState::Suspended(rows) => rows,
-            PortalState::Done => return Ok(wire.send(complete("SELECT 0")).await?),
-            PortalState::Ready => {
-                let Some(prepared) = &portal.stored.prepared else {
-                    return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?);
-                };
-                self.allowed_in_transaction(prepared.sql())?;
-                match self.answer(wire, prepared, &portal.params, &portal.format).await? {
-                    Answer::Rows(rows) => rows,
-                    Answer::Tag(tag) => return Ok(wire.send(complete(tag)).await?),
-                    Answer::Empty => {
-                        return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?);
-                    }
-                    Answer::Copy(mut rows, format) => return self.copy_out(wire, &mut rows, &format).await,
-                    Answer::Fetch { cursor, count } => return self.fetch(wire, &cursor, count, false).await,
-                }
-            }
-        };
-        if !self.stream(wire, &mut rows, max_rows).await? {
-            portal.state = PortalState::Suspended(rows);
-        }
-        Ok(())
-    }
-}
-
-fn no_statement(name: &str) -> Failure {
-    Failure::new("26000", format!("prepared statement \"{name}\" does not exist"))
-}
-
-/// The formats of a portal's columns: none given (text), one for all, or one per column
-/// (`columns` counted when there are several codes).
-fn result_format(codes: &[i16], columns: Option<usize>) -> Result<Format, Failure> {
-    let format = match codes {
-        [] => Format::UnifiedText,
-        [one] => Format::from(*one),
-        each => {
-            let count = columns.unwrap_or(0);
-            if each.len() != count {
-                return Err(Failure::new(
-                    "08P01",
-                    format!("bind message has {} result formats but the query has {count} columns", each.len()),
-                ));
-            }
-            Format::Individual(each.to_vec())
-        }
-    };
-    match codes.iter().all(|c| *c == 0 || *c == 1) {
-        true => Ok(format),
-        false => Err(Failure::new("08P01", "result format codes are 0 (text) or 1 (binary)")),
     }
 }
 
@@ -985,87 +637,5 @@ fn done_tag(prepared: &Prepared) -> String {
         },
         Kind::Plan(LogicalPlan::Ddl(ddl)) => ddl.name().to_uppercase(),
         _ => "OK".into(),
-    }
-}
-
-/// Why a statement stopped before its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Cancelled,
-    TimedOut,
-    HungUp,
-}
-
-/// Watches a running statement: its deadline, the client's cancel request (through its
-/// token) and the client hanging up all cancel the token.
-struct Watch {
-    token: CancelToken,
-    deadline: Option<Instant>,
-    probe: Probe,
-    why: std::sync::Mutex<Option<Stop>>,
-}
-
-impl Watch {
-    fn stop(&self, why: Stop) {
-        self.why.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(why);
-        self.token.cancel();
-    }
-
-    fn reason(&self) -> Stop {
-        self.why.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(Stop::Cancelled)
-    }
-
-    /// Cancels the token when the deadline passes or the client hangs up; never returns.
-    async fn guard(&self) {
-        loop {
-            tokio::select! {
-                _ = sleep_until(self.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))), if self.deadline.is_some() => {
-                    self.stop(Stop::TimedOut);
-                    std::future::pending::<()>().await;
-                }
-                _ = sleep(HANGUP_CHECK) => {
-                    if self.probe.hung_up() {
-                        self.stop(Stop::HungUp);
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// `work` to its end (a change reports what it did when its token is cancelled).
-    async fn finishing<T>(&self, work: impl Future<Output = T>) -> T {
-        tokio::select! {
-            biased;
-            out = work => out,
-            _ = self.guard() => unreachable!("the guard never returns"),
-        }
-    }
-
-    /// `work`, dropped if the statement is stopped first.
-    async fn unless_stopped<T>(&self, work: impl Future<Output = T>) -> Result<T, Failure> {
-        tokio::select! {
-            biased;
-            _ = self.token.cancelled() => Err(self.failure(Error::Cancelled)),
-            out = work => Ok(out),
-            _ = self.guard() => unreachable!("the guard never returns"),
-        }
-    }
-
-    /// An error as the client is told of it: a stopped statement says why.
-    fn failure(&self, error: Error) -> Failure {
-        let cancelled = matches!(&error, Error::Cancelled)
-            || matches!(&error, Error::Partial(p) if matches!(p.cause, Error::Cancelled));
-        if !cancelled {
-            return error.into();
-        }
-        let why = match self.reason() {
-            Stop::TimedOut => "canceling statement due to statement timeout",
-            Stop::Cancelled | Stop::HungUp => "canceling statement due to user request",
-        };
-        match error {
-            Error::Partial(_) => Failure::new("57014", format!("{why}: {error}")),
-            _ => Failure::new("57014", why),
-        }
     }
 }
