@@ -53,6 +53,11 @@ fn the_shell_takes_multi_line_statements_completes_columns_and_keeps_history() {
     p.exp_string("label\r\ngolden-db-2024").unwrap();
     p.send_line("\\d linode.linode.disks").unwrap();
     p.exp_string("linodeId,integer,NO").unwrap();
+    // A view is described by DataFusion; a name that is not one is an error, and nothing runs.
+    p.send_line("\\d linode.images.storage_costs").unwrap();
+    p.exp_string("column_name,data_type,is_nullable\r\nid,Utf8,NO").unwrap();
+    p.send_line("\\d linode.images.images;DROP").unwrap();
+    p.exp_string("is not a table name").unwrap();
     p.send_line("\\q").unwrap();
     p.exp_eof().unwrap();
 

@@ -39,6 +39,7 @@ use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{DescribeAlias, Statement as SqlStatement};
 
 use crate::api::{ApiClient, CALL_TIMEOUT, Progress, Shared, Token};
 pub use crate::cancel::CancelToken;
@@ -51,6 +52,7 @@ use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
 use crate::sql::{self, Dialect};
 pub use guard::Policy;
 pub use memory::Memory;
+use meta::Meta;
 use statement::Form;
 pub use statement::{CopyFormat, Kind, Prepared, Statement};
 
@@ -228,7 +230,27 @@ impl Session {
             Some(meta) => Form::Meta(meta?),
             None => Form::Sql(sql::parse(text, self.dialect)?),
         };
-        Ok(Statement { text: text.to_string(), form })
+        Ok(Statement { form })
+    }
+
+    /// `DESCRIBE name`, made without text: a resource's description from the registry, or
+    /// DataFusion's of any other table or view (the shell's `\d name`).
+    pub fn describe_named(&self, name: &str) -> Result<Statement, Error> {
+        if self.registry.resolve(name).is_ok_and(|r| r.method.is_none()) {
+            return Ok(Statement { form: Form::Meta(Meta::Describe { resource: name.to_string(), extended: false }) });
+        }
+        let describe = SqlStatement::ExplainTable {
+            describe_alias: DescribeAlias::Describe,
+            hive_format: None,
+            has_table_keyword: false,
+            table_name: sql::object_name(name)?,
+        };
+        Ok(Statement { form: Form::Sql(DFStatement::Statement(Box::new(describe)).into()) })
+    }
+
+    /// `SHOW RESOURCES`, made without text (the shell's `\d`).
+    pub fn list_resources(&self) -> Statement {
+        Statement { form: Form::Meta(Meta::Resources { service: None, like: None }) }
     }
 
     /// Checks a statement against the session's policy and plans it, sending nothing: what
@@ -238,9 +260,8 @@ impl Session {
     }
 
     async fn prepared(&self, statement: Statement) -> Result<Prepared, Error> {
-        let Statement { text, form } = statement;
-        let mut parsed = match form {
-            Form::Meta(meta) => return Ok(Prepared::new(text, None, Kind::Meta(meta))),
+        let mut parsed = match statement.form {
+            Form::Meta(meta) => return Ok(Prepared::new(None, Kind::Meta(meta))),
             Form::Sql(parsed) => parsed,
         };
         let state = self.ctx.state();
@@ -249,7 +270,7 @@ impl Session {
             sql::resolve_names(&mut query.statement, &self.registry, &self.local_tables());
             let plan = self.plan(&state, &mut query).await?;
             guard::check_plan(&plan, &self.registry, &self.policy)?;
-            return Ok(Prepared::new(text, Some(parsed), Kind::CopyOut(plan, format)));
+            return Ok(Prepared::new(Some(parsed), Kind::CopyOut(plan, format)));
         }
         sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
         let kind = match statement::classify(&parsed.statement, &self.registry) {
@@ -269,7 +290,7 @@ impl Session {
             }
             _ => vec![],
         };
-        Ok(Prepared::new(text, Some(parsed), kind).with_change_parameters(types))
+        Ok(Prepared::new(Some(parsed), kind).with_change_parameters(types))
     }
 
     /// DataFusion's plan of a statement. In the Postgres dialect, a statement whose correlated
@@ -371,7 +392,12 @@ impl Session {
 
     /// [`Session::execute`], stopped by `cancel`: a change stops before its next request.
     pub async fn execute_with(&self, text: &str, cancel: &CancelToken) -> Result<Outcome, Error> {
-        let prepared = self.prepare(self.parse(text)?).await?;
+        self.execute_statement(self.parse(text)?, cancel).await
+    }
+
+    /// Prepares and runs a statement that takes no parameters.
+    pub async fn execute_statement(&self, statement: Statement, cancel: &CancelToken) -> Result<Outcome, Error> {
+        let prepared = self.prepare(statement).await?;
         self.run(&prepared, &ParamValues::List(vec![]), cancel).await
     }
 

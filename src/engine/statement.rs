@@ -29,7 +29,6 @@ use crate::sql::Parsed;
 /// One statement as read from text: a meta command about the registry, or SQL.
 #[derive(Debug, Clone)]
 pub struct Statement {
-    pub(super) text: String,
     pub(super) form: Form,
 }
 
@@ -40,10 +39,6 @@ pub(super) enum Form {
 }
 
 impl Statement {
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// The SQL statement, unless it is a meta command.
     pub fn sql(&self) -> Option<&SqlStatement> {
         match &self.form {
@@ -133,7 +128,6 @@ impl CopyFormat {
 /// A statement checked against the session's policy and planned; nothing was sent.
 #[derive(Debug)]
 pub struct Prepared {
-    text: String,
     parsed: Option<Parsed>,
     kind: Kind,
     /// A change's parameter types, found when it is prepared (a plan's are in its plan).
@@ -141,8 +135,8 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub(super) fn new(text: String, parsed: Option<Parsed>, kind: Kind) -> Prepared {
-        Prepared { text, parsed, kind, change_parameters: vec![] }
+    pub(super) fn new(parsed: Option<Parsed>, kind: Kind) -> Prepared {
+        Prepared { parsed, kind, change_parameters: vec![] }
     }
 
     pub(super) fn with_change_parameters(self, types: Vec<Option<DataType>>) -> Prepared {
@@ -155,10 +149,6 @@ impl Prepared {
 
     pub fn kind(&self) -> &Kind {
         &self.kind
-    }
-
-    pub fn text(&self) -> &str {
-        &self.text
     }
 
     /// The SQL statement, unless it is a meta command.

@@ -23,7 +23,7 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, Helper};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::engine::{CancelToken, Session};
+use crate::engine::{CancelToken, Session, Statement};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::output::{self, Format};
@@ -350,10 +350,12 @@ impl Shell {
                 Err(e) => eprintln!("imageql: error: cannot read {file}: {e}; give a path relative to {}", cwd()),
             },
             Command::Describe(None) => {
-                self.statement("SHOW RESOURCES").await;
+                let resources = self.session.list_resources();
+                self.run(Ok(resources)).await;
             }
             Command::Describe(Some(name)) => {
-                self.statement(&format!("DESCRIBE {name}")).await;
+                let described = self.session.describe_named(&name);
+                self.run(described).await;
             }
             Command::Timing(setting) => {
                 self.timing = setting.unwrap_or(!self.timing);
@@ -390,12 +392,19 @@ impl Shell {
                 return Ran::Done;
             }
         };
+        let statement = self.session.parse(&text);
+        self.run(statement).await
+    }
+
+    /// Runs a statement, as read or as a backslash command made it.
+    async fn run(&mut self, statement: Result<Statement, Error>) -> Ran {
         let started = Instant::now();
         // A Ctrl-C pressed after the last statement ended must not cancel this one.
         while self.interrupts.recv().now_or_never().is_some() {}
         let cancel = CancelToken::new();
         let mut interrupted = false;
-        let running = self.session.execute_with(&text, &cancel);
+        let session = &self.session;
+        let running = async { session.execute_statement(statement?, &cancel).await };
         tokio::pin!(running);
         let executed = match unless_interrupted(&mut self.interrupts, &mut running).await {
             Some(result) => result,

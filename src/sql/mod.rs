@@ -92,6 +92,22 @@ impl Parsed {
     }
 }
 
+impl From<DFStatement> for Parsed {
+    fn from(statement: DFStatement) -> Parsed {
+        Parsed { statement, hints: vec![], returning: None, column_names: None }
+    }
+}
+
+/// A table's name as written (`images.storage_costs`, `"Mixed Case"`), and nothing after it.
+pub fn object_name(name: &str) -> Result<ObjectName, Error> {
+    let mut parser = Parser::new(&GenericDialect {}).try_with_sql(name).map_err(parse_error)?;
+    let parsed = parser.parse_object_name(false).map_err(parse_error)?;
+    match parser.peek_token_ref().token {
+        Token::EOF => Ok(parsed),
+        _ => Err(Error::Syntax(format!("{name:?} is not a table name"))),
+    }
+}
+
 /// Parses the text of one statement (a piece from [`split_statements`]) as `dialect` reads it.
 pub fn parse(sql: &str, dialect: Dialect) -> Result<Parsed, Error> {
     let postgres = dialect == Dialect::Postgres && !imageql_form(sql);
