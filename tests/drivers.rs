@@ -1,7 +1,7 @@
 //! `imageql serve` driven by the drivers and tools its users bring, at their current
 //! releases: node-postgres with pg-cursor and pg-query-stream, pgJDBC's DatabaseMetaData
 //! (what DBeaver, DataGrip, Metabase and Tableau call), pgcli, SQLAlchemy's reflection with
-//! pandas, psycopg's cursors and COPY, and psql's meta commands. Answers are compared with
+//! pandas, psycopg's cursors and COPY, asyncpg, and psql's meta commands. Answers are compared with
 //! the sandbox's own; where imageql has nothing to show (keys, indexes, comments), the
 //! answer is an empty one of the shape PostgreSQL gives.
 
@@ -283,6 +283,52 @@ fn psycopg_cursors_and_copy_to_stdout_read_every_row_once() {
     assert_eq!(report["copy_from"]["error"], json!("0A000"), "{}", report["copy_from"]);
 }
 
+#[test]
+fn asyncpg_reads_every_type_in_binary() {
+    let sandbox = SandboxProcess::start(&[]);
+    let server = ServeProcess::start(&sandbox, &[], &[]);
+    let report = python_tool(&server, "asyncpg");
+    let ids = private_ids(&sandbox);
+    assert_eq!(report["asyncpg_version"], json!(common::POSTGRES_CLIENTS[4].trim_start_matches("asyncpg==")));
+    assert_eq!(report["one"], json!(1));
+    let above = column(&sandbox, "SELECT id FROM linode.images.images WHERE size > 2000 ORDER BY id");
+    assert_eq!(report["above"], json!(above));
+    assert_eq!(report["any"], json!(["private/1001", "private/1002"]));
+    assert_eq!(report["cursor"], json!(ids), "a cursor read three rows at a time");
+    // Records and their arrays, decoded in binary after asyncpg looked their types up.
+    let rows =
+        sandbox.rows("SELECT id, tags, created, regions FROM linode.images.images WHERE NOT is_public ORDER BY id");
+    let expected: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let regions: Vec<Value> = r["regions"]
+                .as_array()
+                .map(|list| list.iter().map(|x| json!([x["region"], x["status"]])).collect())
+                .unwrap_or_default();
+            let created = r["created"].as_str().unwrap().replace(' ', "T");
+            json!([r["id"], r["tags"], created, regions])
+        })
+        .collect();
+    assert_eq!(report["rows"], json!(expected));
+    assert_eq!(report["syntax"]["error"], json!("42601"), "an error answers at once: {}", report["syntax"]);
+}
+
+#[test]
+fn records_read_alike_in_text_and_binary() {
+    let sandbox = SandboxProcess::start(&[]);
+    let server = ServeProcess::start(&sandbox, &[], &[]);
+    let report = python_tool(&server, "records");
+    let (text, binary) = (report["text"].as_array().unwrap(), report["binary"].as_array().unwrap());
+    assert_eq!(text.len(), private_ids(&sandbox).len());
+    for (t, b) in text.iter().zip(binary) {
+        assert_eq!(t[0], b[0]);
+        assert_eq!(t[2], b[2], "regions of {}", t[0]);
+        // A NULL field of a record is NULL in both formats, never an empty text.
+        let nulls = |row: &Value| row[1].as_array().map(|f| f.iter().map(Value::is_null).collect::<Vec<_>>());
+        assert_eq!(nulls(t), nulls(b), "image_sharing of {}: {t} / {b}", t[0]);
+    }
+}
+
 fn psql(server: &ServeProcess, variables: &[&str], commands: &[&str]) -> Output {
     let mut command = Command::new("psql");
     command.arg(server.url_for("reporter")).args(["-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1"]);
@@ -418,6 +464,16 @@ fn every_error_class_has_its_sqlstate_on_both_protocols() {
         let error = pgwire::error(&replies).unwrap_or_else(|| panic!("{sql}: no error in {replies:?}"));
         assert_eq!(error.code().as_deref(), Some(code), "extended query {sql}: {:?}", error.message());
     }
+
+    // An error of the extended protocol is sent at once, before the client's Sync: asyncpg
+    // waits for the answer to its Parse after a Flush.
+    let mut parse_then_flush = pgwire::parse("", "SELEC 1", &[]);
+    parse_then_flush.extend(pgwire::message(b'H', &[]));
+    client.send(&parse_then_flush);
+    let answer = client.read().expect("an answer before Sync");
+    assert_eq!(answer.code().as_deref(), Some("42601"), "{answer:?}");
+    client.send(&pgwire::sync());
+    assert_eq!(client.until_ready().last().map(|r| r.kind), Some(b'Z'));
 
     // An error after rows were sent keeps its code: the client has the rows before it.
     let streaming = "SELECT id, CASE WHEN id = (SELECT max(id) FROM linode.images.images WHERE NOT is_public) \

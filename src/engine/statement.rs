@@ -341,10 +341,10 @@ pub(super) fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>
             let _ = expr.apply(|e| {
                 let untyped = |p: &Placeholder| types.get(&p.id).is_none_or(Option::is_none);
                 match e {
+                    // `$1::oid[]` is of the type it is cast to, as in PostgreSQL, whatever else
+                    // DataFusion guessed from where it is used.
                     Expr::Cast(cast) => {
-                        if let Expr::Placeholder(placeholder) = cast.expr.as_ref()
-                            && untyped(placeholder)
-                        {
+                        if let Expr::Placeholder(placeholder) = cast.expr.as_ref() {
                             types.insert(placeholder.id.clone(), Some(cast.field.data_type().clone()));
                         }
                     }

@@ -38,6 +38,8 @@ pub enum Error {
         name: String,
         nearest: Option<String>,
     },
+    /// A setting no one has heard of (`current_setting('nope')`).
+    UnknownSetting(String),
     /// A value that is not of its type, or out of its range.
     InvalidValue {
         fault: ValueFault,
@@ -195,6 +197,7 @@ impl Error {
             Error::UnknownResource(_) | Error::UnknownTable { .. } => "42P01",
             Error::UnknownColumn { .. } => "42703",
             Error::UnknownFunction { .. } => "42883",
+            Error::UnknownSetting(_) => "42704",
             Error::InvalidValue { fault: ValueFault::Cast, .. } => "22P02",
             Error::InvalidValue { fault: ValueFault::DivisionByZero, .. } => "22012",
             Error::InvalidValue { fault: ValueFault::Overflow, .. } => "22003",
@@ -260,6 +263,9 @@ impl From<DataFusionError> for Error {
         match error.find_root() {
             DataFusionError::External(inner) => match inner.downcast_ref::<ApiError>() {
                 Some(api) => Error::Api(api.clone()),
+                None if let Some(Error::UnknownSetting(name)) = inner.downcast_ref::<Error>() => {
+                    Error::UnknownSetting(name.clone())
+                }
                 None => match inner.downcast_ref::<ScanError>() {
                     Some(ScanError(message)) => Error::Refused(message.clone()),
                     None => Error::Query(inner.to_string()),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray, StructArray};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Int64Type};
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, Signature, Volatility};
 use datafusion::prelude::SessionContext;
@@ -202,7 +202,10 @@ fn current_setting(settings: &SharedSettings, args: &[ColumnarValue], rows: usiz
         out.push(match name.map(|n| settings.get(n)) {
             Some(Some(value)) => Some(value),
             Some(None) if missing_ok => None,
-            Some(None) => return exec_err!("unrecognized configuration parameter \"{}\"", name.unwrap_or_default()),
+            Some(None) => {
+                let unknown = crate::error::Error::UnknownSetting(name.unwrap_or_default().to_string());
+                return Err(DataFusionError::External(Box::new(unknown)));
+            }
             None => None,
         });
     }
@@ -250,6 +253,8 @@ pub fn format_type(known: ScalarUDF) -> ScalarUDF {
             .iter()
             .zip(oids.as_primitive::<Int64Type>().iter())
             .map(|(name, oid)| match (name, oid) {
+                // No type (an element type of a non-array) is `-` in PostgreSQL.
+                (Some(_), Some(0)) => Some("-".to_string()),
                 (Some(name), Some(oid)) if name.starts_with("oid(") => Some(type_name(oid).unwrap_or(name.into())),
                 (name, _) => name.map(String::from),
             })

@@ -15,6 +15,7 @@ the SQLSTATE of their [`Error`]. */
 
 mod access;
 mod catalog;
+mod composite;
 mod connection;
 mod copy;
 mod frontend;

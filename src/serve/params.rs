@@ -3,12 +3,18 @@
 //! whose header claims more elements than it holds is refused (22P03) before anything is
 //! allocated for them, and text that is not of the type is 22P02.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate};
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 use datafusion::common::ScalarValue;
+use datafusion::sql::sqlparser::ast::{
+    ArrayElemTypeDef, DataType as SqlType, Expr as SqlExpr, Statement as SqlStatement, Value, ValueWithSpan,
+    visit_expressions,
+};
+use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 use datafusion_postgres::pgwire::api::Type;
 use postgres_types::Kind;
 
@@ -67,7 +73,7 @@ pub fn decode(
             let value = match value {
                 None => ScalarValue::try_from(&target).map_err(|e| error("22023", e.to_string())),
                 Some(bytes) if binary => {
-                    let wire = wire.or_else(|| pg_type(&target)).unwrap_or(Type::TEXT);
+                    let wire = wire.or_else(|| wire_type(&target)).unwrap_or(Type::TEXT);
                     binary_value(&wire, bytes).and_then(|v| cast(v, &target))
                 }
                 Some(bytes) => std::str::from_utf8(bytes)
@@ -103,8 +109,37 @@ pub fn data_type(ty: &Type) -> Option<DataType> {
 }
 
 /// The Postgres type a client sends for values of `data_type`.
-fn pg_type(data_type: &DataType) -> Option<Type> {
-    datafusion_postgres::arrow_pg::datatypes::into_pg_type(data_type).ok()
+pub fn wire_type(data_type: &DataType) -> Option<Type> {
+    into_pg_type(data_type).ok()
+}
+
+/// The types of the `$n` a statement casts to an array of oids (`$1::oid[]`): DataFusion keeps
+/// oids as int4, but drivers that look types up (asyncpg) know `oid[]` without asking and
+/// `int4[]` only by asking with an `oid[]`.
+pub fn oid_arrays(statement: &SqlStatement) -> Vec<(usize, Type)> {
+    let mut found = vec![];
+    let _ = visit_expressions(statement, |expr| {
+        if let SqlExpr::Cast { expr: value, data_type: SqlType::Array(element), .. } = expr
+            && let SqlExpr::Value(ValueWithSpan { value: Value::Placeholder(name), .. }) = value.as_ref()
+            && let Some(n) = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+            && let ArrayElemTypeDef::SquareBracket(element, _) | ArrayElemTypeDef::AngleBracket(element) = element
+            && let SqlType::Custom(type_name, _) = element.as_ref()
+            && let Some(alias) = type_name.0.last().and_then(|p| p.as_ident())
+        {
+            let array = match alias.value.to_lowercase().as_str() {
+                "oid" => Some(Type::OID_ARRAY),
+                "regtype" => Some(Type::REGTYPE_ARRAY),
+                "regclass" => Some(Type::REGCLASS_ARRAY),
+                "regproc" => Some(Type::REGPROC_ARRAY),
+                "regnamespace" => Some(Type::REGNAMESPACE_ARRAY),
+                "regrole" => Some(Type::REGROLE_ARRAY),
+                _ => None,
+            };
+            found.extend(array.map(|t| (n, t)));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
 }
 
 fn cast(value: ScalarValue, target: &DataType) -> Result<ScalarValue, ParamError> {

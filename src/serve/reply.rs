@@ -3,18 +3,22 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::pgwire;
 use futures::StreamExt;
+use pgwire::api::Type;
 use pgwire::api::portal::Format;
-use pgwire::api::results::FieldInfo;
+use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::{DataRow, RowDescription};
 use pgwire::messages::response::{CommandComplete, ErrorResponse, NoticeResponse};
 use pgwire::types::format::FormatOptions;
 
+use super::composite;
 use crate::error::Error;
 use crate::outcome::Change;
 use crate::provider::Verb;
@@ -74,17 +78,22 @@ pub fn field_infos(
     options: &FormatOptions,
     names: Option<&[String]>,
 ) -> Result<Vec<FieldInfo>, Failure> {
-    let renamed;
-    let schema = match names {
-        Some(names) if names.len() == schema.fields().len() => {
-            let fields: Vec<_> =
-                schema.fields().iter().zip(names).map(|(f, n)| f.as_ref().clone().with_name(n)).collect();
-            renamed = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-            &renamed
-        }
-        _ => schema,
+    let names: Vec<&str> = match names {
+        Some(names) if names.len() == schema.fields().len() => names.iter().map(String::as_str).collect(),
+        _ => schema.fields().iter().map(|f| f.name().as_str()).collect(),
     };
-    arrow_schema_to_pg_fields(schema, format, Some(Arc::new(options.clone())))
+    // A column of nothing but NULLs is text, as PostgreSQL types an unknown in a result;
+    // drivers have no reader for `unknown`.
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, name)| match f.data_type() {
+            DataType::Null => Field::new(name, DataType::Utf8, true),
+            _ => f.as_ref().clone().with_name(name),
+        })
+        .collect();
+    arrow_schema_to_pg_fields(&Schema::new(fields), format, Some(Arc::new(options.clone())))
         .map_err(|e| Failure::new("0A000", format!("a column cannot be sent: {e}")))
 }
 
@@ -105,6 +114,10 @@ type Encoded = Box<dyn Iterator<Item = pgwire::error::PgWireResult<DataRow>> + S
 /// time, never all held at once.
 pub struct Rows {
     pub fields: Arc<Vec<FieldInfo>>,
+    /// The columns sent in PostgreSQL's text form of records (see [`composite`]), and the
+    /// fields they are encoded with: as text already rendered.
+    rendered: Vec<usize>,
+    encoding: Arc<Vec<FieldInfo>>,
     /// The columns as the plan has them.
     pub schema: SchemaRef,
     stream: SendableRecordBatchStream,
@@ -127,7 +140,32 @@ impl Rows {
     ) -> Result<Rows, Failure> {
         let schema = stream.schema();
         let fields = Arc::new(field_infos(&schema, format, options, names)?);
-        Ok(Rows { fields, schema, stream, batch: None, sent: 0, change, command })
+        let rendered: Vec<usize> = (0..fields.len())
+            .filter(|&i| {
+                fields[i].format() == FieldFormat::Text && composite::is_composite(schema.field(i).data_type())
+            })
+            .collect();
+        let mut encoding = fields.as_ref().clone();
+        for &i in &rendered {
+            encoding[i] = FieldInfo::new(fields[i].name().to_string(), None, None, Type::TEXT, FieldFormat::Text);
+        }
+        let encoding = Arc::new(encoding);
+        Ok(Rows { fields, rendered, encoding, schema, stream, batch: None, sent: 0, change, command })
+    }
+
+    /// `batch` with its record columns rendered as text.
+    fn rendered(&self, batch: RecordBatch) -> Result<RecordBatch, Failure> {
+        if self.rendered.is_empty() {
+            return Ok(batch);
+        }
+        let failed = |e: ArrowError| Failure::new("XX000", format!("a row cannot be sent: {e}"));
+        let mut columns = batch.columns().to_vec();
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        for &i in &self.rendered {
+            columns[i] = Arc::new(composite::texts(&columns[i]).map_err(failed)?);
+            fields[i] = Field::new(fields[i].name(), DataType::Utf8, true);
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(failed)
     }
 
     /// The next row, `None` after the last.
@@ -139,7 +177,10 @@ impl Rows {
             }
             match self.stream.next().await {
                 None => return Ok(None),
-                Some(Ok(batch)) => self.batch = Some(Box::new(encode_recordbatch(self.fields.clone(), batch))),
+                Some(Ok(batch)) => {
+                    let batch = self.rendered(batch)?;
+                    self.batch = Some(Box::new(encode_recordbatch(self.encoding.clone(), batch)));
+                }
                 Some(Err(e)) => return Err(Error::from(e).into()),
             }
         }

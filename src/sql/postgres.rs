@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{
     AccessExpr, BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArgumentClause, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, ObjectName, OrderByKind,
     Query, SelectItem, SetExpr, Statement, Subscript, TableAliasColumnDef, TableFactor, TableWithJoins, UnaryOperator,
-    Value, ValueWithSpan, VisitMut, VisitorMut, visit_expressions, visit_expressions_mut,
+    Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut, visit_expressions, visit_expressions_mut,
 };
 
 /// Functions the rewrites call (see `engine::postgres`).
@@ -131,13 +131,32 @@ fn correlated(query: &Query) -> bool {
 
 /// Whether every table a query reads is in `pg_catalog` or `information_schema`.
 fn reads_only_the_catalog(query: &Query) -> bool {
+    let mut named = CommonTables::default();
+    let _ = query.visit(&mut named);
     let mut only = true;
     let _ = datafusion::sql::sqlparser::ast::visit_relations(query, |name| {
-        let schema = name.0.first().and_then(|p| p.as_ident()).map(|i| i.value.to_lowercase()).unwrap_or_default();
-        only &= matches!(schema.as_str(), "pg_catalog" | "information_schema") && name.0.len() > 1;
+        let first = name.0.first().and_then(|p| p.as_ident()).map(|i| i.value.to_lowercase()).unwrap_or_default();
+        let catalog = matches!(first.as_str(), "pg_catalog" | "information_schema") && name.0.len() > 1;
+        only &= catalog || (name.0.len() == 1 && named.0.contains(&first));
         ControlFlow::<()>::Continue(())
     });
     only
+}
+
+/// The names `WITH` gives its tables anywhere in a query (asyncpg's `WITH RECURSIVE` over
+/// `pg_type`).
+#[derive(Default)]
+struct CommonTables(HashSet<String>);
+
+impl Visitor for CommonTables {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        for table in query.with.iter().flat_map(|with| &with.cte_tables) {
+            self.0.insert(table.alias.name.value.to_lowercase());
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 fn call(name: &str, args: Vec<Expr>) -> Expr {

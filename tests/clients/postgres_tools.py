@@ -1,11 +1,13 @@
-"""pgcli, SQLAlchemy's reflection, pandas and psycopg's cursors and COPY against `imageql
-serve`, each as its users run it. Prints one JSON object: each check's answer, or
+"""pgcli, SQLAlchemy's reflection, pandas, psycopg's cursors and COPY, and asyncpg against
+`imageql serve`, each as its users run it. Prints one JSON object: each check's answer, or
 {"error": SQLSTATE or exception name, "message": …} where it failed."""
 
+import asyncio
 import json
 import os
 import sys
 
+import asyncpg
 import pandas
 import psycopg
 import sqlalchemy
@@ -156,5 +158,59 @@ def psycopg_cursors_and_copy():
         connection.rollback()
 
 
-{"pgcli": pgcli, "sqlalchemy": sqlalchemy_reflection, "psycopg": psycopg_cursors_and_copy}[sys.argv[1]]()
+def records():
+    """Records and arrays of records read the same in the text and the binary format."""
+    query = "SELECT id, image_sharing, regions FROM images.images WHERE NOT is_public ORDER BY id"
+    with psycopg.connect(url, password=password) as connection:
+        for binary in (False, True):
+            rows = connection.cursor(binary=binary).execute(query).fetchall()
+            report["binary" if binary else "text"] = [[r[0], list(r[1]) if r[1] else None, r[2]] for r in rows]
+
+
+async def asyncpg_binary():
+    """asyncpg: the binary protocol throughout, and the types it looks up in the catalog."""
+    connection = await asyncpg.connect(url, password=password)
+    try:
+        async def run(name, work):
+            try:
+                report[name] = await work()
+            except Exception as e:  # every failure is part of the report
+                report[name] = {"error": getattr(e, "sqlstate", None) or type(e).__name__, "message": str(e)}
+
+        report["asyncpg_version"] = asyncpg.__version__
+        await run("one", lambda: connection.fetchval("SELECT 1"))
+        await run(
+            "above",
+            lambda: _ids(connection.fetch("SELECT id FROM images.images WHERE size > $1 ORDER BY id", 2000)),
+        )
+        await run("any", lambda: _ids(connection.fetch("SELECT id FROM images.images WHERE id = ANY($1) ORDER BY id", ["private/1001", "private/1002"])))
+
+        async def whole_rows():
+            rows = await connection.fetch("SELECT * FROM images.images WHERE NOT is_public ORDER BY id")
+            return [[r["id"], r["tags"], r["created"].isoformat(), [list(x) for x in r["regions"] or []]] for r in rows]
+
+        await run("rows", whole_rows)
+
+        async def cursor():
+            async with connection.transaction():
+                return [r["id"] async for r in connection.cursor("SELECT id FROM images.images WHERE NOT is_public ORDER BY id", prefetch=3)]
+
+        await run("cursor", cursor)
+        await run("syntax", lambda: connection.fetch("SELEC 1"))
+    finally:
+        await connection.close()
+
+
+async def _ids(rows):
+    return [r["id"] for r in await rows]
+
+
+parts = {
+    "pgcli": pgcli,
+    "sqlalchemy": sqlalchemy_reflection,
+    "psycopg": psycopg_cursors_and_copy,
+    "records": records,
+    "asyncpg": lambda: asyncio.run(asyncpg_binary()),
+}
+parts[sys.argv[1]]()
 print(json.dumps(report, default=str))

@@ -356,8 +356,8 @@ pub const PYTHON_CLIENTS: [&str; 2] = ["linode-cli==5.69.0", "linode-api4==5.48.
 
 /// Python clients of the Postgres wire protocol pinned by the server tests, at their current
 /// releases.
-pub const POSTGRES_CLIENTS: [&str; 4] =
-    ["psycopg[binary]==3.3.9", "SQLAlchemy==2.1.9", "pandas==3.1.1", "pgcli==4.7.1"];
+pub const POSTGRES_CLIENTS: [&str; 5] =
+    ["psycopg[binary]==3.3.9", "SQLAlchemy==2.1.9", "pandas==3.1.1", "pgcli==4.7.1", "asyncpg==0.32.0"];
 
 /// node-postgres and its cursor and stream packages, at their current releases.
 pub const NODE_CLIENTS: [&str; 3] = ["pg@8.23.1", "pg-cursor@2.22.0", "pg-query-stream@4.17.0"];
@@ -368,7 +368,8 @@ pub fn python_clients() -> PathBuf {
     virtualenv("python-clients", &PYTHON_CLIENTS)
 }
 
-/// A virtualenv with psycopg, SQLAlchemy, pandas and pgcli, made once per build directory.
+/// A virtualenv with psycopg, SQLAlchemy, pandas, pgcli and asyncpg, made once per build
+/// directory.
 pub fn postgres_clients() -> PathBuf {
     virtualenv("postgres-clients", &POSTGRES_CLIENTS)
 }

@@ -45,6 +45,15 @@ impl Connection {
             }
             _ => return Err(Failure::new("42601", "cannot insert multiple commands into a prepared statement").into()),
         };
+        let mut declared = declared;
+        for (n, array) in prepared.as_ref().and_then(Prepared::sql).map(params::oid_arrays).unwrap_or_default() {
+            if declared.len() < n {
+                declared.resize(n, 0);
+            }
+            if declared[n - 1] == 0 {
+                declared[n - 1] = array.oid();
+            }
+        }
         let mut inferred = match &prepared {
             Some(prepared) => self.session.parameter_types(prepared)?,
             None => vec![],

@@ -20,7 +20,6 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 use datafusion_postgres::pgwire;
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
@@ -39,7 +38,7 @@ use super::frontend::{Message, Opening};
 use super::reply::{Failure, Rows, change_tag, complete, description, notice};
 use super::settings::{Applied, Settings};
 use super::wire::{MAX_MESSAGE_BYTES, Probe, ReadError, Wire};
-use super::{Shared, catalog, functions};
+use super::{Shared, catalog, functions, params};
 use crate::engine::{CopyFormat, Kind, Prepared, Session};
 use crate::error::Error;
 use crate::outcome::Outcome;
@@ -162,7 +161,7 @@ impl Stored {
             .enumerate()
             .map(|(i, inferred)| match self.declared.get(i).copied().filter(|oid| *oid != 0) {
                 Some(oid) => oid,
-                None => inferred.as_ref().and_then(|t| into_pg_type(t).ok()).unwrap_or(Type::TEXT).oid(),
+                None => inferred.as_ref().and_then(params::wire_type).unwrap_or(Type::TEXT).oid(),
             })
             .collect()
     }
@@ -254,10 +253,12 @@ impl Connection {
                 Ok(true) => {}
                 Ok(false) | Err(Stopped::Gone) => return,
                 // An error of the extended protocol: answered once, the rest skipped until Sync.
+                // Sent at once, as PostgreSQL does: a client that waits for the answer to its
+                // Parse before it sends Sync (asyncpg) must not wait for ever.
                 Err(Stopped::Failed(failure)) => {
                     self.failed();
                     self.skipping = true;
-                    if wire.send(failure.message()).await.is_err() {
+                    if wire.send(failure.message()).await.is_err() || wire.flush().await.is_err() {
                         return;
                     }
                 }
