@@ -185,29 +185,34 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     // Several results are told apart: in table output each ends with its row count and a
     // blank line, as in psql; in csv a blank line comes between result sets (each has its
     // header). json (an array per result), ndjson and text need nothing.
-    let several = pieces.iter().map(|(_, p)| p.len()).sum::<usize>() > 1;
-    let mut printed = false;
-    for (origin, pieces) in pieces {
+    // Every placeholder of every script is filled before the first statement runs: a
+    // report never stops half-printed for a variable that was not given.
+    let mut statements = Vec::new();
+    for (origin, pieces) in &pieces {
         for piece in pieces {
             let at = |source: Error| Error::At { origin: origin.clone(), line: piece.line, source: Box::new(source) };
-            let statement = template::fill(&piece.text, |name| vars.get(name).cloned()).map_err(|name| {
-                at(Error::Refused(format!("undefined variable {{{{ {name} }}}}: give it with --var {name}=VALUE")))
-            })?;
-            let outcome = session.execute(&statement).await.map_err(at)?;
-            let mut out = BufWriter::new(stdout.lock());
-            let shown = several && !matches!(outcome, Outcome::Done);
-            let write = |out: &mut BufWriter<_>, text: String| {
-                out.write_all(text.as_bytes()).map_err(|e| at(Error::Output(e.into())))
-            };
-            if shown && printed && format == Format::Csv {
-                write(&mut out, "\n".into())?;
-            }
-            let rows = output::print(outcome, format, &mut out).await.map_err(at)?;
-            if shown && format == Format::Table {
-                write(&mut out, rows.map(|n| format!("{}\n\n", output::row_count(n, ""))).unwrap_or("\n".into()))?;
-            }
-            printed |= shown;
+            let text = template::bind_values(&piece.text, |name| vars.get(name).cloned())
+                .map_err(|e| at(Error::Placeholder(e)))?;
+            statements.push((at, text));
         }
+    }
+    let several = statements.len() > 1;
+    let mut printed = false;
+    for (at, statement) in statements {
+        let outcome = session.execute(&statement).await.map_err(&at)?;
+        let mut out = BufWriter::new(stdout.lock());
+        let shown = several && !matches!(outcome, Outcome::Done);
+        let write = |out: &mut BufWriter<_>, text: String| {
+            out.write_all(text.as_bytes()).map_err(|e| at(Error::Output(e.into())))
+        };
+        if shown && printed && format == Format::Csv {
+            write(&mut out, "\n".into())?;
+        }
+        let rows = output::print(outcome, format, &mut out).await.map_err(&at)?;
+        if shown && format == Format::Table {
+            write(&mut out, rows.map(|n| format!("{}\n\n", output::row_count(n, ""))).unwrap_or("\n".into()))?;
+        }
+        printed |= shown;
     }
     Ok(())
 }

@@ -267,11 +267,15 @@ async fn sandbox_session(pushdown: bool, sandbox: &Sandbox) -> Session {
 async fn front_end(session: &Session, registry: &Registry, input: &str) -> Option<String> {
     let checked = std::panic::catch_unwind(|| {
         let _ = sql::is_complete(input);
-        let vars: HashMap<&str, &str> = HashMap::from([("x", "1"), ("region", "'us-east'")]);
+        let vars: HashMap<&str, &str> = HashMap::from([("x", "1"), ("region", "us-east' OR '1")]);
         let pieces = sql::split_statements(input);
         for piece in &pieces {
             assert!(!piece.text.trim().is_empty(), "an empty piece");
-            let text = imageql::template::fill(&piece.text, |n| vars.get(n).map(|v| v.to_string())).unwrap_or_default();
+            let text = imageql::template::bind_values(&piece.text, |n| vars.get(n).map(|v| v.to_string()));
+            let text = text.unwrap_or_else(|e| {
+                assert!(!e.to_string().trim().is_empty(), "a placeholder error without a message");
+                String::new()
+            });
             if let Some(Err(e)) = meta::parse(&text, registry) {
                 assert!(!e.to_string().trim().is_empty(), "a meta error without a message");
             }

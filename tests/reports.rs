@@ -76,9 +76,42 @@ fn variables_fill_placeholders_and_a_missing_one_is_named() {
         .unwrap();
     let run = sandbox.imageql(&["--var", "region=us-east", "-o", "csv", "-f", script.to_str().unwrap()]);
     let stderr = run.fails();
-    assert_eq!(run.stdout(), "region\nus-east\n");
+    assert_eq!(run.stdout(), "", "every placeholder is checked before the first statement runs");
     assert!(stderr.contains(&format!("{}:4:", script.display())), "{stderr}");
     assert!(stderr.contains("{{ missing }}") && stderr.contains("--var missing="), "{stderr}");
+}
+
+#[test]
+fn a_value_never_changes_the_shape_of_a_statement() {
+    let sandbox = SandboxProcess::start(&[]);
+    let private = |sandbox: &SandboxProcess| {
+        sandbox.rows("SELECT count(*) AS n FROM linode.images.images WHERE NOT is_public")[0]["n"].as_u64().unwrap()
+    };
+    let before = private(&sandbox);
+    let attack = "tag=zzz') OR NOT is_public OR array_has(tags, 'x";
+    let count = "SELECT count(*) AS n FROM linode.images.images WHERE array_has(tags, '{{ tag }}')";
+    assert_eq!(sandbox.imageql(&["--var", attack, "-o", "csv", "-e", count]).ok(), "n\n0\n");
+    let mark = sandbox.log().len();
+    let delete = "DELETE FROM linode.images.images WHERE NOT is_public AND array_has(tags, '{{ tag }}')";
+    sandbox.imageql(&["--var", attack, "-e", delete]).ok();
+    let sent: Vec<Value> = sandbox.log_since(mark).into_iter().filter(|r| r["method"] != "GET").collect();
+    assert!(sent.is_empty(), "the DELETE matched nothing: {sent:?}");
+    assert_eq!(private(&sandbox), before);
+
+    // Outside quotes a value is one literal: a number, else a string; raw only when asked.
+    let bare = "SELECT id FROM linode.images.images WHERE label = {{ label }} OR size > {{ size }} ORDER BY id";
+    let out = sandbox.imageql(&["--var", "label=ci-runner' OR 'a'='a", "--var", "size=1e9", "-o", "csv", "-e", bare]);
+    assert_eq!(out.ok(), "id\n");
+    let out = sandbox.imageql(&["--var", "label=ci-runner", "--var", "size=1e9", "-o", "csv", "-e", bare]).ok();
+    assert_eq!(out, "id\nprivate/1003\n");
+    let ordered = "SELECT id FROM linode.images.images WHERE NOT is_public ORDER BY {{ order | raw }} LIMIT 1";
+    assert_eq!(sandbox.imageql(&["--var", "order=id DESC", "-o", "csv", "-e", ordered]).ok(), "id\nprivate/1014\n");
+    let defaulted =
+        "SELECT count(*) AS n FROM linode.images.images WHERE NOT is_public AND size > {{ min | default(2000) }}";
+    let expected = sandbox.rows("SELECT count(*) AS n FROM linode.images.images WHERE NOT is_public AND size > 2000");
+    assert_eq!(sandbox.imageql(&["-o", "csv", "-e", defaulted]).ok(), format!("n\n{}\n", expected[0]["n"]));
+    let wrong = sandbox.imageql(&["-e", "SELECT {{ x | upper }}"]).fails();
+    assert!(wrong.contains("is not a placeholder"), "{wrong}");
 }
 
 #[test]

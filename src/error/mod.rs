@@ -38,6 +38,8 @@ pub enum Error {
         name: String,
         nearest: Option<String>,
     },
+    /// A `{{ … }}` placeholder of a statement that cannot be filled.
+    Placeholder(crate::template::TemplateError),
     /// A setting no one has heard of (`current_setting('nope')`).
     UnknownSetting(String),
     /// A value that is not of its type, or out of its range.
@@ -198,6 +200,7 @@ impl Error {
             Error::UnknownColumn { .. } => "42703",
             Error::UnknownFunction { .. } => "42883",
             Error::UnknownSetting(_) => "42704",
+            Error::Placeholder(_) => "42601",
             Error::InvalidValue { fault: ValueFault::Cast, .. } => "22P02",
             Error::InvalidValue { fault: ValueFault::DivisionByZero, .. } => "22012",
             Error::InvalidValue { fault: ValueFault::Overflow, .. } => "22003",

@@ -59,6 +59,7 @@ impl fmt::Display for Error {
                 nearest.iter().try_for_each(|n| write!(f, "; did you mean {n}?"))
             }
             Error::InvalidValue { message, .. } => f.write_str(message),
+            Error::Placeholder(problem) => write!(f, "{problem}"),
             Error::UnknownSetting(name) => write!(f, "unrecognized configuration parameter \"{name}\""),
             Error::Unsupported { what, instead } => {
                 write!(f, "{what} is not supported")?;

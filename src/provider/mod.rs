@@ -195,7 +195,7 @@ pub struct ViewParam {
 impl Provider {
     /// A view's query with the provider's constants filled in.
     pub fn view_sql(&self, view: &View) -> Result<String, String> {
-        crate::template::fill(&view.sql, |name| {
+        crate::template::fill_constants(&view.sql, |name| {
             self.constants.get(name).map(|v| match v {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),

@@ -385,10 +385,10 @@ impl Shell {
     /// Runs one statement. Ctrl-C stops a query at once; a change stops before its next
     /// request (an upload or a wait at once) and reports what it did.
     async fn statement(&mut self, text: &str) -> Ran {
-        let text = match template::fill(text, |name| self.vars.get(name).cloned()) {
+        let text = match template::bind_values(text, |name| self.vars.get(name).cloned()) {
             Ok(text) => text,
-            Err(name) => {
-                eprintln!("imageql: error: undefined variable {{{{ {name} }}}}: start imageql with --var {name}=VALUE");
+            Err(problem) => {
+                eprintln!("imageql: error: {problem}");
                 return Ran::Done;
             }
         };
