@@ -398,6 +398,11 @@ fn invalid_statements_make_no_request() {
         ("UPDATE linode.images.images SET label = 'x' WHERE id = 'private/1001'", "use REPLACE"),
         ("INSERT INTO linode.images.images (disk_id) VALUES (67890) RETURNING nope", "RETURNING"),
         ("REPLACE linode.images.images SET label = '' WHERE label LIKE 'golden%'", "Length must be 1-50"),
+        (
+            "INSERT /*+ AWAT */ INTO linode.images.images (disk_id, label) VALUES (67890, 'x')",
+            "unknown hint /*+ AWAT */: did you mean AWAIT?",
+        ),
+        ("SELECT /*+ AWAIT */ id FROM linode.images.images", "AWAIT waits for what a change started"),
     ];
     for (sql, words) in cases {
         let mark = sandbox.log().len();

@@ -284,6 +284,11 @@ impl Session {
                 Err(e) => return Err(e),
             },
         };
+        if parsed.has_hint("AWAIT") && !matches!(kind, Kind::Change) {
+            return Err(Error::Refused(
+                "AWAIT waits for what a change started: write it after INSERT, REPLACE, DELETE or EXEC".into(),
+            ));
+        }
         let types = match (&kind, &parsed.statement) {
             (Kind::Change, DFStatement::Statement(change)) => {
                 statement::change_parameter_types(&state, &self.registry, change).await

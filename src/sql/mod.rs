@@ -227,6 +227,14 @@ fn rewrite_postgres_forms(sql: &str, statement: &mut DFStatement) {
 fn parse_with(sql: &str, dialect: &dyn datafusion::sql::sqlparser::dialect::Dialect) -> Result<Parsed, Error> {
     let mut parser = DFParserBuilder::new(sql).with_dialect(dialect).build().map_err(syntax)?;
     let hints = hints(&parser.parser);
+    if let Some(unknown) = hints.iter().find(|h| !HINTS.contains(&h.as_str())) {
+        let nearest = crate::provider::nearest(unknown, HINTS.iter().copied());
+        let guess = nearest.map(|n| format!("did you mean {n}? ")).unwrap_or_default();
+        return Err(Error::Refused(format!(
+            "unknown hint /*+ {unknown} */: {guess}the hints are {}",
+            HINTS.join(", ")
+        )));
+    }
     let statement = match replace_form(&parser.parser) {
         Some(explained) => {
             if explained {
@@ -283,6 +291,9 @@ fn replace_form(parser: &Parser) -> Option<bool> {
 }
 
 /// `/*+ … */` comments right after the statement's verb (after EXPLAIN, the verb after it).
+/// The hints a statement may carry after its verb (`INSERT /*+ AWAIT */ …`).
+pub const HINTS: [&str; 1] = ["AWAIT"];
+
 fn hints(parser: &Parser) -> Vec<String> {
     let tokens = (0..).map(|n| parser.peek_nth_token_no_skip(n)).take_while(|t| t.token != Token::EOF);
     let mut words_seen = 0;
