@@ -25,6 +25,7 @@ mod guard;
 mod memory;
 pub mod meta;
 pub mod postgres;
+mod restart;
 mod statement;
 
 use std::sync::Arc;
@@ -47,7 +48,7 @@ use crate::error::Error;
 pub use crate::files::FileAccess;
 use crate::mutate;
 use crate::outcome::Outcome;
-use crate::provider::{Registry, nearest};
+use crate::provider::{Provider, Registry, View, nearest};
 use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
 use crate::sql::{self, Dialect};
 pub use guard::Policy;
@@ -167,29 +168,48 @@ impl Session {
     }
 
     /// Creates the views the provider files declare, under their service; a view with
-    /// parameters becomes a table function of the same name.
+    /// parameters becomes a table function of the same name. A view may read another: views
+    /// are created in passes until every one is, and one that never plans is reported.
     async fn register_views(&self) -> Result<(), Error> {
+        let mut pending: Vec<(&Provider, &str, &str, &View)> = Vec::new();
         for provider in self.registry.providers.values() {
             for service in provider.services.values() {
                 for (name, view) in &service.views {
-                    let full = format!("{}.{}.{name}", provider.id, service.id);
-                    let failed = |e: Error| Error::Refused(format!("view {full} in the provider files: {e}"));
-                    let query = provider.view_sql(view).map_err(|missing| {
-                        failed(Error::Refused(format!("the view uses {{{{ {missing} }}}}, which is not a constant")))
-                    })?;
-                    let mut parsed = sql::parse(&query, Dialect::Generic).map_err(failed)?;
-                    sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
-                    let plan =
-                        self.ctx.state().statement_to_plan(parsed.statement).await.map_err(|e| failed(e.into()))?;
-                    if view.params.is_empty() {
-                        let table = TableReference::full(provider.id.as_str(), service.id.as_str(), name.as_str());
-                        self.ctx.register_table(table, Arc::new(ViewTable::new(plan, Some(query))))?;
-                    } else {
-                        let function = function::ViewFunction::new(full.clone(), view.params.clone(), plan);
-                        self.ctx.register_udtf(&full, Arc::new(function));
-                    }
+                    pending.push((provider, service.id.as_str(), name.as_str(), view));
                 }
             }
+        }
+        while !pending.is_empty() {
+            let tried = pending.len();
+            let mut failures = Vec::new();
+            for (provider, service, name, view) in std::mem::take(&mut pending) {
+                if let Err(e) = self.register_view(provider, service, name, view).await {
+                    failures.push(((provider, service, name, view), e));
+                }
+            }
+            if failures.len() == tried {
+                return Err(failures.remove(0).1);
+            }
+            pending = failures.into_iter().map(|(view, _)| view).collect();
+        }
+        Ok(())
+    }
+
+    async fn register_view(&self, provider: &Provider, service: &str, name: &str, view: &View) -> Result<(), Error> {
+        let full = format!("{}.{service}.{name}", provider.id);
+        let failed = |e: Error| Error::Refused(format!("view {full} in the provider files: {e}"));
+        let query = provider.view_sql(view).map_err(|missing| {
+            failed(Error::Refused(format!("the view uses {{{{ {missing} }}}}, which is not a constant")))
+        })?;
+        let mut parsed = sql::parse(&query, Dialect::Generic).map_err(failed)?;
+        sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
+        let plan = self.ctx.state().statement_to_plan(parsed.statement).await.map_err(|e| failed(e.into()))?;
+        if view.params.is_empty() {
+            let table = TableReference::full(provider.id.as_str(), service, name);
+            self.ctx.register_table(table, Arc::new(ViewTable::new(plan, Some(query))))?;
+        } else {
+            let function = function::ViewFunction::new(full.clone(), view.params.clone(), plan);
+            self.ctx.register_udtf(&full, Arc::new(function));
         }
         Ok(())
     }
@@ -473,7 +493,8 @@ impl Session {
             frame.collect().await?;
             return Ok(Outcome::Done);
         }
-        Ok(Outcome::Rows { stream: frame.execute_stream().await?, changed: None })
+        let stream = frame.clone().execute_stream().await?;
+        Ok(Outcome::Rows { stream: restart::restarting(frame, stream), changed: None })
     }
 
     /// An unknown table, named as the user wrote it with the names it may stand for.

@@ -466,9 +466,10 @@ impl Image {
     }
 
     /// The `message` of the image's `image_delete` event: what the API's events leave out and a
-    /// usage report needs, the size, copies and type the image had when it went.
+    /// usage report needs, the size, billed copies (those available) and type the image had
+    /// when it went.
     pub fn deletion_message(&self) -> String {
-        let copies = self.regions.iter().filter(|r| !r.removing).count().max(1);
+        let copies = self.regions.iter().filter(|r| !r.removing && r.status == RegionStatus::Available).count();
         format!("{} MB in {copies} regions, type {}", self.size, self.kind)
     }
 
