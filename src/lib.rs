@@ -22,6 +22,7 @@ pub mod outcome;
 pub mod output;
 pub mod profile;
 pub mod provider;
+pub mod random;
 pub mod sandbox;
 pub mod scan;
 pub mod serve;

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{SandboxProcess, TOKEN};
+use common::{SandboxProcess, ServeProcess, TOKEN};
 use serde_json::Value;
 
 const FAIL_RATE: &str = "0.3";
@@ -134,6 +134,89 @@ async fn scans_under_faults_return_the_right_ids_or_fail_clearly() {
     assert_eq!(right + failed, SCANS);
     assert!(right > SCANS / 2, "retries should carry most scans through: {right} of {SCANS}");
     assert!(faults > 0, "faults were injected");
+}
+
+/// A count that is right or a failure that says why; never a wrong count.
+enum Counted {
+    Right,
+    Failed(String),
+}
+
+fn counted(n: Option<usize>, expected: usize, why: String) -> Counted {
+    match n {
+        Some(n) => {
+            assert_eq!(n, expected, "a wrong count");
+            Counted::Right
+        }
+        None => Counted::Failed(why),
+    }
+}
+
+/// At 30 % faults, a `count(*)` of an 11-page listing is right at least 28 times in 30, in
+/// the CLI and through serve: reads are retried with backoff, a page that disagrees with
+/// page 1 is read again, and a query whose list changed starts over.
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_of_a_long_listing_survive_faults_in_the_cli_and_through_serve() {
+    const COUNTS: usize = 30;
+    let sandbox = SandboxProcess::start(&[
+        "--seed-images",
+        "5200",
+        "--fail-rate",
+        FAIL_RATE,
+        "--latency-ms",
+        "0",
+        "--time-scale",
+        "0",
+        "--stall-ms",
+        "1500",
+        "--max-images",
+        "6000",
+        "--max-total-gb",
+        "1000000",
+    ]);
+    let expected = truth(&sandbox).await.len();
+    assert_eq!(expected.div_ceil(500), 11, "an 11-page listing: {expected} images");
+    let sql = "SELECT count(*) AS n FROM linode.images.images";
+    let tally = |results: Vec<Counted>| -> (usize, Vec<String>) {
+        let right = results.iter().filter(|r| matches!(r, Counted::Right)).count();
+        let why = results
+            .into_iter()
+            .filter_map(|r| match r {
+                Counted::Failed(why) => Some(why),
+                _ => None,
+            })
+            .collect();
+        (right, why)
+    };
+
+    let results = std::sync::Mutex::new(Vec::new());
+    in_parallel(COUNTS, |_| {
+        let run = sandbox.imageql(&["--timeout", "0.5", "-o", "csv", "-e", sql]);
+        let n = (run.code() == 0).then(|| run.stdout().lines().nth(1).unwrap().parse().unwrap());
+        if n.is_none() {
+            assert!(is_clear_failure(&run.stderr()), "an unclear failure: {}", run.stderr());
+        }
+        results.lock().unwrap().push(counted(n, expected, run.stderr()));
+    });
+    let (right, why) = tally(results.into_inner().unwrap());
+    println!("CLI: {right} of {COUNTS} counts right; failures: {why:?}");
+    assert!(right >= 28, "CLI: {right} of {COUNTS} right: {why:?}");
+
+    let server = ServeProcess::start(&sandbox, &["--no-cache", "--timeout", "0.5"], &[]);
+    let results = std::sync::Mutex::new(Vec::new());
+    in_parallel(COUNTS, |_| {
+        let out = server.psql(TOKEN, &[sql]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let n = stdout.lines().nth(1).and_then(|l| l.parse().ok());
+        if n.is_none() {
+            assert!(stderr.contains("ERROR:"), "an unclear failure: {stdout}{stderr}");
+        }
+        results.lock().unwrap().push(counted(n, expected, stderr));
+    });
+    let (right, why) = tally(results.into_inner().unwrap());
+    println!("serve: {right} of {COUNTS} counts right; failures: {why:?}");
+    assert!(right >= 28, "serve: {right} of {COUNTS} right: {why:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -31,9 +31,15 @@ pub use progress::{Event, Progress};
 /// Pages in flight at once after the first one: as many as the rate budget lets go, up to
 /// this bound on connections and on the memory of pages not yet decoded.
 const PAGE_CONCURRENCY: usize = 24;
-/// Attempts for an idempotent read before its error is reported.
-const READ_ATTEMPTS: u32 = 4;
+/// Attempts for an idempotent read before its error is reported: at a 30 % failure rate,
+/// one read in a thousand still fails.
+const READ_ATTEMPTS: u32 = 6;
+/// The first wait before a read is sent again; it doubles with each attempt, up to the cap.
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+/// Reads of a page that disagrees with page 1 before the list is taken to have changed.
+const PAGE_REREADS: u32 = 2;
 /// How long a cached response is reused unless the session says otherwise.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
 /// How long one API call may take, response body included, unless the session says otherwise.
@@ -343,8 +349,8 @@ impl ApiClient {
                 Err(failure) if failure.retryable && attempt < READ_ATTEMPTS => {
                     // After a 429 the budget holds the next attempt back for its Retry-After.
                     if failure.error.status() != Some(429) || self.rate_limits.is_none() {
-                        let backoff = Duration::from_millis(250 << (attempt - 1));
-                        tokio::time::sleep(failure.retry_after.unwrap_or(backoff).min(MAX_RETRY_WAIT)).await;
+                        let wait = failure.retry_after.unwrap_or_else(|| backoff(attempt));
+                        tokio::time::sleep(wait.min(MAX_RETRY_WAIT)).await;
                     }
                     attempt += 1;
                 }
@@ -590,16 +596,12 @@ impl ApiClient {
                     let rest = stream::iter(2..=last)
                         .map(move |number| {
                             let (client, listing) = (client.clone(), listing.clone());
+                            let (fetcher, fetched) = (client.clone(), listing.clone());
                             // Each page is received and parsed on its own task, in parallel.
-                            let page = on_own_task(async move { client.page(&listing, number).await });
+                            let page = on_own_task(async move { fetcher.page(&fetched, number).await });
                             async move {
                                 let page = page.await?;
-                                // Rows created or deleted since page 1 shift the pages: some
-                                // rows would be read twice or never (linode_api4 checks this too).
-                                match page.shape == shape {
-                                    true => Ok(page),
-                                    false => Err(ApiError::Changed { page: number, before: shape, after: page.shape }),
-                                }
+                                client.page_of_shape(&listing, number, page, shape).await
                             }
                         })
                         .buffered(PAGE_CONCURRENCY);
@@ -615,6 +617,27 @@ impl ApiClient {
             })
             .flatten()
             .boxed()
+    }
+
+    /// `page` (number `number`) when it tells of the same list as page 1 (`shape`). Rows
+    /// created or deleted since page 1 shift the pages: some rows would be read twice or
+    /// never (linode_api4 checks this too). A page that disagrees is read again, as its answer
+    /// may have been a passing fault; when it still disagrees the list changed, and nothing
+    /// read of it may be reused.
+    async fn page_of_shape(&self, listing: &Listing, number: u64, page: Page, shape: Shape) -> Result<Page, ApiError> {
+        let mut page = page;
+        for _ in 0..PAGE_REREADS {
+            if page.shape == shape {
+                return Ok(page);
+            }
+            self.forget_reads();
+            page = self.read_checked(&listing.page_request(number), |body| listing.parse(body)).await?;
+        }
+        if page.shape == shape {
+            return Ok(page);
+        }
+        self.forget_reads();
+        Err(ApiError::Changed { page: number, before: shape, after: page.shape })
     }
 
     /// Whether every page [`ApiClient::pages`] would read is in the cache.
@@ -636,6 +659,13 @@ impl ApiClient {
         pages.insert(0, first);
         Some(pages)
     }
+}
+
+/// The wait before attempt `attempt + 1`: exponential, with "equal jitter" (half fixed, half
+/// random), so that clients failed by one outage do not come back in step.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = FIRST_RETRY_WAIT.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_BACKOFF);
+    ceiling / 2 + ceiling.mul_f64(crate::random::unit() / 2.0)
 }
 
 /// Runs `work` as a task of its own, stopped when its result is no longer wanted.

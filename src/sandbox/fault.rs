@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::wire::ApiError;
+use crate::random::unit as random_unit;
 
 /// What `--fail-rate` and `--stall-ms` ask for.
 #[derive(Debug, Clone, Copy)]
@@ -146,13 +147,4 @@ fn shifted(mut body: Value, grew: bool, page_size: u64) -> Option<Vec<u8>> {
     body["results"] = Value::from(results);
     body["pages"] = Value::from(results.div_ceil(page_size));
     serde_json::to_vec(&body).ok()
-}
-
-/// A well-spread pseudo-random number in [0, 1).
-pub fn random_unit() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 1.0;
-    }
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
