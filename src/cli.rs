@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::{DEFAULT_CACHE_TTL, Shared, Token};
-use crate::engine::{Memory, Policy, Session, SessionOptions};
+use crate::engine::{AWAIT_TIMEOUT, Memory, OwnSetting, Policy, Session, SessionOptions};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::output::{self, Format};
@@ -59,6 +59,13 @@ pub struct Cli {
     /// Evaluate every predicate and LIMIT locally; scans list everything
     #[arg(long, global = true)]
     no_pushdown: bool,
+    /// Preview every change (INSERT, REPLACE, DELETE, EXEC) instead of sending it: one row per
+    /// request it would send; reads still run
+    #[arg(long)]
+    dry_run: bool,
+    /// How long /*+ AWAIT */ waits at most: seconds, or 90s, 10min, 2h [default: 30min]
+    #[arg(long, value_name = "DURATION")]
+    await_timeout: Option<String>,
     /// Fill `{{ NAME }}` in statements with VALUE (repeatable)
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     vars: Vec<(String, String)>,
@@ -175,6 +182,11 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         memory: Memory::default(),
     };
     let session = Session::new(options).await?;
+    session.set_dry_run(cli.dry_run);
+    if let Some(timeout) = &cli.await_timeout {
+        let own = OwnSetting::Set { name: AWAIT_TIMEOUT.into(), value: Some(timeout.clone()) };
+        session.apply_own_setting(&own).map_err(|e| Error::Usage(format!("--await-timeout: {e}")))?;
+    }
     let vars: HashMap<String, String> = cli.vars.into_iter().collect();
     if interactive {
         return shell::run(session, format, vars).await;

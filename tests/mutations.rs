@@ -402,7 +402,8 @@ fn invalid_statements_make_no_request() {
             "INSERT /*+ AWAT */ INTO linode.images.images (disk_id, label) VALUES (67890, 'x')",
             "unknown hint /*+ AWAT */: did you mean AWAIT?",
         ),
-        ("SELECT /*+ AWAIT */ id FROM linode.images.images", "AWAIT waits for what a change started"),
+        ("SELECT /*+ AWAIT */ 1", "AWAIT on a query waits for the rows of one resource"),
+        ("SELECT /*+ AWAIT */ id FROM linode.regions.regions", "linode.regions.regions has no status to wait for"),
     ];
     for (sql, words) in cases {
         let mark = sandbox.log().len();
@@ -410,6 +411,72 @@ fn invalid_statements_make_no_request() {
         assert!(stderr.contains(words), "{sql}: {stderr}");
         assert!(sandbox.log_since(mark).is_empty(), "{sql} made requests");
     }
+}
+
+#[test]
+fn regions_are_checked_for_what_images_need_before_anything_is_sent() {
+    let sandbox = sandbox();
+    let cases = [
+        (
+            "EXEC linode.images.images.post_replicate_image @imageId='private/1001', @add='br-gru'",
+            "regions: br-gru has no Object Storage; regions with Object Storage: ap-south",
+        ),
+        (
+            "EXPLAIN EXEC linode.images.images.post_replicate_image @imageId='private/1001', @add='br-gru'",
+            "br-gru has no Object Storage",
+        ),
+        (
+            r#"EXEC linode.images.images.post_upload_image @@json='{"label": "x", "region": "mars-1"}'"#,
+            "region: mars-1 is not in linode.regions.regions (known: ap-south",
+        ),
+        ("EXEC linode.images.images.post_replicate_image @imageId='private/1001', @add='br-gru,xx-nope'", "2 problems"),
+    ];
+    let mark = sandbox.log().len();
+    for (sql, words) in cases {
+        let stderr = sandbox.imageql(&["-e", sql]).fails();
+        assert!(stderr.contains(words), "{sql}: {stderr}");
+    }
+    assert!(sent_changes(&sandbox.log_since(mark)).is_empty());
+    // A region that has it is fine.
+    let rows =
+        sandbox.rows("EXPLAIN EXEC linode.images.images.post_replicate_image @imageId='private/1001', @add='us-mia'");
+    assert!(rows[1]["request"].as_str().unwrap().contains("us-mia"), "{rows:?}");
+}
+
+#[test]
+fn a_select_awaits_an_image_someone_else_started_within_its_timeout() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0.5"]);
+    // Someone else starts a capture (at least 2 s at time scale 1).
+    let started =
+        sandbox.rows("INSERT INTO linode.images.images (disk_id, label) VALUES (67895, 'theirs') RETURNING id, status");
+    let id = started[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(started[0]["status"], "creating");
+    // Too short a wait says so, and how to wait longer.
+    let stderr = sandbox
+        .imageql(&[
+            "--await-timeout",
+            "0.2s",
+            "-e",
+            &format!("SELECT /*+ AWAIT */ status FROM linode.images.images WHERE id = '{id}'"),
+        ])
+        .fails();
+    assert!(stderr.contains(&format!("gave up waiting for {id} after 0.2 s; it is creating")), "{stderr}");
+    assert!(stderr.contains("imageql.await_timeout"), "{stderr}");
+    // A long enough one answers once it is ready, with the row as it is then.
+    let rows = sandbox.rows(&format!(
+        "SELECT /*+ AWAIT */ id, status, regions FROM linode.images.images WHERE label = 'theirs' AND NOT is_public"
+    ));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "available", "{rows:?}");
+    let polls = sandbox.log().iter().filter(|r| r["path"] == format!("/v4/images/{}", id.replace('/', "%2F"))).count();
+    assert!(polls >= 1, "the wait polls the image");
+    // The timeout is a setting of the session too.
+    let out = sandbox
+        .imageql(&["-o", "csv", "-e", "SET imageql.await_timeout = '10min'", "-e", "SHOW imageql.await_timeout"])
+        .ok();
+    assert!(out.contains("10 min"), "{out}");
+    let stderr = sandbox.imageql(&["-e", "SET imageql.await_timeout = 'soon'"]).fails();
+    assert!(stderr.contains("invalid value for parameter \"imageql.await_timeout\""), "{stderr}");
 }
 
 #[tokio::test]
@@ -438,10 +505,44 @@ async fn a_failure_part_way_reports_what_was_done_and_nothing_is_retried() {
     assert_eq!(changes(&failing.log()).len(), 1, "a mutation is sent once, never retried");
 }
 
+/// The requests of a log that change something.
+fn sent_changes(log: &[Value]) -> Vec<String> {
+    log.iter()
+        .filter(|r| r["method"] != "GET")
+        .map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap()))
+        .collect()
+}
+
 #[test]
-fn explain_shows_mutation_requests_and_sends_none() {
+fn a_dry_run_lists_every_request_with_what_it_touches_and_sends_none() {
     let sandbox = sandbox();
     let mark = sandbox.log().len();
+
+    // EXPLAIN of a change: one row per request, the rows it touches, what a deletion frees.
+    let rows = sandbox.rows("EXPLAIN DELETE FROM linode.images.images WHERE label LIKE 'golden%' AND NOT is_public");
+    let golden = sandbox.rows(
+        "SELECT id, label, size, monthly_usd FROM linode.images.storage_costs WHERE label LIKE 'golden%' ORDER BY id",
+    );
+    assert!(golden.len() >= 3, "{golden:?}");
+    assert_eq!(rows.len(), golden.len() + 1, "a row per request and the totals: {rows:#?}");
+    for (row, image) in rows.iter().zip(&golden) {
+        let id = image["id"].as_str().unwrap();
+        assert_eq!(row["request"], format!("DELETE /images/{}", id.replace('/', "%2F")));
+        assert_eq!((&row["id"], &row["label"], &row["size"]), (&image["id"], &image["label"], &image["size"]));
+        assert_eq!(row["frees_monthly_usd"], image["monthly_usd"]);
+        assert!(!row["request"].as_str().unwrap().contains('\n'));
+    }
+    let total = rows.last().unwrap();
+    let frees: f64 = golden.iter().map(|g| g["monthly_usd"].as_f64().unwrap()).sum();
+    let size: i64 = golden.iter().map(|g| g["size"].as_i64().unwrap()).sum();
+    assert_eq!(total["step"], "total");
+    assert_eq!(total["request"], format!("{n} requests ({n} DELETE), none sent", n = golden.len()));
+    assert!((total["frees_monthly_usd"].as_f64().unwrap() - frees).abs() < 1e-6, "{total}");
+    assert_eq!(total["size"], size);
+    let regions = rows[0]["regions"].as_str().unwrap();
+    assert!(regions.contains("us-east (available)"), "{regions}");
+
+    // Inserts show their body; a value read by a subquery is computed; AWAIT is explained.
     let out = sandbox
         .imageql(&[
             "-o",
@@ -450,37 +551,75 @@ fn explain_shows_mutation_requests_and_sends_none() {
             "EXPLAIN INSERT INTO linode.images.images (disk_id, label, tags) VALUES (67890, 'a', '[\"abc\"]')",
         ])
         .ok();
-    assert_eq!(out.trim(), r#"1	POST /images {"disk_id":67890,"label":"a","tags":["abc"]}"#);
+    assert!(out.starts_with("1\tPOST /images {\"disk_id\":67890,\"label\":\"a\",\"tags\":[\"abc\"]}\t\ta\t"), "{out}");
+    let rows = sandbox.rows(
+        "EXPLAIN REPLACE /*+ AWAIT */ linode.images.images SET description = (SELECT max(label) FROM linode.images.images WHERE NOT is_public) WHERE id = 'private/1001'",
+    );
+    assert_eq!(rows[0]["request"], r#"PUT /images/private%2F1001 {"description":"windows-less-bastion"}"#);
+    assert_eq!(rows[0]["label"], "golden-web-2024");
+    assert!(rows[1]["request"].as_str().unwrap().contains("until status is available"), "{rows:?}");
+    let rows = sandbox.rows("EXPLAIN REPLACE linode.images.images SET label = 'x' WHERE id = 'private/9999'");
+    assert!(rows[0]["request"].as_str().unwrap().ends_with("(no such row: the API will answer 404)"), "{rows:?}");
+    assert!(sent_changes(&sandbox.log_since(mark)).is_empty(), "EXPLAIN sent a change");
+
+    // --dry-run: every change of a script is previewed, its reads still run.
+    let script = [
+        "INSERT INTO linode.images.images (disk_id, label) VALUES (67890, 'dry')",
+        "REPLACE linode.images.images SET tags = '[\"dry-run\"]' WHERE label LIKE 'golden%'",
+        "DELETE FROM linode.images.images WHERE NOT is_public AND size > 2000 RETURNING id",
+        "EXEC linode.images.images.post_replicate_image @imageId='private/1002', @add='eu-west'",
+        "SELECT count(*) AS private FROM linode.images.images WHERE NOT is_public",
+    ];
+    let mut args = vec!["--dry-run", "-o", "ndjson"];
+    for sql in &script {
+        args.extend(["-e", sql]);
+    }
+    let mark = sandbox.log().len();
+    let rows = sandbox.imageql(&args).rows();
+    let totals: Vec<&str> =
+        rows.iter().filter(|r| r["step"] == "total").map(|r| r["request"].as_str().unwrap()).collect();
+    assert_eq!(totals.len(), 4, "{rows:#?}");
+    assert_eq!(totals[0], "1 request (1 POST), none sent");
+    assert!(totals[1].ends_with("PUT), none sent") && totals[2].ends_with("DELETE), none sent"), "{totals:?}");
+    assert_eq!(rows.last().unwrap()["private"], 14, "reads still run");
+    let log = sandbox.log_since(mark);
+    assert!(sent_changes(&log).is_empty(), "a dry run sent {:?}", sent_changes(&log));
+    assert!(log.iter().any(|r| r["path"] == "/v4/images"), "the dry run read what it needed");
+
+    // The same as a setting of the session.
     let out = sandbox
         .imageql(&[
             "-o",
-            "text",
+            "ndjson",
             "-e",
-            "EXPLAIN DELETE FROM linode.images.images WHERE label LIKE 'golden%' AND NOT is_public",
+            "SET imageql.dry_run = on",
+            "-e",
+            "DELETE FROM linode.images.images WHERE id = 'private/1003'",
+            "-e",
+            "SET imageql.dry_run = off",
+            "-e",
+            "SHOW imageql.dry_run",
         ])
         .ok();
-    assert!(out.contains("ResourceScanExec: linode.images.images: GET /images"), "{out}");
-    assert!(out.contains("for each row\tDELETE /images/{imageId}"), "{out}");
-    let out = sandbox
-        .imageql(&[
-            "-o",
-            "text",
-            "-e",
-            "EXPLAIN REPLACE /*+ AWAIT */ linode.images.images SET description = 'x' WHERE id = 'private/1001'",
-        ])
-        .ok();
-    assert!(out.contains(r#"PUT /images/private%2F1001 {"description":"x"}"#), "{out}");
-    assert!(out.contains("until status is available"), "{out}");
-    let out = sandbox
-        .imageql(&[
-            "-o",
-            "text",
-            "-e",
-            "EXPLAIN REPLACE linode.images.images SET description = (SELECT max(label) FROM linode.images.images) WHERE id = 'private/1001'",
-        ])
-        .ok();
-    assert!(out.contains("for each row"), "a value that reads is computed later: {out}");
-    assert!(sandbox.log_since(mark).is_empty(), "EXPLAIN sent requests");
+    assert!(out.contains("DELETE /images/private%2F1003") && out.contains(r#""imageql.dry_run":"off""#), "{out}");
+    let stderr = sandbox.imageql(&["-e", "SET imageql.dry_run = perhaps"]).fails();
+    assert!(stderr.contains("invalid value for parameter \"imageql.dry_run\""), "{stderr}");
+    assert!(sent_changes(&sandbox.log_since(mark)).is_empty());
+}
+
+#[test]
+fn delete_returning_gives_the_rows_as_they_were() {
+    let sandbox = sandbox();
+    let before = sandbox
+        .rows("SELECT id, label, size, created FROM linode.images.images WHERE label LIKE 'golden%2024' ORDER BY id");
+    assert_eq!(before.len(), 2);
+    let returned = sandbox
+        .rows("DELETE FROM linode.images.images WHERE label LIKE 'golden%2024' RETURNING id, label, size, created");
+    assert_eq!(returned, before);
+    assert!(sandbox.rows("SELECT id FROM linode.images.images WHERE label LIKE 'golden%2024'").is_empty());
+    let returned =
+        sandbox.rows("DELETE FROM linode.images.images WHERE id = 'private/1003' RETURNING upper(label) AS shout");
+    assert_eq!(returned, [json!({"shout": "CI-RUNNER"})]);
 }
 
 #[tokio::test]

@@ -502,3 +502,74 @@ print(conn.execute("DELETE FROM linode.images.images WHERE id = %s", (made,)).ro
     assert_eq!(report.split_whitespace().collect::<Vec<_>>(), ["1", "1", "rebound", "0", "1"]);
     assert_eq!(private_count(&sandbox), before, "the hostile value matched nothing");
 }
+
+#[test]
+fn a_dry_run_and_await_settings_over_serve() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0"]);
+    let server = ServeProcess::start(&sandbox, &[], &[]);
+    let mark = sandbox.log().len();
+    let report = python(
+        &server,
+        r#"
+import os, psycopg
+conn = psycopg.connect(os.environ["IMAGEQL_URL"], password=os.environ["IMAGEQL_PASSWORD"], autocommit=True)
+conn.execute("SET imageql.dry_run = on")
+print(conn.execute("SHOW imageql.dry_run").fetchone()[0])
+cur = conn.execute("DELETE FROM linode.images.images WHERE label LIKE %s", ("golden%",))
+print(",".join(d.name for d in cur.description))
+rows = cur.fetchall()
+print(len(rows), rows[-1][0], rows[-1][1])
+print(conn.execute("REPLACE linode.images.images SET label = %s WHERE id = %s", ("renamed", "private/1003")).fetchall()[0][1])
+try:
+    conn.execute("SET imageql.dry_run = perhaps")
+except psycopg.Error as e:
+    print(e.sqlstate)
+conn.execute("RESET imageql.dry_run")
+print(conn.execute("DELETE FROM linode.images.images WHERE id = %s RETURNING id, label", ("private/1003",)).fetchall())
+conn.execute("SET imageql.await_timeout = '1s'")
+try:
+    conn.execute("SELECT /*+ AWAIT */ status FROM linode.images.images WHERE id = %s", ("private/1011",))
+except psycopg.Error as e:
+    print(str(e).splitlines()[0])
+print(conn.execute("SELECT /*+ AWAIT */ status FROM linode.images.images WHERE id = %s", ("private/1002",)).fetchone()[0])
+"#,
+    );
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[0], "on");
+    assert_eq!(lines[1], "step,request,id,label,size,regions,frees_monthly_usd");
+    assert_eq!(lines[2], "5 total 4 requests (4 DELETE), none sent", "{report}");
+    assert_eq!(lines[3], r#"PUT /images/private%2F1003 {"label":"renamed"}"#);
+    assert_eq!(lines[4], "22023");
+    assert_eq!(lines[5], "[('private/1003', 'ci-runner')]");
+    assert!(lines[6].starts_with("gave up waiting for private/1011 after 1 s; it is pending_upload"), "{report}");
+    assert_eq!(lines[7], "available");
+    let changes: Vec<String> = sandbox
+        .log_since(mark)
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(changes, ["DELETE /v4/images/private%2F1003"], "only the change made after the dry run was sent");
+}
+
+#[test]
+fn changes_with_parameters_return_their_rows_over_the_extended_protocol() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0"]);
+    let server = ServeProcess::start(&sandbox, &[], &[]);
+    // Described before their values are given: a value binding would refuse (a null label)
+    // must not stop the description.
+    let report = python(
+        &server,
+        r#"
+import os, psycopg
+conn = psycopg.connect(os.environ["IMAGEQL_URL"], password=os.environ["IMAGEQL_PASSWORD"], autocommit=True)
+print(conn.execute("REPLACE linode.images.images SET label = %s WHERE id = %s RETURNING id, label", ("renamed", "private/1006")).fetchall())
+print(conn.execute("DELETE FROM linode.images.images WHERE id = %s RETURNING id, label", ("private/1006",)).fetchall())
+print(conn.execute("EXEC linode.images.images.put_image @imageId=%s, @label=%s RETURNING id, upper(label) AS shout", ("private/1007", "yy")).fetchall())
+"#,
+    );
+    assert_eq!(
+        report.lines().collect::<Vec<_>>(),
+        ["[('private/1006', 'renamed')]", "[('private/1006', 'renamed')]", "[('private/1007', 'YY')]"]
+    );
+}

@@ -257,3 +257,56 @@ fn expanded_auto_follows_the_terminal_width() {
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
 }
+
+#[test]
+fn a_change_of_several_resources_is_confirmed_first_and_dry_run_previews() {
+    let sandbox = SandboxProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = shell(&sandbox, home.path());
+    let deletes = |sandbox: &SandboxProcess| sandbox.log().iter().filter(|r| r["method"] == "DELETE").count();
+
+    // More than one resource: the preview, the count and what it frees, then a question.
+    p.send_line("DELETE FROM linode.images.images WHERE label LIKE 'golden%';").unwrap();
+    p.exp_string("golden-web-2024").unwrap();
+    p.exp_string("This changes 4 resources, freeing $2.05 a month. Send 4 requests? [y/N]").unwrap();
+    p.send_line("n").unwrap();
+    p.exp_string("nothing was sent").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    assert_eq!(deletes(&sandbox), 0);
+
+    // One resource goes at once.
+    p.send_line("DELETE FROM linode.images.images WHERE id = 'private/1003';").unwrap();
+    p.exp_string("deleted 1 from linode.images.images: private/1003").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    assert_eq!(deletes(&sandbox), 1);
+
+    // Yes sends them.
+    p.send_line("DELETE FROM linode.images.images WHERE label LIKE 'golden%2024';").unwrap();
+    p.exp_string("Send 2 requests? [y/N]").unwrap();
+    p.send_line("y").unwrap();
+    p.exp_string("deleted 2 from linode.images.images").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    assert_eq!(deletes(&sandbox), 3);
+
+    // \set dry_run on: changes are previewed, and nothing asks.
+    p.send_line("\\set dry_run on").unwrap();
+    p.exp_string("dry_run is on").unwrap();
+    p.send_line("DELETE FROM linode.images.images WHERE NOT is_public AND type = 'manual';").unwrap();
+    p.exp_string("none sent").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    assert_eq!(deletes(&sandbox), 3);
+
+    // \set confirm off: no question.
+    p.send_line("\\set dry_run off").unwrap();
+    p.exp_string("dry_run is off").unwrap();
+    p.send_line("\\set confirm off").unwrap();
+    p.exp_string("confirm is off").unwrap();
+    p.send_line("\\set").unwrap();
+    p.exp_string("confirm = off").unwrap();
+    p.send_line("DELETE FROM linode.images.images WHERE label IN ('golden-web-2025', 'ops'' toolbox');").unwrap();
+    p.exp_string("deleted 2 from linode.images.images").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    assert_eq!(deletes(&sandbox), 5);
+    p.send_line("\\set confirm maybe").unwrap();
+    p.exp_string("takes on or off").unwrap();
+}

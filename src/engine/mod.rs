@@ -19,6 +19,7 @@ if let Outcome::Rows { stream, .. } = session.execute("SELECT id, label FROM lin
 # }
 ``` */
 
+mod awaited;
 mod copy;
 mod function;
 mod guard;
@@ -26,12 +27,14 @@ mod memory;
 pub mod meta;
 pub mod postgres;
 mod restart;
+mod settings;
 mod statement;
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::datasource::ViewTable;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -54,6 +57,7 @@ use crate::sql::{self, Dialect};
 pub use guard::Policy;
 pub use memory::Memory;
 use meta::Meta;
+pub use settings::{AWAIT_TIMEOUT, DRY_RUN, OwnSetting, duration_text, own_setting, setting_text};
 use statement::Form;
 pub use statement::{CopyFormat, Kind, Prepared, Statement};
 
@@ -109,6 +113,10 @@ pub struct Session {
     dialect: Dialect,
     policy: Policy,
     has_token: bool,
+    /// Changes are previewed, not sent (`imageql.dry_run`).
+    dry_run: std::sync::atomic::AtomicBool,
+    /// How long `/*+ AWAIT */` waits at most (`imageql.await_timeout`).
+    await_timeout: std::sync::Mutex<std::time::Duration>,
 }
 
 impl Session {
@@ -162,7 +170,16 @@ impl Session {
         }
         register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
         let has_token = options.token.is_some();
-        let session = Session { ctx, registry, clients, dialect: options.dialect, policy: options.policy, has_token };
+        let session = Session {
+            ctx,
+            registry,
+            clients,
+            dialect: options.dialect,
+            policy: options.policy,
+            has_token,
+            dry_run: Default::default(),
+            await_timeout: std::sync::Mutex::new(mutate::AWAIT_TIMEOUT),
+        };
         session.register_views().await?;
         Ok(session)
     }
@@ -304,10 +321,18 @@ impl Session {
                 Err(e) => return Err(e),
             },
         };
-        if parsed.has_hint("AWAIT") && !matches!(kind, Kind::Change) {
-            return Err(Error::Refused(
-                "AWAIT waits for what a change started: write it after INSERT, REPLACE, DELETE or EXEC".into(),
-            ));
+        match (&kind, parsed.has_hint("AWAIT")) {
+            (Kind::Plan(_), true) => {
+                awaited::awaited(&parsed.statement, &self.registry)?;
+            }
+            (Kind::Change, _) | (_, false) => {}
+            (_, true) => {
+                return Err(Error::Refused(
+                    "AWAIT waits for what a change started, or for the rows of a SELECT: write it after \
+                     INSERT, REPLACE, DELETE, EXEC or SELECT"
+                        .into(),
+                ));
+            }
         }
         let types = match (&kind, &parsed.statement) {
             (Kind::Change, DFStatement::Statement(change)) => {
@@ -350,20 +375,23 @@ impl Session {
             Kind::Cursor => Ok(None),
             Kind::Change => {
                 let parsed = prepared.parsed();
-                match &parsed.statement {
-                    DFStatement::Explain(_) => Ok(Some(mutate::explain_schema())),
-                    DFStatement::Statement(statement) if statement::has_returning(statement, parsed) => {
-                        // Parameters are not known yet: nulls stand in for them.
-                        let nulls = vec![ScalarValue::Null.into(); statement::placeholder_count(statement)];
-                        let statement = statement::with_values(statement, &ParamValues::List(nulls))?;
-                        let state = self.ctx.state();
-                        match mutate::bind(&state, &self.registry, &statement, parsed, &self.policy.files).await? {
-                            Some(bound) => mutate::result_schema(&bound).await,
-                            None => Ok(None),
-                        }
-                    }
-                    _ => Ok(None),
+                let (statement, previewed) = match &parsed.statement {
+                    DFStatement::Explain(explain) => match explain.statement.as_ref() {
+                        DFStatement::Statement(statement) => (statement, true),
+                        _ => return Ok(None),
+                    },
+                    DFStatement::Statement(statement) => (statement, self.dry_run()),
+                    _ => return Ok(None),
+                };
+                if previewed {
+                    let (resource, verb) = mutate::target(&self.registry, statement)?;
+                    return Ok(Some(mutate::preview_schema(&resource, verb)));
                 }
+                if !statement::has_returning(statement, parsed) {
+                    return Ok(None);
+                }
+                let bound = mutate::bind_for_describe(&self.ctx.state(), &self.registry, statement, parsed)?;
+                mutate::result_schema(&bound).await
             }
             Kind::Deferred => {
                 let nulls = ParamValues::List(vec![ScalarValue::Null.into(); parameters(prepared.parsed())]);
@@ -441,6 +469,9 @@ impl Session {
                     ParamValues::List(values) if values.is_empty() => plan.clone(),
                     params => plan.clone().replace_params_with_values(params)?,
                 };
+                if prepared.parsed().has_hint("AWAIT") {
+                    self.await_rows(prepared.parsed(), params, cancel).await?;
+                }
                 self.query(plan).await
             }
             Kind::Deferred => self.query(self.deferred_plan(prepared.parsed(), params).await?).await,
@@ -449,12 +480,96 @@ impl Session {
                 what: "cursors (DECLARE, FETCH, CLOSE)".into(),
                 instead: Some("they are for clients of imageql serve; here LIMIT and OFFSET page through rows".into()),
             }),
+            Kind::Variable if let Some(own) = settings::own_setting(&prepared.parsed().statement) => {
+                self.apply_own_setting(&own)
+            }
             Kind::Variable | Kind::Transaction => {
                 let plan = state.statement_to_plan(prepared.parsed().statement.clone()).await?;
                 guard::check_plan(&plan, &self.registry, &self.policy)?;
                 self.query(plan).await
             }
         }
+    }
+
+    /// The dry run of a prepared change (one that is not an EXPLAIN): what it would send,
+    /// read now, nothing sent; `None` for any other statement.
+    pub async fn preview(&self, prepared: &Prepared, cancel: &CancelToken) -> Result<Option<RecordBatch>, Error> {
+        let (true, Some(statement)) = (prepared.changes(), prepared.sql()) else { return Ok(None) };
+        let state = self.ctx.state();
+        let bound = mutate::bind(&state, &self.registry, statement, prepared.parsed(), &self.policy.files).await;
+        let Some(bound) = bound.map_err(|error| self.explained(error))? else { return Ok(None) };
+        Ok(Some(mutate::preview(&bound, &self.clients[&bound.provider.id], cancel).await?))
+    }
+
+    /// Whether changes are previewed instead of sent.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_dry_run(&self, on: bool) {
+        self.dry_run.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long `/*+ AWAIT */` waits at most.
+    pub fn await_timeout(&self) -> std::time::Duration {
+        *self.await_timeout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_await_timeout(&self, timeout: std::time::Duration) {
+        *self.await_timeout.lock().unwrap_or_else(|e| e.into_inner()) = timeout;
+    }
+
+    /// SET, RESET or SHOW of one of imageql's own settings.
+    pub fn apply_own_setting(&self, own: &OwnSetting) -> Result<Outcome, Error> {
+        match own {
+            OwnSetting::Set { name, value } if name == settings::AWAIT_TIMEOUT => {
+                let timeout = match value {
+                    Some(value) => settings::duration(name, value)?,
+                    None => mutate::AWAIT_TIMEOUT,
+                };
+                self.set_await_timeout(timeout);
+                Ok(Outcome::Done)
+            }
+            OwnSetting::Set { name, value } => {
+                self.set_dry_run(settings::switch(name, value.as_deref())?);
+                Ok(Outcome::Done)
+            }
+            OwnSetting::Show { name } => {
+                settings::known(name)?;
+                let shown = match name.as_str() {
+                    settings::AWAIT_TIMEOUT => settings::duration_text(self.await_timeout()),
+                    _ if self.dry_run() => "on".to_string(),
+                    _ => "off".to_string(),
+                };
+                let schema = Arc::new(Schema::new(vec![Field::new(name.as_str(), DataType::Utf8, false)]));
+                let values = Arc::new(datafusion::arrow::array::StringArray::from(vec![shown]));
+                Ok(Outcome::batch(RecordBatch::try_new(schema, vec![values])?, None))
+            }
+        }
+    }
+
+    /// Waits until the rows an awaited query names are ready; what it then reads is fresh.
+    async fn await_rows(&self, parsed: &sql::Parsed, params: &ParamValues, cancel: &CancelToken) -> Result<(), Error> {
+        let awaited = awaited::awaited(&parsed.statement, &self.registry)?;
+        let state = self.ctx.state();
+        let mut plan = state.statement_to_plan(DFStatement::Statement(Box::new(awaited.ids))).await?;
+        if !matches!(params, ParamValues::List(values) if values.is_empty()) {
+            plan = plan.replace_params_with_values(params)?;
+        }
+        let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+        let ids: Vec<String> = mutate::rows_of_batches(&batches)?
+            .into_iter()
+            .filter_map(|row| row.into_iter().next())
+            .map(|id| id.as_str().map(str::to_string).unwrap_or_else(|| id.to_string()))
+            .collect();
+        let provider =
+            self.registry.providers.values().find(|p| awaited.resource.full_name.starts_with(&format!("{}.", p.id)));
+        let api = provider
+            .map(|p| &self.clients[&p.id])
+            .ok_or_else(|| Error::Query("no provider for the resource".into()))?;
+        mutate::await_all(&awaited.resource, api, &ids, false, self.await_timeout(), cancel).await?;
+        api.forget_reads();
+        Ok(())
     }
 
     /// A change of resources, or EXPLAIN of one: bound now, then sent or explained.
@@ -472,9 +587,11 @@ impl Session {
         let Some(bound) = mutate::bind(&state, &self.registry, &statement, parsed, &self.policy.files).await? else {
             return Err(Error::Query("the statement changes no resource".into()));
         };
+        let mut bound = bound;
+        bound.await_timeout = self.await_timeout();
         let api = &self.clients[&bound.provider.id];
-        match explained {
-            true => Ok(Outcome::batch(mutate::explain(&bound, api).await?, None)),
+        match explained || self.dry_run() {
+            true => Ok(Outcome::batch(mutate::preview(&bound, api, cancel).await?, None)),
             false => mutate::execute(bound, api, cancel).await,
         }
     }

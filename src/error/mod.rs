@@ -42,6 +42,12 @@ pub enum Error {
     Placeholder(crate::template::TemplateError),
     /// A setting no one has heard of (`current_setting('nope')`).
     UnknownSetting(String),
+    /// A value a setting does not take.
+    BadSetting {
+        name: String,
+        value: String,
+        expected: &'static str,
+    },
     /// A value that is not of its type, or out of its range.
     InvalidValue {
         fault: ValueFault,
@@ -158,7 +164,7 @@ pub enum AwaitProblem {
         status: String,
     },
     TimedOut {
-        minutes: u64,
+        waited: std::time::Duration,
         status: String,
     },
     /// Cancelled while waiting.
@@ -200,6 +206,7 @@ impl Error {
             Error::UnknownColumn { .. } => "42703",
             Error::UnknownFunction { .. } => "42883",
             Error::UnknownSetting(_) => "42704",
+            Error::BadSetting { .. } => "22023",
             Error::Placeholder(_) => "42601",
             Error::InvalidValue { fault: ValueFault::Cast, .. } => "22P02",
             Error::InvalidValue { fault: ValueFault::DivisionByZero, .. } => "22012",

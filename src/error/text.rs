@@ -61,6 +61,9 @@ impl fmt::Display for Error {
             Error::InvalidValue { message, .. } => f.write_str(message),
             Error::Placeholder(problem) => write!(f, "{problem}"),
             Error::UnknownSetting(name) => write!(f, "unrecognized configuration parameter \"{name}\""),
+            Error::BadSetting { name, value, expected } => {
+                write!(f, "invalid value for parameter \"{name}\": \"{value}\" (it takes {expected})")
+            }
             Error::Unsupported { what, instead } => {
                 write!(f, "{what} is not supported")?;
                 instead.iter().try_for_each(|i| write!(f, ": {i}"))
@@ -77,9 +80,11 @@ impl fmt::Display for Error {
             Error::Await { id, problem } => match problem {
                 AwaitProblem::Disappeared => write!(f, "{id} disappeared while waiting for it to be ready"),
                 AwaitProblem::Ended { status } => write!(f, "{id} ended {status}"),
-                AwaitProblem::TimedOut { minutes, status } => {
-                    write!(f, "gave up waiting for {id} after {minutes} minutes; it is {status}")
-                }
+                AwaitProblem::TimedOut { waited, status } => write!(
+                    f,
+                    "gave up waiting for {id} after {}; it is {status} (SET imageql.await_timeout = '2h' waits longer)",
+                    crate::engine::duration_text(*waited)
+                ),
                 AwaitProblem::Stopped { status } => write!(f, "stopped waiting for {id}: it is {status}"),
                 AwaitProblem::NoWayToRead => write!(f, "{id} cannot be re-read: its resource has no get method"),
             },

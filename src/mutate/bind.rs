@@ -86,6 +86,59 @@ pub fn changes_resources(registry: &Registry, statement: &Statement) -> bool {
     }
 }
 
+/// A change bound only as far as its result's columns need, without its values (a client
+/// describes a statement before it gives its parameters, whose values binding checks).
+pub fn bind_for_describe(
+    state: &SessionState,
+    registry: &Registry,
+    statement: &Statement,
+    parsed: &Parsed,
+) -> Result<Bound, Error> {
+    let (resource, verb) = target(registry, statement)?;
+    let returning = match statement {
+        Statement::Insert(insert) => insert.returning.clone(),
+        Statement::Update(update) => update.returning.clone(),
+        Statement::Delete(delete) => delete.returning.clone(),
+        _ => parsed.returning.clone(),
+    };
+    let name = match statement {
+        Statement::Execute { name: Some(name), .. } => object_name(name),
+        _ => resource.full_name.clone(),
+    };
+    let target = registry.resolve(&name)?;
+    let method_name = match &target.method {
+        Some(method) => method.clone(),
+        None => verb
+            .sql_verb()
+            .and_then(|sql_verb| resource.methods_for(sql_verb).next().map(|(name, _)| name.to_string()))
+            .unwrap_or_default(),
+    };
+    let mut bound = bound(state, target, verb, &method_name, Input::Rows(vec![]));
+    bound.returning = returning;
+    Ok(bound)
+}
+
+/// The resource a change acts on and how, found without binding it (for describing its dry
+/// run before its parameters are known).
+pub fn target(registry: &Registry, statement: &Statement) -> Result<(Arc<Resource>, Verb), Error> {
+    let (name, verb) = match statement {
+        Statement::Insert(insert) => match insert_target(registry, insert) {
+            Some(target) => return Ok((target.resource, Verb::Insert)),
+            None => return Err(Error::Query("the statement changes no resource".into())),
+        },
+        Statement::Update(update) => (object_name(table_name(&update.table)?), Verb::Replace),
+        Statement::Delete(delete) => match &delete.from {
+            FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables) => match tables.as_slice() {
+                [table] => (object_name(table_name(table)?), Verb::Delete),
+                _ => return Err(Error::Refused("DELETE removes rows of one resource at a time".into())),
+            },
+        },
+        Statement::Execute { name: Some(name), .. } => (object_name(name), Verb::Exec),
+        _ => return Err(Error::Query("the statement changes no resource".into())),
+    };
+    Ok((registry.resolve(&name)?.resource, verb))
+}
+
 pub(super) fn object_name(name: &ObjectName) -> String {
     let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.clone())).collect();
     parts.join(".")
@@ -154,6 +207,7 @@ fn bound(state: &SessionState, target: Resolved, verb: Verb, method_name: &str, 
         keep_nulls: true,
         returning: None,
         await_ready: false,
+        await_timeout: super::AWAIT_TIMEOUT,
         upload: None,
         set_change: None,
         state: state.clone(),
@@ -440,9 +494,6 @@ async fn bind_replace(state: &SessionState, registry: &Registry, update: &Update
 }
 
 async fn bind_delete(state: &SessionState, registry: &Registry, delete: &Delete) -> Result<Bound, Error> {
-    if delete.returning.is_some() {
-        return Err(unsupported("DELETE … RETURNING", "the API returns nothing for a deletion"));
-    }
     if !delete.order_by.is_empty() || delete.using.is_some() || !delete.tables.is_empty() {
         return Err(unsupported(
             "DELETE … ORDER BY / USING / multi-table DELETE",
@@ -465,11 +516,16 @@ async fn bind_delete(state: &SessionState, registry: &Registry, delete: &Delete)
     let (method_name, method) = choose(&resource, Verb::Delete, &path_params)?;
     let method_name = method_name.to_string();
     let mut bound = bound(state, target, Verb::Delete, &method_name, Input::Rows(vec![]));
+    // The API answers a deletion with nothing: RETURNING gives the rows as read before it.
+    bound.returning = delete.returning.clone();
+    if bound.returning.is_some() && resource.key().is_none() {
+        return Err(unsupported("DELETE … RETURNING here", "this resource has no way to read a row by its id"));
+    }
     let selection = required_where(&resource, delete.selection.as_ref())?;
     if delete.limit.is_none() && by_literal_ids(&mut bound, method, selection)? {
         return Ok(bound);
     }
-    let dml = Delete { optimizer_hints: vec![], ..delete.clone() };
+    let dml = Delete { optimizer_hints: vec![], returning: None, ..delete.clone() };
     let plan = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Delete(dml)))).await?;
     by_query(&mut bound, method, DataFrame::new(state.clone(), dml_input(plan)?), vec![])?;
     Ok(bound)

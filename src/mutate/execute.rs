@@ -7,13 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef};
 use datafusion::common::DFSchema;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::dataframe::DataFrame;
-use datafusion::logical_expr::{Expr as LogicalExpr, LogicalPlan, ident};
-use datafusion::physical_plan::displayable;
+use datafusion::logical_expr::{Expr as LogicalExpr, ident};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{ExprWithAlias, SelectItem};
 use serde_json::{Map, Value};
@@ -28,9 +26,6 @@ use crate::outcome::{Change, Outcome};
 use crate::provider::{HttpVerb, Method, ParamLocation, Resource, SqlVerb, Verb, encode_segment, resource_schema};
 use crate::scan::to_batch;
 use crate::validate::{Violation, check_body};
-
-/// How long `/*+ AWAIT */` waits before giving up.
-pub const AWAIT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// Builds the path and body of one call from named values; nulls are left out unless
 /// `keep_nulls`. Returns the call and every problem found with its values.
@@ -84,7 +79,7 @@ pub fn validation(verb: Verb, resource: &str, method: &str, problems: Vec<(Strin
 }
 
 /// The input rows: given, or read by the bound query (stopped by `cancel`).
-async fn input_rows(bound: &Bound, cancel: &CancelToken) -> Result<Vec<Vec<Value>>, Error> {
+pub(super) async fn input_rows(bound: &Bound, cancel: &CancelToken) -> Result<Vec<Vec<Value>>, Error> {
     match &bound.input {
         Input::Rows(rows) => Ok(rows.clone()),
         Input::Query(frame) => tokio::select! {
@@ -156,6 +151,15 @@ async fn send_all(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> R
     let mut rows = input_rows(&bound, cancel).await?;
     let sets = sets::resolve(&bound, api, &mut rows).await?;
     let calls = calls(&bound, rows)?;
+    super::references::check(&bound, &calls).await?;
+    // What a deletion's RETURNING gives: the rows as they were, read before any is deleted.
+    let before = match (bound.verb, &bound.returning) {
+        (Verb::Delete, Some(_)) => {
+            let ids: Vec<String> = calls.iter().map(|c| c.subject.clone()).collect();
+            super::preview::rows_by_id(&bound, &ids).await?
+        }
+        _ => vec![],
+    };
     let method = bound.method();
     if let Some(warning) = bound.upload.as_ref().and_then(|u| u.warning) {
         let path = bound.upload.as_ref().map(|u| u.shown.display().to_string()).unwrap_or_default();
@@ -199,6 +203,13 @@ async fn send_all(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> R
                 Ok(fresh) => rows.extend(fresh),
                 Err(e) => return Err(partial(&bound, &calls, ids, None, e)),
             }
+        } else if bound.verb == Verb::Delete {
+            rows.extend(
+                before
+                    .iter()
+                    .filter(|row| row_ids(&bound.resource, std::slice::from_ref(*row)) == [call.subject.clone()])
+                    .cloned(),
+            );
         } else {
             rows.extend(found);
             let mut extra = extra;
@@ -229,7 +240,8 @@ async fn finish(
         Verb::Replace | Verb::Delete => calls.iter().map(|c| c.subject.clone()).collect(),
     };
     if bound.await_ready {
-        let finished = await_all(&bound.resource, api, &ids, bound.verb == Verb::Delete, cancel).await?;
+        let finished =
+            await_all(&bound.resource, api, &ids, bound.verb == Verb::Delete, bound.await_timeout, cancel).await?;
         if bound.verb != Verb::Delete {
             rows = finished;
         }
@@ -325,12 +337,13 @@ async fn abandon_upload(bound: &Bound, api: &ApiClient, row: Option<&Map<String,
     })
 }
 
-/// Polls each row until it is ready (or gone, for a delete), with a deadline.
-async fn await_all(
+/// Polls each row until it is ready (or gone, for a delete), for at most `timeout` in all.
+pub async fn await_all(
     resource: &Resource,
     api: &ApiClient,
     ids: &[String],
     gone: bool,
+    timeout: Duration,
     cancel: &CancelToken,
 ) -> Result<Vec<Map<String, Value>>, Error> {
     let lifecycle = resource.lifecycle.as_ref().expect("checked when binding");
@@ -364,12 +377,12 @@ async fn await_all(
                 }
                 _ => {}
             }
-            if started.elapsed() > AWAIT_DEADLINE {
-                let minutes = AWAIT_DEADLINE.as_secs() / 60;
-                return problem(AwaitProblem::TimedOut { minutes, status: status.into() });
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return problem(AwaitProblem::TimedOut { waited: timeout, status: status.into() });
             }
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(pause.min(left)) => {}
                 _ = cancel.cancelled() => return problem(AwaitProblem::Stopped { status: status.into() }),
             }
             pause = (pause * 3 / 2).min(Duration::from_secs(5));
@@ -485,95 +498,4 @@ pub async fn result_schema(bound: &Bound) -> Result<Option<SchemaRef>, Error> {
         Some(_) => Ok(Some(Arc::new(returning(bound, &[], &[]).await?.schema().as_arrow().clone()))),
         None => Ok(None),
     }
-}
-
-/// The columns of EXPLAIN of a change.
-pub fn explain_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        ArrowField::new("step", DataType::Utf8, false),
-        ArrowField::new("request", DataType::Utf8, false),
-    ]))
-}
-
-/// Whether a plan reads a table (and so, for a resource, the API).
-fn reads_tables(plan: &LogicalPlan) -> bool {
-    let mut reads = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        reads |= matches!(node, LogicalPlan::TableScan(_));
-        Ok(if reads { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
-    });
-    reads
-}
-
-/// EXPLAIN of a change: the requests it would send, none sent. Rows that need a read are
-/// shown as the read's plan and what each of its rows becomes.
-pub async fn explain(bound: &Bound, api: &ApiClient) -> Result<RecordBatch, Error> {
-    let method = bound.method();
-    let mut steps: Vec<(String, String)> = Vec::new();
-    match &bound.input {
-        Input::Query(frame) if reads_tables(frame.logical_plan()) => {
-            let physical = frame.clone().create_physical_plan().await?;
-            steps
-                .push(("read".into(), displayable(physical.as_ref()).indent(false).to_string().trim_end().to_string()));
-            let params = method.params.iter().filter(|p| p.required).count();
-            let mut values: Vec<String> = bound
-                .columns
-                .iter()
-                .enumerate()
-                .skip(if bound.verb == Verb::Insert { 0 } else { params })
-                .map(|(i, c)| format!("{c}: column {}", i + 1))
-                .collect();
-            values.extend(bound.constants.iter().map(|(c, v)| format!("{c}: {v}")));
-            let with = if values.is_empty() { String::new() } else { format!(" with {{{}}}", values.join(", ")) };
-            steps.push(("for each row".into(), format!("{} {}{with}", method.verb, method.path)));
-        }
-        _ => {
-            let mut rows = input_rows(bound, &CancelToken::new()).await?;
-            let sets = sets::resolve(bound, api, &mut rows).await?;
-            for (i, call) in calls(bound, rows)?.iter().enumerate() {
-                let set = sets.get(i);
-                if let Some(set) = set {
-                    steps.push((
-                        "read".into(),
-                        format!("GET {} ({} now: {})", set.read, set.field, set.current.join(", ")),
-                    ));
-                }
-                let body = call.body.as_ref().map(|b| format!(" {}", Value::Object(b.clone()))).unwrap_or_default();
-                steps.push(((i + 1).to_string(), format!("{} {}{body}", call.verb, call.path)));
-                if let Some(set) = set {
-                    let named =
-                        |members: &[String]| if members.is_empty() { "nothing".into() } else { members.join(", ") };
-                    steps.push(("adds".into(), named(&set.added)));
-                    steps.push(("removes".into(), named(&set.removed)));
-                }
-            }
-        }
-    }
-    if let (Some(file), Some(spec)) = (&bound.upload, &method.upload) {
-        let size = std::fs::metadata(&file.path).map(|m| m.len()).unwrap_or(0);
-        steps.push((
-            "then".into(),
-            format!("PUT the {size} bytes of {} to the response's {}", file.shown.display(), spec.url_field),
-        ));
-    }
-    if bound.await_ready
-        && let (Some(lifecycle), Some(key)) = (&bound.resource.lifecycle, bound.resource.key())
-    {
-        let until = if bound.verb == Verb::Delete {
-            "it is gone (404)".to_string()
-        } else {
-            let places = lifecycle
-                .regions
-                .as_ref()
-                .map(|p| format!(" and every {} entry is {}", p.field, p.ready.join(" or ")))
-                .unwrap_or_default();
-            format!("{} is {}{places}", lifecycle.status, lifecycle.ready.join(" or "))
-        };
-        steps.push(("then".into(), format!("poll {} until {until}", key.method_name)));
-    }
-    let (left, right): (Vec<String>, Vec<String>) = steps.into_iter().unzip();
-    Ok(RecordBatch::try_new(
-        explain_schema(),
-        vec![Arc::new(StringArray::from(left)), Arc::new(StringArray::from(right))],
-    )?)
 }

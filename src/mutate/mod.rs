@@ -11,6 +11,8 @@ order and never retried, through a narrow interface: the API client and a cancel
 mod bind;
 mod execute;
 mod placeholders;
+mod preview;
+mod references;
 mod sets;
 mod upload;
 mod values;
@@ -24,10 +26,15 @@ use datafusion::sql::sqlparser::ast::SelectItem;
 use serde_json::{Map, Value};
 
 use crate::provider::{HttpVerb, Method, Provider, Resource, Verb};
-pub use bind::{bind, changes_resources};
-pub use execute::{execute, explain, explain_schema, result_schema};
+pub use bind::{bind, bind_for_describe, changes_resources, target};
+pub use execute::{await_all, execute, result_schema};
+
+/// How long `/*+ AWAIT */` waits unless the session says otherwise.
+pub const AWAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 pub use placeholders::value_types;
+pub use preview::{preview, preview_schema};
 use sets::SetChange;
+pub use values::rows_of_batches;
 
 /// One request of a change.
 #[derive(Debug, Clone)]
@@ -65,6 +72,8 @@ pub struct Bound {
     pub keep_nulls: bool,
     pub returning: Option<Vec<SelectItem>>,
     pub await_ready: bool,
+    /// How long `/*+ AWAIT */` waits at most.
+    pub await_timeout: std::time::Duration,
     pub upload: Option<Upload>,
     /// Members an EXEC adds to or removes from a set its method replaces as a whole.
     pub set_change: Option<SetChange>,

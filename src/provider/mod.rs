@@ -224,6 +224,24 @@ pub struct Resource {
     pub protected: Option<Protected>,
     /// How to tell when a row is ready, for `/*+ AWAIT */`.
     pub lifecycle: Option<Lifecycle>,
+    /// What a dry run shows of each row a change touches.
+    pub preview: Option<Preview>,
+}
+
+/// The columns a dry run (EXPLAIN of a change) shows of each row a request touches, and
+/// where the monthly cost a deletion frees is read: a view of the same service, by id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Preview {
+    pub columns: Vec<String>,
+    pub frees: Option<Frees>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Frees {
+    pub view: String,
+    pub column: String,
 }
 
 /// Rows that cannot be changed: those whose `column` is true, recognisable before any request
@@ -328,6 +346,25 @@ pub struct Field {
     /// Arrays: bounds on the number of items.
     pub min_items: Option<usize>,
     pub max_items: Option<usize>,
+    /// A value (each item of a list) that must name a row of another table.
+    pub references: Option<Reference>,
+}
+
+/// A value that names a row of `table` by its `column`, a row whose `has` field holds (or
+/// is) `value`: a region that offers Object Storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Reference {
+    pub table: String,
+    pub column: String,
+    pub has: Option<Requirement>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Requirement {
+    pub field: String,
+    pub value: String,
 }
 
 fn yes() -> bool {
@@ -884,6 +921,11 @@ fn validate_resource(r: &mut Resource) -> Result<(), String> {
         if r.field(&p.column).is_none() {
             return Err(format!("{}: protected.column names unknown field `{}`", r.full_name, p.column));
         }
+    }
+    if let Some(preview) = &r.preview
+        && let Some(unknown) = preview.columns.iter().find(|c| r.field(c).is_none())
+    {
+        return Err(format!("{}: preview.columns names unknown field `{unknown}`", r.full_name));
     }
     if let Some(l) = &r.lifecycle
         && r.key().is_none_or(|key| key.method_name != l.get)

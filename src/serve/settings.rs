@@ -7,8 +7,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use datafusion::sql::parser::{ResetStatement as ResetVariable, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Reset, ResetStatement, Set, Statement, Value};
+use datafusion::sql::sqlparser::ast::{Reset, ResetStatement, Set, Statement};
 use datafusion_postgres::pgwire::types::format::FormatOptions;
+
+use crate::engine::setting_text;
 
 /// Settings and their values at connection start.
 const DEFAULTS: &[(&str, &str)] = &[
@@ -20,6 +22,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("default_transaction_isolation", "read committed"),
     ("default_transaction_read_only", "off"),
     ("extra_float_digits", "1"),
+    (crate::engine::DRY_RUN, "off"),
+    (crate::engine::AWAIT_TIMEOUT, "30min"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
     ("is_superuser", "off"),
@@ -204,8 +208,12 @@ impl Settings {
                 Ok(Applied::Set { reported: after.into_iter().filter(|s| !before.contains(s)).collect() })
             }
             Statement::ShowVariable { variable } => {
+                // `SHOW time zone` is two words; `SHOW imageql.dry_run` a dotted name.
                 let name: Vec<String> = variable.iter().map(|i| i.value.to_lowercase()).collect();
-                self.show(&name.join(" "))
+                match self.values.get(&name.join(".")) {
+                    Some(_) => self.show(&name.join(".")),
+                    None => self.show(&name.join(" ")),
+                }
             }
             other => Err(Refused("0A000", format!("{other} is not a setting"))),
         }
@@ -266,18 +274,6 @@ fn fixed(name: &str) -> bool {
 
 fn default(name: &str) -> &'static str {
     DEFAULTS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or("")
-}
-
-/// A value as a setting holds it: strings without their quotes, `DEFAULT` as empty.
-fn setting_text(value: &Expr) -> String {
-    match value {
-        Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
-            other => other.to_string(),
-        },
-        Expr::Identifier(ident) => ident.value.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// A duration setting in milliseconds: `5000`, `'5s'`, `'2min'`, `'100ms'`.

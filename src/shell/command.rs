@@ -27,6 +27,8 @@ pub enum Command {
     Syntax(Option<String>),
     /// `\pset pager` toggles; `\pset pager on|off|always` sets (the one `\pset` option).
     Pager(Option<Pager>),
+    /// `\set` lists the settings and variables; `\set NAME VALUE` sets one.
+    Set(Option<(String, String)>),
 }
 
 /// When results go through the pager, as psql's `\pset pager` says.
@@ -58,6 +60,9 @@ const HELP: &[(&str, &str)] = &[
     ("\\i FILE", "run the statements of FILE"),
     ("\\h [STATEMENT]", "the syntax of a statement (SELECT, INSERT, EXEC, …)"),
     ("\\pset pager [on|off|always]", "page results taller than the terminal through $PAGER (on by default)"),
+    ("\\set dry_run on|off", "preview changes instead of sending them (off by default)"),
+    ("\\set confirm on|off", "ask before a change that sends more than one request (on by default)"),
+    ("\\set NAME VALUE", "set the variable {{ NAME }}; \\set alone lists the settings and variables"),
 ];
 
 /// Each statement form: its name for `\h`, its syntax, and one example.
@@ -130,6 +135,14 @@ impl FromStr for Command {
                 [option, ..] => {
                     Err(format!("\\pset {option} is not an option here: only \\pset pager [on|off|always]"))
                 }
+            };
+        }
+        if text.split_whitespace().next() == Some("set") {
+            let rest = text.trim_start().trim_start_matches("set").trim();
+            return match rest.split_once(char::is_whitespace) {
+                _ if rest.is_empty() => Ok(Command::Set(None)),
+                Some((name, value)) => Ok(Command::Set(Some((name.to_string(), value.trim().to_string())))),
+                None => Err(format!("\\set {rest} needs a value: \\set {rest} VALUE")),
             };
         }
         let mut words = text.split_whitespace();
@@ -205,6 +218,10 @@ mod tests {
         assert_eq!("q".parse(), Ok(Command::Quit));
         assert_eq!("d linode.images.images".parse(), Ok(Command::Describe(Some("linode.images.images".into()))));
         assert_eq!("timing on".parse(), Ok(Command::Timing(Some(true))));
+        assert_eq!("set".parse(), Ok(Command::Set(None)));
+        assert_eq!("set dry_run on".parse(), Ok(Command::Set(Some(("dry_run".into(), "on".into())))));
+        assert_eq!("set tag web servers".parse(), Ok(Command::Set(Some(("tag".into(), "web servers".into())))));
+        assert!("set confirm".parse::<Command>().is_err());
         assert_eq!("o CSV".parse(), Ok(Command::Output(Some(Format::Csv))));
         assert!("o xml".parse::<Command>().unwrap_err().contains("unknown format"));
         assert!("y".parse::<Command>().unwrap_err().contains("\\?"));

@@ -23,13 +23,15 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, Helper};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::engine::{CancelToken, Session, Statement};
+use crate::engine::{CancelToken, Prepared, Session, Statement};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::output::{self, Format};
 use crate::provider::Registry;
 use crate::sql::{is_complete, split_statements};
 use crate::template;
+use datafusion::arrow::array::{Float64Array, RecordBatch, StringArray};
+use datafusion::common::ParamValues;
 
 const KEYWORDS: &[&str] = &[
     "SELECT",
@@ -212,6 +214,8 @@ struct Shell {
     timing: bool,
     expanded: Expanded,
     pager: Pager,
+    /// Ask before a change that sends more than one request.
+    confirm: bool,
     vars: HashMap<String, String>,
     /// SIGINT, caught from the start: a Ctrl-C while a statement runs (the terminal is not in
     /// raw mode then) must stop the statement, not the shell.
@@ -235,8 +239,16 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
     println!("imageql {}: end statements with ;  \\? for help, \\q to quit", env!("CARGO_PKG_VERSION"));
     let interrupts = signal(SignalKind::interrupt())
         .map_err(|e| Error::Usage(format!("the interactive shell cannot catch Ctrl-C: {e}")))?;
-    let mut shell =
-        Shell { session, format, timing: true, expanded: Expanded::Off, pager: Pager::On, vars, interrupts };
+    let mut shell = Shell {
+        session,
+        format,
+        timing: true,
+        expanded: Expanded::Off,
+        pager: Pager::On,
+        confirm: true,
+        vars,
+        interrupts,
+    };
     let mut pending = String::new();
     loop {
         let prompt = if pending.is_empty() { "imageql> " } else { "imageql-> " };
@@ -373,6 +385,32 @@ impl Shell {
                 };
                 println!("the pager is {name}");
             }
+            Command::Set(None) => {
+                let on_off = |on: bool| if on { "on" } else { "off" };
+                println!("dry_run = {}", on_off(self.session.dry_run()));
+                println!("confirm = {}", on_off(self.confirm));
+                let mut vars: Vec<_> = self.vars.iter().collect();
+                vars.sort();
+                for (name, value) in vars {
+                    println!("{name} = {value}");
+                }
+            }
+            Command::Set(Some((name, value))) => match name.as_str() {
+                "dry_run" | "confirm" => match switch(&value) {
+                    Some(on) if name == "dry_run" => {
+                        self.session.set_dry_run(on);
+                        println!("dry_run is {value}: changes are {}", if on { "previewed, not sent" } else { "sent" });
+                    }
+                    Some(on) => {
+                        self.confirm = on;
+                        println!("confirm is {value}");
+                    }
+                    None => eprintln!("imageql: \\set {name} takes on or off, not {value}"),
+                },
+                _ => {
+                    self.vars.insert(name, value);
+                }
+            },
             Command::Output(None) => println!("output format: {}", format_name(self.format)),
             Command::Output(Some(format)) => {
                 self.format = format;
@@ -396,6 +434,28 @@ impl Shell {
         self.run(statement).await
     }
 
+    /// Whether a change may go: one that sends more than one request is previewed, and sent
+    /// only when the user says yes.
+    async fn confirmed(&mut self, prepared: &Prepared) -> Result<bool, Error> {
+        if !prepared.changes() {
+            return Ok(true);
+        }
+        let Some(preview) = self.session.preview(prepared, &CancelToken::new()).await? else { return Ok(true) };
+        let (requests, frees) = requests_and_savings(&preview);
+        if requests <= 1 {
+            return Ok(true);
+        }
+        let mut stdout = std::io::stdout();
+        output::print(Outcome::batch(preview, None), Format::Table, &mut stdout).await?;
+        let frees = frees.map(|usd| format!(", freeing ${usd:.2} a month")).unwrap_or_default();
+        print!("This changes {requests} resources{frees}. Send {requests} requests? [y/N] ");
+        let _ = stdout.flush();
+        let mut answer = String::new();
+        tokio::task::block_in_place(|| std::io::stdin().read_line(&mut answer))
+            .map_err(|e| Error::Usage(format!("cannot read the answer: {e}")))?;
+        Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+    }
+
     /// Runs a statement, as read or as a backslash command made it.
     async fn run(&mut self, statement: Result<Statement, Error>) -> Ran {
         let started = Instant::now();
@@ -403,8 +463,28 @@ impl Shell {
         while self.interrupts.recv().now_or_never().is_some() {}
         let cancel = CancelToken::new();
         let mut interrupted = false;
+        let prepared = match statement {
+            Ok(statement) => self.session.prepare(statement).await,
+            Err(e) => Err(e),
+        };
+        if let Ok(prepared) = &prepared
+            && self.confirm
+            && !self.session.dry_run()
+        {
+            match self.confirmed(prepared).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    println!("nothing was sent");
+                    return Ran::Done;
+                }
+                Err(e) => {
+                    eprintln!("imageql: error: {e}");
+                    return Ran::Done;
+                }
+            }
+        }
         let session = &self.session;
-        let running = async { session.execute_statement(statement?, &cancel).await };
+        let running = async { session.run(&prepared?, &ParamValues::List(vec![]), &cancel).await };
         tokio::pin!(running);
         let executed = match unless_interrupted(&mut self.interrupts, &mut running).await {
             Some(result) => result,
@@ -458,6 +538,24 @@ impl Shell {
         let _ = locked.flush();
         if interrupted { Ran::Interrupted } else { Ran::Done }
     }
+}
+
+/// `on` or `off` (and their usual synonyms) as a switch.
+fn switch(value: &str) -> Option<bool> {
+    match value.to_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// How many requests a dry run lists, and the monthly cost they free when it says.
+fn requests_and_savings(preview: &RecordBatch) -> (usize, Option<f64>) {
+    let steps = preview.column_by_name("step").and_then(|c| c.as_any().downcast_ref::<StringArray>());
+    let requests = steps.map(|s| s.iter().flatten().filter(|step| step.parse::<usize>().is_ok()).count());
+    let frees = preview.column_by_name("frees_monthly_usd").and_then(|c| c.as_any().downcast_ref::<Float64Array>());
+    let total = frees.filter(|f| !f.is_empty()).map(|f| f.value(f.len() - 1));
+    (requests.unwrap_or(0), total)
 }
 
 /// The result of `work`, or `None` when Ctrl-C came first (and `work` is dropped).

@@ -39,7 +39,7 @@ use super::reply::{Failure, Rows, change_tag, complete, description, notice};
 use super::settings::{Applied, Settings};
 use super::wire::{MAX_MESSAGE_BYTES, Probe, ReadError, Wire};
 use super::{Shared, catalog, functions, params};
-use crate::engine::{CopyFormat, Kind, Prepared, Session};
+use crate::engine::{AWAIT_TIMEOUT, CopyFormat, DRY_RUN, Kind, OwnSetting, Prepared, Session, own_setting};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::sql::split_statements;
@@ -464,6 +464,16 @@ impl Connection {
         Watch { token: self.running.start(), deadline, probe, why: std::sync::Mutex::new(None) }
     }
 
+    /// The session follows the connection's values of imageql's own settings (after a RESET
+    /// ALL or DISCARD ALL too).
+    fn sync_own_settings(&self) -> Result<(), Failure> {
+        for name in [DRY_RUN, AWAIT_TIMEOUT] {
+            let own = OwnSetting::Set { name: name.into(), value: Some(self.settings.get(name)) };
+            self.session.apply_own_setting(&own).map_err(|e| Failure::new(e.sqlstate(), e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// SET, RESET, SHOW and DISCARD of the connection's settings.
     async fn variable(&mut self, wire: &mut Wire, prepared: &Prepared, format: &Format) -> Result<Answer, Stopped> {
         if let Some(SqlStatement::Discard { .. }) = prepared.sql() {
@@ -471,11 +481,17 @@ impl Connection {
             self.statements.clear();
             self.portals.clear();
             self.session.search(&self.settings.search_path());
+            self.sync_own_settings()?;
             return Ok(Answer::Tag("DISCARD ALL".into()));
         }
         let Some(parsed) = prepared.statement() else { return Ok(Answer::Empty) };
+        // imageql's own settings are checked by the session, and kept here for SHOW.
+        if let Some(own @ OwnSetting::Set { .. }) = own_setting(parsed) {
+            self.session.apply_own_setting(&own).map_err(|e| Failure::new(e.sqlstate(), e.to_string()))?;
+        }
         match self.settings.apply(parsed).map_err(|r| Failure::new(r.0, r.1))? {
             Applied::Set { reported } => {
+                self.sync_own_settings()?;
                 for (name, value) in reported {
                     wire.send(Backend::ParameterStatus(ParameterStatus::new(name, value))).await?;
                 }

@@ -1,0 +1,149 @@
+//! imageql's own settings of a session (`SET imageql.dry_run = on`), read the same way by
+//! every front end: the command line and the shell run them here, `imageql serve` checks them
+//! here before keeping them with the connection's other settings.
+
+use datafusion::sql::parser::{ResetStatement, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value};
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Every change is previewed instead of sent.
+pub const DRY_RUN: &str = "imageql.dry_run";
+/// How long `/*+ AWAIT */` waits at most.
+pub const AWAIT_TIMEOUT: &str = "imageql.await_timeout";
+const OWN: [&str; 2] = [DRY_RUN, AWAIT_TIMEOUT];
+
+/// What a statement does to one of imageql's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnSetting {
+    /// SET (with the value as written) or RESET (`None`).
+    Set {
+        name: String,
+        value: Option<String>,
+    },
+    Show {
+        name: String,
+    },
+}
+
+/// The statement, when it sets, resets or shows a setting named `imageql.…`.
+pub fn own_setting(statement: &DFStatement) -> Option<OwnSetting> {
+    let ours = |name: String| name.to_lowercase().starts_with("imageql.").then(|| name.to_lowercase());
+    match statement {
+        DFStatement::Reset(ResetStatement::Variable(name)) => {
+            Some(OwnSetting::Set { name: ours(name.to_string())?, value: None })
+        }
+        DFStatement::Statement(statement) => match statement.as_ref() {
+            Statement::Set(Set::SingleAssignment { variable, values, .. }) => {
+                let value = values.iter().map(setting_text).collect::<Vec<_>>().join(", ");
+                Some(OwnSetting::Set { name: ours(variable.to_string())?, value: Some(value) })
+            }
+            Statement::Reset(datafusion::sql::sqlparser::ast::ResetStatement {
+                reset: Reset::ConfigurationParameter(name),
+            }) => Some(OwnSetting::Set { name: ours(name.to_string())?, value: None }),
+            Statement::ShowVariable { variable } => {
+                let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(".");
+                Some(OwnSetting::Show { name: ours(name)? })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether imageql has a setting of this name.
+pub fn known(name: &str) -> Result<(), Error> {
+    match OWN.contains(&name) {
+        true => Ok(()),
+        false => Err(Error::UnknownSetting(name.to_string())),
+    }
+}
+
+/// The value of a setting as a switch; `None` (RESET) is off.
+pub fn switch(name: &str, value: Option<&str>) -> Result<bool, Error> {
+    known(name)?;
+    match value.map(|v| v.trim().to_lowercase()).as_deref() {
+        None | Some("off" | "false" | "0" | "no") => Ok(false),
+        Some("on" | "true" | "1" | "yes") => Ok(true),
+        Some(other) => {
+            Err(Error::BadSetting { name: name.to_string(), value: other.to_string(), expected: "on or off" })
+        }
+    }
+}
+
+/// The value of a setting as a duration: seconds, or a number with `s`, `min` or `h`.
+pub fn duration(name: &str, value: &str) -> Result<Duration, Error> {
+    let value = value.trim().to_lowercase();
+    let split = value.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let factor = match unit.trim() {
+        "" | "s" => 1.0,
+        "min" => 60.0,
+        "h" => 3600.0,
+        _ => f64::NAN,
+    };
+    let seconds = number.parse::<f64>().map(|n| n * factor).unwrap_or(f64::NAN);
+    match seconds.is_finite() && seconds > 0.0 && seconds <= 7.0 * 86_400.0 {
+        true => Ok(Duration::from_secs_f64(seconds)),
+        false => Err(Error::BadSetting {
+            name: name.to_string(),
+            value: value.to_string(),
+            expected: "a duration above 0 and at most a week: 600, '90s', '10min', '2h'",
+        }),
+    }
+}
+
+/// A duration as people write it: `90 s`, `10 min`, `2 h`.
+pub fn duration_text(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    match seconds {
+        s if s >= 3600.0 && s % 3600.0 == 0.0 => format!("{} h", s / 3600.0),
+        s if s >= 60.0 && s % 60.0 == 0.0 => format!("{} min", s / 60.0),
+        s => format!("{s} s"),
+    }
+}
+
+/// A value as a setting holds it: strings without their quotes.
+pub fn setting_text(value: &Expr) -> String {
+    match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(ident) => ident.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{Dialect, parse};
+
+    fn own(sql: &str) -> Option<OwnSetting> {
+        own_setting(&parse(sql, Dialect::Postgres).unwrap().statement)
+    }
+
+    #[test]
+    fn own_settings_are_recognised_and_checked() {
+        let set = |value: Option<&str>| Some(OwnSetting::Set { name: DRY_RUN.into(), value: value.map(String::from) });
+        assert_eq!(own("SET imageql.dry_run = on"), set(Some("on")));
+        assert_eq!(own("SET imageql.dry_run TO 'off'"), set(Some("off")));
+        assert_eq!(own("RESET imageql.dry_run"), set(None));
+        assert_eq!(own("SHOW imageql.dry_run"), Some(OwnSetting::Show { name: DRY_RUN.into() }));
+        assert_eq!(own("SET search_path = public"), None);
+        assert!(switch(DRY_RUN, Some("on")).unwrap());
+        assert!(!switch(DRY_RUN, None).unwrap());
+        assert!(matches!(switch(DRY_RUN, Some("maybe")), Err(Error::BadSetting { .. })));
+        assert!(matches!(switch("imageql.nope", Some("on")), Err(Error::UnknownSetting(_))));
+        assert_eq!(duration(AWAIT_TIMEOUT, "600").unwrap(), Duration::from_secs(600));
+        assert_eq!(duration(AWAIT_TIMEOUT, "'10min'").ok(), None, "quotes are taken off by the parser");
+        assert_eq!(duration(AWAIT_TIMEOUT, "2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(duration(AWAIT_TIMEOUT, "1.5 s").unwrap(), Duration::from_millis(1500));
+        assert!(duration(AWAIT_TIMEOUT, "0").is_err() && duration(AWAIT_TIMEOUT, "soon").is_err());
+        assert_eq!(duration_text(Duration::from_secs(1800)), "30 min");
+        assert_eq!(duration_text(Duration::from_secs(90)), "90 s");
+    }
+}
