@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::api::{DEFAULT_CACHE_TTL, Shared, Token};
 use crate::engine::{AWAIT_TIMEOUT, Memory, OwnSetting, Policy, Session, SessionOptions};
 use crate::error::Error;
+use crate::mutate::Defaults;
 use crate::outcome::Outcome;
 use crate::output::{self, Format};
 use crate::provider::Registry;
@@ -165,7 +166,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     }
     let registry = load_registry(&cli)?;
     // The in-process sandbox lives as long as the session that talks to it.
-    let Target { sandbox: _sandbox, base_url, token, output } = target(&cli, &registry).await?;
+    let Target { sandbox: _sandbox, base_url, token, output, defaults } = target(&cli, &registry).await?;
     let format = cli.output.or(output).unwrap_or(Format::Table);
     let options = SessionOptions {
         base_url,
@@ -180,6 +181,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         policy: Policy::local(),
         token_source: None,
         memory: Memory::default(),
+        defaults,
     };
     let session = Session::new(options).await?;
     session.set_dry_run(cli.dry_run);
@@ -252,6 +254,7 @@ struct Target {
     base_url: Option<String>,
     token: Option<Token>,
     output: Option<Format>,
+    defaults: Defaults,
 }
 
 /// An in-process sandbox for `--sandbox`; otherwise `--api-url` or the provider's, with the
@@ -262,7 +265,7 @@ async fn target(cli: &Cli, registry: &Registry) -> Result<Target, Error> {
         let args = SandboxArgs { providers: cli.providers.clone(), ..SandboxArgs::default() };
         let sandbox = Sandbox::start(&args).await?;
         let (base_url, token) = (Some(sandbox.base_url.clone()), Token::new(sandbox.token.clone()));
-        return Ok(Target { sandbox: Some(sandbox), base_url, token, output: None });
+        return Ok(Target { sandbox: Some(sandbox), base_url, token, output: None, defaults: Defaults::new() });
     }
     let from_env = registry.providers.values().find_map(|p| std::env::var(&p.auth.env_var).ok());
     // An explicit --profile beats the environment; the default profile does not.
@@ -283,5 +286,6 @@ async fn target(cli: &Cli, registry: &Registry) -> Result<Target, Error> {
         base_url: cli.api_url.clone().or(profile.api_url),
         token: token.and_then(Token::new),
         output,
+        defaults: profile.defaults,
     })
 }

@@ -8,6 +8,10 @@ Two files are read, both made of `[section]` headers and `key = value` lines:
   `$XDG_CONFIG_HOME/linode-cli`): `[DEFAULT]` names the `default-user`, and a section per user
   holds its `token` and, optionally, `api_host`, `api_scheme` and `api_version`.
 
+Both may give the defaults linode-cli applies when an instance is made (`region`, `type`,
+`image`, `authorized_keys`, `authorized_users`); an INSERT that leaves such a field out takes
+the profile's value, as `linode-cli linodes create` does.
+
 `--profile NAME` picks a section of imageql's file, or else a linode-cli user. Without it,
 imageql's `default_profile` applies, or else linode-cli's `default-user`. The token is read
 into an [`api::Token`](crate::api::Token) and never appears in a message. */
@@ -15,6 +19,7 @@ into an [`api::Token`](crate::api::Token) and never appears in a message. */
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::mutate::Defaults;
 
 /// What a profile gives; the command line's own options and `LINODE_TOKEN` come first.
 #[derive(Default)]
@@ -22,6 +27,14 @@ pub struct Profile {
     pub token: Option<String>,
     pub api_url: Option<String>,
     pub output: Option<String>,
+    pub defaults: Defaults,
+}
+
+/// The defaults linode-cli keeps per user and applies to the instances it makes.
+const DEFAULT_KEYS: [&str; 5] = ["region", "type", "image", "authorized_keys", "authorized_users"];
+
+fn defaults_of(get: impl Fn(&str) -> Option<String>) -> Defaults {
+    DEFAULT_KEYS.iter().filter_map(|key| Some((key.to_string(), get(key)?))).collect()
 }
 
 /// The profile `name`, or the default one if the files name one.
@@ -36,7 +49,12 @@ pub fn select(name: Option<&str>) -> Result<Option<Profile>, Error> {
         let section = format!("profiles.{wanted}");
         if sections.iter().any(|(s, _, _)| *s == section) {
             let get = |key: &str| value(sections, &section, key);
-            return Ok(Some(Profile { token: get("token"), api_url: get("api_url"), output: get("output") }));
+            return Ok(Some(Profile {
+                token: get("token"),
+                api_url: get("api_url"),
+                output: get("output"),
+                defaults: defaults_of(get),
+            }));
         }
     }
     let user = match (&name, &theirs) {
@@ -55,7 +73,7 @@ pub fn select(name: Option<&str>) -> Result<Option<Profile>, Error> {
             let version = get("api_version").unwrap_or_else(|| "v4".into());
             format!("{scheme}://{}/{version}", host.trim_end_matches('/'))
         });
-        return Ok(Some(Profile { token: get("token"), api_url, output: None }));
+        return Ok(Some(Profile { token: get("token"), api_url, output: None, defaults: defaults_of(get) }));
     }
     match wanted.or(user) {
         Some(missing) if name.is_some() || ours.is_some() => {

@@ -39,6 +39,16 @@ pub fn check_body(method: &Method, body: &Map<String, Value>) -> Vec<Violation> 
             Some(value) => check_value(field, value, &field.name, &mut violations),
         }
     }
+    let given = |name: &str| body.get(name).is_some_and(|v| !v.is_null());
+    for rule in method.one_of_with.iter().filter(|rule| given(&rule.when)) {
+        if !rule.one_of.iter().any(|name| given(name)) {
+            let names = rule.one_of.join(", ");
+            violations.push(Violation {
+                field: rule.one_of[0].clone(),
+                reason: format!("one of {names} is required with {}", rule.when),
+            });
+        }
+    }
     violations
 }
 

@@ -261,3 +261,69 @@ print(json.dumps({"every": every, "deletes": deletes, "created": str(client.acco
     assert_eq!(seen["deletes"], json!([number]));
     assert!(seen["created"].as_str().unwrap().starts_with("20"), "a datetime: {seen}");
 }
+
+#[test]
+fn linode_api4_deploys_rebuilds_and_deletes_an_instance() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0.1"]);
+    let python = python_clients().join("bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sdk_deploy.py");
+    let out = Command::new(python).arg(script).arg(&sandbox.url).arg(TOKEN).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(seen["elsewhere"][0], 400, "{seen}");
+    assert!(seen["elsewhere"][1][0].as_str().unwrap().contains("not available in region ap-west"), "{seen}");
+    assert_eq!(seen["created"], json!(["sdk-web", "provisioning", "private/1003", "us-ord", ["sdk"]]));
+    assert_eq!(seen["running"], "running");
+    // The plan's 51200 MB: the image's disk and a 512 MB swap disk, as the API makes them.
+    assert_eq!(seen["disks"], json!([["ext4", 50688], ["swap", 512]]));
+    assert_eq!(seen["rebuilding"], "rebuilding");
+    assert_eq!(seen["rebuilt"], json!(["running", "linode/debian12"]));
+    assert_eq!(seen["disk"], json!(["sdk-data", 4000, "ext4"]));
+    assert_eq!(seen["too_big"], 400);
+    assert_eq!(seen["renamed"], "sdk-web-renamed");
+    assert_eq!(seen["events"], json!(["disk_create", "linode_create", "linode_rebuild", "linode_update"]));
+    assert_eq!(seen["seen"], true);
+    assert_eq!(seen["deleted"], true);
+    // The password went to the API and nowhere else the sandbox writes.
+    let log = std::fs::read_to_string(&sandbox.access_log).unwrap();
+    assert!(!log.contains("Sdk-secret-pass-1"));
+}
+
+#[test]
+fn linode_cli_deploys_rebuilds_and_deletes_an_instance() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0"]);
+    let cli = Cli::new(&sandbox);
+    let made = cli.json(&[
+        "linodes",
+        "create",
+        "--type",
+        "g6-nanode-1",
+        "--region",
+        "us-east",
+        "--image",
+        "linode/debian12",
+        "--root_pass",
+        "Cli-secret-pass-1",
+        "--label",
+        "cli-made",
+    ]);
+    let id = made[0]["id"].as_u64().unwrap().to_string();
+    assert_eq!((&made[0]["label"], &made[0]["image"]), (&json!("cli-made"), &json!("linode/debian12")));
+    let rebuilt =
+        cli.json(&["linodes", "rebuild", &id, "--image", "linode/ubuntu24.04", "--root_pass", "Cli-secret-pass-2"]);
+    assert_eq!(rebuilt[0]["image"], "linode/ubuntu24.04");
+    let disks = cli.json(&["linodes", "disks-list", &id]);
+    assert_eq!(disks.len(), 2, "{disks:?}");
+    assert!(disks[0]["label"].as_str().unwrap().starts_with("Ubuntu"), "{disks:?}");
+    let plans = cli.json(&["linodes", "types"]);
+    assert!(plans.iter().any(|p| p["id"] == "g6-nanode-1"));
+    let available = cli.json(&["regions", "list-avail"]);
+    assert!(available.iter().any(|a| a["available"] == false));
+    let (code, stdout, stderr) = cli.run(&["linodes", "delete", &id]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, _, _) = cli.run(&["linodes", "view", &id, "--json"]);
+    assert_ne!(code, 0, "the instance is gone");
+    let log = std::fs::read_to_string(&sandbox.access_log).unwrap();
+    assert!(!log.contains("Cli-secret-pass"), "passwords are not logged");
+}

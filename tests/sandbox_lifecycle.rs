@@ -525,3 +525,70 @@ async fn accounts_never_see_each_other() {
     assert_eq!(private.len(), 1);
     assert_eq!(private[0]["created_by"], "agency");
 }
+
+#[tokio::test]
+async fn instances_are_provisioned_booted_and_rebuilt_on_the_clock() {
+    let sandbox = SandboxProcess::start(&[]);
+    let http = sandbox.client();
+    let clock = format!("{}/sandbox/clock", sandbox.origin());
+    let advance = |seconds: i64| {
+        let request = http.client.post(&clock).bearer_auth(TOKEN).json(&json!({"advance_seconds": seconds}));
+        async move { assert_eq!(json_of(request.send().await.unwrap()).await.0, 200) }
+    };
+    let status = |id: u64| {
+        let http = sandbox.client();
+        async move { http.get(&format!("/linode/instances/{id}"), Some(TOKEN), None).await.1["status"].clone() }
+    };
+    let body = json!({"region": "us-east", "type": "g6-nanode-1", "image": "linode/debian12", "label": "clocked", "root_pass": "Clock-pass-123"});
+    let (code, made) = http.send("POST", "/linode/instances", Some(body)).await;
+    assert_eq!(code, 200, "{made}");
+    let id = made["id"].as_u64().unwrap();
+    assert_eq!(made["status"], "provisioning");
+    assert!(made.get("root_pass").is_none(), "the password is not answered back");
+    advance(3).await;
+    assert_eq!(status(id).await, "booting");
+    advance(2).await;
+    assert_eq!(status(id).await, "running");
+    let (_, disks) = http.get(&format!("/linode/instances/{id}/disks"), Some(TOKEN), None).await;
+    let sizes: Vec<(Value, Value)> =
+        disks["data"].as_array().unwrap().iter().map(|d| (d["filesystem"].clone(), d["size"].clone())).collect();
+    assert_eq!(sizes, [(json!("ext4"), json!(25600 - 512)), (json!("swap"), json!(512))]);
+
+    let (code, rebuilt) = http
+        .send(
+            "POST",
+            &format!("/linode/instances/{id}/rebuild"),
+            Some(json!({"image": "linode/ubuntu24.04", "authorized_users": ["ops"]})),
+        )
+        .await;
+    assert_eq!(
+        (code, &rebuilt["status"], &rebuilt["image"]),
+        (200, &json!("rebuilding"), &json!("linode/ubuntu24.04"))
+    );
+    advance(5).await;
+    assert_eq!(status(id).await, "running");
+
+    // Made without booting: offline once provisioned.
+    let body = json!({"region": "us-east", "type": "g6-nanode-1", "label": "unbooted", "booted": false});
+    let (_, made) = http.send("POST", "/linode/instances", Some(body)).await;
+    advance(5).await;
+    assert_eq!(status(made["id"].as_u64().unwrap()).await, "offline");
+
+    // What the API answers besides: types, availability, events marked seen.
+    let (code, plan) = http.get("/linode/types/g6-nanode-1", None, None).await;
+    assert_eq!((code, &plan["disk"], &plan["price"]["monthly"]), (200, &json!(25600), &json!(5.0)));
+    let (_, everywhere) = http.get("/regions/availability?page_size=100", None, None).await;
+    assert_eq!(everywhere["results"], 66);
+    let (code, here) = http.get("/regions/us-mia/availability", None, None).await;
+    let unavailable: Vec<&Value> = here.as_array().unwrap().iter().filter(|r| r["available"] == false).collect();
+    assert_eq!((code, unavailable.len(), &unavailable[0]["plan"]), (200, 1, &json!("g7-highmem-1")));
+    let (_, events) = http.get("/account/events", Some(TOKEN), None).await;
+    let newest = events["data"][0]["id"].as_u64().unwrap();
+    assert_eq!(events["data"][0]["action"], "linode_create");
+    let (code, _) = http.send("POST", &format!("/account/events/{newest}/seen"), None).await;
+    assert_eq!(code, 200);
+    let (_, events) = http.get("/account/events", Some(TOKEN), None).await;
+    assert!(events["data"].as_array().unwrap().iter().all(|e| e["seen"] == true));
+    let (code, _) = http.send("POST", "/account/events/999999/seen", None).await;
+    assert_eq!(code, 404);
+}

@@ -310,3 +310,22 @@ fn a_change_of_several_resources_is_confirmed_first_and_dry_run_previews() {
     p.send_line("\\set confirm maybe").unwrap();
     p.exp_string("takes on or off").unwrap();
 }
+
+#[test]
+fn a_statement_with_a_root_password_is_not_kept_in_the_history() {
+    let sandbox = SandboxProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let mut p = shell(&sandbox, home.path());
+    p.send_line("\\set dry_run on").unwrap();
+    p.exp_string("dry_run is on").unwrap();
+    p.send_line("INSERT INTO linode.linode.instances (region, type, image, label, root_pass) VALUES ('us-east', 'g6-nanode-1', 'linode/debian12', 'histo', 'History-secret-9');").unwrap();
+    p.exp_string("none sent").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    p.send_line("SELECT 1 AS kept;").unwrap();
+    p.exp_string("(1 row").unwrap();
+    p.send_line("\\q").unwrap();
+    p.exp_eof().unwrap();
+    let history = std::fs::read_to_string(home.path().join(".local/share/imageql/history")).unwrap();
+    assert!(history.contains("SELECT 1 AS kept"), "{history}");
+    assert!(!history.contains("History-secret-9") && !history.contains("root_pass"), "{history}");
+}

@@ -84,6 +84,8 @@ pub struct SessionOptions {
     /// What errors call the token (`None`: the provider's environment variable).
     pub token_source: Option<String>,
     pub memory: Memory,
+    /// Values the profile gives the fields an INSERT leaves out (linode-cli's defaults).
+    pub defaults: mutate::Defaults,
 }
 
 impl SessionOptions {
@@ -102,6 +104,7 @@ impl SessionOptions {
             policy: Policy::local(),
             token_source: None,
             memory: Memory::default(),
+            defaults: mutate::Defaults::new(),
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct Session {
     dry_run: std::sync::atomic::AtomicBool,
     /// How long `/*+ AWAIT */` waits at most (`imageql.await_timeout`).
     await_timeout: std::sync::Mutex<std::time::Duration>,
+    /// What the profile gives the fields an INSERT leaves out.
+    defaults: mutate::Defaults,
 }
 
 impl Session {
@@ -179,6 +184,7 @@ impl Session {
             has_token,
             dry_run: Default::default(),
             await_timeout: std::sync::Mutex::new(mutate::AWAIT_TIMEOUT),
+            defaults: options.defaults,
         };
         session.register_views().await?;
         Ok(session)
@@ -496,7 +502,9 @@ impl Session {
     pub async fn preview(&self, prepared: &Prepared, cancel: &CancelToken) -> Result<Option<RecordBatch>, Error> {
         let (true, Some(statement)) = (prepared.changes(), prepared.sql()) else { return Ok(None) };
         let state = self.ctx.state();
-        let bound = mutate::bind(&state, &self.registry, statement, prepared.parsed(), &self.policy.files).await;
+        let bound =
+            mutate::bind(&state, &self.registry, statement, prepared.parsed(), &self.policy.files, &self.defaults)
+                .await;
         let Some(bound) = bound.map_err(|error| self.explained(error))? else { return Ok(None) };
         Ok(Some(mutate::preview(&bound, &self.clients[&bound.provider.id], cancel).await?))
     }
@@ -584,7 +592,9 @@ impl Session {
             _ => return Err(Error::Query("not a change".into())),
         };
         let statement = statement::with_values(statement, params)?;
-        let Some(bound) = mutate::bind(&state, &self.registry, &statement, parsed, &self.policy.files).await? else {
+        let bound =
+            mutate::bind(&state, &self.registry, &statement, parsed, &self.policy.files, &self.defaults).await?;
+        let Some(bound) = bound else {
             return Err(Error::Query("the statement changes no resource".into()));
         };
         let mut bound = bound;

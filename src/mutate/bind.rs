@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::execute::{call_for, validation};
 use super::sets::{SetChange, members};
 use super::values::{literal, rows_of_batches};
-use super::{Bound, Input, Upload, upload};
+use super::{Bound, Defaults, Input, Upload, upload};
 use crate::error::{Error, Forbidden};
 use crate::files::FileAccess;
 use crate::provider::{HttpVerb, Method, Param, Registry, Resolved, Resource, SqlVerb, Verb, nearest};
@@ -34,10 +34,11 @@ pub async fn bind(
     statement: &Statement,
     parsed: &Parsed,
     files: &FileAccess,
+    defaults: &Defaults,
 ) -> Result<Option<Bound>, Error> {
     let mut bound = match statement {
         Statement::Insert(insert) => match insert_target(registry, insert) {
-            Some(target) => bind_insert(state, target, insert).await?,
+            Some(target) => bind_insert(state, target, insert, defaults).await?,
             None => return Ok(None),
         },
         Statement::Update(update) if is_replace(update) => bind_replace(state, registry, update).await?,
@@ -203,6 +204,7 @@ fn bound(state: &SessionState, target: Resolved, verb: Verb, method_name: &str, 
         columns: vec![],
         input,
         constants: vec![],
+        defaulted: vec![],
         protected_flag: false,
         keep_nulls: true,
         returning: None,
@@ -220,7 +222,12 @@ async fn frame(state: &SessionState, statement: Statement) -> Result<DataFrame, 
     Ok(DataFrame::new(state.clone(), plan))
 }
 
-async fn bind_insert(state: &SessionState, target: Resolved, insert: &Insert) -> Result<Bound, Error> {
+async fn bind_insert(
+    state: &SessionState,
+    target: Resolved,
+    insert: &Insert,
+    defaults: &Defaults,
+) -> Result<Bound, Error> {
     let full_name = target.resource.full_name.clone();
     let refused = [
         (insert.overwrite, "INSERT OVERWRITE"),
@@ -245,7 +252,20 @@ async fn bind_insert(state: &SessionState, target: Resolved, insert: &Insert) ->
             "INSERT INTO {full_name} needs a column list, e.g. INSERT INTO {full_name} (disk_id, label) VALUES (…)"
         )));
     }
-    let (method_name, method) = choose(&target.resource, Verb::Insert, &columns)?;
+    // The profile's defaults count as given, for the methods that take them.
+    let takes_default = |name: &String| {
+        !columns.contains(name)
+            && target.resource.methods_for(SqlVerb::Insert).any(|(_, m)| m.profile_defaults.contains(name))
+    };
+    let offered: Vec<String> =
+        columns.iter().cloned().chain(defaults.keys().filter(|k| takes_default(k)).cloned()).collect();
+    let (method_name, method) = choose(&target.resource, Verb::Insert, &offered)?;
+    let defaulted: Vec<(String, Value)> = method
+        .profile_defaults
+        .iter()
+        .filter(|name| !columns.contains(name))
+        .filter_map(|name| Some((name.clone(), default_value(method, name, defaults.get(name)?))))
+        .collect();
     let valid = accepted(method);
     if let Some(bad) = columns.iter().find(|c| !valid.contains(&c.as_str())) {
         return Err(unknown_name(format!("{full_name} has no insertable column {bad}"), bad, &valid));
@@ -261,7 +281,19 @@ async fn bind_insert(state: &SessionState, target: Resolved, insert: &Insert) ->
     bound.columns = columns;
     bound.keep_nulls = false;
     bound.returning = insert.returning.clone();
+    bound.defaulted = defaulted.iter().map(|(name, _)| name.clone()).collect();
+    bound.constants = defaulted;
     Ok(bound)
+}
+
+/// A profile's text as a body field's value: a list field takes a JSON list, or one item.
+fn default_value(method: &Method, name: &str, text: &str) -> Value {
+    let list = method.body.iter().any(|f| f.name == name && f.kind == crate::provider::Kind::Array);
+    match (list, serde_json::from_str::<Value>(text)) {
+        (true, Ok(Value::Array(items))) => Value::Array(items),
+        (true, _) => Value::Array(vec![Value::String(text.to_string())]),
+        (false, _) => Value::String(text.to_string()),
+    }
 }
 
 /// Whether an expression can be computed once, without rows and without reading anything.

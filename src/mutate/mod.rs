@@ -29,6 +29,9 @@ use crate::provider::{HttpVerb, Method, Provider, Resource, Verb};
 pub use bind::{bind, bind_for_describe, changes_resources, target};
 pub use execute::{await_all, execute, result_schema};
 
+/// Values a profile gives the fields an INSERT leaves out (linode-cli's `region`, `type`, …).
+pub type Defaults = std::collections::BTreeMap<String, String>;
+
 /// How long `/*+ AWAIT */` waits unless the session says otherwise.
 pub const AWAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 pub use placeholders::value_types;
@@ -64,8 +67,11 @@ pub struct Bound {
     /// The names of each input row's values: path or query parameters and body fields.
     pub columns: Vec<String>,
     pub input: Input,
-    /// Values every call gets (REPLACE's constant SET values), already checked.
+    /// Values every call gets (REPLACE's constant SET values, an INSERT's profile defaults),
+    /// already checked.
     pub constants: Vec<(String, Value)>,
+    /// The fields whose values came from the profile's defaults.
+    pub defaulted: Vec<String>,
     /// Query rows end with a flag telling a protected row, which must not be changed.
     pub protected_flag: bool,
     /// INSERT leaves nulls out of the body; REPLACE sends them (to clear a field).

@@ -20,7 +20,7 @@ use super::{Bound, Call};
 use crate::api::ApiClient;
 use crate::cancel::CancelToken;
 use crate::error::Error;
-use crate::provider::{Kind, Resource, Verb};
+use crate::provider::{Kind, Method, Resource, Verb};
 
 /// The column of what a deletion frees per month.
 const FREES: &str = "frees_monthly_usd";
@@ -108,16 +108,33 @@ pub async fn preview(bound: &Bound, api: &ApiClient, cancel: &CancelToken) -> Re
             })
             .collect();
         let request = match missing {
-            true => format!("{} (no such row: the API will answer 404)", request_text(call)),
-            false => request_text(call),
+            true => format!("{} (no such row: the API will answer 404)", request_text(call, method)),
+            false => request_text(call, method),
         };
         let frees = id.as_ref().and_then(|id| freed.get(id)).copied();
         lines.push(Line { step: (i + 1).to_string(), request, shown, frees });
+        if let Some(destroyed) = &method.destroys {
+            lines.push(Line::note("destroys", destroyed.clone()));
+        }
         if let Some(set) = set {
             let named = |members: &[String]| if members.is_empty() { "nothing".into() } else { members.join(", ") };
             lines.push(Line::note("adds", named(&set.added)));
             lines.push(Line::note("removes", named(&set.removed)));
         }
+    }
+    if !bound.defaulted.is_empty() {
+        let given: Vec<String> = bound
+            .constants
+            .iter()
+            .filter(|(name, _)| bound.defaulted.contains(name))
+            .map(|(name, value)| {
+                format!("{name} = {}", value.as_str().map(str::to_string).unwrap_or(value.to_string()))
+            })
+            .collect();
+        lines.push(Line::note(
+            "defaults",
+            format!("{} (from the profile; give the column to override)", given.join(", ")),
+        ));
     }
     if let (Some(file), Some(spec)) = (&bound.upload, &method.upload) {
         let size = std::fs::metadata(&file.path).map(|m| m.len()).unwrap_or(0);
@@ -131,10 +148,18 @@ pub async fn preview(bound: &Bound, api: &ApiClient, cancel: &CancelToken) -> Re
     batch(bound, lines)
 }
 
-/// A call as it would be sent: verb, path, and the body when there is one.
-fn request_text(call: &Call) -> String {
-    let body = call.body.as_ref().map(|b| format!(" {}", Value::Object(b.clone()))).unwrap_or_default();
-    format!("{} {}{body}", call.verb, call.path)
+/// A call as it would be sent: verb, path, and the body when there is one, its secrets masked.
+fn request_text(call: &Call, method: &Method) -> String {
+    let body = call.body.as_ref().map(|body| {
+        let mut shown = body.clone();
+        for field in method.body.iter().filter(|f| f.secret) {
+            if let Some(value) = shown.get_mut(&field.name) {
+                *value = Value::String("********".into());
+            }
+        }
+        format!(" {}", Value::Object(shown))
+    });
+    format!("{} {}{}", call.verb, call.path, body.unwrap_or_default())
 }
 
 /// What `/*+ AWAIT */` would wait for.
@@ -174,11 +199,13 @@ fn total(bound: &Bound, calls: &[Call], lines: &[Line], columns: &[(&str, bool)]
         n => format!("{n} request{plural} ({}), none sent", by_verb.join(", ")),
     };
     let requests: Vec<&Line> = lines.iter().filter(|l| l.step.parse::<usize>().is_ok()).collect();
+    // Sums of whole numbers (sizes), but not of ids.
+    let key = bound.resource.key().map(|k| k.column);
     let shown = columns
         .iter()
         .enumerate()
-        .map(|(i, (_, numeric))| {
-            numeric.then(|| {
+        .map(|(i, (name, numeric))| {
+            (*numeric && key != Some(*name)).then(|| {
                 Value::from(requests.iter().filter_map(|l| l.shown[i].as_ref().and_then(Value::as_i64)).sum::<i64>())
             })
         })

@@ -348,6 +348,9 @@ pub struct Field {
     pub max_items: Option<usize>,
     /// A value (each item of a list) that must name a row of another table.
     pub references: Option<Reference>,
+    /// A secret (a root password): never shown in a dry run, an error or the shell's history.
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// A value that names a row of `table` by its `column`, a row whose `has` field holds (or
@@ -358,6 +361,31 @@ pub struct Reference {
     pub table: String,
     pub column: String,
     pub has: Option<Requirement>,
+    /// The row must have a ready copy where the body's `field` says (an image in the region an
+    /// instance is deployed to); a row whose list is null (a public image) is everywhere.
+    pub placed_in: Option<Placement>,
+    /// The row's `field` must be at most the body's `at_most` (an image no larger than the disk).
+    pub fits: Option<Fits>,
+    /// A statement that would fix a row not placed where it must be; `{value}` and the body's
+    /// fields (`{region}`) are filled in.
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Placement {
+    pub list: String,
+    pub item: String,
+    pub status: String,
+    pub ready: String,
+    pub field: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Fits {
+    pub field: String,
+    pub at_most: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -508,6 +536,24 @@ pub struct Method {
     pub not_found: NotFound,
     pub upload: Option<Upload>,
     pub complete_set: Option<CompleteSet>,
+    /// Fields of which one is required when another is given (a root password or SSH keys
+    /// with an image).
+    #[serde(default)]
+    pub one_of_with: Vec<OneOfWith>,
+    /// What the call destroys besides what it names, said by every dry run of it.
+    pub destroys: Option<String>,
+    /// Body fields an INSERT leaves out that the profile may give (linode-cli's defaults:
+    /// region, type, image, authorized_keys, authorized_users).
+    #[serde(default)]
+    pub profile_defaults: Vec<String>,
+}
+
+/// When `when` is given, at least one of `one_of` must be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OneOfWith {
+    pub when: String,
+    pub one_of: Vec<String>,
 }
 
 /// A body field that replaces a whole set the row holds (an image's regions): members left
@@ -760,6 +806,19 @@ impl Registry {
         Ok(())
     }
 
+    /// The names of the body fields that hold secrets (`root_pass`), lowercase.
+    pub fn secret_fields(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .resources()
+            .flat_map(|(_, _, r)| r.methods.values().flat_map(|m| m.body.iter()))
+            .filter(|f| f.secret)
+            .map(|f| f.name.to_lowercase())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The full names of the views with parameters (table functions), lowercase.
     pub fn functions(&self) -> impl Iterator<Item = String> + '_ {
         self.providers.values().flat_map(|p| {
@@ -896,6 +955,10 @@ fn validate_resource(r: &mut Resource) -> Result<(), String> {
         }
         if let Some(missing) = m.required.iter().find(|k| !m.body.iter().any(|f| &f.name == *k)) {
             return Err(format!("{}: method {name}: required body field `{missing}` is not in `body`", r.full_name));
+        }
+        let named = m.one_of_with.iter().flat_map(|rule| std::iter::once(&rule.when).chain(&rule.one_of));
+        if let Some(missing) = named.into_iter().find(|k| !m.body.iter().any(|f| &f.name == *k)) {
+            return Err(format!("{}: method {name}: oneOfWith names `{missing}`, which is not in `body`", r.full_name));
         }
         for placeholder in m.path.placeholders() {
             if !m.params.iter().any(|p| p.name == placeholder && p.location == ParamLocation::Path) {

@@ -26,6 +26,7 @@ pub struct Options {
     pub latency: Duration,
     pub pace: Pace,
     pub limits: Limits,
+    pub max_instances: usize,
     /// Requests per minute and token (the provider's documented limit).
     pub rate_limit: u32,
     /// Image list requests per minute and token; `None` is unlimited.

@@ -147,7 +147,7 @@ fn text(body: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 /// Tags as the API returns them: sorted, without duplicates.
-fn tags(body: &Map<String, Value>) -> Option<Vec<String>> {
+pub(super) fn tags(body: &Map<String, Value>) -> Option<Vec<String>> {
     let mut tags: Vec<String> =
         body.get("tags")?.as_array()?.iter().filter_map(|t| t.as_str().map(str::to_string)).collect();
     tags.sort();

@@ -2,13 +2,14 @@
 //! an instance leaves a free recovery image of its largest ext disk, so they have their own
 //! handlers rather than the generic read-only ones.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::Method;
 use serde_json::{Value, json};
 
 use super::app::App;
 use super::store::{EventAction, EventEntity, EventStatus, Instance};
-use super::wire::{ApiError, Caller, EmptyList, ListRequest, Reply, list, numeric_id, ok, x_filter};
+use super::wire::{ApiError, Caller, EmptyList, ListRequest, Reply, json_object, list, numeric_id, ok, x_filter};
 use crate::provider::Row;
 
 fn objects(values: impl Iterator<Item = Value>) -> Vec<Row> {
@@ -37,24 +38,26 @@ fn list_of(
 pub async fn list_instances(State(app): State<App>, caller: Result<Caller, ApiError>, request: ListRequest) -> Reply {
     let account = caller?.account()?;
     list_of(&app, "instances", &request, || {
-        Ok(app.read(|s| objects(s.accounts[account].instances.iter().map(|i| i.to_json()))))
+        Ok(app.read(|s| objects(s.accounts[account].instances.iter().map(|i| i.to_json(s.now())))))
     })
 }
 
-/// GET or DELETE one instance.
+/// GET, PUT (label, tags) or DELETE one instance.
 pub async fn instance(
     State(app): State<App>,
     method: Method,
     caller: Result<Caller, ApiError>,
     id: Path<String>,
+    body: Bytes,
 ) -> Reply {
     let account = caller?.account()?;
     let id = numeric_id(id)?;
     match method {
         Method::GET => app
-            .read(|s| s.accounts[account].instances.iter().find(|i| i.id == id).map(|i| i.to_json()))
+            .read(|s| s.accounts[account].instances.iter().find(|i| i.id == id).map(|i| i.to_json(s.now())))
             .map(ok)
             .ok_or_else(ApiError::not_found),
+        Method::PUT => super::deploy::update_instance(&app, account, id, &json_object(&body)?),
         Method::DELETE => {
             let pace = app.options.pace;
             app.write(|world| {
@@ -85,8 +88,8 @@ pub async fn list_disks(
     let account = caller?.account()?;
     let id = numeric_id(id)?;
     list_of(&app, "disks", &request, || {
-        let disks = |i: &Instance| objects(i.disks.iter().map(|d| d.to_json()));
-        app.read(|s| s.accounts[account].instances.iter().find(|i| i.id == id).map(disks))
+        let disks = |i: &Instance, now| objects(i.disks.iter().map(|d| d.to_json(now)));
+        app.read(|s| s.accounts[account].instances.iter().find(|i| i.id == id).map(|i| disks(i, s.now())))
             .ok_or_else(ApiError::not_found)
     })
 }
@@ -106,7 +109,7 @@ pub async fn disk(
             .iter()
             .find(|i| i.id == id)
             .and_then(|i| i.disks.iter().find(|d| d.id == disk))
-            .map(|d| d.to_json())
+            .map(|d| d.to_json(s.now()))
     })
     .map(ok)
     .ok_or_else(ApiError::not_found)

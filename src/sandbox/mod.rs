@@ -11,6 +11,7 @@ The modules depend on each other in one direction: `router` mounts the handlers 
 
 mod app;
 mod clock;
+mod deploy;
 mod fault;
 mod generic;
 mod images;
@@ -91,6 +92,9 @@ pub struct SandboxArgs {
     /// Custom images an account may hold.
     #[arg(long, default_value_t = 25, value_name = "N", value_parser = clap::value_parser!(u64).range(..=MAX_IMAGES_LIMIT))]
     pub max_images: u64,
+    /// Instances an account may have.
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u64).range(..=100_000))]
+    pub max_instances: u64,
     /// Storage an account's custom images may use, in GB (size × regions).
     #[arg(long, default_value_t = 150, value_name = "GB", value_parser = clap::value_parser!(u64).range(..=MAX_TOTAL_GB))]
     pub max_total_gb: u64,
@@ -115,6 +119,7 @@ impl Default for SandboxArgs {
             fail_rate: 0.0,
             stall_ms: 30_000,
             max_images: 25,
+            max_instances: 50,
             max_total_gb: 150,
             providers: None,
         }
@@ -298,6 +303,7 @@ impl Sandbox {
                 latency: Duration::from_millis(args.latency_ms),
                 pace: Pace { scale: args.time_scale },
                 limits: Limits { max_images: args.max_images as usize, max_total_mb: args.max_total_gb * 1024 },
+                max_instances: args.max_instances as usize,
                 rate_limit: rate_limit.unwrap_or(u32::MAX),
                 rate_limit_list: list_limit,
                 faults: Faults { rate: args.fail_rate, stall: Duration::from_millis(args.stall_ms) },

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::app::App;
 use super::generic::Reads;
 use super::wire::{ApiError, Caller, Reply, bearer, ok};
-use super::{clock, fault, images, instances};
+use super::{clock, deploy, fault, images, instances};
 
 /// The resources with handlers of their own: they belong to accounts and change over time.
 const OWN_HANDLERS: [&str; 3] = ["linode.images.images", "linode.linode.instances", "linode.linode.disks"];
@@ -46,14 +46,19 @@ pub fn router(app: App) -> Result<Router, String> {
         api.push(("/images/{*rest}", any(images::member)));
     }
     if described("linode.linode.instances") {
-        api.push(("/linode/instances", get(instances::list_instances)));
+        api.push(("/linode/instances", get(instances::list_instances).post(deploy::create_instance)));
         api.push(("/linode/instances/{id}", any(instances::instance)));
+        api.push(("/linode/instances/{id}/rebuild", post(deploy::rebuild)));
     }
     if described("linode.linode.disks") {
-        api.push(("/linode/instances/{id}/disks", get(instances::list_disks)));
+        api.push(("/linode/instances/{id}/disks", get(instances::list_disks).post(deploy::create_disk)));
         api.push(("/linode/instances/{id}/disks/{disk}", get(instances::disk)));
     }
     api.push(("/profile", get(profile)));
+    api.push(("/account/events/{id}/seen", post(deploy::mark_seen)));
+    if described("linode.regions.availability") {
+        api.push(("/regions/{id}/availability", get(deploy::region_availability)));
+    }
     let mut router = Router::new();
     for prefix in ["/v4", "/v4beta"] {
         for (path, handler) in &api {

@@ -139,7 +139,16 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
         accounts.push(extra_account(accounts.len(), name, token));
     }
     let next_image_id = GENERATED_BASE_ID + options.generated_images + 1;
-    State { public_images, accounts, next_image_id, clock_offset: 0, next_event_id: 1, quiet_until: None }
+    State {
+        public_images,
+        accounts,
+        next_image_id,
+        clock_offset: 0,
+        next_event_id: 1,
+        next_linode_id: 0,
+        next_disk_id: 0,
+        quiet_until: None,
+    }
 }
 
 /// A saved state brought in line with the options: the default account takes `--token`,
@@ -184,6 +193,7 @@ fn instances(account: usize) -> Vec<Instance> {
         size,
         used,
         created,
+        ready_at: None,
     };
     let instance =
         |id: u64, label: &str, region: &str, plan: &str, image: &str, size: u64, disks: Vec<Disk>| Instance {
@@ -199,6 +209,7 @@ fn instances(account: usize) -> Vec<Instance> {
             memory: size / 25,
             vcpus: (size / 25600).max(1),
             disks,
+            progress: None,
         };
     vec![
         instance(

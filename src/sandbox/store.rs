@@ -155,6 +155,10 @@ api_enum! {
         ImageUpdate = "image_update",
         ImageDelete = "image_delete",
         LinodeDelete = "linode_delete",
+        LinodeCreate = "linode_create",
+        LinodeRebuild = "linode_rebuild",
+        LinodeUpdate = "linode_update",
+        DiskCreate = "disk_create",
     }
 }
 
@@ -216,6 +220,9 @@ pub struct Event {
     pub ends: Option<EventEnd>,
     #[serde(default)]
     pub message: Option<String>,
+    /// Marked by `POST /account/events/{id}/seen` (this event and every older one).
+    #[serde(default)]
+    pub seen: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -238,6 +245,7 @@ impl Event {
             status,
             ends: None,
             message: None,
+            seen: false,
         }
     }
 
@@ -258,7 +266,7 @@ impl Event {
         json!({
             "id": self.id, "action": self.action, "created": format_time(self.created), "duration": duration,
             "entity": self.entity, "message": self.message, "percent_complete": percent_complete,
-            "rate": null, "read": false, "secondary_entity": self.secondary_entity, "seen": false,
+            "rate": null, "read": false, "secondary_entity": self.secondary_entity, "seen": self.seen,
             "status": status, "time_remaining": null, "username": self.username,
         })
     }
@@ -499,12 +507,16 @@ pub struct Disk {
     pub used: u64,
     #[serde(with = "time_format")]
     pub created: NaiveDateTime,
+    /// While the disk is being made: when it is ready.
+    #[serde(with = "time_format::option", default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<NaiveDateTime>,
 }
 
 impl Disk {
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(&self, now: NaiveDateTime) -> Value {
+        let status = if self.ready_at.is_some_and(|at| now < at) { "not ready" } else { "ready" };
         json!({
-            "id": self.id, "status": "ready", "label": self.label,
+            "id": self.id, "status": status, "label": self.label,
             "created": format_time(self.created), "updated": format_time(self.created),
             "filesystem": self.filesystem, "size": self.size, "disk_encryption": "disabled",
         })
@@ -528,13 +540,36 @@ pub struct Instance {
     pub memory: u64,
     pub vcpus: u64,
     pub disks: Vec<Disk>,
+    /// While it is being made or rebuilt: how its status moves on the sandbox's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// An instance being made (`provisioning`) or rebuilt (`rebuilding`), then `booting` until it
+/// is up, then `status` (running, or offline when it was not to boot).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    pub doing: String,
+    #[serde(with = "time_format")]
+    pub booting_at: NaiveDateTime,
+    #[serde(with = "time_format")]
+    pub up_at: NaiveDateTime,
 }
 
 impl Instance {
-    pub fn to_json(&self) -> Value {
+    /// The status as of `now`.
+    pub fn status_at(&self, now: NaiveDateTime) -> &str {
+        match &self.progress {
+            Some(p) if now < p.booting_at => &p.doing,
+            Some(p) if now < p.up_at && self.status == "running" => "booting",
+            _ => &self.status,
+        }
+    }
+
+    pub fn to_json(&self, now: NaiveDateTime) -> Value {
         let n = self.id % 250;
         json!({
-            "id": self.id, "label": self.label, "group": "", "status": self.status,
+            "id": self.id, "label": self.label, "group": "", "status": self.status_at(now),
             "created": format_time(self.created), "updated": format_time(self.created),
             "type": self.plan, "ipv4": [format!("192.0.2.{n}")], "ipv6": format!("2001:db8::{n:x}/128"),
             "image": self.image, "region": self.region, "site_type": "core",
@@ -568,6 +603,11 @@ pub struct State {
     pub clock_offset: i64,
     #[serde(default = "first_event_id")]
     pub next_event_id: u64,
+    /// The next instance and disk ids; 0 until the first is made (then from the largest seeded).
+    #[serde(default)]
+    pub next_linode_id: u64,
+    #[serde(default)]
+    pub next_disk_id: u64,
     /// Until when no transition is due, as the last [`State::advance`] found; `None` after
     /// any change, which may have started one.
     #[serde(skip)]
@@ -599,6 +639,19 @@ impl Pace {
     pub fn replication_step(&self, size_mb: u64) -> Duration {
         self.scaled((1.0 + size_mb as f64 / 1500.0).min(5.0))
     }
+
+    /// An instance is made (or rebuilt) in 3 s, then boots in 2 s; a disk is made in 2 s.
+    pub fn provision(&self) -> Duration {
+        self.scaled(3.0)
+    }
+
+    pub fn boot(&self) -> Duration {
+        self.scaled(2.0)
+    }
+
+    pub fn disk(&self) -> Duration {
+        self.scaled(2.0)
+    }
 }
 
 impl State {
@@ -619,6 +672,26 @@ impl State {
 
     pub fn find_image(&self, account: Option<usize>, id: &str) -> Option<&Image> {
         self.visible_images(account).find(|i| i.id == id)
+    }
+
+    /// The next instance id: after every one made so far, of every account.
+    pub fn new_linode_id(&mut self) -> u64 {
+        if self.next_linode_id == 0 {
+            let ids = self.accounts.iter().flat_map(|a| a.instances.iter().map(|i| i.id));
+            self.next_linode_id = ids.max().unwrap_or(0).max(100_000) + 1;
+        }
+        self.next_linode_id += 1;
+        self.next_linode_id - 1
+    }
+
+    /// The next disk id, as [`State::new_linode_id`].
+    pub fn new_disk_id(&mut self) -> u64 {
+        if self.next_disk_id == 0 {
+            let ids = self.accounts.iter().flat_map(|a| a.instances.iter().flat_map(|i| i.disks.iter().map(|d| d.id)));
+            self.next_disk_id = ids.max().unwrap_or(0).max(200_000) + 1;
+        }
+        self.next_disk_id += 1;
+        self.next_disk_id - 1
     }
 
     fn new_image_id(&mut self) -> String {

@@ -228,6 +228,8 @@ async fn session(shared: &Shared, token: Option<Token>, token_source: &str) -> R
         policy: Policy::remote(shared.files.clone()),
         token_source: Some(token_source.to_string()),
         memory: shared.memory.clone(),
+        // A connection gives every field itself: no profile stands behind it.
+        defaults: crate::mutate::Defaults::new(),
     };
     Session::new(options).await
 }

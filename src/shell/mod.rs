@@ -239,6 +239,7 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
     println!("imageql {}: end statements with ;  \\? for help, \\q to quit", env!("CARGO_PKG_VERSION"));
     let interrupts = signal(SignalKind::interrupt())
         .map_err(|e| Error::Usage(format!("the interactive shell cannot catch Ctrl-C: {e}")))?;
+    let secrets = session.registry().secret_fields();
     let mut shell = Shell {
         session,
         format,
@@ -300,13 +301,21 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
             continue;
         }
         let input = std::mem::take(&mut pending);
-        // Statements pasted together are recalled one by one.
-        for piece in split_statements(input.trim()) {
+        // Statements pasted together are recalled one by one; one that gives a secret (a
+        // root password) is not kept.
+        for piece in split_statements(input.trim()).iter().filter(|p| !mentions_any(&p.text, &secrets)) {
             remember(&mut editor, &history, &format!("{};", piece.text));
         }
         shell.run_text(input.trim()).await;
     }
     Ok(())
+}
+
+/// Whether `text` names any of `words` as a word of its own, in any case.
+fn mentions_any(text: &str, words: &[String]) -> bool {
+    let lower = text.to_lowercase();
+    let mut names = lower.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+    names.any(|name| words.iter().any(|w| w == name))
 }
 
 /// Adds a statement or command to the history, saved at once so that a killed shell keeps
