@@ -592,3 +592,45 @@ async fn instances_are_provisioned_booted_and_rebuilt_on_the_clock() {
     let (code, _) = http.send("POST", "/account/events/999999/seen", None).await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test]
+async fn an_accounts_file_hosts_many_accounts_each_with_its_own_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("accounts");
+    std::fs::write(&file, "# customers\nacme:tok-acme\n\nglobex:tok-globex\n").unwrap();
+    let sandbox = SandboxProcess::start(&["--accounts-file", file.to_str().unwrap(), "--seed-images", "7"]);
+    let http = sandbox.client();
+    let private = |token: &'static str| {
+        let http = sandbox.client();
+        async move {
+            let images = http.all_images(Some(token)).await;
+            images.into_iter().filter(|i| i["is_public"] == false).collect::<Vec<Value>>()
+        }
+    };
+    let (acme, globex) = (private("tok-acme").await, private("tok-globex").await);
+    assert_eq!((acme.len(), globex.len()), (7, 7));
+    assert!(acme.iter().all(|i| i["created_by"] == "acme") && globex.iter().all(|i| i["created_by"] == "globex"));
+    let ids = |images: &[Value]| images.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(ids(&acme).iter().all(|id| !ids(&globex).contains(id)), "no image is shared");
+    // The same every time: a second sandbox seeds the same images.
+    let again = SandboxProcess::start(&["--accounts-file", file.to_str().unwrap(), "--seed-images", "7"]);
+    let images = again.client().all_images(Some("tok-acme")).await;
+    let same: Vec<Value> = images.into_iter().filter(|i| i["is_public"] == false).collect();
+    assert_eq!(ids(&same), ids(&acme));
+    assert_eq!(
+        same.iter().map(|i| &i["size"]).collect::<Vec<_>>(),
+        acme.iter().map(|i| &i["size"]).collect::<Vec<_>>()
+    );
+    // Each account has its own instances; a token sees only its own.
+    let (_, instances) = http.get("/linode/instances", Some("tok-globex"), None).await;
+    assert_eq!(instances["results"], 3);
+    // A line that is not NAME:TOKEN is refused, naming the line and not echoing it.
+    std::fs::write(&file, "acme:tok-acme\nsecret-looking-line\n").unwrap();
+    let out = std::process::Command::new(common::binary())
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--accounts-file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 2: expected NAME:TOKEN") && !stderr.contains("secret-looking-line"), "{stderr}");
+}

@@ -63,6 +63,10 @@ pub struct SandboxArgs {
     /// One more account with its own token, instances and disks, and no private images (repeatable).
     #[arg(long = "account", value_name = "NAME:TOKEN", value_parser = parse_account)]
     pub accounts: Vec<(String, String)>,
+    /// Accounts from FILE, one `NAME:TOKEN` per line (`#` comments and blank lines skipped), each
+    /// with its own instances and `--seed-images` generated images of its own.
+    #[arg(long, value_name = "FILE")]
+    pub accounts_file: Option<PathBuf>,
     /// Keep the state in DIR across restarts (default: in memory).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -110,6 +114,7 @@ impl Default for SandboxArgs {
             token: DEFAULT_TOKEN.into(),
             token_file: None,
             accounts: vec![],
+            accounts_file: None,
             data_dir: None,
             seed_images: 0,
             latency_ms: 0,
@@ -124,6 +129,20 @@ impl Default for SandboxArgs {
             providers: None,
         }
     }
+}
+
+/// The `NAME:TOKEN` lines of an accounts file.
+fn read_accounts(path: &std::path::Path) -> Result<Vec<(String, String)>, SandboxError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SandboxError::Accounts(format!("cannot read the accounts file {}: {e}", path.display())))?;
+    let lines = text.lines().enumerate().map(|(i, line)| (i + 1, line.trim()));
+    lines
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(number, line)| {
+            parse_account(line)
+                .map_err(|why| SandboxError::Accounts(format!("{} line {number}: {why}", path.display())))
+        })
+        .collect()
 }
 
 fn parse_account(text: &str) -> Result<(String, String), String> {
@@ -256,8 +275,19 @@ impl Sandbox {
             None => args.token.clone(),
             Some(path) => read_token(path)?,
         };
+        let seeded_accounts = match &args.accounts_file {
+            Some(path) => read_accounts(path)?,
+            None => vec![],
+        };
+        let mut names: Vec<&str> = vec!["default"];
+        for (name, _) in args.accounts.iter().chain(&seeded_accounts) {
+            if names.contains(&name.as_str()) {
+                return Err(SandboxError::Accounts(format!("two accounts are named {name}")));
+            }
+            names.push(name);
+        }
         let mut tokens: Vec<&str> = vec![token.as_str()];
-        for (name, token) in &args.accounts {
+        for (name, token) in args.accounts.iter().chain(&seeded_accounts) {
             if tokens.contains(&token.as_str()) {
                 return Err(SandboxError::Accounts(format!("account {name} reuses a token another account has")));
             }
@@ -278,6 +308,7 @@ impl Sandbox {
             token: token.clone(),
             extra_accounts: args.accounts.clone(),
             generated_images: args.seed_images,
+            seeded_accounts,
         };
         let (data_dir, state) = match &args.data_dir {
             None => (None, seed::initial_state(&seed, store::wall_clock())),

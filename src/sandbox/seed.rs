@@ -61,6 +61,9 @@ pub struct SeedOptions {
     pub token: String,
     pub extra_accounts: Vec<(String, String)>,
     pub generated_images: u64,
+    /// Accounts of an accounts file: each with its own instances and `generated_images`
+    /// generated private images of its own.
+    pub seeded_accounts: Vec<(String, String)>,
 }
 
 /// The world as of `now`, the sandbox's first start.
@@ -125,7 +128,8 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
             })
         })
         .collect();
-    images.extend((0..options.generated_images).map(generated_image));
+    let per_account = options.generated_images;
+    images.extend((0..per_account).map(|n| generated_image(n, DEFAULT_USERNAME)));
 
     let mut accounts = vec![Account {
         name: "default".into(),
@@ -138,7 +142,14 @@ pub fn initial_state(options: &SeedOptions, now: NaiveDateTime) -> State {
     for (name, token) in &options.extra_accounts {
         accounts.push(extra_account(accounts.len(), name, token));
     }
-    let next_image_id = GENERATED_BASE_ID + options.generated_images + 1;
+    // Each seeded account's images follow the previous account's, ids and all.
+    for (k, (name, token)) in options.seeded_accounts.iter().enumerate() {
+        let mut account = extra_account(accounts.len(), name, token);
+        let first = (k as u64 + 1) * per_account;
+        account.images = (first..first + per_account).map(|n| generated_image(n, name)).collect();
+        accounts.push(account);
+    }
+    let next_image_id = GENERATED_BASE_ID + (options.seeded_accounts.len() as u64 + 1) * per_account + 1;
     State {
         public_images,
         accounts,
@@ -157,7 +168,8 @@ pub fn reconcile(mut state: State, options: &SeedOptions) -> State {
     if let Some(default) = state.accounts.first_mut() {
         default.token = options.token.clone();
     }
-    for (name, token) in &options.extra_accounts {
+    // Accounts new to a saved state get their instances; images are seeded on a first start.
+    for (name, token) in options.extra_accounts.iter().chain(&options.seeded_accounts) {
         match state.accounts.iter_mut().find(|a| &a.name == name) {
             Some(account) => account.token = token.clone(),
             None => {
@@ -259,7 +271,7 @@ fn private_image(id: u64, label: String, username: &str, customize: impl FnOnce(
 }
 
 /// A deterministic pseudo-random private image: the same `n` always gives the same image.
-fn generated_image(n: u64) -> Image {
+fn generated_image(n: u64, username: &str) -> Image {
     const TAGS: [&str; 6] = ["prod", "staging", "web", "db", "batch", "golden"];
     const REGIONS: [&str; 5] = ["us-east", "us-iad", "us-ord", "eu-west", "ap-south"];
     // A splitmix64 step: cheap, stable across platforms and releases.
@@ -268,7 +280,7 @@ fn generated_image(n: u64) -> Image {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     let r = z ^ (z >> 31);
     let pick = |shift: u32, modulo: u64| (r >> shift) % modulo;
-    private_image(GENERATED_BASE_ID + n + 1, format!("gen-image-{:05}", n + 1), DEFAULT_USERNAME, |img| {
+    private_image(GENERATED_BASE_ID + n + 1, format!("gen-image-{:05}", n + 1), username, |img| {
         img.created = time("2024-01-01T00:00:00") + Duration::minutes((n * 37) as i64);
         img.updated = img.created;
         img.size = 100 + pick(0, 6000);
@@ -293,7 +305,8 @@ mod tests {
 
     #[test]
     fn seed_is_varied_and_deterministic() {
-        let options = SeedOptions { token: "t".into(), extra_accounts: vec![], generated_images: 50 };
+        let options =
+            SeedOptions { token: "t".into(), extra_accounts: vec![], generated_images: 50, seeded_accounts: vec![] };
         let now = time("2026-11-22T12:00:00");
         let a = initial_state(&options, now);
         assert_eq!(a.public_images.len(), 40);
