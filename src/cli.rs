@@ -11,11 +11,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::{DEFAULT_CACHE_TTL, Shared, Token};
-use crate::engine::{AWAIT_TIMEOUT, Memory, OwnSetting, Policy, Session, SessionOptions};
+use crate::engine::{
+    ACCOUNTS_ON_ERROR, AWAIT_TIMEOUT, AccountOptions, Memory, OwnSetting, Policy, Session, SessionOptions,
+};
 use crate::error::Error;
 use crate::mutate::Defaults;
 use crate::outcome::Outcome;
 use crate::output::{self, Format};
+use crate::profile::SetSpec;
 use crate::provider::Registry;
 use crate::sandbox::{Sandbox, SandboxArgs};
 use crate::scan::ScanOptions;
@@ -45,9 +48,17 @@ pub struct Cli {
     /// Result format [default: the profile's, or table]
     #[arg(short = 'o', long = "output", value_enum)]
     output: Option<Format>,
-    /// Take the token and defaults from profile NAME (imageql's config.toml or linode-cli's users)
+    /// Take the token and defaults from profile NAME (imageql's config.toml or linode-cli's users);
+    /// several (`a,b`), a wildcard (`cust_*`) or a group of config.toml make an account set
     #[arg(long, value_name = "NAME", conflicts_with = "sandbox")]
     profile: Option<String>,
+    /// Read every profile of both configuration files as one account set
+    #[arg(long, conflicts_with_all = ["sandbox", "profile"])]
+    all_profiles: bool,
+    /// In an account set, answer from the accounts that did not fail (`skip`) instead of
+    /// failing (`fail`, the default); the failures are warnings on stderr
+    #[arg(long, value_name = "fail|skip")]
+    accounts_on_error: Option<String>,
     /// Run against a sandbox started in this process instead of the real API
     #[arg(long, global = true)]
     sandbox: bool,
@@ -167,6 +178,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     let registry = load_registry(&cli)?;
     // The in-process sandbox lives as long as the session that talks to it.
     let Target { sandbox: _sandbox, base_url, token, output, defaults } = target(&cli, &registry).await?;
+    let accounts = account_set(&cli)?;
     let format = cli.output.or(output).unwrap_or(Format::Table);
     let options = SessionOptions {
         base_url,
@@ -182,8 +194,13 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         token_source: None,
         memory: Memory::default(),
         defaults,
+        accounts,
     };
     let session = Session::new(options).await?;
+    if let Some(mode) = &cli.accounts_on_error {
+        let own = OwnSetting::Set { name: ACCOUNTS_ON_ERROR.into(), value: Some(mode.clone()) };
+        session.apply_own_setting(&own).map_err(|e| Error::Usage(format!("--accounts-on-error: {e}")))?;
+    }
     session.set_dry_run(cli.dry_run);
     if let Some(timeout) = &cli.await_timeout {
         let own = OwnSetting::Set { name: AWAIT_TIMEOUT.into(), value: Some(timeout.clone()) };
@@ -259,6 +276,25 @@ struct Target {
 
 /// An in-process sandbox for `--sandbox`; otherwise `--api-url` or the provider's, with the
 /// token from the environment or a profile.
+/// The accounts of an account set (`--all-profiles`, `--profile a,b`, a group), each with
+/// its profile's token and API URL; none for a session of one account.
+fn account_set(cli: &Cli) -> Result<Vec<AccountOptions>, Error> {
+    let spec = match (&cli.profile, cli.all_profiles) {
+        (_, true) => SetSpec::All,
+        (Some(name), false) if profile::names_a_set(name)? => SetSpec::Names(name),
+        _ => return Ok(vec![]),
+    };
+    let set = profile::select_set(spec)?;
+    Ok(set
+        .into_iter()
+        .map(|(name, profile)| AccountOptions {
+            base_url: cli.api_url.clone().or(profile.api_url),
+            token: profile.token.and_then(Token::new),
+            name,
+        })
+        .collect())
+}
+
 async fn target(cli: &Cli, registry: &Registry) -> Result<Target, Error> {
     if cli.sandbox {
         // It serves what the session's provider files describe.
@@ -269,7 +305,10 @@ async fn target(cli: &Cli, registry: &Registry) -> Result<Target, Error> {
     }
     let from_env = registry.providers.values().find_map(|p| std::env::var(&p.auth.env_var).ok());
     // An explicit --profile beats the environment; the default profile does not.
+    let in_a_set = cli.all_profiles || cli.profile.as_deref().map(profile::names_a_set).transpose()?.unwrap_or(false);
     let profile = match (&cli.profile, &from_env) {
+        // Each account of a set has its own profile.
+        _ if in_a_set => None,
         (None, Some(_)) => None,
         (name, _) => profile::select(name.as_deref())?,
     }

@@ -102,6 +102,91 @@ pub fn select(name: Option<&str>) -> Result<Option<Profile>, Error> {
     }
 }
 
+/// An account set as the command line names it.
+pub enum SetSpec<'a> {
+    /// `--all-profiles`: every profile of both files.
+    All,
+    /// `--profile a,b` or a group's name: names, groups of imageql's file and wildcards.
+    Names(&'a str),
+}
+
+/// Whether `--profile NAME` names an account set: several names, a wildcard, or a group of
+/// imageql's file (`[groups.NAME] profiles = ["acme", "cust_*"]`).
+pub fn names_a_set(name: &str) -> Result<bool, Error> {
+    if name.contains([',', '*', '?']) {
+        return Ok(true);
+    }
+    let ours = imageql_config().map(|path| read(&path).map(|text| parse(&text))).transpose()?;
+    Ok(ours.is_some_and(|sections| sections.iter().any(|(s, _, _)| *s == format!("groups.{name}"))))
+}
+
+/// The profiles of an account set, each with what it gives, in the order named.
+pub fn select_set(spec: SetSpec) -> Result<Vec<(String, Profile)>, Error> {
+    let ours = imageql_config().map(|path| read(&path).map(|text| parse(&text))).transpose()?.unwrap_or_default();
+    let theirs = linode_cli_config().map(|path| read(&path).map(|text| parse(&text))).transpose()?.unwrap_or_default();
+    let mut known: Vec<String> =
+        ours.iter().filter_map(|(s, _, _)| s.strip_prefix("profiles.").map(str::to_string)).collect();
+    known.extend(theirs.iter().map(|(s, _, _)| s.clone()).filter(|s| !s.is_empty() && s != "DEFAULT"));
+    let mut seen = std::collections::HashSet::new();
+    known.retain(|name| seen.insert(name.clone()));
+    let wanted: Vec<String> = match spec {
+        SetSpec::All => known.clone(),
+        SetSpec::Names(text) => {
+            let mut names = Vec::new();
+            for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let group = value(&ours, &format!("groups.{part}"), "profiles");
+                let patterns = match &group {
+                    Some(list) => list_items(list),
+                    None => vec![part.to_string()],
+                };
+                for pattern in patterns {
+                    let matched: Vec<&String> = known.iter().filter(|name| wildcard(&pattern, name)).collect();
+                    if matched.is_empty() {
+                        return Err(Error::Usage(format!(
+                            "no profile matches {pattern:?}{}; profiles: {}",
+                            group.as_ref().map(|_| format!(" (in group {part})")).unwrap_or_default(),
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        )));
+                    }
+                    names.extend(matched.into_iter().cloned());
+                }
+            }
+            names
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut set = Vec::new();
+    for name in wanted.into_iter().filter(|name| seen.insert(name.clone())) {
+        let profile = select(Some(&name))?.unwrap_or_default();
+        set.push((name, profile));
+    }
+    if set.is_empty() {
+        return Err(Error::Usage("the account set is empty: no profile is configured".into()));
+    }
+    Ok(set)
+}
+
+/// The strings of a TOML list of strings: `["acme", "cust_*"]`.
+fn list_items(text: &str) -> Vec<String> {
+    let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
+    inner.split(',').map(|item| item.trim().trim_matches(['"', '\'']).to_string()).filter(|i| !i.is_empty()).collect()
+}
+
+/// Whether `name` matches `pattern`, where `*` is any run of characters and `?` any one.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    fn matches(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => matches(&p[1..], n) || (!n.is_empty() && matches(p, &n[1..])),
+            (Some('?'), Some(_)) => matches(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => matches(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    matches(&p, &n)
+}
+
 fn read(path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|source| Error::File { path: path.display().to_string(), source })
 }
@@ -163,7 +248,14 @@ fn value(sections: &[(String, String, String)], section: &str, key: &str) -> Opt
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{list_items, parse, wildcard};
+
+    #[test]
+    fn groups_list_profiles_with_wildcards() {
+        assert_eq!(list_items(r#"["acme", 'cust_*']"#), ["acme", "cust_*"]);
+        assert!(wildcard("cust_*", "cust_globex") && wildcard("cust_*", "cust_") && !wildcard("cust_*", "acme"));
+        assert!(wildcard("a?me", "acme") && !wildcard("a?me", "ame") && wildcard("*", "anything"));
+    }
 
     #[test]
     fn reads_toml_and_ini_sections_alike() {

@@ -52,12 +52,12 @@ pub use crate::files::FileAccess;
 use crate::mutate;
 use crate::outcome::Outcome;
 use crate::provider::{Provider, Registry, View, nearest};
-use crate::scan::{ParamsFromJoins, ScanOptions, register_all};
+use crate::scan::{OnError, ParamsFromJoins, ScanOptions, register_accounts, register_all};
 use crate::sql::{self, Dialect};
 pub use guard::Policy;
 pub use memory::Memory;
 use meta::Meta;
-pub use settings::{AWAIT_TIMEOUT, DRY_RUN, OwnSetting, duration_text, own_setting, setting_text};
+pub use settings::{ACCOUNTS_ON_ERROR, AWAIT_TIMEOUT, DRY_RUN, OwnSetting, duration_text, own_setting, setting_text};
 use statement::Form;
 pub use statement::{CopyFormat, Kind, Prepared, Statement};
 
@@ -86,6 +86,17 @@ pub struct SessionOptions {
     pub memory: Memory,
     /// Values the profile gives the fields an INSERT leaves out (linode-cli's defaults).
     pub defaults: mutate::Defaults,
+    /// An account set: every provider table gets a leading `account` column and reads each
+    /// of them with its own token. Empty: one account, `base_url` and `token`.
+    pub accounts: Vec<AccountOptions>,
+}
+
+/// One account of an account set, named by its profile.
+#[derive(Debug, Clone)]
+pub struct AccountOptions {
+    pub name: String,
+    pub base_url: Option<String>,
+    pub token: Option<Token>,
 }
 
 impl SessionOptions {
@@ -105,6 +116,7 @@ impl SessionOptions {
             token_source: None,
             memory: Memory::default(),
             defaults: mutate::Defaults::new(),
+            accounts: vec![],
         }
     }
 }
@@ -122,36 +134,61 @@ pub struct Session {
     await_timeout: std::sync::Mutex<std::time::Duration>,
     /// What the profile gives the fields an INSERT leaves out.
     defaults: mutate::Defaults,
+    /// The account set's names; empty in a session of one account.
+    accounts: Vec<String>,
+    /// Whether a statement over the account set answers from the accounts that did not fail.
+    on_error: Arc<OnError>,
+}
+
+/// One API client per provider.
+type Clients = std::collections::HashMap<String, Arc<ApiClient>>;
+
+/// The clients of one account: its token and API base (or the provider's) for each provider.
+fn clients_for(
+    options: &SessionOptions,
+    base_url: Option<&String>,
+    token: Option<&Token>,
+    token_source: Option<&str>,
+) -> Result<Clients, Error> {
+    let mut clients = Clients::new();
+    for provider in options.registry.providers.values() {
+        let given = base_url.cloned().unwrap_or_else(|| provider.base_url.clone());
+        let base = api_base(&given)?;
+        if token.is_some() && cleartext_off_host(&base) {
+            return Err(Error::Usage(format!(
+                "refusing to send {} over plain http to {given}: use https, or a loopback address",
+                provider.auth.env_var
+            )));
+        }
+        let base = base.as_str().trim_end_matches('/').to_string();
+        let client = ApiClient::new(
+            &base,
+            token.cloned(),
+            token_source.unwrap_or(&provider.auth.env_var),
+            provider.rate_limits.clone(),
+            options.progress.clone(),
+            options.shared.clone(),
+            options.timeout,
+        );
+        let client = match options.policy.reveals_setup {
+            true => client,
+            false => client.hiding_base(),
+        };
+        clients.insert(provider.id.clone(), Arc::new(client));
+    }
+    Ok(clients)
 }
 
 impl Session {
     pub async fn new(options: SessionOptions) -> Result<Session, Error> {
-        let registry = options.registry;
-        let mut clients = std::collections::HashMap::new();
-        for provider in registry.providers.values() {
-            let given = options.base_url.clone().unwrap_or_else(|| provider.base_url.clone());
-            let base_url = api_base(&given)?;
-            if options.token.is_some() && cleartext_off_host(&base_url) {
-                return Err(Error::Usage(format!(
-                    "refusing to send {} over plain http to {given}: use https, or a loopback address",
-                    provider.auth.env_var
-                )));
-            }
-            let base_url = base_url.as_str().trim_end_matches('/').to_string();
-            let client = ApiClient::new(
-                &base_url,
-                options.token.clone(),
-                options.token_source.as_deref().unwrap_or(&provider.auth.env_var),
-                provider.rate_limits.clone(),
-                options.progress.clone(),
-                options.shared.clone(),
-                options.timeout,
-            );
-            let client = match options.policy.reveals_setup {
-                true => client,
-                false => client.hiding_base(),
-            };
-            clients.insert(provider.id.clone(), Arc::new(client));
+        let registry = options.registry.clone();
+        let clients =
+            clients_for(&options, options.base_url.as_ref(), options.token.as_ref(), options.token_source.as_deref())?;
+        let mut accounts = Vec::new();
+        for account in &options.accounts {
+            let source = format!("the token of profile {}", account.name);
+            let clients = clients_for(&options, account.base_url.as_ref(), account.token.as_ref(), Some(&source))?;
+            accounts.push((account.name.clone(), clients));
         }
         let mut config = SessionConfig::new().with_information_schema(true);
         if let Some(catalog) = &options.default_catalog {
@@ -173,7 +210,13 @@ impl Session {
         if options.dialect == Dialect::Postgres {
             postgres::register(&ctx);
         }
-        register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
+        let on_error = Arc::new(OnError::default());
+        if accounts.is_empty() {
+            register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
+        } else {
+            let of = |p: &Provider| accounts.iter().map(|(name, c)| (name.clone(), c[&p.id].clone())).collect();
+            register_accounts(&ctx, &registry, of, options.scan, on_error.clone(), options.progress.clone())?;
+        }
         let has_token = options.token.is_some();
         let session = Session {
             ctx,
@@ -185,6 +228,8 @@ impl Session {
             dry_run: Default::default(),
             await_timeout: std::sync::Mutex::new(mutate::AWAIT_TIMEOUT),
             defaults: options.defaults,
+            accounts: accounts.into_iter().map(|(name, _)| name).collect(),
+            on_error,
         };
         session.register_views().await?;
         Ok(session)
@@ -327,6 +372,13 @@ impl Session {
                 Err(e) => return Err(e),
             },
         };
+        if !self.accounts.is_empty() && (matches!(kind, Kind::Change) || parsed.has_hint("AWAIT")) {
+            return Err(Error::Refused(format!(
+                "changes and waits act on one account: this session reads the account set {}; run it with \
+                 --profile NAME",
+                self.accounts.join(", ")
+            )));
+        }
         match (&kind, parsed.has_hint("AWAIT")) {
             (Kind::Plan(_), true) => {
                 awaited::awaited(&parsed.statement, &self.registry)?;
@@ -530,6 +582,10 @@ impl Session {
     /// SET, RESET or SHOW of one of imageql's own settings.
     pub fn apply_own_setting(&self, own: &OwnSetting) -> Result<Outcome, Error> {
         match own {
+            OwnSetting::Set { name, value } if name == settings::ACCOUNTS_ON_ERROR => {
+                self.on_error.set_skip(settings::skips(name, value.as_deref())?);
+                Ok(Outcome::Done)
+            }
             OwnSetting::Set { name, value } if name == settings::AWAIT_TIMEOUT => {
                 let timeout = match value {
                     Some(value) => settings::duration(name, value)?,
@@ -546,6 +602,8 @@ impl Session {
                 settings::known(name)?;
                 let shown = match name.as_str() {
                     settings::AWAIT_TIMEOUT => settings::duration_text(self.await_timeout()),
+                    settings::ACCOUNTS_ON_ERROR if self.on_error.skip() => "skip".to_string(),
+                    settings::ACCOUNTS_ON_ERROR => "fail".to_string(),
                     _ if self.dry_run() => "on".to_string(),
                     _ => "off".to_string(),
                 };

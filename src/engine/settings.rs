@@ -13,7 +13,10 @@ use crate::error::Error;
 pub const DRY_RUN: &str = "imageql.dry_run";
 /// How long `/*+ AWAIT */` waits at most.
 pub const AWAIT_TIMEOUT: &str = "imageql.await_timeout";
-const OWN: [&str; 2] = [DRY_RUN, AWAIT_TIMEOUT];
+/// Whether a statement over an account set fails when an account does (`fail`) or answers
+/// from the others (`skip`); also written without its prefix.
+pub const ACCOUNTS_ON_ERROR: &str = "imageql.accounts_on_error";
+const OWN: [&str; 3] = [DRY_RUN, AWAIT_TIMEOUT, ACCOUNTS_ON_ERROR];
 
 /// What a statement does to one of imageql's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +33,13 @@ pub enum OwnSetting {
 
 /// The statement, when it sets, resets or shows a setting named `imageql.…`.
 pub fn own_setting(statement: &DFStatement) -> Option<OwnSetting> {
-    let ours = |name: String| name.to_lowercase().starts_with("imageql.").then(|| name.to_lowercase());
+    let ours = |name: String| {
+        let name = name.to_lowercase();
+        match name.as_str() {
+            "accounts_on_error" => Some(ACCOUNTS_ON_ERROR.to_string()),
+            _ => name.starts_with("imageql.").then_some(name),
+        }
+    };
     match statement {
         DFStatement::Reset(ResetStatement::Variable(name)) => {
             Some(OwnSetting::Set { name: ours(name.to_string())?, value: None })
@@ -69,6 +78,17 @@ pub fn switch(name: &str, value: Option<&str>) -> Result<bool, Error> {
         Some("on" | "true" | "1" | "yes") => Ok(true),
         Some(other) => {
             Err(Error::BadSetting { name: name.to_string(), value: other.to_string(), expected: "on or off" })
+        }
+    }
+}
+
+/// Whether the value of `accounts_on_error` is `skip`; `None` (RESET) is `fail`.
+pub fn skips(name: &str, value: Option<&str>) -> Result<bool, Error> {
+    match value.map(|v| v.trim().to_lowercase()).as_deref() {
+        None | Some("fail") => Ok(false),
+        Some("skip") => Ok(true),
+        Some(other) => {
+            Err(Error::BadSetting { name: name.to_string(), value: other.to_string(), expected: "fail or skip" })
         }
     }
 }
@@ -134,6 +154,12 @@ mod tests {
         assert_eq!(own("RESET imageql.dry_run"), set(None));
         assert_eq!(own("SHOW imageql.dry_run"), Some(OwnSetting::Show { name: DRY_RUN.into() }));
         assert_eq!(own("SET search_path = public"), None);
+        assert_eq!(
+            own("SET accounts_on_error = 'skip'"),
+            Some(OwnSetting::Set { name: ACCOUNTS_ON_ERROR.into(), value: Some("skip".into()) })
+        );
+        assert!(skips(ACCOUNTS_ON_ERROR, Some("skip")).unwrap() && !skips(ACCOUNTS_ON_ERROR, None).unwrap());
+        assert!(skips(ACCOUNTS_ON_ERROR, Some("ignore")).is_err());
         assert!(switch(DRY_RUN, Some("on")).unwrap());
         assert!(!switch(DRY_RUN, None).unwrap());
         assert!(matches!(switch(DRY_RUN, Some("maybe")), Err(Error::BadSetting { .. })));

@@ -42,6 +42,8 @@ pub enum Error {
     Placeholder(crate::template::TemplateError),
     /// A setting no one has heard of (`current_setting('nope')`).
     UnknownSetting(String),
+    /// Accounts of an account set that failed, each with why.
+    AccountsFailed(Vec<(String, String)>),
     /// A value a setting does not take.
     BadSetting {
         name: String,
@@ -207,6 +209,7 @@ impl Error {
             Error::UnknownFunction { .. } => "42883",
             Error::UnknownSetting(_) => "42704",
             Error::BadSetting { .. } => "22023",
+            Error::AccountsFailed(_) => "08006",
             Error::Placeholder(_) => "42601",
             Error::InvalidValue { fault: ValueFault::Cast, .. } => "22P02",
             Error::InvalidValue { fault: ValueFault::DivisionByZero, .. } => "22012",
@@ -275,6 +278,9 @@ impl From<DataFusionError> for Error {
                 Some(api) => Error::Api(api.clone()),
                 None if let Some(Error::UnknownSetting(name)) = inner.downcast_ref::<Error>() => {
                     Error::UnknownSetting(name.clone())
+                }
+                None if let Some(Error::AccountsFailed(failed)) = inner.downcast_ref::<Error>() => {
+                    Error::AccountsFailed(failed.clone())
                 }
                 None => match inner.downcast_ref::<ScanError>() {
                     Some(ScanError(message)) => Error::Refused(message.clone()),

@@ -61,6 +61,17 @@ impl fmt::Display for Error {
             Error::InvalidValue { message, .. } => f.write_str(message),
             Error::Placeholder(problem) => write!(f, "{problem}"),
             Error::UnknownSetting(name) => write!(f, "unrecognized configuration parameter \"{name}\""),
+            Error::AccountsFailed(failed) => {
+                let plural = if failed.len() == 1 { "" } else { "s" };
+                write!(f, "{} account{plural} failed", failed.len())?;
+                for (name, why) in failed {
+                    write!(f, "\n  {name}: {why}")?;
+                }
+                write!(
+                    f,
+                    "\nthe others' rows are not answered alone; SET accounts_on_error = 'skip' (or --accounts-on-error skip) answers from them"
+                )
+            }
             Error::BadSetting { name, value, expected } => {
                 write!(f, "invalid value for parameter \"{name}\": \"{value}\" (it takes {expected})")
             }

@@ -3,10 +3,12 @@
 A scan turns pushed-down predicates into requests (see [`pushdown`]) and streams each
 response page into a `RecordBatch` as it arrives. */
 
+mod accounts;
 mod decode;
 mod dependent;
 mod pushdown;
 
+pub use accounts::{ACCOUNT, AccountsTable, OnError};
 pub use dependent::ParamsFromJoins;
 
 pub use decode::to_batch;
@@ -77,6 +79,39 @@ pub fn register_all(
             let schema = Arc::new(MemorySchemaProvider::new());
             for resource in service.resources.values() {
                 let table = ResourceTable::new(provider.clone(), resource.clone(), api.clone(), options);
+                schema.register_table(resource.name.clone(), Arc::new(table))?;
+            }
+            catalog.register_schema(&service.id, schema)?;
+        }
+        ctx.register_catalog(&provider.id, catalog);
+    }
+    Ok(())
+}
+
+/// Registers the tables of an account set: each resource's table reads every account
+/// (`accounts_of` gives each account's client for a provider), with a leading `account` column.
+pub fn register_accounts(
+    ctx: &SessionContext,
+    registry: &Registry,
+    accounts_of: impl Fn(&Provider) -> Vec<(String, Arc<ApiClient>)>,
+    options: ScanOptions,
+    on_error: Arc<OnError>,
+    progress: crate::api::Progress,
+) -> Result<()> {
+    for provider in registry.providers.values() {
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let accounts = accounts_of(provider);
+        for service in provider.services.values() {
+            let schema = Arc::new(MemorySchemaProvider::new());
+            for resource in service.resources.values() {
+                let tables = accounts
+                    .iter()
+                    .map(|(name, api)| {
+                        let table = ResourceTable::new(provider.clone(), resource.clone(), api.clone(), options);
+                        (name.clone(), Arc::new(table) as Arc<dyn TableProvider>)
+                    })
+                    .collect();
+                let table = AccountsTable::new(tables, on_error.clone(), progress.clone());
                 schema.register_table(resource.name.clone(), Arc::new(table))?;
             }
             catalog.register_schema(&service.id, schema)?;

@@ -230,6 +230,7 @@ async fn session(shared: &Shared, token: Option<Token>, token_source: &str) -> R
         memory: shared.memory.clone(),
         // A connection gives every field itself: no profile stands behind it.
         defaults: crate::mutate::Defaults::new(),
+        accounts: vec![],
     };
     Session::new(options).await
 }

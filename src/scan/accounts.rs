@@ -1,0 +1,310 @@
+/*! Account sets: in a session over several accounts, each provider table is the union of the
+same table in every account, with a leading `account` column (the profile's name).
+
+A predicate on `account` (`=`, `<>`, `IN`, `NOT IN` with literals) decides which accounts are
+called at all; the others go to each account's own scan, which sends them to the API as usual.
+Each account's scan uses its own client (token, API URL, response cache and rate budget); a
+bounded number of accounts are read at once. An account that fails does not stop the others:
+by default the statement then fails naming every account that failed and why; when the
+session says `skip`, the rows of the others are the answer and the failures are warnings. */
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, ScalarValue, project_schema};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
+};
+use futures::{StreamExt, stream};
+
+use crate::api::{Event, Progress};
+use crate::error::Error;
+
+/// The leading column of every table of an account set.
+pub const ACCOUNT: &str = "account";
+/// Accounts read at once: each has its own rate budget, so this bounds connections and memory.
+pub const ACCOUNTS_IN_FLIGHT: usize = 32;
+
+/// How a statement over an account set treats an account that fails.
+#[derive(Debug, Default)]
+pub struct OnError {
+    skip: AtomicBool,
+}
+
+impl OnError {
+    pub fn skip(&self) -> bool {
+        self.skip.load(Ordering::Relaxed)
+    }
+
+    pub fn set_skip(&self, skip: bool) {
+        self.skip.store(skip, Ordering::Relaxed);
+    }
+}
+
+/// One table of an account set.
+#[derive(Debug)]
+pub struct AccountsTable {
+    accounts: Vec<(String, Arc<dyn TableProvider>)>,
+    schema: SchemaRef,
+    on_error: Arc<OnError>,
+    progress: Progress,
+}
+
+impl AccountsTable {
+    pub fn new(accounts: Vec<(String, Arc<dyn TableProvider>)>, on_error: Arc<OnError>, progress: Progress) -> Self {
+        let inner = accounts[0].1.schema();
+        let mut fields = vec![Arc::new(Field::new(ACCOUNT, DataType::Utf8, false))];
+        fields.extend(inner.fields().iter().cloned());
+        AccountsTable { accounts, schema: Arc::new(Schema::new(fields)), on_error, progress }
+    }
+}
+
+/// Whether an account's name passes a predicate on `account`.
+type Keeps = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Which accounts a predicate on `account` keeps; `None` when it is not one.
+fn account_filter(expr: &Expr) -> Option<Keeps> {
+    let is_account = |e: &Expr| matches!(e, Expr::Column(c) if c.name == ACCOUNT);
+    let text = |e: &Expr| match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        _ => None,
+    };
+    match expr {
+        // DataFusion writes a short IN list as ORs of equalities.
+        Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Or | Operator::And), right }) => {
+            let (left, right) = (account_filter(left)?, account_filter(right)?);
+            match op {
+                Operator::Or => Some(Box::new(move |name| left(name) || right(name))),
+                _ => Some(Box::new(move |name| left(name) && right(name))),
+            }
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if matches!(op, Operator::Eq | Operator::NotEq) => {
+            let value = match (is_account(left), is_account(right)) {
+                (true, false) => text(right)?,
+                (false, true) => text(left)?,
+                _ => return None,
+            };
+            let equal = *op == Operator::Eq;
+            Some(Box::new(move |name| (name == value) == equal))
+        }
+        Expr::InList(list) if is_account(&list.expr) => {
+            let values: Vec<String> = list.list.iter().map(text).collect::<Option<_>>()?;
+            let negated = list.negated;
+            Some(Box::new(move |name| values.iter().any(|v| v == name) != negated))
+        }
+        _ => None,
+    }
+}
+
+fn mentions_account(expr: &Expr) -> bool {
+    expr.column_refs().iter().any(|c| c.name == ACCOUNT)
+}
+
+#[async_trait]
+impl TableProvider for AccountsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        let others: Vec<&Expr> = filters.iter().copied().filter(|f| !mentions_account(f)).collect();
+        let mut inner = self.accounts[0].1.supports_filters_pushdown(&others)?.into_iter();
+        Ok(filters
+            .iter()
+            .map(|f| match (account_filter(f).is_some(), mentions_account(f)) {
+                (true, _) => TableProviderFilterPushDown::Exact,
+                (false, true) => TableProviderFilterPushDown::Unsupported,
+                (false, false) => inner.next().unwrap_or(TableProviderFilterPushDown::Unsupported),
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let keeps: Vec<_> = filters.iter().filter_map(account_filter).collect();
+        let inner_filters: Vec<Expr> = filters.iter().filter(|f| !mentions_account(f)).cloned().collect();
+        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let inner_projection: Vec<usize> = wanted.iter().filter(|i| **i != 0).map(|i| i - 1).collect();
+        let mut children = Vec::new();
+        for (name, table) in self.accounts.iter().filter(|(name, _)| keeps.iter().all(|keep| keep(name))) {
+            let plan = table.scan(state, Some(&inner_projection), &inner_filters, limit).await?;
+            children.push((name.clone(), plan));
+        }
+        let projected = project_schema(&self.schema, projection)?;
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(projected.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Arc::new(AccountsExec {
+            names: children.iter().map(|(name, _)| name.clone()).collect(),
+            children: children.into_iter().map(|(_, plan)| plan).collect(),
+            wanted,
+            projected,
+            properties,
+            on_error: self.on_error.clone(),
+            progress: self.progress.clone(),
+        }))
+    }
+}
+
+/// The scans of the accounts a statement reads, their rows with the account's name.
+#[derive(Debug)]
+pub struct AccountsExec {
+    names: Vec<String>,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+    /// The table's columns asked for, `0` being `account`.
+    wanted: Vec<usize>,
+    projected: SchemaRef,
+    properties: Arc<PlanProperties>,
+    on_error: Arc<OnError>,
+    progress: Progress,
+}
+
+impl DisplayAs for AccountsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "AccountsExec: {} accounts ({}), at most {ACCOUNTS_IN_FLIGHT} at once",
+            self.names.len(),
+            self.names.join(", ")
+        )
+    }
+}
+
+impl AccountsExec {
+    /// A batch of one account's scan with the account's column put where it was asked for.
+    fn with_account(wanted: &[usize], schema: &SchemaRef, name: &str, batch: RecordBatch) -> Result<RecordBatch> {
+        let account: ArrayRef = Arc::new(StringArray::from(vec![name; batch.num_rows()]));
+        let mut inner = batch.columns().iter();
+        let columns: Vec<ArrayRef> = wanted
+            .iter()
+            .map(|i| if *i == 0 { account.clone() } else { inner.next().cloned().unwrap_or_else(|| account.clone()) })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
+    }
+}
+
+impl ExecutionPlan for AccountsExec {
+    fn name(&self) -> &str {
+        "AccountsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.children.iter().collect()
+    }
+
+    /// Each account's scan is read whole, as one stream: spreading it over partitions would
+    /// gain nothing but a repartition in between.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false; self.children.len()]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(AccountsExec {
+            names: self.names.clone(),
+            children,
+            wanted: self.wanted.clone(),
+            projected: self.projected.clone(),
+            properties: self.properties.clone(),
+            on_error: self.on_error.clone(),
+            progress: self.progress.clone(),
+        }))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("{} has one partition, not {partition}", self.name())));
+        }
+        let failures: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let mut scans = Vec::with_capacity(self.children.len());
+        for (name, child) in self.names.iter().zip(&self.children) {
+            let (name, child, context) = (name.clone(), child.clone(), context.clone());
+            let (wanted, schema, failures) = (self.wanted.clone(), self.projected.clone(), failures.clone());
+            // Executing a scan only builds its stream: requests go when it is polled, so only
+            // the accounts in flight send them.
+            let partitions = child.output_partitioning().partition_count();
+            let started = (0..partitions).map(move |p| child.execute(p, context.clone()));
+            let scan = stream::iter(started.collect::<Vec<_>>()).flat_map(move |started| {
+                let (name, wanted, schema, failures) = (name.clone(), wanted.clone(), schema.clone(), failures.clone());
+                let batches = match started {
+                    Ok(batches) => batches.boxed(),
+                    Err(e) => stream::once(async move { Err(e) }).boxed(),
+                };
+                let named = name.clone();
+                batches
+                    .map(move |batch| batch.and_then(|b| AccountsExec::with_account(&wanted, &schema, &named, b)))
+                    .scan((), {
+                        let (name, failures) = (name.clone(), failures.clone());
+                        move |_, batch| {
+                            let kept = match batch {
+                                Ok(batch) => Some(Some(Ok(batch))),
+                                Err(e) => {
+                                    let why = Error::from(e).to_string();
+                                    failures.lock().unwrap_or_else(|e| e.into_inner()).push((name.clone(), why));
+                                    None
+                                }
+                            };
+                            std::future::ready(kept)
+                        }
+                    })
+                    .filter_map(std::future::ready)
+            });
+            scans.push(scan.boxed());
+        }
+        let (on_error, progress) = (self.on_error.clone(), self.progress.clone());
+        let verdict = stream::once(Box::pin(async move {
+            let mut failed = std::mem::take(&mut *failures.lock().unwrap_or_else(|e| e.into_inner()));
+            if failed.is_empty() {
+                return None;
+            }
+            failed.sort();
+            if on_error.skip() {
+                for (name, why) in &failed {
+                    progress.report(Event::Warning(&format!("account {name} was left out: {why}")));
+                }
+                return None;
+            }
+            Some(Err(DataFusionError::External(Box::new(Error::AccountsFailed(failed)))))
+        }))
+        .filter_map(std::future::ready);
+        let rows = stream::iter(scans).flatten_unordered(Some(ACCOUNTS_IN_FLIGHT)).chain(verdict);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.projected.clone(), rows)))
+    }
+}

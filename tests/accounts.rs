@@ -1,0 +1,172 @@
+//! Account sets: one sandbox hosting several accounts (`--accounts-file`), profiles in both
+//! configuration files, and queries over all of them with the `account` column.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Run, SandboxProcess};
+use serde_json::Value;
+
+struct Accounts {
+    sandbox: SandboxProcess,
+    home: tempfile::TempDir,
+}
+
+impl Accounts {
+    /// Three customers of four images each; linode-cli knows acme, globex and a revoked
+    /// profile, imageql's file knows initech and a group of the `cust`-omers.
+    fn start() -> Accounts {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("accounts");
+        std::fs::write(&file, "acme:tok-acme\nglobex:tok-globex\ninitech:tok-initech\n").unwrap();
+        let sandbox = SandboxProcess::start(&["--accounts-file", file.to_str().unwrap(), "--seed-images", "4"]);
+        let home = tempfile::tempdir().unwrap();
+        let host = sandbox.origin().trim_start_matches("http://").to_string();
+        std::fs::write(
+            home.path().join(".linode-cli"),
+            format!(
+                "[DEFAULT]\ndefault-user = acme\napi_host = {host}\napi_scheme = http\n\n\
+                 [acme]\ntoken = tok-acme\n\n[globex]\ntoken = tok-globex\n\n[revoked]\ntoken = tok-revoked\n"
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(home.path().join(".config/imageql")).unwrap();
+        std::fs::write(
+            home.path().join(".config/imageql/config.toml"),
+            format!(
+                "[profiles.initech]\ntoken = \"tok-initech\"\napi_url = \"{}\"\n\n\
+                 [groups.customers]\nprofiles = [\"acme\", \"glob*\", \"initech\"]\n",
+                sandbox.url
+            ),
+        )
+        .unwrap();
+        Accounts { sandbox, home }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let output = common::imageql_command(self.home.path()).env_remove("LINODE_TOKEN").args(args).output().unwrap();
+        Run(output)
+    }
+
+    fn rows(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["-o", "ndjson"];
+        all.extend(args);
+        self.run(&all).rows()
+    }
+}
+
+fn counts(rows: &[Value]) -> BTreeMap<String, i64> {
+    rows.iter().map(|r| (r["account"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap())).collect()
+}
+
+#[test]
+fn one_query_reads_every_account_of_a_set_with_its_own_token() {
+    let accounts = Accounts::start();
+    let sql = "SELECT account, count(*) AS n FROM linode.images.images WHERE NOT is_public GROUP BY account";
+    let expected: BTreeMap<String, i64> =
+        [("acme", 4), ("globex", 4), ("initech", 4)].map(|(a, n)| (a.to_string(), n)).into();
+    assert_eq!(counts(&accounts.rows(&["--profile", "acme,globex,initech", "-e", sql])), expected);
+    // A group of imageql's file, with a wildcard over linode-cli's users.
+    assert_eq!(counts(&accounts.rows(&["--profile", "customers", "-e", sql])), expected);
+
+    // Each account's rows are its own: no row answered from another's cache.
+    let rows = accounts.rows(&[
+        "--profile",
+        "customers",
+        "-e",
+        "SELECT account, id, created_by FROM linode.images.images WHERE NOT is_public",
+    ]);
+    assert!(rows.iter().all(|r| r["account"] == r["created_by"]), "{rows:?}");
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 12);
+
+    // A single-account query still works unchanged, and a single profile has no account column.
+    let single = accounts.rows(&[
+        "--profile",
+        "globex",
+        "-e",
+        "SELECT count(*) AS n FROM linode.images.images WHERE NOT is_public",
+    ]);
+    assert_eq!(single, [serde_json::json!({"n": 4})]);
+}
+
+#[test]
+fn a_predicate_on_account_decides_which_accounts_are_called() {
+    let accounts = Accounts::start();
+    let mark = accounts.sandbox.log().len();
+    let rows = accounts.rows(&[
+        "--profile",
+        "customers",
+        "-e",
+        "SELECT account, count(*) AS n FROM linode.images.images WHERE account = 'globex' AND NOT is_public GROUP BY account",
+    ]);
+    assert_eq!(counts(&rows), [("globex".to_string(), 4)].into());
+    assert_eq!(accounts.sandbox.log_since(mark).len(), 1, "one account was called");
+    let mark = accounts.sandbox.log().len();
+    accounts.rows(&[
+        "--profile",
+        "customers",
+        "-e",
+        "SELECT id FROM linode.images.images WHERE account IN ('acme', 'initech') AND NOT is_public",
+    ]);
+    assert_eq!(accounts.sandbox.log_since(mark).len(), 2);
+    let mark = accounts.sandbox.log().len();
+    accounts.rows(&[
+        "--profile",
+        "customers",
+        "-e",
+        "SELECT id FROM linode.images.images WHERE account <> 'acme' AND NOT is_public",
+    ]);
+    assert_eq!(accounts.sandbox.log_since(mark).len(), 2);
+    let explained = accounts
+        .run(&[
+            "--profile",
+            "customers",
+            "-o",
+            "text",
+            "-e",
+            "EXPLAIN SELECT id FROM linode.images.images WHERE account = 'initech'",
+        ])
+        .ok();
+    assert!(explained.contains("AccountsExec: 1 accounts (initech)"), "{explained}");
+}
+
+#[test]
+fn a_failing_account_fails_the_statement_or_is_left_out_when_asked() {
+    let accounts = Accounts::start();
+    let sql = "SELECT account, count(*) AS n FROM linode.images.images WHERE NOT is_public GROUP BY account";
+    let run = accounts.run(&["--all-profiles", "-o", "ndjson", "-e", sql]);
+    let stderr = run.fails();
+    assert!(stderr.contains("1 account failed") && stderr.contains("revoked: GET"), "{stderr}");
+    assert!(stderr.contains("HTTP 401") && !stderr.contains("tok-revoked"), "{stderr}");
+    assert!(run.stdout().is_empty(), "never silently fewer rows: {}", run.stdout());
+
+    let run = accounts.run(&["--all-profiles", "--accounts-on-error", "skip", "-o", "ndjson", "-e", sql]);
+    assert_eq!(
+        counts(&run.rows()),
+        [("acme", 4), ("globex", 4), ("initech", 4)].map(|(a, n)| (a.to_string(), n)).into()
+    );
+    assert!(run.stderr().contains("warning: account revoked was left out"), "{}", run.stderr());
+    let run = accounts.run(&["--all-profiles", "-o", "ndjson", "-e", "SET accounts_on_error = 'skip'", "-e", sql]);
+    assert_eq!(run.rows().len(), 3);
+
+    // Changes act on one account.
+    let stderr = accounts
+        .run(&["--profile", "customers", "-e", "DELETE FROM linode.images.images WHERE account = 'acme' AND size > 1"])
+        .fails();
+    assert!(stderr.contains("changes and waits act on one account"), "{stderr}");
+}
+
+#[test]
+fn an_account_set_names_what_it_cannot_find() {
+    let accounts = Accounts::start();
+    let run = accounts.run(&["--profile", "acme,nobody", "-e", "SELECT 1"]);
+    assert_eq!(run.code(), 2, "a mistake on the command line");
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("no profile matches \"nobody\"") && stderr.contains("profiles: initech, acme, globex, revoked"),
+        "{stderr}"
+    );
+}
