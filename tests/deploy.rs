@@ -152,6 +152,15 @@ fn deploys_are_checked_before_any_request() {
             "root_pass: Length must be 11-128 characters",
         ),
     ];
+    // A secret is masked in every message, even one of a cast that quotes its value.
+    let stderr = sandbox
+        .imageql(&["-e", "INSERT INTO linode.linode.instances (region, type, image, label, root_pass) VALUES ('us-east', 'g6-nanode-1', 'linode/debian12', 'cast-1', CAST('Long-enough-pass' AS INT))"])
+        .fails();
+    assert!(stderr.contains("Cannot cast string '********'"), "{stderr}");
+    // Unquoted column names are folded to lower case, as SQL does.
+    let rows = sandbox.rows("EXPLAIN INSERT INTO linode.linode.instances (REGION, TYPE, LABEL) VALUES ('us-east', 'g6-nanode-1', 'upper-1')");
+    assert!(rows[0]["request"].as_str().unwrap().contains(r#""region":"us-east""#), "{rows:?}");
+    assert!(rows.last().unwrap()["id"].is_null(), "no sum of nothing: {rows:?}");
     let mark = sandbox.log().len();
     for (sql, words) in cases {
         let stderr = sandbox.imageql(&["-e", sql]).fails();

@@ -403,6 +403,11 @@ fn invalid_statements_make_no_request() {
             "unknown hint /*+ AWAT */: did you mean AWAIT?",
         ),
         ("SELECT /*+ AWAIT */ 1", "AWAIT on a query waits for the rows of one resource"),
+        (
+            "WITH x AS (SELECT id FROM linode.images.images) SELECT /*+ AWAIT */ * FROM x",
+            "a hint goes right after the statement's first word",
+        ),
+        ("SELECT * FROM (SELECT /*+ AWAIT */ id FROM linode.images.images) t", "a hint goes right after"),
         ("SELECT /*+ AWAIT */ id FROM linode.regions.regions", "linode.regions.regions has no status to wait for"),
     ];
     for (sql, words) in cases {
@@ -558,6 +563,10 @@ fn a_dry_run_lists_every_request_with_what_it_touches_and_sends_none() {
     assert_eq!(rows[0]["request"], r#"PUT /images/private%2F1001 {"description":"windows-less-bastion"}"#);
     assert_eq!(rows[0]["label"], "golden-web-2024");
     assert!(rows[1]["request"].as_str().unwrap().contains("until status is available"), "{rows:?}");
+    // A PostgreSQL array literal is a list, as drivers bind lists on the client side.
+    let rows =
+        sandbox.rows("EXPLAIN REPLACE linode.images.images SET tags = '{web,\"two words\"}' WHERE id = 'private/1001'");
+    assert_eq!(rows[0]["request"], r#"PUT /images/private%2F1001 {"tags":["web","two words"]}"#);
     let rows = sandbox.rows("EXPLAIN REPLACE linode.images.images SET label = 'x' WHERE id = 'private/9999'");
     assert!(rows[0]["request"].as_str().unwrap().ends_with("(no such row: the API will answer 404)"), "{rows:?}");
     assert!(sent_changes(&sandbox.log_since(mark)).is_empty(), "EXPLAIN sent a change");
@@ -602,6 +611,18 @@ fn a_dry_run_lists_every_request_with_what_it_touches_and_sends_none() {
         ])
         .ok();
     assert!(out.contains("DELETE /images/private%2F1003") && out.contains(r#""imageql.dry_run":"off""#), "{out}");
+    // --dry-run holds for the whole run: its script cannot turn it off.
+    let run = sandbox.imageql(&[
+        "--dry-run",
+        "-e",
+        "RESET imageql.dry_run",
+        "-e",
+        "DELETE FROM linode.images.images WHERE id = 'private/1003'",
+        "-e",
+        "SET imageql.dry_run = off",
+    ]);
+    assert!(run.stdout().contains("none sent"), "{}", run.stdout());
+    assert!(run.stderr().contains("--dry-run is on for this run"), "{}", run.stderr());
     let stderr = sandbox.imageql(&["-e", "SET imageql.dry_run = perhaps"]).fails();
     assert!(stderr.contains("invalid value for parameter \"imageql.dry_run\""), "{stderr}");
     assert!(sent_changes(&sandbox.log_since(mark)).is_empty());

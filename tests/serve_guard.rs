@@ -573,3 +573,61 @@ print(conn.execute("EXEC linode.images.images.put_image @imageId=%s, @label=%s R
         ["[('private/1006', 'renamed')]", "[('private/1006', 'renamed')]", "[('private/1007', 'YY')]"]
     );
 }
+
+#[test]
+fn pools_prepared_statements_and_settings_behave_as_drivers_expect() {
+    let sandbox = SandboxProcess::start(&["--time-scale", "0"]);
+    let server = ServeProcess::start(&sandbox, &[], &[]);
+    let puts = |sandbox: &SandboxProcess| sandbox.log().iter().filter(|r| r["method"] == "PUT").count();
+    let report = python(
+        &server,
+        r#"
+import asyncio, os, asyncpg, psycopg
+url, password = os.environ["IMAGEQL_URL"], os.environ["IMAGEQL_PASSWORD"]
+
+async def main():
+    # A pool resets each connection it takes back (advisory locks, LISTEN, cursors, settings).
+    pool = await asyncpg.create_pool(url, password=password, min_size=1, max_size=1)
+    async with pool.acquire() as c:
+        await c.fetchval("SELECT 1")
+    async with pool.acquire() as c:
+        # An EXEC without RETURNING answers the image: described so before it runs.
+        rows = await c.fetch("EXEC linode.images.images.put_image @imageId=$1, @label=$2", "private/1003", "exec-1")
+        print(rows[0]["label"])
+        # Prepared during a dry run, run after it: prepared again, sent once.
+        await c.execute("SET imageql.dry_run = on")
+        sql = "REPLACE linode.images.images SET label = $1 WHERE id = $2 RETURNING id, label"
+        print(len(await c.fetch(sql, "again-1", "private/1003")))
+        await c.execute("SET imageql.dry_run = off")
+        print((await c.fetch(sql, "again-1", "private/1003"))[0]["label"])
+        print(list((await c.fetch("SHOW imageql.dry_run"))[0].keys()))
+    await pool.close()
+
+asyncio.run(main())
+conn = psycopg.connect(url, password=password)
+for _ in range(7):
+    conn.execute("SELECT id FROM linode.images.images WHERE id = %s", ("private/1001",)).fetchall()
+conn.rollback()
+print("rolled back")
+try:
+    conn.execute("SELECT set_config('imageql.dry_run', 'on', false)")
+except psycopg.Error as e:
+    print("refused:", str(e).splitlines()[0])
+conn.rollback()
+conn.autocommit = True
+try:
+    conn.execute("INSERT INTO linode.linode.instances (region, type, image, label, root_pass) VALUES (%s, %s, %s, %s, CAST(%s AS INT))", ("us-east", "g6-nanode-1", "linode/debian12", "cast-2", "Serve-secret-pass"))
+except psycopg.Error as e:
+    print("masked:", "Serve-secret-pass" not in str(e))
+"#,
+    );
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[0], "exec-1", "{report}");
+    assert_eq!(lines[1], "2", "the dry run's request and total");
+    assert_eq!(lines[2], "again-1");
+    assert_eq!(lines[3], "['imageql.dry_run']");
+    assert_eq!(lines[4], "rolled back");
+    assert!(lines[5].starts_with("refused: imageql.dry_run is set with SET"), "{report}");
+    assert_eq!(lines[6], "masked: True");
+    assert_eq!(puts(&sandbox), 2, "the EXEC and the REPLACE, each sent once");
+}

@@ -28,7 +28,15 @@ pub(super) fn awaited(statement: &DFStatement, registry: &Registry) -> Result<Aw
                 .into(),
         )
     };
-    let DFStatement::Statement(statement) = statement else { return Err(refused()) };
+    let statement = match statement {
+        DFStatement::Statement(statement) => statement,
+        DFStatement::Explain(_) => {
+            return Err(Error::Refused(
+                "EXPLAIN of SELECT /*+ AWAIT */ is not made: explain the query without AWAIT".into(),
+            ));
+        }
+        _ => return Err(refused()),
+    };
     let SqlStatement::Query(query) = statement.as_ref() else { return Err(refused()) };
     let SetExpr::Select(select) = query.body.as_ref() else { return Err(refused()) };
     let [from] = select.from.as_slice() else { return Err(refused()) };

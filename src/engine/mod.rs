@@ -130,6 +130,8 @@ pub struct Session {
     has_token: bool,
     /// Changes are previewed, not sent (`imageql.dry_run`).
     dry_run: std::sync::atomic::AtomicBool,
+    /// Set by the command line's `--dry-run`: no statement may turn the dry run off.
+    dry_run_forced: std::sync::atomic::AtomicBool,
     /// How long `/*+ AWAIT */` waits at most (`imageql.await_timeout`).
     await_timeout: std::sync::Mutex<std::time::Duration>,
     /// What the profile gives the fields an INSERT leaves out.
@@ -226,6 +228,7 @@ impl Session {
             policy: options.policy,
             has_token,
             dry_run: Default::default(),
+            dry_run_forced: Default::default(),
             await_timeout: std::sync::Mutex::new(mutate::AWAIT_TIMEOUT),
             defaults: options.defaults,
             accounts: accounts.into_iter().map(|(name, _)| name).collect(),
@@ -344,7 +347,13 @@ impl Session {
     /// Checks a statement against the session's policy and plans it, sending nothing: what
     /// kind of statement it is, its parameters and the rows it returns are known from here on.
     pub async fn prepare(&self, statement: Statement) -> Result<Prepared, Error> {
-        self.prepared(statement).await.map_err(|error| self.explained(error))
+        let mut secrets = match &statement.form {
+            Form::Sql(parsed) => self.secrets_of(&parsed.statement),
+            Form::Meta(_) => vec![],
+        };
+        // Parameters have no values yet.
+        secrets.retain(|secret| !secret.starts_with('$'));
+        self.prepared(statement).await.map_err(|error| with_secrets_masked(self.explained(error), secrets))
     }
 
     async fn prepared(&self, statement: Statement) -> Result<Prepared, Error> {
@@ -398,7 +407,9 @@ impl Session {
             }
             _ => vec![],
         };
-        Ok(Prepared::new(Some(parsed), kind).with_change_parameters(types))
+        let mut prepared = Prepared::new(Some(parsed), kind).with_change_parameters(types);
+        prepared.previewed = self.dry_run();
+        Ok(prepared)
     }
 
     /// DataFusion's plan of a statement. In the Postgres dialect, a statement whose correlated
@@ -445,7 +456,8 @@ impl Session {
                     let (resource, verb) = mutate::target(&self.registry, statement)?;
                     return Ok(Some(mutate::preview_schema(&resource, verb)));
                 }
-                if !statement::has_returning(statement, parsed) {
+                let exec = matches!(statement.as_ref(), SqlStatement::Execute { .. });
+                if !exec && !statement::has_returning(statement, parsed) {
                     return Ok(None);
                 }
                 let bound = mutate::bind_for_describe(&self.ctx.state(), &self.registry, statement, parsed)?;
@@ -514,13 +526,53 @@ impl Session {
 
     /// Runs a prepared statement with values for its parameters.
     pub async fn run(&self, prepared: &Prepared, params: &ParamValues, cancel: &CancelToken) -> Result<Outcome, Error> {
-        self.running(prepared, params, cancel).await.map_err(|error| self.explained(error))
+        self.running(prepared, params, cancel)
+            .await
+            .map_err(|error| self.masked(prepared, params, self.explained(error)))
+    }
+
+    /// An error of a change that gave a secret, with the secret masked wherever it shows; a
+    /// secret given as a parameter (`$3`) is masked by its value.
+    fn masked(&self, prepared: &Prepared, params: &ParamValues, error: Error) -> Error {
+        let Some(statement) = prepared.statement() else { return error };
+        let values = match params {
+            ParamValues::List(values) => values.as_slice(),
+            ParamValues::Map(_) => &[],
+        };
+        let secrets = self
+            .secrets_of(statement)
+            .into_iter()
+            .map(|secret| match secret.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) => values.get(n.wrapping_sub(1)).map(|v| v.value().to_string().trim_matches('"').to_string()),
+                None => Some(secret),
+            })
+            .flatten()
+            .filter(|secret| !secret.is_empty() && secret != "NULL")
+            .collect();
+        with_secrets_masked(error, secrets)
+    }
+
+    /// The secrets a statement (or the change it explains) gives.
+    fn secrets_of(&self, statement: &DFStatement) -> Vec<String> {
+        match statement {
+            DFStatement::Statement(statement) => mutate::secret_values(statement, &self.registry.secret_fields()),
+            DFStatement::Explain(explain) => self.secrets_of(&explain.statement),
+            _ => vec![],
+        }
     }
 
     async fn running(&self, prepared: &Prepared, params: &ParamValues, cancel: &CancelToken) -> Result<Outcome, Error> {
         let state = self.ctx.state();
         match prepared.kind() {
             Kind::Meta(meta) => Ok(Outcome::batch(meta::run(meta, &self.registry)?, None)),
+            // A client that kept a statement prepared under the other dry-run setting expects
+            // other columns: refused before anything is sent, as PostgreSQL refuses a cached
+            // plan whose result changed.
+            Kind::Change if prepared.changes() && prepared.previewed != self.dry_run() => Err(Error::Stale(
+                "cached plan must not change result type: imageql.dry_run changed since the statement was prepared; \
+                 prepare it again"
+                    .into(),
+            )),
             Kind::Change => self.change(prepared.parsed(), params, cancel).await,
             Kind::Plan(plan) => {
                 let plan = match params {
@@ -540,6 +592,13 @@ impl Session {
             }),
             Kind::Variable if let Some(own) = settings::own_setting(&prepared.parsed().statement) => {
                 self.apply_own_setting(&own)
+            }
+            // No notifications are ever listened to, and statements prepared by SQL are
+            // DataFusion's, kept by name only.
+            Kind::Variable
+                if matches!(prepared.sql(), Some(SqlStatement::UNLISTEN { .. } | SqlStatement::Deallocate { .. })) =>
+            {
+                Ok(Outcome::Done)
             }
             Kind::Variable | Kind::Transaction => {
                 let plan = state.statement_to_plan(prepared.parsed().statement.clone()).await?;
@@ -570,6 +629,12 @@ impl Session {
         self.dry_run.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Every change of the session is previewed, whatever its statements set (`--dry-run`).
+    pub fn force_dry_run(&self) {
+        self.dry_run_forced.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.set_dry_run(true);
+    }
+
     /// How long `/*+ AWAIT */` waits at most.
     pub fn await_timeout(&self) -> std::time::Duration {
         *self.await_timeout.lock().unwrap_or_else(|e| e.into_inner())
@@ -587,15 +652,22 @@ impl Session {
                 Ok(Outcome::Done)
             }
             OwnSetting::Set { name, value } if name == settings::AWAIT_TIMEOUT => {
-                let timeout = match value {
-                    Some(value) => settings::duration(name, value)?,
-                    None => mutate::AWAIT_TIMEOUT,
+                let timeout = match value.as_deref().map(str::trim) {
+                    Some(value) if !value.eq_ignore_ascii_case("default") => settings::duration(name, value)?,
+                    _ => mutate::AWAIT_TIMEOUT,
                 };
                 self.set_await_timeout(timeout);
                 Ok(Outcome::Done)
             }
             OwnSetting::Set { name, value } => {
-                self.set_dry_run(settings::switch(name, value.as_deref())?);
+                let on = settings::switch(name, value.as_deref())?;
+                // RESET goes back to the run's own value; only turning it off is refused.
+                if !on && value.is_some() && self.dry_run_forced.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(Error::Refused(
+                        "--dry-run is on for this run: no statement of it can turn the dry run off".into(),
+                    ));
+                }
+                self.set_dry_run(on || self.dry_run_forced.load(std::sync::atomic::Ordering::Relaxed));
                 Ok(Outcome::Done)
             }
             OwnSetting::Show { name } => {
@@ -691,6 +763,13 @@ impl Session {
             }
             other => other,
         }
+    }
+}
+
+fn with_secrets_masked(error: Error, secrets: Vec<String>) -> Error {
+    match secrets.is_empty() {
+        true => error,
+        false => Error::Masked { error: Box::new(error), secrets },
     }
 }
 

@@ -74,8 +74,8 @@ pub fn known(name: &str) -> Result<(), Error> {
 pub fn switch(name: &str, value: Option<&str>) -> Result<bool, Error> {
     known(name)?;
     match value.map(|v| v.trim().to_lowercase()).as_deref() {
-        None | Some("off" | "false" | "0" | "no") => Ok(false),
-        Some("on" | "true" | "1" | "yes") => Ok(true),
+        None | Some("off" | "false" | "f" | "0" | "no" | "default") => Ok(false),
+        Some("on" | "true" | "t" | "1" | "yes") => Ok(true),
         Some(other) => {
             Err(Error::BadSetting { name: name.to_string(), value: other.to_string(), expected: "on or off" })
         }
@@ -85,7 +85,7 @@ pub fn switch(name: &str, value: Option<&str>) -> Result<bool, Error> {
 /// Whether the value of `accounts_on_error` is `skip`; `None` (RESET) is `fail`.
 pub fn skips(name: &str, value: Option<&str>) -> Result<bool, Error> {
     match value.map(|v| v.trim().to_lowercase()).as_deref() {
-        None | Some("fail") => Ok(false),
+        None | Some("fail" | "default") => Ok(false),
         Some("skip") => Ok(true),
         Some(other) => {
             Err(Error::BadSetting { name: name.to_string(), value: other.to_string(), expected: "fail or skip" })

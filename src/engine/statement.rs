@@ -132,11 +132,14 @@ pub struct Prepared {
     kind: Kind,
     /// A change's parameter types, found when it is prepared (a plan's are in its plan).
     change_parameters: Vec<Option<DataType>>,
+    /// Whether the session previewed changes when it was prepared: its result's columns
+    /// (a dry run's or the change's) were known from then on.
+    pub(super) previewed: bool,
 }
 
 impl Prepared {
     pub(super) fn new(parsed: Option<Parsed>, kind: Kind) -> Prepared {
-        Prepared { parsed, kind, change_parameters: vec![] }
+        Prepared { parsed, kind, change_parameters: vec![], previewed: false }
     }
 
     pub(super) fn with_change_parameters(self, types: Vec<Option<DataType>>) -> Prepared {
@@ -268,7 +271,10 @@ pub(super) fn classify(statement: &DFStatement, registry: &Registry) -> Option<K
         SqlStatement::Set(_) | SqlStatement::Reset(_) | SqlStatement::ShowVariable { .. } if !engine_variable(sql) => {
             Some(Kind::Variable)
         }
-        SqlStatement::Discard { .. } => Some(Kind::Variable),
+        // Statements of a connection's state that a pool resets with (asyncpg: `UNLISTEN *`,
+        // psycopg: `DEALLOCATE ALL`); a DEALLOCATE of one name is DataFusion's.
+        SqlStatement::Discard { .. } | SqlStatement::UNLISTEN { .. } => Some(Kind::Variable),
+        SqlStatement::Deallocate { name, .. } if name.value.eq_ignore_ascii_case("all") => Some(Kind::Variable),
         SqlStatement::Declare { .. } | SqlStatement::Fetch { .. } | SqlStatement::Close { .. } => Some(Kind::Cursor),
         SqlStatement::StartTransaction { .. }
         | SqlStatement::Commit { .. }

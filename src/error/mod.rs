@@ -42,6 +42,13 @@ pub enum Error {
     Placeholder(crate::template::TemplateError),
     /// A setting no one has heard of (`current_setting('nope')`).
     UnknownSetting(String),
+    /// An error whose message would repeat a secret the statement gave: shown masked.
+    Masked {
+        error: Box<Error>,
+        secrets: Vec<String>,
+    },
+    /// A prepared statement whose result would no longer be what it was described as.
+    Stale(String),
     /// Accounts of an account set that failed, each with why.
     AccountsFailed(Vec<(String, String)>),
     /// A value a setting does not take.
@@ -192,6 +199,7 @@ impl Error {
             Error::Usage(_) | Error::Provider(_) => 2,
             Error::Sandbox(sandbox) if sandbox.is_usage() => 2,
             Error::At { source, .. } => source.exit_code(),
+            Error::Masked { error, .. } => error.exit_code(),
             _ => 1,
         }
     }
@@ -210,6 +218,8 @@ impl Error {
             Error::UnknownSetting(_) => "42704",
             Error::BadSetting { .. } => "22023",
             Error::AccountsFailed(_) => "08006",
+            Error::Stale(_) => "0A000",
+            Error::Masked { error, .. } => error.sqlstate(),
             Error::Placeholder(_) => "42601",
             Error::InvalidValue { fault: ValueFault::Cast, .. } => "22P02",
             Error::InvalidValue { fault: ValueFault::DivisionByZero, .. } => "22012",
@@ -226,6 +236,7 @@ impl Error {
                 _ => "08006",
             },
             Error::Partial(partial) => partial.cause.sqlstate(),
+            Error::Await { problem: AwaitProblem::Stopped { .. }, .. } => "57014",
             Error::Await { .. } => "55000",
             Error::Cancelled => "57014",
             Error::At { source, .. } => source.sqlstate(),

@@ -61,6 +61,8 @@ impl fmt::Display for Error {
             Error::InvalidValue { message, .. } => f.write_str(message),
             Error::Placeholder(problem) => write!(f, "{problem}"),
             Error::UnknownSetting(name) => write!(f, "unrecognized configuration parameter \"{name}\""),
+            Error::Stale(message) => f.write_str(message),
+            Error::Masked { error, secrets } => f.write_str(&crate::mutate::masked(&error.to_string(), secrets)),
             Error::AccountsFailed(failed) => {
                 let plural = if failed.len() == 1 { "" } else { "s" };
                 write!(f, "{} account{plural} failed", failed.len())?;

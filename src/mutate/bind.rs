@@ -12,7 +12,7 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr as LogicalExpr, LogicalPlan, LogicalPlanBuilder, ident};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, BinaryOperator, Delete, Expr, ExprWithAlias, FromTable, Insert, ObjectName, Statement,
+    AssignmentTarget, BinaryOperator, Delete, Expr, ExprWithAlias, FromTable, Ident, Insert, ObjectName, Statement,
     TableFactor, TableObject, TableWithJoins, Update, visit_expressions,
 };
 use serde_json::Value;
@@ -245,8 +245,12 @@ async fn bind_insert(
             &format!("INSERT INTO {full_name} (…) VALUES (…) creates rows; REPLACE … SET … WHERE … changes them"),
         ));
     }
-    let columns: Vec<String> =
-        insert.columns.iter().filter_map(|c| c.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone())).collect();
+    let columns: Vec<String> = insert
+        .columns
+        .iter()
+        .filter_map(|c| c.0.last().and_then(|p| p.as_ident()))
+        .map(|i| insertable(&target, i))
+        .collect();
     if columns.is_empty() {
         return Err(Error::Refused(format!(
             "INSERT INTO {full_name} needs a column list, e.g. INSERT INTO {full_name} (disk_id, label) VALUES (…)"
@@ -284,6 +288,24 @@ async fn bind_insert(
     bound.defaulted = defaulted.iter().map(|(name, _)| name.clone()).collect();
     bound.constants = defaulted;
     Ok(bound)
+}
+
+/// An INSERT's column as the methods name it: unquoted names are matched regardless of case,
+/// as SQL folds them (`DISK_ID` is `disk_id`, `LINODEID` is `linodeId`); quoted ones as written.
+fn insertable(target: &Resolved, column: &Ident) -> String {
+    if column.quote_style.is_some() {
+        return column.value.clone();
+    }
+    let methods = target.resource.methods_for(SqlVerb::Insert).map(|(_, m)| m);
+    let names: Vec<&str> = methods
+        .flat_map(|m| m.params.iter().map(|p| p.name.as_str()).chain(m.body.iter().map(|f| f.name.as_str())))
+        .collect();
+    match names.iter().find(|n| **n == column.value) {
+        Some(exact) => exact.to_string(),
+        None => {
+            names.iter().find(|n| n.eq_ignore_ascii_case(&column.value)).map_or(column.value.clone(), |n| n.to_string())
+        }
+    }
 }
 
 /// A profile's text as a body field's value: a list field takes a JSON list, or one item.
@@ -598,7 +620,7 @@ fn bind_exec(
         if ident.value == "@@json" {
             let text = value.as_str().ok_or_else(|| Error::Refused("@@json takes a JSON object in a string".into()))?;
             let Ok(Value::Object(body)) = serde_json::from_str::<Value>(text) else {
-                return Err(Error::Refused(format!("@@json is not a JSON object: {text}")));
+                return Err(Error::Refused("@@json is not a JSON object: give '{\"field\": value, …}'".into()));
             };
             let fields: Vec<&str> = method.body.iter().map(|f| f.name.as_str()).collect();
             for (key, value) in body {

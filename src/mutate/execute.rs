@@ -257,7 +257,7 @@ async fn finish(
         let stream = returning(bound, &rows, &extras).await?.execute_stream().await?;
         return Ok(Outcome::Rows { stream, changed: Some(change) });
     }
-    if bound.verb == Verb::Exec && !rows.is_empty() {
+    if answers_rows(bound) {
         return Ok(Outcome::batch(response_rows(bound, &rows, &extras)?, Some(change)));
     }
     Ok(Outcome::Changed(change))
@@ -363,7 +363,12 @@ pub async fn await_all(
                 Err(e) => return Err(e.into()),
             };
             let status = row.as_ref().and_then(|r| r.get(&lifecycle.status)).and_then(Value::as_str).unwrap_or("gone");
-            progress.report(Event::Waiting { id, status });
+            // What is not ready yet: the row, or one of its copies.
+            let shown = row
+                .as_ref()
+                .and_then(|r| unready_place(resource, r))
+                .map_or(status.to_string(), |place| format!("{status}, but its copy in {place}"));
+            progress.report(Event::Waiting { id, status: &shown });
             let problem = |problem| Err(Error::Await { id: id.clone(), problem });
             match (&row, gone) {
                 (None, true) => break,
@@ -379,16 +384,26 @@ pub async fn await_all(
             }
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
-                return problem(AwaitProblem::TimedOut { waited: timeout, status: status.into() });
+                return problem(AwaitProblem::TimedOut { waited: timeout, status: shown.clone() });
             }
             tokio::select! {
                 _ = tokio::time::sleep(pause.min(left)) => {}
-                _ = cancel.cancelled() => return problem(AwaitProblem::Stopped { status: status.into() }),
+                _ = cancel.cancelled() => return problem(AwaitProblem::Stopped { status: shown.clone() }),
             }
             pause = (pause * 3 / 2).min(Duration::from_secs(5));
         }
     }
     Ok(finished)
+}
+
+/// `eu-central replicating`: a copy of the row that is not ready yet.
+fn unready_place(resource: &Resource, row: &Map<String, Value>) -> Option<String> {
+    let places = resource.lifecycle.as_ref()?.regions.as_ref()?;
+    row.get(&places.field).and_then(Value::as_array)?.iter().find_map(|place| {
+        let status = place.get(&places.status).and_then(Value::as_str)?;
+        let name = place.get("region").or_else(|| place.as_object()?.values().next()).and_then(Value::as_str)?;
+        (!places.ready.iter().any(|r| r == status)).then(|| format!("{name} is {status}"))
+    })
 }
 
 fn is_ready(resource: &Resource, row: &Map<String, Value>) -> bool {
@@ -496,6 +511,13 @@ fn response_rows(
 pub async fn result_schema(bound: &Bound) -> Result<Option<SchemaRef>, Error> {
     match bound.returning {
         Some(_) => Ok(Some(Arc::new(returning(bound, &[], &[]).await?.schema().as_arrow().clone()))),
+        None if answers_rows(bound) => Ok(Some(response_rows(bound, &[], &[])?.schema())),
         None => Ok(None),
     }
+}
+
+/// Whether an EXEC answers its response rows without RETURNING: every method but a DELETE,
+/// so that a client told the columns beforehand gets them (none rows, at worst).
+fn answers_rows(bound: &Bound) -> bool {
+    bound.verb == Verb::Exec && bound.method().verb != HttpVerb::Delete
 }

@@ -13,6 +13,7 @@ mod execute;
 mod placeholders;
 mod preview;
 mod references;
+mod secrets;
 mod sets;
 mod upload;
 mod values;
@@ -36,6 +37,7 @@ pub type Defaults = std::collections::BTreeMap<String, String>;
 pub const AWAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 pub use placeholders::value_types;
 pub use preview::{preview, preview_schema};
+pub use secrets::{masked, secret_values};
 use sets::SetChange;
 pub use values::rows_of_batches;
 

@@ -205,9 +205,9 @@ fn total(bound: &Bound, calls: &[Call], lines: &[Line], columns: &[(&str, bool)]
         .iter()
         .enumerate()
         .map(|(i, (name, numeric))| {
-            (*numeric && key != Some(*name)).then(|| {
-                Value::from(requests.iter().filter_map(|l| l.shown[i].as_ref().and_then(Value::as_i64)).sum::<i64>())
-            })
+            let values: Vec<i64> =
+                requests.iter().filter_map(|l| l.shown[i].as_ref().and_then(Value::as_i64)).collect();
+            (*numeric && key != Some(*name) && !values.is_empty()).then(|| Value::from(values.iter().sum::<i64>()))
         })
         .collect();
     let frees = frees(&bound.resource, bound.verb).map(|_| requests.iter().filter_map(|l| l.frees).sum::<f64>());

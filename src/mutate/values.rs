@@ -80,11 +80,51 @@ fn items(array: &dyn Array) -> Value {
 /// `value` as `field` wants it: JSON text becomes the list or object it spells.
 pub fn coerce(field: &Field, value: Value) -> Result<Value, String> {
     match (field.kind, value) {
+        // A PostgreSQL array literal, as drivers write a list they bind on the client side.
+        (Kind::Array, Value::String(text)) if let Some(items) = postgres_array(&text) => {
+            Ok(Value::Array(items.into_iter().map(Value::String).collect()))
+        }
         (Kind::Array | Kind::Object | Kind::Json, Value::String(text)) => serde_json::from_str(&text).map_err(|e| {
-            format!("{}: {text:?} is not valid JSON ({e}); write a list as '[\"a\", \"b\"]' or ['a', 'b']", field.name)
+            format!("{text:?} is not valid JSON ({e}); write a list as '[\"a\", \"b\"]', ['a', 'b'] or '{{a,b}}'")
         }),
         (_, value) => Ok(value),
     }
+}
+
+/// The items of a one-dimensional PostgreSQL array literal (`{a,"b c",d}`), or `None` when
+/// `text` is not one.
+fn postgres_array(text: &str) -> Option<Vec<String>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut items = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let mut item = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '\\' => item.push(chars.next()?),
+                    '"' => break,
+                    c => item.push(c),
+                }
+            }
+            match chars.next() {
+                None | Some(',') => {}
+                Some(_) => return None,
+            }
+        } else {
+            for c in chars.by_ref() {
+                match c {
+                    ',' => break,
+                    '{' | '}' | '"' => return None,
+                    c => item.push(c),
+                }
+            }
+            item = item.trim().to_string();
+        }
+        items.push(item);
+    }
+    Some(items)
 }
 
 /// A SQL literal of an EXEC parameter (`@name='x'`, `@n=3`, `@flag=true`).
@@ -103,5 +143,20 @@ pub fn literal(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<Value> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres_array;
+
+    #[test]
+    fn postgres_array_literals_are_read_as_lists() {
+        assert_eq!(postgres_array("{aaa,bbb}"), Some(vec!["aaa".to_string(), "bbb".to_string()]));
+        assert_eq!(postgres_array(r#"{"a b","c,d",e}"#), Some(vec!["a b".into(), "c,d".into(), "e".into()]));
+        assert_eq!(postgres_array(r#"{"x\"y"}"#), Some(vec!["x\"y".into()]));
+        assert_eq!(postgres_array("{}"), Some(vec![]));
+        assert_eq!(postgres_array("[1]"), None);
+        assert_eq!(postgres_array("{a{b}"), None);
     }
 }

@@ -37,6 +37,8 @@ pub fn register(context: &SessionContext, pid: i32, settings: SharedSettings) {
     let version = format!("PostgreSQL {SERVER_VERSION} (imageql {})", env!("CARGO_PKG_VERSION"));
     constant_of_none(context, "version", ScalarValue::Utf8(Some(version)));
     constant_of_none(context, "pg_backend_pid", ScalarValue::Int32(Some(pid)));
+    // No session holds an advisory lock; pools release them all when a connection returns.
+    constant_of_none(context, "pg_advisory_unlock_all", ScalarValue::Null);
     // No object has a comment, a default's or a function's definition, a sequence.
     for name in [
         "obj_description",
@@ -220,6 +222,12 @@ fn set_config(settings: &SharedSettings, args: &[ColumnarValue], rows: usize) ->
         datafusion::arrow::compute::cast(&arrays[1], &DataType::Utf8)?,
     );
     let (names, values) = (names.as_string::<i32>(), values.as_string::<i32>());
+    // imageql's own settings act on the session: only SET changes them, where they are checked.
+    if let Some(own) = names.iter().flatten().find(|name| name.to_lowercase().starts_with("imageql.")) {
+        return Err(DataFusionError::External(Box::new(crate::error::Error::Refused(format!(
+            "{own} is set with SET {own} = …, not set_config"
+        )))));
+    }
     let out: StringArray = names
         .iter()
         .zip(values.iter())

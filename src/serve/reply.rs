@@ -30,11 +30,14 @@ pub struct Failure {
     pub message: String,
     /// The connection ends after it.
     pub fatal: bool,
+    /// PostgreSQL's routine for the error, where drivers act on it (asyncpg prepares a
+    /// statement again after `RevalidateCachedQuery`).
+    pub routine: Option<&'static str>,
 }
 
 impl Failure {
     pub fn new(code: &str, message: impl Into<String>) -> Failure {
-        Failure { code: code.into(), message: message.into(), fatal: false }
+        Failure { code: code.into(), message: message.into(), fatal: false, routine: None }
     }
 
     pub fn fatal(code: &str, message: impl Into<String>) -> Failure {
@@ -43,13 +46,16 @@ impl Failure {
 
     pub fn message(&self) -> PgWireBackendMessage {
         let severity = if self.fatal { "FATAL" } else { "ERROR" };
-        PgWireBackendMessage::ErrorResponse(ErrorResponse::new(fields(severity, &self.code, &self.message)))
+        let mut fields = fields(severity, &self.code, &self.message);
+        fields.extend(self.routine.map(|routine| (b'R', routine.to_string())));
+        PgWireBackendMessage::ErrorResponse(ErrorResponse::new(fields))
     }
 }
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
-        Failure::new(error.sqlstate(), error.to_string())
+        let routine = matches!(error, Error::Stale(_)).then_some("RevalidateCachedQuery");
+        Failure { routine, ..Failure::new(error.sqlstate(), error.to_string()) }
     }
 }
 

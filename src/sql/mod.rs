@@ -226,7 +226,14 @@ fn rewrite_postgres_forms(sql: &str, statement: &mut DFStatement) {
 
 fn parse_with(sql: &str, dialect: &dyn datafusion::sql::sqlparser::dialect::Dialect) -> Result<Parsed, Error> {
     let mut parser = DFParserBuilder::new(sql).with_dialect(dialect).build().map_err(syntax)?;
-    let hints = hints(&parser.parser);
+    let (hints, taken) = hints(&parser.parser);
+    if hint_comments(&parser.parser) > taken {
+        return Err(Error::Refused(
+            "a hint goes right after the statement's first word (SELECT /*+ AWAIT */ …, INSERT /*+ AWAIT */ INTO …); \
+             one anywhere else would be ignored"
+                .into(),
+        ));
+    }
     if let Some(unknown) = hints.iter().find(|h| !HINTS.contains(&h.as_str())) {
         let nearest = crate::provider::nearest(unknown, HINTS.iter().copied());
         let guess = nearest.map(|n| format!("did you mean {n}? ")).unwrap_or_default();
@@ -294,15 +301,25 @@ fn replace_form(parser: &Parser) -> Option<bool> {
 /// The hints a statement may carry after its verb (`INSERT /*+ AWAIT */ …`).
 pub const HINTS: [&str; 1] = ["AWAIT"];
 
-fn hints(parser: &Parser) -> Vec<String> {
+/// How many `/*+ … */` comments the statement has anywhere.
+fn hint_comments(parser: &Parser) -> usize {
+    let tokens = (0..).map(|n| parser.peek_nth_token_no_skip(n)).take_while(|t| t.token != Token::EOF);
+    tokens
+        .filter(|t| matches!(&t.token, Token::Whitespace(Whitespace::MultiLineComment(c)) if c.starts_with('+')))
+        .count()
+}
+
+/// The hints after the verb, and how many `/*+ … */` comments gave them.
+fn hints(parser: &Parser) -> (Vec<String>, usize) {
     let tokens = (0..).map(|n| parser.peek_nth_token_no_skip(n)).take_while(|t| t.token != Token::EOF);
     let mut words_seen = 0;
-    let mut hints = Vec::new();
+    let (mut hints, mut comments) = (Vec::new(), 0);
     for token in tokens {
         match &token.token {
             Token::Whitespace(Whitespace::MultiLineComment(comment)) if words_seen > 0 => {
                 if let Some(hint) = comment.strip_prefix('+') {
                     hints.extend(hint.split_whitespace().map(str::to_uppercase));
+                    comments += 1;
                 }
             }
             Token::Whitespace(_) => {}
@@ -311,7 +328,7 @@ fn hints(parser: &Parser) -> Vec<String> {
             _ => break,
         }
     }
-    hints
+    (hints, comments)
 }
 
 /// The REPLACE … SET statement behind an UPDATE node, if it was one.
@@ -490,7 +507,9 @@ mod tests {
             .unwrap();
             assert_eq!(p.returning.map(|items| items.len()), Some(2));
             assert!(matches!(parse("SELECT 1 RETURNING x"), Err(Error::Syntax(_))));
-            assert!(parse("SELECT 1 /*+ AWAIT */").unwrap().hints.is_empty());
+            assert!(matches!(parse("SELECT 1 /*+ AWAIT */"), Err(Error::Refused(m)) if m.contains("right after")));
+            assert!(matches!(parse("WITH x AS (SELECT 1) SELECT /*+ AWAIT */ * FROM x"), Err(Error::Refused(_))));
+            assert!(parse("SELECT /* not a hint */ 1").unwrap().hints.is_empty());
             assert!(matches!(parse("SELECT 1; SELECT 2"), Err(Error::Syntax(_))));
             assert!(matches!(parse("SELEC 1"), Err(Error::Syntax(m)) if m.contains("Line: 1")));
         }

@@ -471,11 +471,21 @@ impl Connection {
             let own = OwnSetting::Set { name: name.into(), value: Some(self.settings.get(name)) };
             self.session.apply_own_setting(&own).map_err(|e| Failure::new(e.sqlstate(), e.to_string()))?;
         }
+        // SHOW answers the switch as it acts, whatever synonym set it.
+        self.settings.shared().set(DRY_RUN, if self.session.dry_run() { "on" } else { "off" });
         Ok(())
     }
 
     /// SET, RESET, SHOW and DISCARD of the connection's settings.
     async fn variable(&mut self, wire: &mut Wire, prepared: &Prepared, format: &Format) -> Result<Answer, Stopped> {
+        match prepared.sql() {
+            Some(SqlStatement::UNLISTEN { .. }) => return Ok(Answer::Tag("UNLISTEN".into())),
+            Some(SqlStatement::Deallocate { .. }) => {
+                self.statements.retain(|name, _| name.is_empty());
+                return Ok(Answer::Tag("DEALLOCATE ALL".into()));
+            }
+            _ => {}
+        }
         if let Some(SqlStatement::Discard { .. }) = prepared.sql() {
             self.settings.discard();
             self.statements.clear();
@@ -591,13 +601,21 @@ impl Connection {
     }
 }
 
+/// Whether a dotted setting name is one SHOW answers under its dotted name.
+fn session_setting_known(name: &str) -> bool {
+    name.starts_with("imageql.")
+}
+
 /// The columns a prepared statement returns, unless it is a FETCH.
 async fn describe(prepared: &Prepared, session: &Session) -> Result<Option<SchemaRef>, Stopped> {
     if matches!(prepared.kind(), Kind::CopyOut(..) | Kind::Cursor) {
         return Ok(None);
     }
     if let (Kind::Variable, Some(SqlStatement::ShowVariable { variable })) = (prepared.kind(), prepared.sql()) {
-        let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
+        let parts: Vec<String> = variable.iter().map(|i| i.value.to_lowercase()).collect();
+        // As SHOW answers it: `time zone` in words, `imageql.dry_run` dotted.
+        let dotted = parts.join(".");
+        let name = if session_setting_known(&dotted) { dotted } else { parts.join(" ") };
         let all = name == "all";
         return Ok(Some(shown(&name, vec![], all).schema()));
     }
