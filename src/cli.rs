@@ -148,7 +148,15 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         let registry = load_registry(&cli)?;
         let Target { sandbox: _sandbox, base_url, token, .. } = target(&cli, &registry).await?;
         let timeout = Duration::from_secs_f64(cli.timeout);
-        let server = Server::bind(args, registry, base_url, token, scan_options(&cli), timeout, shared(&cli)).await?;
+        let spec = match (&args.profiles, args.all_profiles) {
+            (_, true) => Some(SetSpec::All),
+            (Some(names), false) => Some(SetSpec::Names(names)),
+            (None, false) => None,
+        };
+        let accounts = spec.map(|spec| accounts_of(spec, &cli)).transpose()?.unwrap_or_default();
+        let answers = shared(&cli);
+        let server =
+            Server::bind(args, registry, base_url, token, scan_options(&cli), timeout, answers, accounts).await?;
         let mut stdout = std::io::stdout().lock();
         // Scripts wait for this line to learn the port, so it must not sit in a buffer.
         let _ = writeln!(stdout, "{}", server.url()).and_then(|_| stdout.flush());
@@ -201,7 +209,9 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         let own = OwnSetting::Set { name: ACCOUNTS_ON_ERROR.into(), value: Some(mode.clone()) };
         session.apply_own_setting(&own).map_err(|e| Error::Usage(format!("--accounts-on-error: {e}")))?;
     }
-    session.set_dry_run(cli.dry_run);
+    if cli.dry_run {
+        session.force_dry_run();
+    }
     if let Some(timeout) = &cli.await_timeout {
         let own = OwnSetting::Set { name: AWAIT_TIMEOUT.into(), value: Some(timeout.clone()) };
         session.apply_own_setting(&own).map_err(|e| Error::Usage(format!("--await-timeout: {e}")))?;
@@ -284,6 +294,12 @@ fn account_set(cli: &Cli) -> Result<Vec<AccountOptions>, Error> {
         (Some(name), false) if profile::names_a_set(name)? => SetSpec::Names(name),
         _ => return Ok(vec![]),
     };
+    accounts_of(spec, cli)
+}
+
+/// The accounts of an account set, each with its profile's token and API URL (`--api-url`
+/// first).
+fn accounts_of(spec: SetSpec, cli: &Cli) -> Result<Vec<AccountOptions>, Error> {
     let set = profile::select_set(spec)?;
     Ok(set
         .into_iter()

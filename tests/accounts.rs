@@ -170,3 +170,34 @@ fn an_account_set_names_what_it_cannot_find() {
         "{stderr}"
     );
 }
+
+#[test]
+fn serve_gives_every_connection_the_account_set() {
+    let accounts = Accounts::start();
+    let password = accounts.home.path().join("password");
+    std::fs::write(&password, "operator-secret\n").unwrap();
+    let home = accounts.home.path();
+    let config = home.join(".config");
+    let cli_config = home.join(".linode-cli");
+    let env = [
+        ("HOME", home.to_str().unwrap()),
+        ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ("LINODE_CLI_CONFIG", cli_config.to_str().unwrap()),
+    ];
+    let server = common::ServeProcess::start(
+        &accounts.sandbox,
+        &["--profile", "customers", "--password-file", password.to_str().unwrap()],
+        &env,
+    );
+    let out = server.psql(
+        "operator-secret",
+        &["SELECT account, count(*) AS n FROM linode.images.images WHERE NOT is_public GROUP BY account ORDER BY account"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["account|n", "acme|4", "globex|4", "initech|4", "(3 rows)"]);
+    // A token is not the password here.
+    let out = server.psql("tok-acme", &["SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password authentication failed"));
+}

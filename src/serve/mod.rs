@@ -55,7 +55,14 @@ pub struct ServeArgs {
     /// authenticate with the password in --password-file
     #[arg(long, requires = "password_file")]
     pub token_from_env: bool,
-    /// The password connections give with --token-from-env (the file's first line)
+    /// Serve an account set: every connection reads these profiles (`a,b`, a wildcard, a
+    /// group of config.toml), each with its own token; connections give --password-file's password
+    #[arg(long = "profile", value_name = "SET", requires = "password_file", conflicts_with = "token_from_env")]
+    pub profiles: Option<String>,
+    /// Serve every profile of both configuration files as one account set
+    #[arg(long, requires = "password_file", conflicts_with_all = ["token_from_env", "profiles"])]
+    pub all_profiles: bool,
+    /// The password connections give with --token-from-env or an account set (the file's first line)
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// TLS certificate chain (PEM)
@@ -117,6 +124,8 @@ struct Shared {
     backends: access::Backends,
     logins: access::Logins,
     tokens: access::Tokens,
+    /// The account set every connection reads; empty for one account.
+    accounts: Vec<crate::engine::AccountOptions>,
 }
 
 pub struct Server {
@@ -134,6 +143,7 @@ impl Server {
         scan: ScanOptions,
         timeout: Duration,
         answers: api::Shared,
+        accounts: Vec<crate::engine::AccountOptions>,
     ) -> Result<Server, Error> {
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -148,8 +158,10 @@ impl Server {
         }
         let auth = match (&args.password_file, args.token_from_env) {
             (Some(file), true) => Auth::Fixed { token: env_token, password: read_password(file)? },
+            // Each account of the set has its own token.
+            (Some(file), false) if !accounts.is_empty() => Auth::Fixed { token: None, password: read_password(file)? },
             (Some(_), false) => {
-                return Err(Error::Usage("--password-file goes with --token-from-env".into()));
+                return Err(Error::Usage("--password-file goes with --token-from-env or an account set".into()));
             }
             (None, _) => Auth::TokenIsPassword { anonymous: args.allow_anonymous },
         };
@@ -189,6 +201,7 @@ impl Server {
             backends: access::Backends::default(),
             logins: access::Logins::default(),
             tokens: access::Tokens::default(),
+            accounts,
         };
         Ok(Server { listener, shared: Arc::new(shared) })
     }
@@ -230,7 +243,7 @@ async fn session(shared: &Shared, token: Option<Token>, token_source: &str) -> R
         memory: shared.memory.clone(),
         // A connection gives every field itself: no profile stands behind it.
         defaults: crate::mutate::Defaults::new(),
-        accounts: vec![],
+        accounts: shared.accounts.clone(),
     };
     Session::new(options).await
 }
