@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Run, SandboxProcess};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Accounts {
     sandbox: SandboxProcess,
@@ -151,6 +151,26 @@ fn a_failing_account_fails_the_statement_or_is_left_out_when_asked() {
     assert!(run.stderr().contains("warning: account revoked was left out"), "{}", run.stderr());
     let run = accounts.run(&["--all-profiles", "-o", "ndjson", "-e", "SET accounts_on_error = 'skip'", "-e", sql]);
     assert_eq!(run.rows().len(), 3);
+
+    // SHOW ACCOUNTS: each account with how its requests went, and its budget.
+    let run = accounts.run(&[
+        "--all-profiles",
+        "--accounts-on-error",
+        "skip",
+        "-o",
+        "ndjson",
+        "-e",
+        sql,
+        "-e",
+        "SHOW ACCOUNTS",
+    ]);
+    let shown: Vec<Value> = run.rows().into_iter().filter(|r| r.get("status").is_some()).collect();
+    let names: Vec<&str> = shown.iter().map(|r| r["account"].as_str().unwrap()).collect();
+    assert_eq!(names, ["acme", "globex", "initech", "revoked"]);
+    assert_eq!((&shown[0]["status"], &shown[0]["requests"], &shown[0]["failed"]), (&json!("ok"), &json!(1), &json!(0)));
+    assert!(shown[3]["status"].as_str().unwrap().starts_with("failing: GET"), "{shown:?}");
+    assert!(shown.iter().all(|r| r["budget_left"].as_i64().is_some_and(|n| n > 0)), "{shown:?}");
+    assert!(!run.stdout().contains("tok-"), "no token is shown");
 
     // Changes act on one account.
     let stderr = accounts

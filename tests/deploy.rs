@@ -139,6 +139,8 @@ fn deploys_are_checked_before_any_request() {
             "label: Length must be 3-64 characters",
         ),
         ("INSERT INTO linode.linode.instances (type, label) VALUES ('g6-nanode-1', 'no-region')", "region"),
+        // Every problem at once: the label's own and those of the rows named elsewhere.
+        ("INSERT INTO linode.linode.instances (region, type, label) VALUES ('mars-1', 'g6-nano', 'w')", "3 problems"),
         (
             "INSERT INTO linode.linode.disks (linodeId, size, image, root_pass) VALUES (12345, 1000, 'private/1001', 'Long-enough-pass')",
             "image: private/1001 needs a size of at least 2650; size is 1000",

@@ -84,6 +84,14 @@ impl RateBudget {
         use_it(window)
     }
 
+    /// Requests `class` allows `client` now, within the last minute's.
+    pub fn left(&self, client: u64, class: &Class) -> u32 {
+        self.with_window(client, class, |window| {
+            window.ready_at(Instant::now());
+            window.limit.saturating_sub(window.sent.len() as u32)
+        })
+    }
+
     /// Waits until every class of a request allows one more, then counts it against each.
     /// A wait is reported to `progress` when it begins, with how long it will be.
     pub async fn acquire(&self, client: u64, classes: &[Class], progress: &Progress) {

@@ -205,6 +205,18 @@ pub struct ApiClient {
     rate_limits: Option<RateLimits>,
     shared: Shared,
     timeout: Duration,
+    usage: std::sync::Mutex<Usage>,
+}
+
+/// What a client has sent so far, for `SHOW ACCOUNTS`.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub requests: u64,
+    pub failed: u64,
+    /// The last failure, while no request has succeeded since.
+    pub failing: Option<String>,
+    /// Requests the general rate limit allows this minute; `None` without a known limit.
+    pub budget_left: Option<u32>,
 }
 
 impl ApiClient {
@@ -240,7 +252,18 @@ impl ApiClient {
             rate_limits,
             shared,
             timeout,
+            usage: Default::default(),
         }
+    }
+
+    /// What the client has sent so far and the rate budget it has left.
+    pub fn usage(&self) -> Usage {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        usage.budget_left = self.rate_limits.as_ref().map(|limits| {
+            let general = Class { name: "general".into(), per_minute: limits.per_minute };
+            self.shared.budget.left(self.identity, &general)
+        });
+        usage
     }
 
     /// The client as a server's remote clients see it: errors name the API's paths but not
@@ -248,6 +271,11 @@ impl ApiClient {
     pub fn hiding_base(mut self) -> ApiClient {
         self.shown_base = String::new();
         self
+    }
+
+    /// The API base as errors show it; empty when it is hidden.
+    pub fn shown_base(&self) -> &str {
+        &self.shown_base
     }
 
     pub fn progress(&self) -> &Progress {
@@ -373,6 +401,20 @@ impl ApiClient {
     /// One attempt, within the rate budget; `attempts` is how many the caller makes in all,
     /// for the hints. A success is the body as it arrived.
     async fn send_once(&self, request: &Request, attempts: u32) -> Result<Bytes, Failure> {
+        let sent = self.attempt(request, attempts).await;
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage.requests += 1;
+        match &sent {
+            Ok(_) => usage.failing = None,
+            Err(failure) => {
+                usage.failed += 1;
+                usage.failing = Some(failure.error.to_string());
+            }
+        }
+        sent
+    }
+
+    async fn attempt(&self, request: &Request, attempts: u32) -> Result<Bytes, Failure> {
         let classes = self.classes(request);
         self.shared.budget.acquire(self.identity, &classes, &self.progress).await;
         let url = self.url(request);

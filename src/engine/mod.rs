@@ -52,7 +52,7 @@ pub use crate::files::FileAccess;
 use crate::mutate;
 use crate::outcome::Outcome;
 use crate::provider::{Provider, Registry, View, nearest};
-use crate::scan::{OnError, ParamsFromJoins, ScanOptions, register_accounts, register_all};
+use crate::scan::{AccountsInfo, OnError, ParamsFromJoins, ScanOptions, register_accounts, register_all};
 use crate::sql::{self, Dialect};
 pub use guard::Policy;
 pub use memory::Memory;
@@ -213,11 +213,28 @@ impl Session {
             postgres::register(&ctx);
         }
         let on_error = Arc::new(OnError::default());
+        let of = |p: &Provider| -> Vec<(String, Arc<ApiClient>)> {
+            match accounts.is_empty() {
+                true => vec![("default".to_string(), clients[&p.id].clone())],
+                false => accounts.iter().map(|(name, c)| (name.clone(), c[&p.id].clone())).collect(),
+            }
+        };
         if accounts.is_empty() {
             register_all(&ctx, &registry, |p| clients[&p.id].clone(), options.scan)?;
         } else {
-            let of = |p: &Provider| accounts.iter().map(|(name, c)| (name.clone(), c[&p.id].clone())).collect();
             register_accounts(&ctx, &registry, of, options.scan, on_error.clone(), options.progress.clone())?;
+        }
+        // `provider.meta.accounts`: the accounts and how their requests went.
+        for provider in registry.providers.values() {
+            if let Some(catalog) = ctx.catalog(&provider.id) {
+                let schema = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
+                datafusion::catalog::SchemaProvider::register_table(
+                    schema.as_ref(),
+                    "accounts".into(),
+                    Arc::new(AccountsInfo::new(of(provider))),
+                )?;
+                catalog.register_schema("meta", schema)?;
+            }
         }
         let has_token = options.token.is_some();
         let session = Session {
@@ -317,6 +334,14 @@ impl Session {
 
     /// Reads the text of one statement (a piece of a script) in the session's dialect.
     pub fn parse(&self, text: &str) -> Result<Statement, Error> {
+        // `SHOW ACCOUNTS` is the query of the first provider's `meta.accounts`.
+        let words: Vec<String> = text.trim().trim_end_matches(';').split_whitespace().map(str::to_uppercase).collect();
+        if words == ["SHOW", "ACCOUNTS"]
+            && let Some(provider) = self.registry.providers.keys().next()
+        {
+            let query = format!("SELECT * FROM {provider}.meta.accounts ORDER BY account");
+            return Ok(Statement { form: Form::Sql(sql::parse(&query, self.dialect)?) });
+        }
         let form = match meta::parse(text, &self.registry) {
             Some(meta) => Form::Meta(meta?),
             None => Form::Sql(sql::parse(text, self.dialect)?),

@@ -90,7 +90,7 @@ pub(super) async fn input_rows(bound: &Bound, cancel: &CancelToken) -> Result<Ve
 }
 
 /// One call per row, every one of them checked; nothing is sent when any is invalid.
-pub(super) fn calls(bound: &Bound, rows: Vec<Vec<Value>>) -> Result<Vec<Call>, Error> {
+pub(super) async fn calls(bound: &Bound, rows: Vec<Vec<Value>>) -> Result<Vec<Call>, Error> {
     let method = bound.method();
     let mut rows = rows;
     if bound.protected_flag {
@@ -128,6 +128,8 @@ pub(super) fn calls(bound: &Bound, rows: Vec<Vec<Value>>) -> Result<Vec<Call>, E
             _ => call,
         });
     }
+    // Every problem at once: the values' own, and those of the rows they name elsewhere.
+    problems.extend(super::references::problems(bound, &calls).await?);
     if !problems.is_empty() {
         return Err(validation(bound.verb, &bound.resource.full_name, &bound.method_name, problems));
     }
@@ -150,8 +152,7 @@ pub async fn execute(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -
 async fn send_all(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> Result<Outcome, Error> {
     let mut rows = input_rows(&bound, cancel).await?;
     let sets = sets::resolve(&bound, api, &mut rows).await?;
-    let calls = calls(&bound, rows)?;
-    super::references::check(&bound, &calls).await?;
+    let calls = calls(&bound, rows).await?;
     // What a deletion's RETURNING gives: the rows as they were, read before any is deleted.
     let before = match (bound.verb, &bound.returning) {
         (Verb::Delete, Some(_)) => {

@@ -81,8 +81,7 @@ pub async fn preview(bound: &Bound, api: &ApiClient, cancel: &CancelToken) -> Re
         })
         .collect();
     let sets = sets::resolve(bound, api, &mut rows).await?;
-    let calls = calls(bound, rows)?;
-    super::references::check(bound, &calls).await?;
+    let calls = calls(bound, rows).await?;
     let touched = touched_rows(bound, &ids).await?;
     let freed = match frees(&bound.resource, bound.verb) {
         Some((view, column)) => freed_costs(bound, &view, column, &ids).await?,

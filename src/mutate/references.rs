@@ -19,8 +19,8 @@ use crate::validate::Violation;
 /// Rows listed by id in a message when there are no more than this many.
 const LISTED: usize = 20;
 
-/// Every problem of the calls' references; nothing when the method declares none.
-pub async fn check(bound: &Bound, calls: &[Call]) -> Result<(), Error> {
+/// Every problem of the calls' references, by call; none when the method declares none.
+pub async fn problems(bound: &Bound, calls: &[Call]) -> Result<Vec<(String, Violation)>, Error> {
     let method = bound.method();
     let mut problems = Vec::new();
     let mut tables: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();
@@ -48,10 +48,7 @@ pub async fn check(bound: &Bound, calls: &[Call]) -> Result<(), Error> {
             }
         }
     }
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(super::execute::validation(bound.verb, &bound.resource.full_name, &bound.method_name, problems))
+    Ok(problems)
 }
 
 /// What is wrong with the row `name` names, given the rest of the call's `body`.

@@ -111,7 +111,7 @@ pub async fn resolve(bound: &Bound, api: &ApiClient, rows: &mut [Vec<Value>]) ->
         }
         if whole.is_some() {
             // What can be found wrong without reading is found first.
-            calls(bound, vec![row.clone()])?;
+            calls(bound, vec![row.clone()]).await?;
         }
         let id = row[id_column].as_str().map(str::to_string).unwrap_or_else(|| row[id_column].to_string());
         let read = key.path(&id).to_string();

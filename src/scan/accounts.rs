@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, ScalarValue, project_schema};
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -28,7 +29,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, stream};
 
-use crate::api::{Event, Progress};
+use crate::api::{ApiClient, Event, Progress};
 use crate::error::Error;
 
 /// The leading column of every table of an account set.
@@ -306,5 +307,69 @@ impl ExecutionPlan for AccountsExec {
         .filter_map(std::future::ready);
         let rows = stream::iter(scans).flatten_unordered(Some(ACCOUNTS_IN_FLIGHT)).chain(verdict);
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.projected.clone(), rows)))
+    }
+}
+
+/// `linode.meta.accounts` (and `SHOW ACCOUNTS`): the session's accounts, each with its API,
+/// how its requests went and the rate budget it has left this minute.
+#[derive(Debug)]
+pub struct AccountsInfo {
+    accounts: Vec<(String, Arc<ApiClient>)>,
+    schema: SchemaRef,
+}
+
+impl AccountsInfo {
+    pub fn new(accounts: Vec<(String, Arc<ApiClient>)>) -> AccountsInfo {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(ACCOUNT, DataType::Utf8, false),
+            Field::new("api_url", DataType::Utf8, true),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("requests", DataType::Int64, false),
+            Field::new("failed", DataType::Int64, false),
+            Field::new("budget_left", DataType::Int64, true),
+        ]));
+        AccountsInfo { accounts, schema }
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let usage: Vec<_> = self.accounts.iter().map(|(name, api)| (name, api.shown_base(), api.usage())).collect();
+        let status = |u: &crate::api::Usage| match (&u.failing, u.requests) {
+            (Some(why), _) => format!("failing: {why}"),
+            (None, 0) => "not called yet".to_string(),
+            (None, _) => "ok".to_string(),
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(usage.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(
+                usage.iter().map(|(_, base, _)| (!base.is_empty()).then_some(*base)).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(usage.iter().map(|(_, _, u)| status(u)).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(usage.iter().map(|(_, _, u)| u.requests as i64).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(usage.iter().map(|(_, _, u)| u.failed as i64).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(usage.iter().map(|(_, _, u)| u.budget_left.map(i64::from)).collect::<Vec<_>>())),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for AccountsInfo {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
     }
 }

@@ -8,7 +8,7 @@ mod decode;
 mod dependent;
 mod pushdown;
 
-pub use accounts::{ACCOUNT, AccountsTable, OnError};
+pub use accounts::{ACCOUNT, AccountsInfo, AccountsTable, OnError};
 pub use dependent::ParamsFromJoins;
 
 pub use decode::to_batch;
