@@ -403,6 +403,7 @@ fn invalid_statements_make_no_request() {
             "unknown hint /*+ AWAT */: did you mean AWAIT?",
         ),
         ("SELECT /*+ AWAIT */ 1", "AWAIT on a query waits for the rows of one resource"),
+        ("PREPARE d(text) AS DELETE FROM linode.images.images WHERE id = $1", "PREPARE of a change is not supported"),
         (
             "WITH x AS (SELECT id FROM linode.images.images) SELECT /*+ AWAIT */ * FROM x",
             "a hint goes right after the statement's first word",

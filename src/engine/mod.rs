@@ -395,6 +395,17 @@ impl Session {
             return Ok(Prepared::new(Some(parsed), Kind::CopyOut(plan, format)));
         }
         sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
+        if let DFStatement::Statement(prepare) = &parsed.statement
+            && let SqlStatement::Prepare { statement: inner, .. } = prepare.as_ref()
+            && mutate::changes_resources(&self.registry, inner)
+        {
+            return Err(Error::Unsupported {
+                what: "PREPARE of a change".into(),
+                instead: Some(
+                    "run the change itself; a driver's prepared statements (bound parameters) take changes".into(),
+                ),
+            });
+        }
         let kind = match statement::classify(&parsed.statement, &self.registry) {
             Some(kind) => kind,
             None => match self.plan(&state, &mut parsed).await {
