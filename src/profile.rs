@@ -161,7 +161,8 @@ pub fn select_set(spec: SetSpec) -> Result<Vec<(String, Profile)>, Error> {
         set.push((name, profile));
     }
     if set.is_empty() {
-        return Err(Error::Usage("the account set is empty: no profile is configured".into()));
+        let why = if known.is_empty() { "no profile is configured" } else { "it names no profile" };
+        return Err(Error::Usage(format!("the account set is empty: {why}; profiles: {}", known.join(", "))));
     }
     Ok(set)
 }

@@ -143,6 +143,14 @@ fn a_failing_account_fails_the_statement_or_is_left_out_when_asked() {
     assert!(stderr.contains("HTTP 401") && !stderr.contains("tok-revoked"), "{stderr}");
     assert!(run.stdout().is_empty(), "never silently fewer rows: {}", run.stdout());
 
+    // No row is answered, whatever the format, and a LIMIT does not hide the failure.
+    for sql in ["SELECT account, id FROM linode.images.images", "SELECT account, id FROM linode.images.images LIMIT 1"]
+    {
+        let run = accounts.run(&["--all-profiles", "-o", "ndjson", "-e", sql]);
+        assert!(run.fails().contains("1 account failed"), "{sql}");
+        assert!(run.stdout().is_empty(), "{sql}: {}", run.stdout());
+    }
+
     let run = accounts.run(&["--all-profiles", "--accounts-on-error", "skip", "-o", "ndjson", "-e", sql]);
     assert_eq!(
         counts(&run.rows()),
@@ -171,6 +179,27 @@ fn a_failing_account_fails_the_statement_or_is_left_out_when_asked() {
     assert!(shown[3]["status"].as_str().unwrap().starts_with("failing: GET"), "{shown:?}");
     assert!(shown.iter().all(|r| r["budget_left"].as_i64().is_some_and(|n| n > 0)), "{shown:?}");
     assert!(!run.stdout().contains("tok-"), "no token is shown");
+
+    // A row only one account holds is simply not found in the others.
+    let run = accounts.run(&[
+        "--profile",
+        "customers",
+        "-o",
+        "ndjson",
+        "-e",
+        "SELECT account, linodeId FROM linode.linode.disks WHERE linodeId = 12445",
+    ]);
+    let rows = run.rows();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r["account"] == "acme"), "{rows:?}");
+    assert!(run.stderr().is_empty(), "{}", run.stderr());
+    // Joins do not share a parameter's values out among accounts; the message says what to do.
+    let stderr = accounts
+        .run(&["--profile", "customers", "-e", "SELECT d.id FROM linode.linode.instances i JOIN linode.linode.disks d ON d.linodeId = i.id AND d.account = i.account"])
+        .fails();
+    assert!(stderr.contains("in an account set is read with its linodeId given by value: WHERE account"), "{stderr}");
+    // DESCRIBE shows the account column first.
+    let described = accounts.rows(&["--profile", "customers", "-e", "DESCRIBE linode.images.images"]);
+    assert_eq!((&described[0]["name"], &described[1]["name"]), (&json!("account"), &json!("id")));
 
     // Changes act on one account.
     let stderr = accounts
@@ -216,6 +245,22 @@ fn serve_gives_every_connection_the_account_set() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.lines().collect::<Vec<_>>(), ["account|n", "acme|4", "globex|4", "initech|4", "(3 rows)"]);
+    // With skip, the client is told of an account left out.
+    let broken = common::ServeProcess::start(
+        &accounts.sandbox,
+        &["--all-profiles", "--password-file", password.to_str().unwrap()],
+        &env,
+    );
+    let out = broken.psql(
+        "operator-secret",
+        &[
+            "SET accounts_on_error = 'skip'",
+            "SELECT account, count(*) AS n FROM linode.images.images WHERE NOT is_public GROUP BY account",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WARNING:  account revoked was left out of linode.images.images"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.ends_with("|4")).count(), 3);
     // A token is not the password here.
     let out = server.psql("tok-acme", &["SELECT 1"]);
     assert!(!out.status.success());

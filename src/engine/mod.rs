@@ -140,6 +140,8 @@ pub struct Session {
     accounts: Vec<String>,
     /// Whether a statement over the account set answers from the accounts that did not fail.
     on_error: Arc<OnError>,
+    /// Warnings reported since the front end last took them (an account left out).
+    warnings: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// One API client per provider.
@@ -182,7 +184,16 @@ fn clients_for(
 }
 
 impl Session {
-    pub async fn new(options: SessionOptions) -> Result<Session, Error> {
+    pub async fn new(mut options: SessionOptions) -> Result<Session, Error> {
+        // Warnings go where the front end shows them, and are kept for one that sends them on.
+        let warnings: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let (kept, shown) = (warnings.clone(), options.progress.clone());
+        options.progress = Progress::new(move |event| {
+            if let crate::api::Event::Warning(text) = &event {
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string());
+            }
+            shown.report(event);
+        });
         let registry = options.registry.clone();
         let clients =
             clients_for(&options, options.base_url.as_ref(), options.token.as_ref(), options.token_source.as_deref())?;
@@ -250,6 +261,7 @@ impl Session {
             defaults: options.defaults,
             accounts: accounts.into_iter().map(|(name, _)| name).collect(),
             on_error,
+            warnings,
         };
         session.register_views().await?;
         Ok(session)
@@ -474,7 +486,7 @@ impl Session {
     /// `None` when it returns no rows (a change without RETURNING, SET, CREATE VIEW).
     pub async fn describe(&self, prepared: &Prepared) -> Result<Option<SchemaRef>, Error> {
         match prepared.kind() {
-            Kind::Meta(meta) => Ok(Some(meta::run(meta, &self.registry)?.schema())),
+            Kind::Meta(meta) => Ok(Some(self.meta(meta)?.schema())),
             Kind::Plan(plan) => Ok(statement::returns_rows(plan).then(|| Arc::new(plan.schema().as_arrow().clone()))),
             Kind::CopyOut(plan, _) => Ok(Some(Arc::new(plan.schema().as_arrow().clone()))),
             Kind::Cursor => Ok(None),
@@ -600,7 +612,7 @@ impl Session {
     async fn running(&self, prepared: &Prepared, params: &ParamValues, cancel: &CancelToken) -> Result<Outcome, Error> {
         let state = self.ctx.state();
         match prepared.kind() {
-            Kind::Meta(meta) => Ok(Outcome::batch(meta::run(meta, &self.registry)?, None)),
+            Kind::Meta(meta) => Ok(Outcome::batch(self.meta(meta)?, None)),
             // A client that kept a statement prepared under the other dry-run setting expects
             // other columns: refused before anything is sent, as PostgreSQL refuses a cached
             // plan whose result changed.
@@ -654,6 +666,35 @@ impl Session {
                 .await;
         let Some(bound) = bound.map_err(|error| self.explained(error))? else { return Ok(None) };
         Ok(Some(mutate::preview(&bound, &self.clients[&bound.provider.id], cancel).await?))
+    }
+
+    /// A meta command's answer; a resource described in an account set starts with `account`.
+    fn meta(&self, meta: &Meta) -> Result<RecordBatch, Error> {
+        let answer = meta::run(meta, &self.registry)?;
+        if self.accounts.is_empty() || !matches!(meta, Meta::Describe { .. }) {
+            return Ok(answer);
+        }
+        let schema = answer.schema();
+        let value = |name: &str| match name {
+            "name" => "account",
+            "type" => "string",
+            "nullable" => "NO",
+            "filterable" => "=, <>, IN, NOT IN: decide which accounts are called",
+            _ => "The profile of the account set the row comes from.",
+        };
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| Arc::new(datafusion::arrow::array::StringArray::from(vec![value(f.name())])) as _)
+            .collect();
+        let first = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(concat_batches(&schema, [&first, &answer])?)
+    }
+
+    /// The warnings reported since the last call (a front end that shows them itself, as the
+    /// command line does on stderr, need not call it).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Whether changes are previewed instead of sent.

@@ -4,13 +4,14 @@ same table in every account, with a leading `account` column (the profile's name
 A predicate on `account` (`=`, `<>`, `IN`, `NOT IN` with literals) decides which accounts are
 called at all; the others go to each account's own scan, which sends them to the API as usual.
 Each account's scan uses its own client (token, API URL, response cache and rate budget); a
-bounded number of accounts are read at once. An account that fails does not stop the others:
-by default the statement then fails naming every account that failed and why; when the
-session says `skip`, the rows of the others are the answer and the failures are warnings. */
+bounded number of accounts are read at once, each whole before any row is answered. An account
+that fails does not stop the others: by default the statement then fails naming every account
+that failed and why, answering no row; when the session says `skip`, the rows of the others
+are the answer and the failures are warnings. */
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StringArray};
@@ -56,6 +57,8 @@ impl OnError {
 /// One table of an account set.
 #[derive(Debug)]
 pub struct AccountsTable {
+    /// `provider.service.resource`.
+    name: String,
     accounts: Vec<(String, Arc<dyn TableProvider>)>,
     schema: SchemaRef,
     on_error: Arc<OnError>,
@@ -63,11 +66,16 @@ pub struct AccountsTable {
 }
 
 impl AccountsTable {
-    pub fn new(accounts: Vec<(String, Arc<dyn TableProvider>)>, on_error: Arc<OnError>, progress: Progress) -> Self {
+    pub fn new(
+        name: String,
+        accounts: Vec<(String, Arc<dyn TableProvider>)>,
+        on_error: Arc<OnError>,
+        progress: Progress,
+    ) -> Self {
         let inner = accounts[0].1.schema();
         let mut fields = vec![Arc::new(Field::new(ACCOUNT, DataType::Utf8, false))];
         fields.extend(inner.fields().iter().cloned());
-        AccountsTable { accounts, schema: Arc::new(Schema::new(fields)), on_error, progress }
+        AccountsTable { name, accounts, schema: Arc::new(Schema::new(fields)), on_error, progress }
     }
 }
 
@@ -162,6 +170,7 @@ impl TableProvider for AccountsTable {
             Boundedness::Bounded,
         ));
         Ok(Arc::new(AccountsExec {
+            table: self.name.clone(),
             names: children.iter().map(|(name, _)| name.clone()).collect(),
             children: children.into_iter().map(|(_, plan)| plan).collect(),
             wanted,
@@ -176,6 +185,8 @@ impl TableProvider for AccountsTable {
 /// The scans of the accounts a statement reads, their rows with the account's name.
 #[derive(Debug)]
 pub struct AccountsExec {
+    /// The table, for warnings.
+    table: String,
     names: Vec<String>,
     children: Vec<Arc<dyn ExecutionPlan>>,
     /// The table's columns asked for, `0` being `account`.
@@ -239,6 +250,7 @@ impl ExecutionPlan for AccountsExec {
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(AccountsExec {
+            table: self.table.clone(),
             names: self.names.clone(),
             children,
             wanted: self.wanted.clone(),
@@ -249,63 +261,60 @@ impl ExecutionPlan for AccountsExec {
         }))
     }
 
+    /// Every account's rows are read whole before any is answered: a statement that fails
+    /// must answer no row, and an account left out must give none (not the rows it read before
+    /// it failed), whatever reads the answer and however much of it.
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!("{} has one partition, not {partition}", self.name())));
         }
-        let failures: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-        let mut scans = Vec::with_capacity(self.children.len());
+        let mut reads = Vec::with_capacity(self.children.len());
         for (name, child) in self.names.iter().zip(&self.children) {
             let (name, child, context) = (name.clone(), child.clone(), context.clone());
-            let (wanted, schema, failures) = (self.wanted.clone(), self.projected.clone(), failures.clone());
-            // Executing a scan only builds its stream: requests go when it is polled, so only
-            // the accounts in flight send them.
-            let partitions = child.output_partitioning().partition_count();
-            let started = (0..partitions).map(move |p| child.execute(p, context.clone()));
-            let scan = stream::iter(started.collect::<Vec<_>>()).flat_map(move |started| {
-                let (name, wanted, schema, failures) = (name.clone(), wanted.clone(), schema.clone(), failures.clone());
-                let batches = match started {
-                    Ok(batches) => batches.boxed(),
-                    Err(e) => stream::once(async move { Err(e) }).boxed(),
-                };
-                let named = name.clone();
-                batches
-                    .map(move |batch| batch.and_then(|b| AccountsExec::with_account(&wanted, &schema, &named, b)))
-                    .scan((), {
-                        let (name, failures) = (name.clone(), failures.clone());
-                        move |_, batch| {
-                            let kept = match batch {
-                                Ok(batch) => Some(Some(Ok(batch))),
-                                Err(e) => {
-                                    let why = Error::from(e).to_string();
-                                    failures.lock().unwrap_or_else(|e| e.into_inner()).push((name.clone(), why));
-                                    None
-                                }
-                            };
-                            std::future::ready(kept)
+            let (wanted, schema) = (self.wanted.clone(), self.projected.clone());
+            reads.push(async move {
+                let read = async {
+                    let mut batches = Vec::new();
+                    for p in 0..child.output_partitioning().partition_count() {
+                        let mut stream = child.execute(p, context.clone())?;
+                        while let Some(batch) = stream.next().await {
+                            batches.push(AccountsExec::with_account(&wanted, &schema, &name, batch?)?);
                         }
-                    })
-                    .filter_map(std::future::ready)
+                    }
+                    Ok::<_, DataFusionError>(batches)
+                };
+                let read = match read.await.map_err(Error::from) {
+                    // A row another account holds (the instance of `linodeId = …`) is not found
+                    // in this one: no rows of it here.
+                    Err(Error::Api(api)) if api.status() == Some(404) => Ok(vec![]),
+                    other => other.map_err(|e| e.to_string()),
+                };
+                (name, read)
             });
-            scans.push(scan.boxed());
         }
-        let (on_error, progress) = (self.on_error.clone(), self.progress.clone());
-        let verdict = stream::once(Box::pin(async move {
-            let mut failed = std::mem::take(&mut *failures.lock().unwrap_or_else(|e| e.into_inner()));
-            if failed.is_empty() {
-                return None;
+        let (on_error, progress, table) = (self.on_error.clone(), self.progress.clone(), self.table.clone());
+        let answer = async move {
+            let results: Vec<(String, std::result::Result<Vec<RecordBatch>, String>)> =
+                stream::iter(reads).buffer_unordered(ACCOUNTS_IN_FLIGHT).collect().await;
+            let mut failed: Vec<(String, String)> = Vec::new();
+            let mut batches = Vec::new();
+            for (name, read) in results {
+                match read {
+                    Ok(read) => batches.extend(read),
+                    Err(why) => failed.push((name, why)),
+                }
             }
             failed.sort();
-            if on_error.skip() {
-                for (name, why) in &failed {
-                    progress.report(Event::Warning(&format!("account {name} was left out: {why}")));
-                }
-                return None;
+            if !failed.is_empty() && !on_error.skip() {
+                let error = DataFusionError::External(Box::new(Error::AccountsFailed(failed)));
+                return stream::iter(vec![Err(error)]);
             }
-            Some(Err(DataFusionError::External(Box::new(Error::AccountsFailed(failed)))))
-        }))
-        .filter_map(std::future::ready);
-        let rows = stream::iter(scans).flatten_unordered(Some(ACCOUNTS_IN_FLIGHT)).chain(verdict);
+            for (name, why) in &failed {
+                progress.report(Event::Warning(&format!("account {name} was left out of {table}: {why}")));
+            }
+            stream::iter(batches.into_iter().map(Ok).collect::<Vec<_>>())
+        };
+        let rows = stream::once(Box::pin(answer)).flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.projected.clone(), rows)))
     }
 }

@@ -59,6 +59,22 @@ impl PhysicalOptimizerRule for ParamsFromJoins {
             })?
             .data;
         plan.apply(|node| {
+            // Values of a join are not shared out among the accounts of a set.
+            if node.downcast_ref::<super::accounts::AccountsExec>().is_some() {
+                for child in node.children() {
+                    if let Some(scan) = child.downcast_ref::<ResourceScanExec>()
+                        && let Calls::Awaiting(Awaiting { awaited, supplier: None, .. }) = &scan.calls
+                    {
+                        return Err(DataFusionError::External(Box::new(crate::error::ScanError(format!(
+                            "{} in an account set is read with its {} given by value: WHERE account = '…' AND \
+                             {} = …; a join does not give it across accounts",
+                            scan.resource.full_name,
+                            awaited.join(", "),
+                            awaited.join(" = … AND ")
+                        )))));
+                    }
+                }
+            }
             if let Some(scan) = node.downcast_ref::<ResourceScanExec>()
                 && let Calls::Awaiting(Awaiting { binding, supplier: None, .. }) = &scan.calls
             {

@@ -111,7 +111,7 @@ pub fn register_accounts(
                         (name.clone(), Arc::new(table) as Arc<dyn TableProvider>)
                     })
                     .collect();
-                let table = AccountsTable::new(tables, on_error.clone(), progress.clone());
+                let table = AccountsTable::new(resource.full_name.clone(), tables, on_error.clone(), progress.clone());
                 schema.register_table(resource.name.clone(), Arc::new(table))?;
             }
             catalog.register_schema(&service.id, schema)?;

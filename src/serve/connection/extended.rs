@@ -11,7 +11,7 @@ use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{BindComplete, ParseComplete};
 use pgwire::messages::response::EmptyQueryResponse;
 
-use super::{Answer, Connection, MAX_PREPARED, Portal, PortalState, Stopped, Stored};
+use super::{Answer, Connection, MAX_PREPARED, Portal, PortalState, Stopped, Stored, completed};
 use crate::engine::Prepared;
 use crate::serve::params;
 use crate::serve::reply::{Failure, complete, description, field_infos};
@@ -163,7 +163,7 @@ impl Connection {
                 self.allowed_in_transaction(prepared.sql())?;
                 match self.answer(wire, prepared, &portal.params, &portal.format).await? {
                     Answer::Rows(rows) => rows,
-                    Answer::Tag(tag) => return Ok(wire.send(complete(tag)).await?),
+                    Answer::Tag(tag) => return Ok(completed(wire, self.session.take_warnings(), tag).await?),
                     Answer::Empty => {
                         return Ok(wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?);
                     }

@@ -106,6 +106,14 @@ pub(super) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
     wire.close().await;
 }
 
+/// A statement's end, after the warnings it gave (an account left out) as notices.
+async fn completed(wire: &mut Wire, warnings: Vec<String>, tag: impl Into<String>) -> io::Result<()> {
+    for warning in warnings {
+        wire.send(notice("WARNING", "01000", &warning)).await?;
+    }
+    wire.send(complete(tag)).await
+}
+
 async fn refuse(mut wire: Wire, failure: Failure) {
     let _ = wire.send(failure.message()).await;
     wire.close().await;
@@ -352,7 +360,7 @@ impl Connection {
                     wire.send(description(&rows.fields)).await?;
                     self.stream(wire, &mut rows, 0).await?;
                 }
-                Answer::Tag(tag) => wire.send(complete(tag)).await?,
+                Answer::Tag(tag) => completed(wire, self.session.take_warnings(), tag).await?,
                 Answer::Empty => wire.send(Backend::EmptyQueryResponse(EmptyQueryResponse::new())).await?,
                 Answer::Copy(mut rows, format) => self.copy_out(wire, &mut rows, &format).await?,
                 Answer::Fetch { cursor, count } => self.fetch(wire, &cursor, count, true).await?,
@@ -450,7 +458,7 @@ impl Connection {
                     sent += 1;
                 }
                 None => {
-                    wire.send(complete(rows.tag())).await?;
+                    completed(wire, self.session.take_warnings(), rows.tag()).await?;
                     return Ok(true);
                 }
             }
@@ -549,7 +557,7 @@ impl Connection {
             }
         }
         wire.send(Backend::CopyDone(CopyDone::new())).await?;
-        Ok(wire.send(complete(format!("COPY {}", rows.sent))).await?)
+        Ok(completed(wire, self.session.take_warnings(), format!("COPY {}", rows.sent)).await?)
     }
 
     /// BEGIN, COMMIT, ROLLBACK and savepoints, as PostgreSQL answers them.
