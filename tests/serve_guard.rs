@@ -631,3 +631,34 @@ except psycopg.Error as e:
     assert_eq!(lines[6], "masked: True");
     assert_eq!(puts(&sandbox), 2, "the EXEC and the REPLACE, each sent once");
 }
+
+#[test]
+fn settings_follow_transaction_blocks_as_in_postgres() {
+    let sandbox = SandboxProcess::start(&[]);
+    let server = ServeProcess::start(&sandbox, &[], &[]);
+    let out = server.psql(
+        TOKEN,
+        &[
+            "BEGIN",
+            "SET LOCAL imageql.dry_run = on",
+            "SHOW imageql.dry_run",
+            "COMMIT",
+            "SHOW imageql.dry_run",
+            "BEGIN",
+            "SET statement_timeout = '5s'",
+            "ROLLBACK",
+            "SHOW statement_timeout",
+            "SET LOCAL statement_timeout = '1s'",
+            "SHOW statement_timeout",
+            "BEGIN",
+            "SET imageql.dry_run = on",
+            "COMMIT",
+            "SHOW imageql.dry_run",
+        ],
+    );
+    let shown: Vec<String> =
+        text(&out.stdout).lines().filter(|l| ["on", "off", "0", "5s", "1s"].contains(l)).map(str::to_string).collect();
+    // SET LOCAL ends with the block; a rolled-back SET is undone; SET LOCAL outside a block does nothing.
+    assert_eq!(shown, ["on", "off", "0", "0", "on"], "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("SET LOCAL can only be used in transaction blocks"));
+}

@@ -95,6 +95,11 @@ impl Shared {
     pub fn all(&self) -> BTreeMap<String, String> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Back to `values`, taken before (a transaction's start).
+    pub fn restore(&self, values: BTreeMap<String, String>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = values;
+    }
 }
 
 #[derive(Debug)]

@@ -10,7 +10,7 @@
 //! when the client cancels it, when `statement_timeout` passes, or when the client hangs up;
 //! a change reports what it did before it stopped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::ast::{ContextModifier, Set, Statement as SqlStatement};
 use datafusion_postgres::pgwire;
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
@@ -98,6 +98,8 @@ pub(super) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
         portals: HashMap::new(),
         cursors: HashMap::new(),
         transaction: Transaction::Idle,
+        settings_at_begin: BTreeMap::new(),
+        set_locally: BTreeMap::new(),
         skipping: false,
     };
     if connection.greet(&mut wire, &place).await.is_ok() {
@@ -216,6 +218,10 @@ struct Connection {
     portals: HashMap<String, Portal>,
     cursors: HashMap<String, Cursor>,
     transaction: Transaction,
+    /// The settings as the transaction block began (a ROLLBACK goes back to them), and those a
+    /// `SET LOCAL` changed, with their values before (the block's end goes back to them).
+    settings_at_begin: BTreeMap<String, String>,
+    set_locally: BTreeMap<String, String>,
     /// After an error in the extended protocol: messages are skipped until Sync.
     skipping: bool,
 }
@@ -484,6 +490,22 @@ impl Connection {
         Ok(())
     }
 
+    /// The settings as a transaction block ends: all as they were at BEGIN after a ROLLBACK,
+    /// those of a `SET LOCAL` as they were before it after a COMMIT.
+    fn end_settings(&mut self, rolled_back: bool) -> Result<(), Failure> {
+        let shared = self.settings.shared();
+        if rolled_back {
+            shared.restore(std::mem::take(&mut self.settings_at_begin));
+        } else {
+            for (name, value) in std::mem::take(&mut self.set_locally) {
+                shared.set(&name, &value);
+            }
+        }
+        self.set_locally.clear();
+        self.session.search(&self.settings.search_path());
+        self.sync_own_settings()
+    }
+
     /// SET, RESET, SHOW and DISCARD of the connection's settings.
     async fn variable(&mut self, wire: &mut Wire, prepared: &Prepared, format: &Format) -> Result<Answer, Stopped> {
         match prepared.sql() {
@@ -503,6 +525,21 @@ impl Connection {
             return Ok(Answer::Tag("DISCARD ALL".into()));
         }
         let Some(parsed) = prepared.statement() else { return Ok(Answer::Empty) };
+        // `SET LOCAL` lasts until the block ends, and does nothing outside one (as PostgreSQL).
+        if let Some(SqlStatement::Set(Set::SingleAssignment {
+            scope: Some(ContextModifier::Local), variable, ..
+        })) = prepared.sql()
+        {
+            if self.transaction == Transaction::Idle {
+                wire.send(notice("WARNING", "25P01", "SET LOCAL can only be used in transaction blocks")).await?;
+                return Ok(Answer::Tag("SET".into()));
+            }
+            let name = variable.to_string().to_lowercase();
+            if !self.set_locally.contains_key(&name) {
+                let before = self.settings.shared().get(&name).unwrap_or_default();
+                self.set_locally.insert(name, before);
+            }
+        }
         // imageql's own settings are checked by the session, and kept here for SHOW.
         if let Some(own @ OwnSetting::Set { .. }) = own_setting(parsed) {
             self.session.apply_own_setting(&own).map_err(|e| Failure::new(e.sqlstate(), e.to_string()))?;
@@ -566,6 +603,8 @@ impl Connection {
         let (tag, warning) = match (prepared.sql(), self.transaction) {
             (Some(SqlStatement::StartTransaction { .. }), Transaction::Idle) => {
                 self.transaction = Transaction::Block;
+                self.settings_at_begin = self.settings.shared().all();
+                self.set_locally.clear();
                 ("BEGIN", None)
             }
             (Some(SqlStatement::StartTransaction { .. }), _) => {
@@ -577,6 +616,7 @@ impl Connection {
             (Some(SqlStatement::Commit { .. }), before) => {
                 self.transaction = Transaction::Idle;
                 self.cursors.retain(|_, c| c.hold);
+                self.end_settings(before == Transaction::Failed)?;
                 (if before == Transaction::Failed { "ROLLBACK" } else { "COMMIT" }, None)
             }
             (Some(SqlStatement::Rollback { savepoint: Some(_), .. }), Transaction::Idle) => {
@@ -592,6 +632,7 @@ impl Connection {
             (Some(SqlStatement::Rollback { .. }), _) => {
                 self.transaction = Transaction::Idle;
                 self.cursors.retain(|_, c| c.hold);
+                self.end_settings(true)?;
                 ("ROLLBACK", None)
             }
             (Some(SqlStatement::Savepoint { .. }), Transaction::Idle) => return Err(outside("SAVEPOINT").into()),
