@@ -9,8 +9,12 @@ use datafusion::sql::sqlparser::ast::{
     Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, Statement as SqlStatement, TableFactor,
 };
 
+use datafusion::common::ParamValues;
+
+use super::{CancelToken, Session};
 use crate::error::Error;
 use crate::provider::{Registry, Resource};
+use crate::{mutate, sql};
 
 /// What an awaited query waits on: the resource, and the query of the ids of its rows.
 pub(super) struct Awaited {
@@ -63,4 +67,35 @@ pub(super) fn awaited(statement: &DFStatement, registry: &Registry) -> Result<Aw
         ..query.as_ref().clone()
     };
     Ok(Awaited { resource: resource.clone(), ids: SqlStatement::Query(Box::new(ids)) })
+}
+
+impl Session {
+    /// Waits until the rows an awaited query names are ready; what it then reads is fresh.
+    pub(super) async fn await_rows(
+        &self,
+        parsed: &sql::Parsed,
+        params: &ParamValues,
+        cancel: &CancelToken,
+    ) -> Result<(), Error> {
+        let awaited = awaited(&parsed.statement, &self.registry)?;
+        let state = self.ctx.state();
+        let mut plan = state.statement_to_plan(DFStatement::Statement(Box::new(awaited.ids))).await?;
+        if !matches!(params, ParamValues::List(values) if values.is_empty()) {
+            plan = plan.replace_params_with_values(params)?;
+        }
+        let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+        let ids: Vec<String> = mutate::rows_of_batches(&batches)?
+            .into_iter()
+            .filter_map(|row| row.into_iter().next())
+            .map(|id| id.as_str().map(str::to_string).unwrap_or_else(|| id.to_string()))
+            .collect();
+        let provider =
+            self.registry.providers.values().find(|p| awaited.resource.full_name.starts_with(&format!("{}.", p.id)));
+        let api = provider
+            .map(|p| &self.clients[&p.id])
+            .ok_or_else(|| Error::Query("no provider for the resource".into()))?;
+        mutate::await_all(&awaited.resource, api, &ids, false, self.await_timeout(), cancel).await?;
+        api.forget_reads();
+        Ok(())
+    }
 }

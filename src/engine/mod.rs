@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::datasource::ViewTable;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -590,11 +590,10 @@ impl Session {
         let secrets = self
             .secrets_of(statement)
             .into_iter()
-            .map(|secret| match secret.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            .filter_map(|secret| match secret.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) => values.get(n.wrapping_sub(1)).map(|v| v.value().to_string().trim_matches('"').to_string()),
                 None => Some(secret),
             })
-            .flatten()
             .filter(|secret| !secret.is_empty() && secret != "NULL")
             .collect();
         with_secrets_masked(error, secrets)
@@ -689,102 +688,6 @@ impl Session {
             .collect();
         let first = RecordBatch::try_new(schema.clone(), columns)?;
         Ok(concat_batches(&schema, [&first, &answer])?)
-    }
-
-    /// The warnings reported since the last call (a front end that shows them itself, as the
-    /// command line does on stderr, need not call it).
-    pub fn take_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Whether changes are previewed instead of sent.
-    pub fn dry_run(&self) -> bool {
-        self.dry_run.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn set_dry_run(&self, on: bool) {
-        self.dry_run.store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Every change of the session is previewed, whatever its statements set (`--dry-run`).
-    pub fn force_dry_run(&self) {
-        self.dry_run_forced.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.set_dry_run(true);
-    }
-
-    /// How long `/*+ AWAIT */` waits at most.
-    pub fn await_timeout(&self) -> std::time::Duration {
-        *self.await_timeout.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn set_await_timeout(&self, timeout: std::time::Duration) {
-        *self.await_timeout.lock().unwrap_or_else(|e| e.into_inner()) = timeout;
-    }
-
-    /// SET, RESET or SHOW of one of imageql's own settings.
-    pub fn apply_own_setting(&self, own: &OwnSetting) -> Result<Outcome, Error> {
-        match own {
-            OwnSetting::Set { name, value } if name == settings::ACCOUNTS_ON_ERROR => {
-                self.on_error.set_skip(settings::skips(name, value.as_deref())?);
-                Ok(Outcome::Done)
-            }
-            OwnSetting::Set { name, value } if name == settings::AWAIT_TIMEOUT => {
-                let timeout = match value.as_deref().map(str::trim) {
-                    Some(value) if !value.eq_ignore_ascii_case("default") => settings::duration(name, value)?,
-                    _ => mutate::AWAIT_TIMEOUT,
-                };
-                self.set_await_timeout(timeout);
-                Ok(Outcome::Done)
-            }
-            OwnSetting::Set { name, value } => {
-                let on = settings::switch(name, value.as_deref())?;
-                // RESET goes back to the run's own value; only turning it off is refused.
-                if !on && value.is_some() && self.dry_run_forced.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err(Error::Refused(
-                        "--dry-run is on for this run: no statement of it can turn the dry run off".into(),
-                    ));
-                }
-                self.set_dry_run(on || self.dry_run_forced.load(std::sync::atomic::Ordering::Relaxed));
-                Ok(Outcome::Done)
-            }
-            OwnSetting::Show { name } => {
-                settings::known(name)?;
-                let shown = match name.as_str() {
-                    settings::AWAIT_TIMEOUT => settings::duration_text(self.await_timeout()),
-                    settings::ACCOUNTS_ON_ERROR if self.on_error.skip() => "skip".to_string(),
-                    settings::ACCOUNTS_ON_ERROR => "fail".to_string(),
-                    _ if self.dry_run() => "on".to_string(),
-                    _ => "off".to_string(),
-                };
-                let schema = Arc::new(Schema::new(vec![Field::new(name.as_str(), DataType::Utf8, false)]));
-                let values = Arc::new(datafusion::arrow::array::StringArray::from(vec![shown]));
-                Ok(Outcome::batch(RecordBatch::try_new(schema, vec![values])?, None))
-            }
-        }
-    }
-
-    /// Waits until the rows an awaited query names are ready; what it then reads is fresh.
-    async fn await_rows(&self, parsed: &sql::Parsed, params: &ParamValues, cancel: &CancelToken) -> Result<(), Error> {
-        let awaited = awaited::awaited(&parsed.statement, &self.registry)?;
-        let state = self.ctx.state();
-        let mut plan = state.statement_to_plan(DFStatement::Statement(Box::new(awaited.ids))).await?;
-        if !matches!(params, ParamValues::List(values) if values.is_empty()) {
-            plan = plan.replace_params_with_values(params)?;
-        }
-        let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
-        let ids: Vec<String> = mutate::rows_of_batches(&batches)?
-            .into_iter()
-            .filter_map(|row| row.into_iter().next())
-            .map(|id| id.as_str().map(str::to_string).unwrap_or_else(|| id.to_string()))
-            .collect();
-        let provider =
-            self.registry.providers.values().find(|p| awaited.resource.full_name.starts_with(&format!("{}.", p.id)));
-        let api = provider
-            .map(|p| &self.clients[&p.id])
-            .ok_or_else(|| Error::Query("no provider for the resource".into()))?;
-        mutate::await_all(&awaited.resource, api, &ids, false, self.await_timeout(), cancel).await?;
-        api.forget_reads();
-        Ok(())
     }
 
     /// A change of resources, or EXPLAIN of one: bound now, then sent or explained.

@@ -7,7 +7,15 @@ use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value};
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use super::Session;
 use crate::error::Error;
+use crate::mutate;
+use crate::outcome::Outcome;
 
 /// Every change is previewed instead of sent.
 pub const DRY_RUN: &str = "imageql.dry_run";
@@ -134,6 +142,80 @@ pub fn setting_text(value: &Expr) -> String {
         },
         Expr::Identifier(ident) => ident.value.clone(),
         other => other.to_string(),
+    }
+}
+
+impl Session {
+    /// The warnings reported since the last call (a front end that shows them itself, as the
+    /// command line does on stderr, need not call it).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether changes are previewed instead of sent.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_dry_run(&self, on: bool) {
+        self.dry_run.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every change of the session is previewed, whatever its statements set (`--dry-run`).
+    pub fn force_dry_run(&self) {
+        self.dry_run_forced.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.set_dry_run(true);
+    }
+
+    /// How long `/*+ AWAIT */` waits at most.
+    pub fn await_timeout(&self) -> std::time::Duration {
+        *self.await_timeout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_await_timeout(&self, timeout: std::time::Duration) {
+        *self.await_timeout.lock().unwrap_or_else(|e| e.into_inner()) = timeout;
+    }
+
+    /// SET, RESET or SHOW of one of imageql's own settings.
+    pub fn apply_own_setting(&self, own: &OwnSetting) -> Result<Outcome, Error> {
+        match own {
+            OwnSetting::Set { name, value } if name == ACCOUNTS_ON_ERROR => {
+                self.on_error.set_skip(skips(name, value.as_deref())?);
+                Ok(Outcome::Done)
+            }
+            OwnSetting::Set { name, value } if name == AWAIT_TIMEOUT => {
+                let timeout = match value.as_deref().map(str::trim) {
+                    Some(value) if !value.eq_ignore_ascii_case("default") => duration(name, value)?,
+                    _ => mutate::AWAIT_TIMEOUT,
+                };
+                self.set_await_timeout(timeout);
+                Ok(Outcome::Done)
+            }
+            OwnSetting::Set { name, value } => {
+                let on = switch(name, value.as_deref())?;
+                // RESET goes back to the run's own value; only turning it off is refused.
+                if !on && value.is_some() && self.dry_run_forced.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(Error::Refused(
+                        "--dry-run is on for this run: no statement of it can turn the dry run off".into(),
+                    ));
+                }
+                self.set_dry_run(on || self.dry_run_forced.load(std::sync::atomic::Ordering::Relaxed));
+                Ok(Outcome::Done)
+            }
+            OwnSetting::Show { name } => {
+                known(name)?;
+                let shown = match name.as_str() {
+                    AWAIT_TIMEOUT => duration_text(self.await_timeout()),
+                    ACCOUNTS_ON_ERROR if self.on_error.skip() => "skip".to_string(),
+                    ACCOUNTS_ON_ERROR => "fail".to_string(),
+                    _ if self.dry_run() => "on".to_string(),
+                    _ => "off".to_string(),
+                };
+                let schema = Arc::new(Schema::new(vec![Field::new(name.as_str(), DataType::Utf8, false)]));
+                let values = Arc::new(StringArray::from(vec![shown]));
+                Ok(Outcome::batch(RecordBatch::try_new(schema, vec![values])?, None))
+            }
+        }
     }
 }
 
