@@ -154,7 +154,8 @@ fn counted(n: Option<usize>, expected: usize, why: String) -> Counted {
 
 /// At 30 % faults, a `count(*)` of an 11-page listing is right at least 28 times in 30, in
 /// the CLI and through serve: reads are retried with backoff, a page that disagrees with
-/// page 1 is read again, and a query whose list changed starts over.
+/// page 1 is read again, and a query whose list changed starts over. A call may take 2 s: a
+/// stall (1.5 s, then a 504) is a fault, a response slowed by the machine's load is not.
 #[tokio::test(flavor = "multi_thread")]
 async fn counts_of_a_long_listing_survive_faults_in_the_cli_and_through_serve() {
     const COUNTS: usize = 30;
@@ -191,7 +192,7 @@ async fn counts_of_a_long_listing_survive_faults_in_the_cli_and_through_serve() 
 
     let results = std::sync::Mutex::new(Vec::new());
     in_parallel(COUNTS, |_| {
-        let run = sandbox.imageql(&["--timeout", "0.5", "-o", "csv", "-e", sql]);
+        let run = sandbox.imageql(&["--timeout", "2", "-o", "csv", "-e", sql]);
         let n = (run.code() == 0).then(|| run.stdout().lines().nth(1).unwrap().parse().unwrap());
         if n.is_none() {
             assert!(is_clear_failure(&run.stderr()), "an unclear failure: {}", run.stderr());
@@ -202,7 +203,7 @@ async fn counts_of_a_long_listing_survive_faults_in_the_cli_and_through_serve() 
     println!("CLI: {right} of {COUNTS} counts right; failures: {why:?}");
     assert!(right >= 28, "CLI: {right} of {COUNTS} right: {why:?}");
 
-    let server = ServeProcess::start(&sandbox, &["--no-cache", "--timeout", "0.5"], &[]);
+    let server = ServeProcess::start(&sandbox, &["--no-cache", "--timeout", "2"], &[]);
     let results = std::sync::Mutex::new(Vec::new());
     in_parallel(COUNTS, |_| {
         let out = server.psql(TOKEN, &[sql]);
