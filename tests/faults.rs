@@ -18,10 +18,11 @@ const SCANS: usize = 200;
 const CAPTURES: usize = 50;
 const WORKERS: usize = 8;
 
-fn faulty_sandbox() -> SandboxProcess {
+/// A sandbox of `images` generated images that fails 30% of requests.
+fn faulty_sandbox(images: &str) -> SandboxProcess {
     SandboxProcess::start(&[
         "--seed-images",
-        "1000",
+        images,
         "--fail-rate",
         FAIL_RATE,
         "--latency-ms",
@@ -31,7 +32,7 @@ fn faulty_sandbox() -> SandboxProcess {
         "--stall-ms",
         "1500",
         "--max-images",
-        "5000",
+        "6000",
         "--max-total-gb",
         "1000000",
     ])
@@ -89,7 +90,7 @@ fn in_parallel(count: usize, work: impl Fn(usize) + Sync) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scans_under_faults_return_the_right_ids_or_fail_clearly() {
-    let sandbox = faulty_sandbox();
+    let sandbox = faulty_sandbox("1000");
     let images = truth(&sandbox).await;
     let ids = |private_only: bool| -> BTreeSet<String> {
         images
@@ -159,22 +160,7 @@ fn counted(n: Option<usize>, expected: usize, why: String) -> Counted {
 #[tokio::test(flavor = "multi_thread")]
 async fn counts_of_a_long_listing_survive_faults_in_the_cli_and_through_serve() {
     const COUNTS: usize = 30;
-    let sandbox = SandboxProcess::start(&[
-        "--seed-images",
-        "5200",
-        "--fail-rate",
-        FAIL_RATE,
-        "--latency-ms",
-        "0",
-        "--time-scale",
-        "0",
-        "--stall-ms",
-        "1500",
-        "--max-images",
-        "6000",
-        "--max-total-gb",
-        "1000000",
-    ]);
+    let sandbox = faulty_sandbox("5200");
     let expected = truth(&sandbox).await.len();
     assert_eq!(expected.div_ceil(500), 11, "an 11-page listing: {expected} images");
     let sql = "SELECT count(*) AS n FROM linode.images.images";
@@ -224,7 +210,7 @@ async fn counts_of_a_long_listing_survive_faults_in_the_cli_and_through_serve() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn captures_under_faults_leave_exactly_what_they_reported() {
-    let sandbox = faulty_sandbox();
+    let sandbox = faulty_sandbox("1000");
     let before: BTreeSet<String> =
         truth(&sandbox).await.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
     let outcomes: Vec<std::sync::Mutex<Option<common::Run>>> =

@@ -142,6 +142,8 @@ pub struct Session {
     on_error: Arc<OnError>,
     /// Warnings reported since the front end last took them (an account left out).
     warnings: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The body fields the provider files call secret, found once.
+    secret_fields: Vec<String>,
 }
 
 /// One API client per provider.
@@ -262,6 +264,7 @@ impl Session {
             accounts: accounts.into_iter().map(|(name, _)| name).collect(),
             on_error,
             warnings,
+            secret_fields: options.registry.secret_fields(),
         };
         session.register_views().await?;
         Ok(session)
@@ -602,7 +605,7 @@ impl Session {
     /// The secrets a statement (or the change it explains) gives.
     fn secrets_of(&self, statement: &DFStatement) -> Vec<String> {
         match statement {
-            DFStatement::Statement(statement) => mutate::secret_values(statement, &self.registry.secret_fields()),
+            DFStatement::Statement(statement) => mutate::secret_values(statement, &self.secret_fields),
             DFStatement::Explain(explain) => self.secrets_of(&explain.statement),
             _ => vec![],
         }
