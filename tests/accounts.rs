@@ -200,12 +200,6 @@ fn a_failing_account_fails_the_statement_or_is_left_out_when_asked() {
     // DESCRIBE shows the account column first.
     let described = accounts.rows(&["--profile", "customers", "-e", "DESCRIBE linode.images.images"]);
     assert_eq!((&described[0]["name"], &described[1]["name"]), (&json!("account"), &json!("id")));
-
-    // Changes act on one account.
-    let stderr = accounts
-        .run(&["--profile", "customers", "-e", "DELETE FROM linode.images.images WHERE account = 'acme' AND size > 1"])
-        .fails();
-    assert!(stderr.contains("changes and waits act on one account"), "{stderr}");
 }
 
 #[test]
@@ -261,8 +255,240 @@ fn serve_gives_every_connection_the_account_set() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("WARNING:  account revoked was left out of linode.images.images"), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.ends_with("|4")).count(), 3);
+    // A change over the set through the extended protocol: described with its account
+    // column, bound with parameters, each call sent with its row's token.
+    let mark = accounts.sandbox.log().len();
+    let script = r#"
+import os, psycopg
+conn = psycopg.connect(os.environ["IMAGEQL_URL"], password="operator-secret", autocommit=True)
+cur = conn.cursor()
+cur.execute("SELECT account, id FROM linode.images.images WHERE NOT is_public AND account = ANY(%s) ORDER BY id", (["acme", "initech"],))
+first = {}
+for account, id in cur.fetchall():
+    first.setdefault(account, id)
+cur.execute("REPLACE linode.images.images SET label = %s || account WHERE id IN (%s, %s) RETURNING account, id, label", ("moved-", first["acme"], first["initech"]))
+print([d.name for d in cur.description])
+for row in sorted(cur.fetchall()):
+    print("|".join(row))
+"#;
+    let out = std::process::Command::new(common::postgres_clients().join("bin/python"))
+        .args(["-c", script])
+        .env("IMAGEQL_URL", &server.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "['account', 'id', 'label']");
+    assert!(lines[1].starts_with("acme|") && lines[1].ends_with("|moved-acme"), "{stdout}");
+    assert!(lines[2].starts_with("initech|") && lines[2].ends_with("|moved-initech"), "{stdout}");
+    let puts: Vec<Value> = accounts
+        .sandbox
+        .log_since(mark)
+        .into_iter()
+        .filter(|l| l["method"] == "PUT")
+        .map(|l| l["account"].clone())
+        .collect();
+    assert_eq!(puts, [json!("acme"), json!("initech")]);
+
     // A token is not the password here.
     let out = server.psql("tok-acme", &["SELECT 1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("password authentication failed"));
+}
+
+/// The changes the sandbox was sent since `mark`: (method, path, the account whose token it carried).
+fn changes_since(accounts: &Accounts, mark: usize) -> Vec<(String, String, String)> {
+    let log = accounts.sandbox.log_since(mark);
+    log.iter()
+        .filter(|l| l["method"] != "GET")
+        .map(|l| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (text(&l["method"]), text(&l["path"]), text(&l["account"]))
+        })
+        .collect()
+}
+
+#[test]
+fn changes_over_an_account_set_send_each_call_with_its_accounts_token() {
+    let accounts = Accounts::start();
+    let set = ["--profile", "customers", "-o", "ndjson"];
+    let run = |sql: &str| {
+        let mut args = set.to_vec();
+        args.extend(["-e", sql]);
+        accounts.run(&args)
+    };
+    let owners: BTreeMap<String, String> = run("SELECT id, account FROM linode.images.images WHERE NOT is_public")
+        .rows()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r["account"].as_str().unwrap().to_string()))
+        .collect();
+    let in_account = |account: &str| -> Vec<String> {
+        owners.iter().filter(|(_, a)| *a == account).map(|(id, _)| id.clone()).collect()
+    };
+    let (acme, globex) = (in_account("acme"), in_account("globex"));
+    // One image of acme's, two of globex's, picked by a predicate that is not about accounts.
+    let chosen = [&acme[0], &globex[0], &globex[1]];
+    let wanted = format!("id IN ('{}', '{}', '{}')", chosen[0], chosen[1], chosen[2]);
+
+    // The dry run: each account's requests and total, then the total of all; nothing sent.
+    let mark = accounts.sandbox.log().len();
+    let preview = run(&format!("EXPLAIN DELETE FROM linode.images.images WHERE {wanted}")).rows();
+    let steps: Vec<(Value, Value)> = preview.iter().map(|r| (r["account"].clone(), r["step"].clone())).collect();
+    assert_eq!(
+        steps,
+        [
+            (json!("acme"), json!("1")),
+            (json!("acme"), json!("total")),
+            (json!("globex"), json!("1")),
+            (json!("globex"), json!("2")),
+            (json!("globex"), json!("total")),
+            (Value::Null, json!("total")),
+        ]
+    );
+    let last = preview.last().unwrap();
+    assert!(last["request"].as_str().unwrap().starts_with("3 requests (3 DELETE) in 2 accounts"), "{last}");
+    let freed: f64 = preview[..preview.len() - 1]
+        .iter()
+        .filter(|r| r["step"] != "total")
+        .map(|r| r["frees_monthly_usd"].as_f64().unwrap())
+        .sum();
+    assert!((last["frees_monthly_usd"].as_f64().unwrap() - freed).abs() < 1e-6, "{last}");
+    let dry = accounts.run(&[
+        "--profile",
+        "customers",
+        "--dry-run",
+        "-e",
+        &format!("DELETE FROM linode.images.images WHERE {wanted}"),
+    ]);
+    assert!(dry.ok().contains("in 2 accounts, none sent"));
+    assert!(changes_since(&accounts, mark).is_empty(), "a dry run sends nothing");
+
+    // The rows a DELETE removes are those the same WHERE selects, each with its own token.
+    let selected = run(&format!("SELECT account, id FROM linode.images.images WHERE {wanted} ORDER BY id")).rows();
+    let mark = accounts.sandbox.log().len();
+    let mut deleted = run(&format!("DELETE FROM linode.images.images WHERE {wanted} RETURNING account, id")).rows();
+    deleted.sort_by_key(|r| r["id"].as_str().unwrap().to_string());
+    assert_eq!(deleted, selected);
+    let sent = changes_since(&accounts, mark);
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    for (method, path, account) in &sent {
+        let id = path.trim_start_matches("/v4/images/").replace("%2F", "/");
+        assert_eq!((method.as_str(), account), ("DELETE", &owners[&id]), "{path}");
+    }
+
+    // REPLACE computes each row's value over the set, and sends it with that row's token.
+    let mark = accounts.sandbox.log().len();
+    let replaced = run(&format!(
+        "REPLACE linode.images.images SET description = 'kept by ' || account WHERE id IN ('{}', '{}') RETURNING account, description",
+        acme[1], globex[2]
+    ))
+    .rows();
+    assert_eq!(
+        replaced,
+        [
+            json!({"account": "acme", "description": "kept by acme"}),
+            json!({"account": "globex", "description": "kept by globex"})
+        ]
+    );
+    let accounts_sent: Vec<String> = changes_since(&accounts, mark).into_iter().map(|(_, _, a)| a).collect();
+    assert_eq!(accounts_sent, ["acme", "globex"]);
+
+    // An INSERT or EXEC names its account; nothing is sent when one does not, or names another.
+    let mark = accounts.sandbox.log().len();
+    let refusals = [
+        (
+            "INSERT INTO linode.images.images (disk_id, label) VALUES (1, 'x')",
+            "an INSERT names the account of each row",
+        ),
+        (
+            "INSERT INTO linode.images.images (account, disk_id, label) VALUES ('acme', 67990, 'a'), ('umbrella', 1, 'u')",
+            "the account \"umbrella\" is not one of this session's",
+        ),
+        (
+            &*format!("EXEC linode.images.images.post_replicate_image @imageId = '{}', @add = 'us-east'", acme[1]),
+            "EXEC names the one it acts in",
+        ),
+    ];
+    for (sql, message) in refusals {
+        let stderr = run(sql).fails();
+        assert!(stderr.contains(message), "{sql}: {stderr}");
+    }
+    assert!(changes_since(&accounts, mark).is_empty());
+
+    // INSERT … SELECT over the set: each row made in the account it was read from.
+    let disks: Vec<Value> = ["acme", "initech"]
+        .iter()
+        .flat_map(|account| {
+            let first = run(&format!("SELECT id FROM linode.linode.instances WHERE account = '{account}' ORDER BY id LIMIT 1")).rows();
+            let linode = first[0]["id"].as_i64().unwrap();
+            run(&format!(
+                "SELECT account, id FROM linode.linode.disks WHERE account = '{account}' AND linodeId = {linode} AND size > 1000"
+            ))
+            .rows()
+        })
+        .collect();
+    let values: Vec<String> = disks
+        .iter()
+        .map(|d| {
+            format!("('{}', {}, 'golden-{}')", d["account"].as_str().unwrap(), d["id"], d["account"].as_str().unwrap())
+        })
+        .collect();
+    let mark = accounts.sandbox.log().len();
+    let made = run(&format!(
+        "INSERT INTO linode.images.images (account, disk_id, label) VALUES {} RETURNING account, label, created_by",
+        values.join(", ")
+    ))
+    .rows();
+    assert_eq!(made.len(), 2);
+    assert!(made.iter().all(|r| r["label"].as_str().unwrap() == format!("golden-{}", r["account"].as_str().unwrap())));
+    assert!(made.iter().all(|r| r["created_by"] == r["account"]), "{made:?}");
+    let posted: Vec<String> = changes_since(&accounts, mark).into_iter().map(|(_, _, a)| a).collect();
+    assert_eq!(posted, ["acme", "initech"]);
+
+    // EXEC with @account acts there.
+    let mark = accounts.sandbox.log().len();
+    let replicated = run(&format!(
+        "EXEC linode.images.images.post_replicate_image @account = 'globex', @imageId = '{}', @add = 'us-east'",
+        globex[2]
+    ))
+    .rows();
+    assert_eq!((&replicated[0]["account"], &replicated[0]["added"]), (&json!("globex"), &json!("us-east")));
+    let sent = changes_since(&accounts, mark);
+    assert_eq!(sent.iter().map(|(m, _, a)| (m.as_str(), a.as_str())).collect::<Vec<_>>(), [("POST", "globex")]);
+}
+
+#[test]
+fn a_view_over_an_account_set_is_each_accounts_own() {
+    let accounts = Accounts::start();
+    let set = accounts.rows(&[
+        "--profile",
+        "customers",
+        "-e",
+        "SELECT account, sum(monthly_usd) AS usd FROM linode.images.storage_costs GROUP BY account ORDER BY account",
+    ]);
+    let alone: Vec<Value> = ["acme", "globex", "initech"]
+        .iter()
+        .map(|account| {
+            let rows = accounts.rows(&[
+                "--profile",
+                account,
+                "-e",
+                "SELECT sum(monthly_usd) AS usd FROM linode.images.storage_costs",
+            ]);
+            json!({"account": account, "usd": rows[0]["usd"]})
+        })
+        .collect();
+    assert_eq!(set, alone);
+    // A view with parameters, pruned by account like a table.
+    let mark = accounts.sandbox.log().len();
+    let usage = accounts.rows(&[
+        "--profile",
+        "customers",
+        "-e",
+        "SELECT account, count(*) AS n FROM linode.images.usage(now() - interval '30 days', now()) WHERE account = 'initech' GROUP BY account",
+    ]);
+    assert_eq!(usage, [json!({"account": "initech", "n": 4})]);
+    let called: Vec<Value> = accounts.sandbox.log_since(mark).iter().map(|l| l["account"].clone()).collect();
+    assert!(!called.is_empty() && called.iter().all(|a| a == "initech"), "{called:?}");
 }

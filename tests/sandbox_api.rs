@@ -261,7 +261,10 @@ async fn logs_each_request_as_received() {
     assert_eq!(log.len(), 2);
     let first = log[0].as_object().unwrap();
     let keys: Vec<&str> = first.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["method", "path", "query", "x_filter", "status", "ms", "bytes"]);
+    assert_eq!(keys, ["method", "path", "account", "query", "x_filter", "status", "ms", "bytes"]);
+    // Whose token a request carried, by the account's name, never the token.
+    assert!(log[0]["account"].is_string() && log[1]["account"].is_null(), "{log:?}");
+    assert!(!serde_json::to_string(&log).unwrap().contains(TOKEN));
     let (_, body) = http.get("/images/private%2F1001", Some(TOKEN), None).await;
     assert_eq!(log[0]["bytes"], body.to_string().len(), "the size of the body sent");
     assert_eq!(log[0]["path"], "/v4/images/private%2F1001");

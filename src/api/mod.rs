@@ -7,8 +7,10 @@ never appears in any of them. Progress goes to a [`Progress`] callback. */
 
 pub mod budget;
 pub mod cache;
+mod error;
 mod page;
 pub mod progress;
+mod retry;
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -25,19 +27,15 @@ use serde_json::Value;
 use crate::provider::{HttpVerb, Pagination, RateLimits, encode_segment};
 use budget::{Class, RateBudget, Reported};
 use cache::{Key, ResponseCache};
+pub use error::{ApiError, ErrorItem, Shape};
+use error::{error_chain, error_items, redact_upload_url};
 pub use page::Page;
 pub use progress::{Event, Progress};
+use retry::{Failure, READ_ATTEMPTS};
 
 /// Pages in flight at once after the first one: as many as the rate budget lets go, up to
 /// this bound on connections and on the memory of pages not yet decoded.
 const PAGE_CONCURRENCY: usize = 24;
-/// Attempts for an idempotent read before its error is reported: at a 30 % failure rate,
-/// one read in a thousand still fails.
-const READ_ATTEMPTS: u32 = 6;
-/// The first wait before a read is sent again; it doubles with each attempt, up to the cap.
-const FIRST_RETRY_WAIT: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(8);
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 /// Reads of a page that disagrees with page 1 before the list is taken to have changed.
 const PAGE_REREADS: u32 = 2;
 /// How long a cached response is reused unless the session says otherwise.
@@ -92,70 +90,6 @@ impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Token(***)")
     }
-}
-
-/// One entry of the API's error envelope.
-#[derive(Debug, Clone)]
-pub struct ErrorItem {
-    pub reason: String,
-    pub field: Option<String>,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
-    #[error("{method} {url} failed with HTTP {status}: {}{}", reasons(errors), hint_text(hint))]
-    Status { method: HttpVerb, url: String, status: u16, errors: Vec<ErrorItem>, hint: Option<String> },
-    #[error("{method} {url} failed: {detail}{}", hint_text(hint))]
-    Network { method: HttpVerb, url: String, detail: String, hint: Option<String> },
-    #[error("{method} {url} returned an unexpected response: {detail}")]
-    Decode { method: HttpVerb, url: String, detail: String },
-    /// A list whose length changed between its pages: its rows cannot be trusted.
-    #[error(
-        "the list changed while it was read (page 1 said {before}, page {page} said {after}): rows would have \
-         been missed or read twice, so the query stopped; run it again"
-    )]
-    Changed { page: u64, before: Shape, after: Shape },
-}
-
-/// What a page says about its whole list: how many pages and rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shape {
-    pub pages: Option<u64>,
-    pub results: Option<u64>,
-}
-
-impl fmt::Display for Shape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
-        write!(f, "{} rows in {} pages", count(self.results), count(self.pages))
-    }
-}
-
-impl ApiError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ApiError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
-fn reasons(errors: &[ErrorItem]) -> String {
-    if errors.is_empty() {
-        return "no error details".into();
-    }
-    errors
-        .iter()
-        .map(|e| match &e.field {
-            Some(field) => format!("{} (field {field})", e.reason),
-            None => e.reason.clone(),
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn hint_text(hint: &Option<String>) -> String {
-    hint.as_ref().map(|h| format!(". {h}")).unwrap_or_default()
 }
 
 /// A request relative to the API base: `path` is already encoded.
@@ -374,15 +308,13 @@ impl ApiClient {
             match sent.and_then(|body| usable(body).map_err(|unusable| self.unusable(request, unusable, READ_ATTEMPTS)))
             {
                 Ok(body) => return Ok(body),
-                Err(failure) if failure.retryable && attempt < READ_ATTEMPTS => {
-                    // After a 429 the budget holds the next attempt back for its Retry-After.
-                    if failure.error.status() != Some(429) || self.rate_limits.is_none() {
-                        let wait = failure.retry_after.unwrap_or_else(|| backoff(attempt));
-                        tokio::time::sleep(wait.min(MAX_RETRY_WAIT)).await;
+                Err(failure) => match retry::next_wait(&failure, attempt, self.rate_limits.is_some()) {
+                    Some(wait) => {
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
                     }
-                    attempt += 1;
-                }
-                Err(failure) => return Err(failure.error),
+                    None => return Err(failure.error),
+                },
             }
         }
     }
@@ -481,7 +413,7 @@ impl ApiClient {
         }
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         let errors = body.as_ref().map(error_items).unwrap_or_default();
-        let retryable = matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504);
+        let retryable = retry::retryable_status(status.as_u16());
         Err(Failure {
             retryable,
             retry_after,
@@ -552,20 +484,7 @@ impl ApiClient {
     }
 
     fn hint(&self, status: StatusCode, attempts: u32) -> Option<String> {
-        let source = &self.token_source;
-        let again = match attempts {
-            1 => "changes are never retried: check whether it happened before sending it again",
-            _ => "try again later",
-        };
-        Some(match status.as_u16() {
-            401 if self.token.is_some() => format!("The token ({source}) was rejected; check that it is valid"),
-            401 => format!("This needs a token: give one in {source}"),
-            403 => format!("The token ({source}) lacks the permission (OAuth scope) this needs"),
-            429 if attempts > 1 => format!("The API's rate limit still applied after {attempts} attempts; {again}"),
-            429 => format!("The API's rate limit was hit; {again}"),
-            500..=599 => format!("The API failed; {again}"),
-            _ => return None,
-        })
+        retry::advice(status.as_u16(), attempts, self.token.is_some(), &self.token_source)
     }
 
     /// The first page of a listing, from the cache when it has it.
@@ -703,13 +622,6 @@ impl ApiClient {
     }
 }
 
-/// The wait before attempt `attempt + 1`: exponential, with "equal jitter" (half fixed, half
-/// random), so that clients failed by one outage do not come back in step.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = FIRST_RETRY_WAIT.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_BACKOFF);
-    ceiling / 2 + ceiling.mul_f64(crate::random::unit() / 2.0)
-}
-
 /// Runs `work` as a task of its own, stopped when its result is no longer wanted.
 fn on_own_task<T: Send + 'static>(
     work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
@@ -824,49 +736,4 @@ fn json_body(body: Bytes) -> Result<Bytes, Unusable> {
         Ok(_) => Ok(body),
         Err(_) => Err(Unusable::NotJson(body.len())),
     }
-}
-
-struct Failure {
-    retryable: bool,
-    retry_after: Option<Duration>,
-    error: ApiError,
-}
-
-/// An upload URL is a credential (a signature in its query, or a secret in its path): only
-/// its host may appear in messages.
-fn redact_upload_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(parsed) => format!("{}://{}/… (the upload URL)", parsed.scheme(), parsed.host_str().unwrap_or("?")),
-        Err(_) => "the upload URL".into(),
-    }
-}
-
-fn error_items(body: &Value) -> Vec<ErrorItem> {
-    body.get("errors")
-        .and_then(Value::as_array)
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| ErrorItem {
-                    reason: e.get("reason").and_then(Value::as_str).unwrap_or("(no reason given)").to_string(),
-                    field: e.get("field").and_then(Value::as_str).map(str::to_string),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    // reqwest's outermost message says only that the request failed; its causes say why.
-    let mut parts: Vec<String> = vec![error.to_string()];
-    parts.retain(|p| !p.starts_with("error sending request"));
-    let mut source = error.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
 }

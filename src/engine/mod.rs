@@ -23,6 +23,7 @@ mod awaited;
 mod copy;
 mod function;
 mod guard;
+mod members;
 mod memory;
 pub mod meta;
 pub mod postgres;
@@ -138,6 +139,8 @@ pub struct Session {
     defaults: mutate::Defaults,
     /// The account set's names; empty in a session of one account.
     accounts: Vec<String>,
+    /// The account set's accounts, each as a session of its own.
+    members: Option<Arc<members::Members>>,
     /// Whether a statement over the account set answers from the accounts that did not fail.
     on_error: Arc<OnError>,
     /// Warnings reported since the front end last took them (an account left out).
@@ -196,7 +199,6 @@ impl Session {
             }
             shown.report(event);
         });
-        let registry = options.registry.clone();
         let clients =
             clients_for(&options, options.base_url.as_ref(), options.token.as_ref(), options.token_source.as_deref())?;
         let mut accounts = Vec::new();
@@ -205,6 +207,17 @@ impl Session {
             let clients = clients_for(&options, account.base_url.as_ref(), account.token.as_ref(), Some(&source))?;
             accounts.push((account.name.clone(), clients));
         }
+        Session::build(options, clients, accounts, warnings).await
+    }
+
+    /// A session with its clients made: of one account, or of an account set (`accounts`).
+    async fn build(
+        options: SessionOptions,
+        clients: Clients,
+        accounts: Vec<(String, Clients)>,
+        warnings: Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> Result<Session, Error> {
+        let registry = options.registry.clone();
         let mut config = SessionConfig::new().with_information_schema(true);
         if let Some(catalog) = &options.default_catalog {
             config = config.with_default_catalog_and_schema(catalog, "public");
@@ -250,6 +263,8 @@ impl Session {
             }
         }
         let has_token = options.token.is_some();
+        let names = accounts.iter().map(|(name, _)| name.clone()).collect();
+        let members = (!accounts.is_empty()).then(|| Arc::new(members::Members::new(options.clone(), accounts)));
         let session = Session {
             ctx,
             registry,
@@ -261,13 +276,50 @@ impl Session {
             dry_run_forced: Default::default(),
             await_timeout: std::sync::Mutex::new(mutate::AWAIT_TIMEOUT),
             defaults: options.defaults,
-            accounts: accounts.into_iter().map(|(name, _)| name).collect(),
+            accounts: names,
+            members,
             on_error,
             warnings,
             secret_fields: options.registry.secret_fields(),
         };
-        session.register_views().await?;
+        match &session.members {
+            None => session.register_views().await?,
+            Some(members) => session.register_set_views(members, &options.progress).await?,
+        }
         Ok(session)
+    }
+
+    /// The views of an account set: each account's own, `account` first. One account's
+    /// session tells their columns.
+    async fn register_set_views(&self, members: &Arc<members::Members>, progress: &Progress) -> Result<(), Error> {
+        let Some(first) = self.accounts.first() else { return Ok(()) };
+        let template = members.session(first).await?;
+        for provider in self.registry.providers.values() {
+            for service in provider.services.values() {
+                for (name, view) in &service.views {
+                    let full = format!("{}.{}.{name}", provider.id, service.id);
+                    if view.params.is_empty() {
+                        let schema = template.ctx.table_provider(full.as_str()).await?.schema();
+                        let table = members.view(&full, schema, self.on_error.clone(), progress.clone());
+                        self.ctx.register_table(
+                            TableReference::full(provider.id.as_str(), service.id.as_str(), name.as_str()),
+                            Arc::new(table),
+                        )?;
+                    } else {
+                        let function = template.ctx.table_function(&full)?.function().clone();
+                        let across = members::AccountsFunction::new(
+                            full.clone(),
+                            members.clone(),
+                            function,
+                            self.on_error.clone(),
+                            progress.clone(),
+                        );
+                        self.ctx.register_udtf(&full, Arc::new(across));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Creates the views the provider files declare, under their service; a view with
@@ -432,10 +484,9 @@ impl Session {
                 Err(e) => return Err(e),
             },
         };
-        if !self.accounts.is_empty() && (matches!(kind, Kind::Change) || parsed.has_hint("AWAIT")) {
+        if !self.accounts.is_empty() && !matches!(kind, Kind::Change) && parsed.has_hint("AWAIT") {
             return Err(Error::Refused(format!(
-                "changes and waits act on one account: this session reads the account set {}; run it with \
-                 --profile NAME",
+                "a SELECT waits in one account: this session reads the account set {}; run it with --profile NAME",
                 self.accounts.join(", ")
             )));
         }
@@ -505,13 +556,14 @@ impl Session {
                 };
                 if previewed {
                     let (resource, verb) = mutate::target(&self.registry, statement)?;
-                    return Ok(Some(mutate::preview_schema(&resource, verb)));
+                    return Ok(Some(mutate::preview_schema(&resource, verb, &self.scope())));
                 }
                 let exec = matches!(statement.as_ref(), SqlStatement::Execute { .. });
                 if !exec && !statement::has_returning(statement, parsed) {
                     return Ok(None);
                 }
-                let bound = mutate::bind_for_describe(&self.ctx.state(), &self.registry, statement, parsed)?;
+                let bound =
+                    mutate::bind_for_describe(&self.ctx.state(), &self.registry, statement, parsed, self.scope())?;
                 mutate::result_schema(&bound).await
             }
             Kind::Deferred => {
@@ -663,11 +715,60 @@ impl Session {
     pub async fn preview(&self, prepared: &Prepared, cancel: &CancelToken) -> Result<Option<RecordBatch>, Error> {
         let (true, Some(statement)) = (prepared.changes(), prepared.sql()) else { return Ok(None) };
         let state = self.ctx.state();
-        let bound =
-            mutate::bind(&state, &self.registry, statement, prepared.parsed(), &self.policy.files, &self.defaults)
-                .await;
+        let bound = mutate::bind(
+            &state,
+            &self.registry,
+            statement,
+            prepared.parsed(),
+            &self.policy.files,
+            &self.defaults,
+            self.scope(),
+        )
+        .await;
         let Some(bound) = bound.map_err(|error| self.explained(error))? else { return Ok(None) };
-        Ok(Some(mutate::preview(&bound, &self.clients[&bound.provider.id], cancel).await?))
+        Ok(Some(self.previewed(bound, cancel).await?))
+    }
+
+    /// Whether the session's changes act over an account set.
+    fn scope(&self) -> mutate::Scope {
+        match self.members {
+            None => mutate::Scope::Single,
+            Some(_) => mutate::Scope::Set,
+        }
+    }
+
+    /// The dry run of a bound change.
+    async fn previewed(&self, bound: mutate::Bound, cancel: &CancelToken) -> Result<RecordBatch, Error> {
+        let Some(members) = &self.members else {
+            return mutate::preview(&bound, &self.clients[&bound.provider.id], cancel).await;
+        };
+        let parts = self.parts(members, &bound, cancel).await?;
+        match mutate::preview_parts(&parts, cancel).await? {
+            Some(batch) => Ok(batch),
+            None => {
+                let mut nothing = bound;
+                nothing.input = mutate::Input::Rows(vec![]);
+                mutate::preview(&nothing, &self.clients[&nothing.provider.id], cancel).await
+            }
+        }
+    }
+
+    /// A change over the account set, split into each account's part: its rows are read
+    /// once over the set, so that they are those a SELECT with the same WHERE answers.
+    async fn parts(
+        &self,
+        members: &members::Members,
+        bound: &mutate::Bound,
+        cancel: &CancelToken,
+    ) -> Result<Vec<mutate::Part>, Error> {
+        let rows = mutate::input_rows(bound, cancel).await?;
+        let mut parts = Vec::new();
+        for (account, rows) in mutate::split(rows, &self.accounts)? {
+            let session = members.session(&account).await?;
+            let api = members.client(&account, &bound.provider.id)?;
+            parts.push(mutate::Part { bound: bound.part(&account, rows, session.ctx.state()), api, account });
+        }
+        Ok(parts)
     }
 
     /// A meta command's answer; a resource described in an account set starts with `account`.
@@ -706,17 +807,23 @@ impl Session {
         };
         let statement = statement::with_values(statement, params)?;
         let bound =
-            mutate::bind(&state, &self.registry, &statement, parsed, &self.policy.files, &self.defaults).await?;
-        let Some(bound) = bound else {
+            mutate::bind(&state, &self.registry, &statement, parsed, &self.policy.files, &self.defaults, self.scope())
+                .await?;
+        let Some(mut bound) = bound else {
             return Err(Error::Query("the statement changes no resource".into()));
         };
-        let mut bound = bound;
         bound.await_timeout = self.await_timeout();
-        let api = &self.clients[&bound.provider.id];
-        match explained || self.dry_run() {
-            true => Ok(Outcome::batch(mutate::preview(&bound, api, cancel).await?, None)),
-            false => mutate::execute(bound, api, cancel).await,
+        if explained || self.dry_run() {
+            return Ok(Outcome::batch(self.previewed(bound, cancel).await?, None));
         }
+        let Some(members) = &self.members else {
+            let api = self.clients[&bound.provider.id].clone();
+            return mutate::execute(bound, &api, cancel).await;
+        };
+        let parts = self.parts(members, &bound, cancel).await?;
+        let schema = mutate::result_schema(&bound).await?;
+        let change = mutate::nothing_changed(&bound);
+        mutate::combined(mutate::execute_parts(parts, cancel).await?, change, schema).await
     }
 
     /// Everything DataFusion runs: queries, EXPLAIN, views, COPY, settings.

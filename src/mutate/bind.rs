@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use serde_json::Value;
 
+use super::accounts::{ACCOUNT, Scope};
 use super::execute::{call_for, validation};
 use super::sets::{SetChange, members};
 use super::values::{literal, rows_of_batches};
@@ -27,7 +28,8 @@ use crate::provider::{HttpVerb, Method, Param, Registry, Resolved, Resource, Sql
 use crate::sql::{Parsed, is_replace};
 
 /// The change a statement asks for, or `None` when it changes no resource (a query, or an
-/// INSERT into a table made with CREATE TABLE, which DataFusion runs).
+/// INSERT into a table made with CREATE TABLE, which DataFusion runs). Over an account set
+/// (`scope` [`Scope::Set`]) each input row ends with the account it acts in.
 pub async fn bind(
     state: &SessionState,
     registry: &Registry,
@@ -35,22 +37,24 @@ pub async fn bind(
     parsed: &Parsed,
     files: &FileAccess,
     defaults: &Defaults,
+    scope: Scope,
 ) -> Result<Option<Bound>, Error> {
+    let scope = &scope;
     let mut bound = match statement {
         Statement::Insert(insert) => match insert_target(registry, insert) {
-            Some(target) => bind_insert(state, target, insert, defaults).await?,
+            Some(target) => bind_insert(state, target, insert, defaults, scope).await?,
             None => return Ok(None),
         },
-        Statement::Update(update) if is_replace(update) => bind_replace(state, registry, update).await?,
+        Statement::Update(update) if is_replace(update) => bind_replace(state, registry, update, scope).await?,
         Statement::Update(_) => {
             return Err(Error::Unsupported {
                 what: "UPDATE".into(),
                 instead: Some("use REPLACE … SET … WHERE …, which maps to the API's PUT".into()),
             });
         }
-        Statement::Delete(delete) => bind_delete(state, registry, delete).await?,
+        Statement::Delete(delete) => bind_delete(state, registry, delete, scope).await?,
         Statement::Execute { name: Some(name), parameters, .. } => {
-            let mut bound = bind_exec(state, registry, name, parameters, files)?;
+            let mut bound = bind_exec(state, registry, name, parameters, files, scope)?;
             bound.returning = parsed.returning.clone();
             bound
         }
@@ -94,6 +98,7 @@ pub fn bind_for_describe(
     registry: &Registry,
     statement: &Statement,
     parsed: &Parsed,
+    scope: Scope,
 ) -> Result<Bound, Error> {
     let (resource, verb) = target(registry, statement)?;
     let returning = match statement {
@@ -114,7 +119,7 @@ pub fn bind_for_describe(
             .and_then(|sql_verb| resource.methods_for(sql_verb).next().map(|(name, _)| name.to_string()))
             .unwrap_or_default(),
     };
-    let mut bound = bound(state, target, verb, &method_name, Input::Rows(vec![]));
+    let mut bound = bound(state, target, verb, &method_name, Input::Rows(vec![]), &scope);
     bound.returning = returning;
     Ok(bound)
 }
@@ -195,7 +200,7 @@ fn unknown_name(problem: String, name: &str, valid: &[&str]) -> Error {
     Error::Refused(format!("{problem}: {hint}valid names are {}", valid.join(", ")))
 }
 
-fn bound(state: &SessionState, target: Resolved, verb: Verb, method_name: &str, input: Input) -> Bound {
+fn bound(state: &SessionState, target: Resolved, verb: Verb, method_name: &str, input: Input, scope: &Scope) -> Bound {
     Bound {
         verb,
         provider: target.provider,
@@ -213,6 +218,7 @@ fn bound(state: &SessionState, target: Resolved, verb: Verb, method_name: &str, 
         upload: None,
         set_change: None,
         state: state.clone(),
+        scope: scope.clone(),
     }
 }
 
@@ -227,6 +233,7 @@ async fn bind_insert(
     target: Resolved,
     insert: &Insert,
     defaults: &Defaults,
+    scope: &Scope,
 ) -> Result<Bound, Error> {
     let full_name = target.resource.full_name.clone();
     let refused = [
@@ -245,12 +252,22 @@ async fn bind_insert(
             &format!("INSERT INTO {full_name} (…) VALUES (…) creates rows; REPLACE … SET … WHERE … changes them"),
         ));
     }
-    let columns: Vec<String> = insert
+    let mut columns: Vec<String> = insert
         .columns
         .iter()
         .filter_map(|c| c.0.last().and_then(|p| p.as_ident()))
         .map(|i| insertable(&target, i))
         .collect();
+    let account_at = columns.iter().position(|c| c == ACCOUNT);
+    if *scope == Scope::Set {
+        let Some(at) = account_at else {
+            return Err(Error::Refused(format!(
+                "this session reads several accounts: an INSERT names the account of each row, e.g. \
+                 INSERT INTO {full_name} (account, …) VALUES ('acme', …)"
+            )));
+        };
+        columns.remove(at);
+    }
     if columns.is_empty() {
         return Err(Error::Refused(format!(
             "INSERT INTO {full_name} needs a column list, e.g. INSERT INTO {full_name} (disk_id, label) VALUES (…)"
@@ -275,13 +292,22 @@ async fn bind_insert(
         return Err(unknown_name(format!("{full_name} has no insertable column {bad}"), bad, &valid));
     }
     let source = insert.source.as_ref().ok_or_else(|| Error::Refused("INSERT needs VALUES (…) or a SELECT".into()))?;
-    let rows = frame(state, Statement::Query(source.clone())).await?;
+    let mut rows = frame(state, Statement::Query(source.clone())).await?;
     let width = rows.schema().fields().len();
-    if width != columns.len() {
-        return Err(Error::Refused(format!("INSERT names {} columns but its rows have {width} values", columns.len())));
+    let named = columns.len() + usize::from(*scope == Scope::Set);
+    if width != named {
+        return Err(Error::Refused(format!("INSERT names {named} columns but its rows have {width} values")));
+    }
+    if let (Scope::Set, Some(at)) = (scope, account_at) {
+        // The account goes last, where the split of a change over a set finds it.
+        let fields: Vec<LogicalExpr> = rows.schema().columns().into_iter().map(LogicalExpr::Column).collect();
+        let mut ordered = fields.clone();
+        let account = ordered.remove(at);
+        ordered.push(account);
+        rows = rows.select(ordered)?;
     }
     let method_name = method_name.to_string();
-    let mut bound = bound(state, target, Verb::Insert, &method_name, Input::Query(rows));
+    let mut bound = bound(state, target, Verb::Insert, &method_name, Input::Query(rows), scope);
     bound.columns = columns;
     bound.keep_nulls = false;
     bound.returning = insert.returning.clone();
@@ -411,6 +437,10 @@ fn protected_id(id: &str, reason: &str) -> Error {
 
 /// Rows named by literal ids (`WHERE id = …`, `id IN (…)`): no read is needed for them.
 fn by_literal_ids(bound: &mut Bound, method: &Method, selection: &Expr) -> Result<bool, Error> {
+    // Over an account set the rows are read, to know which accounts hold them.
+    if bound.scope == Scope::Set {
+        return Ok(false);
+    }
     let params: Vec<&Param> = method.params.iter().filter(|p| p.required).collect();
     let [param] = params.as_slice() else { return Ok(false) };
     let Some(ids) = literal_equalities(selection, column_of(param), &param.name) else { return Ok(false) };
@@ -440,6 +470,9 @@ fn by_query(
         bound.protected_flag = true;
     }
     items.extend(computed.iter().map(|(_, e)| e.clone()));
+    if bound.scope == Scope::Set {
+        items.push(ident(ACCOUNT));
+    }
     let items: Vec<LogicalExpr> = items.into_iter().enumerate().map(|(i, e)| e.alias(format!("c{i}"))).collect();
     // Ordered, so that the calls (and any report of a failure part-way) are reproducible.
     let order = (0..params.len()).map(|i| ident(format!("c{i}")).sort(true, false)).collect();
@@ -456,7 +489,12 @@ fn dml_input(plan: LogicalPlan) -> Result<LogicalPlan, Error> {
     }
 }
 
-async fn bind_replace(state: &SessionState, registry: &Registry, update: &Update) -> Result<Bound, Error> {
+async fn bind_replace(
+    state: &SessionState,
+    registry: &Registry,
+    update: &Update,
+    scope: &Scope,
+) -> Result<Bound, Error> {
     if update.from.is_some() {
         return Err(unsupported("REPLACE … FROM", "name the rows with WHERE, e.g. WHERE id IN (SELECT …)"));
     }
@@ -514,7 +552,7 @@ async fn bind_replace(state: &SessionState, registry: &Registry, update: &Update
         return Err(validation(Verb::Replace, &resource.full_name, method_name, problems));
     }
     let method_name = method_name.to_string();
-    let mut bound = bound(state, target, Verb::Replace, &method_name, Input::Rows(vec![]));
+    let mut bound = bound(state, target, Verb::Replace, &method_name, Input::Rows(vec![]), scope);
     bound.constants = constants;
     bound.returning = update.returning.clone();
     let selection = required_where(&resource, update.selection.as_ref())?;
@@ -547,7 +585,12 @@ async fn bind_replace(state: &SessionState, registry: &Registry, update: &Update
     Ok(bound)
 }
 
-async fn bind_delete(state: &SessionState, registry: &Registry, delete: &Delete) -> Result<Bound, Error> {
+async fn bind_delete(
+    state: &SessionState,
+    registry: &Registry,
+    delete: &Delete,
+    scope: &Scope,
+) -> Result<Bound, Error> {
     if !delete.order_by.is_empty() || delete.using.is_some() || !delete.tables.is_empty() {
         return Err(unsupported(
             "DELETE … ORDER BY / USING / multi-table DELETE",
@@ -569,7 +612,7 @@ async fn bind_delete(state: &SessionState, registry: &Registry, delete: &Delete)
     let resource = target.resource.clone();
     let (method_name, method) = choose(&resource, Verb::Delete, &path_params)?;
     let method_name = method_name.to_string();
-    let mut bound = bound(state, target, Verb::Delete, &method_name, Input::Rows(vec![]));
+    let mut bound = bound(state, target, Verb::Delete, &method_name, Input::Rows(vec![]), scope);
     // The API answers a deletion with nothing: RETURNING gives the rows as read before it.
     bound.returning = delete.returning.clone();
     if bound.returning.is_some() && resource.key().is_none() {
@@ -591,6 +634,7 @@ fn bind_exec(
     name: &ObjectName,
     parameters: &[Expr],
     files: &FileAccess,
+    scope: &Scope,
 ) -> Result<Bound, Error> {
     let full = object_name(name);
     let target = registry.resolve(&full)?;
@@ -606,6 +650,7 @@ fn bind_exec(
     let mut values: Vec<(String, Value)> = Vec::new();
     let mut file = None;
     let mut set_change = None;
+    let mut account = None;
     for parameter in parameters {
         let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = parameter else {
             return Err(Error::Refused(format!(
@@ -634,6 +679,10 @@ fn bind_exec(
         let Some(param) = ident.value.strip_prefix('@') else {
             return Err(Error::Refused(format!("EXEC parameters start with @: {}", ident.value)));
         };
+        if param == ACCOUNT && *scope == Scope::Set {
+            account = Some(value);
+            continue;
+        }
         if upload_param.as_deref() == Some(param) {
             let path = value.as_str().ok_or_else(|| Error::Refused(format!("@{param} takes a file name")))?;
             file = Some(path.to_string());
@@ -704,8 +753,16 @@ fn bind_exec(
             values.push((spec.field.clone(), Value::Null));
         }
     }
-    let (columns, row): (Vec<String>, Vec<Value>) = values.into_iter().unzip();
-    let mut bound = bound(state, target, Verb::Exec, &method_name, Input::Rows(vec![row]));
+    let (columns, mut row): (Vec<String>, Vec<Value>) = values.into_iter().unzip();
+    if *scope == Scope::Set {
+        let account = account.ok_or_else(|| {
+            Error::Refused(format!(
+                "this session reads several accounts: EXEC names the one it acts in, e.g. EXEC {full} @account = 'acme', …"
+            ))
+        })?;
+        row.push(account);
+    }
+    let mut bound = bound(state, target, Verb::Exec, &method_name, Input::Rows(vec![row]), scope);
     bound.columns = columns;
     bound.upload = upload;
     bound.set_change = set_change;

@@ -16,6 +16,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{ExprWithAlias, SelectItem};
 use serde_json::{Map, Value};
 
+use super::accounts::with_account;
 use super::sets::{self, SetPlan};
 use super::values::{coerce, rows_of_batches};
 use super::{Bound, Call, Input, upload};
@@ -79,7 +80,7 @@ pub fn validation(verb: Verb, resource: &str, method: &str, problems: Vec<(Strin
 }
 
 /// The input rows: given, or read by the bound query (stopped by `cancel`).
-pub(super) async fn input_rows(bound: &Bound, cancel: &CancelToken) -> Result<Vec<Vec<Value>>, Error> {
+pub async fn input_rows(bound: &Bound, cancel: &CancelToken) -> Result<Vec<Vec<Value>>, Error> {
     match &bound.input {
         Input::Rows(rows) => Ok(rows.clone()),
         Input::Query(frame) => tokio::select! {
@@ -142,25 +143,42 @@ fn subject_of(value: Option<&Value>) -> String {
 }
 
 pub async fn execute(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> Result<Outcome, Error> {
-    let outcome = send_all(bound, api, cancel).await;
+    let outcome = match prepare(&bound, api, cancel).await {
+        Ok(ready) => send(bound, api, ready, cancel).await,
+        Err(e) => Err(e),
+    };
     // Whatever was sent, even in part, may have changed what earlier reads saw.
     api.forget_reads();
     outcome
 }
 
-/// Reads the input rows, sends the calls in order, then uploads, waits and builds the outcome.
-async fn send_all(bound: Bound, api: &Arc<ApiClient>, cancel: &CancelToken) -> Result<Outcome, Error> {
-    let mut rows = input_rows(&bound, cancel).await?;
-    let sets = sets::resolve(&bound, api, &mut rows).await?;
-    let calls = calls(&bound, rows).await?;
+/// A change read and checked, nothing sent yet: its calls in order, what each does to a set
+/// and, for a deletion's RETURNING, the rows as they were.
+pub struct Ready {
+    pub calls: Vec<Call>,
+    sets: Vec<SetPlan>,
+    before: Vec<Map<String, Value>>,
+}
+
+/// Reads the input rows and the rows the calls act on, and builds and checks every call.
+pub async fn prepare(bound: &Bound, api: &ApiClient, cancel: &CancelToken) -> Result<Ready, Error> {
+    let mut rows = input_rows(bound, cancel).await?;
+    let sets = sets::resolve(bound, api, &mut rows).await?;
+    let calls = calls(bound, rows).await?;
     // What a deletion's RETURNING gives: the rows as they were, read before any is deleted.
     let before = match (bound.verb, &bound.returning) {
         (Verb::Delete, Some(_)) => {
             let ids: Vec<String> = calls.iter().map(|c| c.subject.clone()).collect();
-            super::preview::rows_by_id(&bound, &ids).await?
+            super::preview::rows_by_id(bound, &ids).await?
         }
         _ => vec![],
     };
+    Ok(Ready { calls, sets, before })
+}
+
+/// Sends the calls in order, then uploads, waits and builds the outcome.
+pub async fn send(bound: Bound, api: &Arc<ApiClient>, ready: Ready, cancel: &CancelToken) -> Result<Outcome, Error> {
+    let Ready { calls, sets, before } = ready;
     let method = bound.method();
     if let Some(warning) = bound.upload.as_ref().and_then(|u| u.warning) {
         let path = bound.upload.as_ref().map(|u| u.shown.display().to_string()).unwrap_or_default();
@@ -259,7 +277,7 @@ async fn finish(
         return Ok(Outcome::Rows { stream, changed: Some(change) });
     }
     if answers_rows(bound) {
-        return Ok(Outcome::batch(response_rows(bound, &rows, &extras)?, Some(change)));
+        return Ok(Outcome::batch(with_account(response_rows(bound, &rows, &extras)?, &bound.scope)?, Some(change)));
     }
     Ok(Outcome::Changed(change))
 }
@@ -442,7 +460,7 @@ pub async fn returning(
         )?,
     };
     let ctx = SessionContext::new_with_state(bound.state.clone());
-    let frame = ctx.read_batch(batch)?;
+    let frame = ctx.read_batch(with_account(batch, &bound.scope)?)?;
     let schema: DFSchema = frame.schema().clone();
     let mut exprs: Vec<LogicalExpr> = Vec::new();
     for item in items {
@@ -512,7 +530,7 @@ fn response_rows(
 pub async fn result_schema(bound: &Bound) -> Result<Option<SchemaRef>, Error> {
     match bound.returning {
         Some(_) => Ok(Some(Arc::new(returning(bound, &[], &[]).await?.schema().as_arrow().clone()))),
-        None if answers_rows(bound) => Ok(Some(response_rows(bound, &[], &[])?.schema())),
+        None if answers_rows(bound) => Ok(Some(with_account(response_rows(bound, &[], &[])?, &bound.scope)?.schema())),
         None => Ok(None),
     }
 }

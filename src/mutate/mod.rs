@@ -8,6 +8,7 @@ names, and says where each call's values come from, either literal rows or a Dat
 [`execute`] reads those rows, builds and validates every call, and only then sends them, in
 order and never retried, through a narrow interface: the API client and a cancel token. */
 
+mod accounts;
 mod bind;
 mod execute;
 mod placeholders;
@@ -27,8 +28,9 @@ use datafusion::sql::sqlparser::ast::SelectItem;
 use serde_json::{Map, Value};
 
 use crate::provider::{HttpVerb, Method, Provider, Resource, Verb};
+pub use accounts::{Part, Scope, combined, execute_parts, nothing_changed, split};
 pub use bind::{bind, bind_for_describe, changes_resources, target};
-pub use execute::{await_all, execute, result_schema};
+pub use execute::{await_all, execute, input_rows, result_schema};
 
 /// Values a profile gives the fields an INSERT leaves out (linode-cli's `region`, `type`, …).
 pub type Defaults = std::collections::BTreeMap<String, String>;
@@ -36,7 +38,7 @@ pub type Defaults = std::collections::BTreeMap<String, String>;
 /// How long `/*+ AWAIT */` waits unless the session says otherwise.
 pub const AWAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 pub use placeholders::value_types;
-pub use preview::{preview, preview_schema};
+pub use preview::{preview, preview_parts, preview_schema};
 pub use secrets::{masked, secret_values};
 use sets::SetChange;
 pub use values::rows_of_batches;
@@ -85,11 +87,15 @@ pub struct Bound {
     pub upload: Option<Upload>,
     /// Members an EXEC adds to or removes from a set its method replaces as a whole.
     pub set_change: Option<SetChange>,
-    /// For planning RETURNING over the response rows.
+    /// For planning RETURNING over the response rows, and the reads of a dry run and of
+    /// the checks of references.
     pub state: SessionState,
+    /// Whether the change is over an account set, and which account.
+    pub scope: Scope,
 }
 
 /// A local file to send to the URL the response gives (`@file` of an upload method).
+#[derive(Clone)]
 pub struct Upload {
     /// Where the file is.
     pub path: PathBuf,

@@ -13,6 +13,7 @@ use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
+use super::accounts::{ACCOUNT, Part, Scope};
 use super::execute::{calls, input_rows};
 use super::sets;
 use super::values::rows_of_batches;
@@ -25,11 +26,16 @@ use crate::provider::{Kind, Method, Resource, Verb};
 /// The column of what a deletion frees per month.
 const FREES: &str = "frees_monthly_usd";
 
-/// The columns of a change's dry run: the step, the request, the previewed columns of the
-/// resource (whole numbers as numbers, the rest as text) and, for a deletion, what it frees.
-pub fn preview_schema(resource: &Resource, verb: Verb) -> SchemaRef {
-    let mut fields =
-        vec![ArrowField::new("step", DataType::Utf8, false), ArrowField::new("request", DataType::Utf8, false)];
+/// The columns of a change's dry run: the account (over an account set), the step, the
+/// request, the previewed columns of the resource (whole numbers as numbers, the rest as
+/// text) and, for a deletion, what it frees.
+pub fn preview_schema(resource: &Resource, verb: Verb, scope: &Scope) -> SchemaRef {
+    let mut fields = match scope {
+        Scope::Single => vec![],
+        // The last total, of every account, has none.
+        Scope::Set | Scope::Account(_) => vec![ArrowField::new(ACCOUNT, DataType::Utf8, true)],
+    };
+    fields.extend([ArrowField::new("step", DataType::Utf8, false), ArrowField::new("request", DataType::Utf8, false)]);
     for (name, numeric) in preview_columns(resource) {
         fields.push(ArrowField::new(name, if numeric { DataType::Int64 } else { DataType::Utf8 }, true));
     }
@@ -55,6 +61,7 @@ fn frees(resource: &Resource, verb: Verb) -> Option<(String, &str)> {
 /// One output row.
 #[derive(Default)]
 struct Line {
+    account: Option<String>,
     step: String,
     request: String,
     shown: Vec<Option<Value>>,
@@ -69,6 +76,36 @@ impl Line {
 
 /// The dry run: reads what the change needs, builds and checks every call, sends none.
 pub async fn preview(bound: &Bound, api: &ApiClient, cancel: &CancelToken) -> Result<RecordBatch, Error> {
+    let (mut lines, calls) = lines(bound, api, cancel).await?;
+    let columns = preview_columns(&bound.resource);
+    lines.push(total(bound, &calls, &lines, &columns));
+    batch(bound, lines)
+}
+
+/// The dry run of a change over an account set: each account's part, with its total, and
+/// the total of them all. Every part is read and checked; nothing is sent.
+pub async fn preview_parts(parts: &[Part], cancel: &CancelToken) -> Result<Option<RecordBatch>, Error> {
+    let Some(first) = parts.first() else { return Ok(None) };
+    let columns = preview_columns(&first.bound.resource);
+    let (mut all_lines, mut all_calls) = (Vec::new(), Vec::new());
+    for part in parts {
+        let (mut lines, calls) = lines(&part.bound, &part.api, cancel).await?;
+        let mut total = total(&part.bound, &calls, &lines, &columns);
+        total.account = Some(part.account.clone());
+        lines.push(total);
+        all_lines.extend(lines);
+        all_calls.extend(calls);
+    }
+    let mut total = total(&first.bound, &all_calls, &all_lines, &columns);
+    if let Some(sent) = total.request.strip_suffix(", none sent") {
+        total.request = format!("{sent} in {} accounts, none sent", parts.len());
+    }
+    all_lines.push(total);
+    Ok(Some(batch(&first.bound, all_lines)?))
+}
+
+/// Each request of a change and what it reads and does, with the calls.
+async fn lines(bound: &Bound, api: &ApiClient, cancel: &CancelToken) -> Result<(Vec<Line>, Vec<Call>), Error> {
     let method = bound.method();
     let mut rows = input_rows(bound, cancel).await?;
     let key = bound.resource.key();
@@ -111,7 +148,7 @@ pub async fn preview(bound: &Bound, api: &ApiClient, cancel: &CancelToken) -> Re
             false => request_text(call, method),
         };
         let frees = id.as_ref().and_then(|id| freed.get(id)).copied();
-        lines.push(Line { step: (i + 1).to_string(), request, shown, frees });
+        lines.push(Line { step: (i + 1).to_string(), request, shown, frees, account: None });
         if let Some(destroyed) = &method.destroys {
             lines.push(Line::note("destroys", destroyed.clone()));
         }
@@ -143,8 +180,12 @@ pub async fn preview(bound: &Bound, api: &ApiClient, cancel: &CancelToken) -> Re
     if let Some(wait) = awaited(bound) {
         lines.push(Line::note("then", wait));
     }
-    lines.push(total(bound, &calls, &lines, &columns));
-    batch(bound, lines)
+    if let Scope::Account(account) = &bound.scope {
+        for line in lines.iter_mut() {
+            line.account = Some(account.clone());
+        }
+    }
+    Ok((lines, calls))
 }
 
 /// A call as it would be sent: verb, path, and the body when there is one, its secrets masked.
@@ -210,15 +251,20 @@ fn total(bound: &Bound, calls: &[Call], lines: &[Line], columns: &[(&str, bool)]
         })
         .collect();
     let frees = frees(&bound.resource, bound.verb).map(|_| requests.iter().filter_map(|l| l.frees).sum::<f64>());
-    Line { step: "total".into(), request, shown, frees: frees.map(|f| (f * 10_000.0).round() / 10_000.0) }
+    let frees = frees.map(|f| (f * 10_000.0).round() / 10_000.0);
+    Line { step: "total".into(), request, shown, frees, account: None }
 }
 
 fn batch(bound: &Bound, lines: Vec<Line>) -> Result<RecordBatch, Error> {
-    let schema = preview_schema(&bound.resource, bound.verb);
-    let mut arrays: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(lines.iter().map(|l| l.step.clone()).collect::<Vec<_>>())),
+    let schema = preview_schema(&bound.resource, bound.verb, &bound.scope);
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    if bound.scope != Scope::Single {
+        arrays.push(Arc::new(StringArray::from(lines.iter().map(|l| l.account.clone()).collect::<Vec<_>>())));
+    }
+    arrays.extend([
+        Arc::new(StringArray::from(lines.iter().map(|l| l.step.clone()).collect::<Vec<_>>())) as ArrayRef,
         Arc::new(StringArray::from(lines.iter().map(|l| l.request.clone()).collect::<Vec<_>>())),
-    ];
+    ]);
     for (i, (_, numeric)) in preview_columns(&bound.resource).iter().enumerate() {
         let values = lines.iter().map(|l| l.shown.get(i).cloned().flatten());
         arrays.push(match numeric {

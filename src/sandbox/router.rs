@@ -147,12 +147,13 @@ async fn every_request(
         (true, None) => (general, false),
         (false, _) => (general, true),
     };
-    let caller = match bearer(request.headers()) {
-        Ok(Some(token)) if !token.is_empty() => match app.account_for(&token) {
-            Some(account) => format!("account:{account}"),
-            None => format!("ip:{}", peer.ip()),
-        },
-        _ => format!("ip:{}", peer.ip()),
+    let account = match bearer(request.headers()) {
+        Ok(Some(token)) if !token.is_empty() => app.account_for(&token),
+        _ => None,
+    };
+    let caller = match account {
+        Some(account) => format!("account:{account}"),
+        None => format!("ip:{}", peer.ip()),
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (remaining, reset) = match is_api {
@@ -205,6 +206,8 @@ async fn every_request(
         let line = json!({
             "method": method.as_str(),
             "path": path,
+            // Whose token the request carried (never the token itself).
+            "account": account.map(|a| app.read(|state| state.accounts[a].name.clone())),
             "query": query,
             "x_filter": x_filter,
             "status": response.status().as_u16(),

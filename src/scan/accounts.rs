@@ -18,10 +18,10 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOpt
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, ScalarValue, project_schema};
+use datafusion::common::{DataFusionError, Result, project_schema};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -30,6 +30,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, stream};
 
+use super::plan::{account_filter, mentions_account};
 use crate::api::{ApiClient, Event, Progress};
 use crate::error::Error;
 
@@ -77,50 +78,6 @@ impl AccountsTable {
         fields.extend(inner.fields().iter().cloned());
         AccountsTable { name, accounts, schema: Arc::new(Schema::new(fields)), on_error, progress }
     }
-}
-
-/// Whether an account's name passes a predicate on `account`.
-type Keeps = Box<dyn Fn(&str) -> bool + Send + Sync>;
-
-/// Which accounts a predicate on `account` keeps; `None` when it is not one.
-fn account_filter(expr: &Expr) -> Option<Keeps> {
-    let is_account = |e: &Expr| matches!(e, Expr::Column(c) if c.name == ACCOUNT);
-    let text = |e: &Expr| match e {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
-            _,
-        ) => Some(s.clone()),
-        _ => None,
-    };
-    match expr {
-        // DataFusion writes a short IN list as ORs of equalities.
-        Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Or | Operator::And), right }) => {
-            let (left, right) = (account_filter(left)?, account_filter(right)?);
-            match op {
-                Operator::Or => Some(Box::new(move |name| left(name) || right(name))),
-                _ => Some(Box::new(move |name| left(name) && right(name))),
-            }
-        }
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) if matches!(op, Operator::Eq | Operator::NotEq) => {
-            let value = match (is_account(left), is_account(right)) {
-                (true, false) => text(right)?,
-                (false, true) => text(left)?,
-                _ => return None,
-            };
-            let equal = *op == Operator::Eq;
-            Some(Box::new(move |name| (name == value) == equal))
-        }
-        Expr::InList(list) if is_account(&list.expr) => {
-            let values: Vec<String> = list.list.iter().map(text).collect::<Option<_>>()?;
-            let negated = list.negated;
-            Some(Box::new(move |name| values.iter().any(|v| v == name) != negated))
-        }
-        _ => None,
-    }
-}
-
-fn mentions_account(expr: &Expr) -> bool {
-    expr.column_refs().iter().any(|c| c.name == ACCOUNT)
 }
 
 #[async_trait]

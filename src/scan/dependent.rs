@@ -35,8 +35,9 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use super::exec::{Awaiting, Calls, ResourceScanExec};
+use super::plan::missing_params;
 use super::pushdown::{distinct, scalar};
-use super::{Awaiting, Calls, ResourceScanExec, missing_params};
 
 /// Feeds scans that await parameter values from the joins above them; a scan still waiting
 /// afterwards is an error naming the parameter.
