@@ -192,11 +192,43 @@ fn a_failing_account_fails_the_statement_or_is_left_out_when_asked() {
     let rows = run.rows();
     assert!(!rows.is_empty() && rows.iter().all(|r| r["account"] == "acme"), "{rows:?}");
     assert!(run.stderr().is_empty(), "{}", run.stderr());
-    // Joins do not share a parameter's values out among accounts; the message says what to do.
+    // A join that matches the account too gives each account's scan that account's values.
+    let joined = "SELECT i.account, i.id AS linode, d.id AS disk FROM linode.linode.instances i \
+                  JOIN linode.linode.disks d ON d.linodeId = i.id AND d.account = i.account ORDER BY disk";
+    let mark = accounts.sandbox.log().len();
+    let rows = accounts.rows(&["--profile", "customers", "-e", joined]);
+    let owners: BTreeMap<i64, String> =
+        rows.iter().map(|r| (r["linode"].as_i64().unwrap(), r["account"].as_str().unwrap().to_string())).collect();
+    let disk_reads: Vec<Value> = accounts
+        .sandbox
+        .log_since(mark)
+        .into_iter()
+        .filter(|l| l["path"].as_str().unwrap().ends_with("/disks"))
+        .collect();
+    assert!(!disk_reads.is_empty() && disk_reads.iter().all(|l| l["status"] == 200), "{disk_reads:?}");
+    for read in &disk_reads {
+        let linode: i64 = read["path"].as_str().unwrap().split('/').nth(4).unwrap().parse().unwrap();
+        assert_eq!(read["account"].as_str(), Some(owners[&linode].as_str()), "{read}");
+    }
+    let mut alone = Vec::new();
+    for account in ["acme", "globex", "initech"] {
+        let single = joined
+            .replace("SELECT i.account,", &format!("SELECT '{account}' AS account,"))
+            .replace(" AND d.account = i.account", "");
+        alone.extend(accounts.rows(&["--profile", account, "-e", &single]));
+    }
+    alone.sort_by_key(|r| r["disk"].as_i64());
+    assert_eq!(rows, alone);
+    // Without the account in the join, the message says what to do.
     let stderr = accounts
-        .run(&["--profile", "customers", "-e", "SELECT d.id FROM linode.linode.instances i JOIN linode.linode.disks d ON d.linodeId = i.id AND d.account = i.account"])
+        .run(&[
+            "--profile",
+            "customers",
+            "-e",
+            "SELECT d.id FROM linode.linode.instances i JOIN linode.linode.disks d ON d.linodeId = i.id",
+        ])
         .fails();
-    assert!(stderr.contains("in an account set is read with its linodeId given by value: WHERE account"), "{stderr}");
+    assert!(stderr.contains("gets its linodeId from a join that matches the account too"), "{stderr}");
     // DESCRIBE shows the account column first.
     let described = accounts.rows(&["--profile", "customers", "-e", "DESCRIBE linode.images.images"]);
     assert_eq!((&described[0]["name"], &described[1]["name"]), (&json!("account"), &json!("id")));

@@ -166,6 +166,16 @@ impl DisplayAs for AccountsExec {
 }
 
 impl AccountsExec {
+    /// The accounts read, in the order of the children.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The table, `provider.service.resource`.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// A batch of one account's scan with the account's column put where it was asked for.
     fn with_account(wanted: &[usize], schema: &SchemaRef, name: &str, batch: RecordBatch) -> Result<RecordBatch> {
         let account: ArrayRef = Arc::new(StringArray::from(vec![name; batch.num_rows()]));

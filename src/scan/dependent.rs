@@ -11,7 +11,12 @@ batches, and the scan makes one call per distinct key value the supplier produce
 Restricting the scan to the supplier's values is only sound where the join drops the scan's
 rows that have no match (inner and semi joins, the outer side of an outer join, the filter
 side of an anti join); elsewhere the scan keeps waiting, and the rule reports the missing
-parameter as a scan without a join would. */
+parameter as a scan without a join would.
+
+Over an account set the scan is one per account under an [`AccountsExec`]. The join must
+then match `account` too (`ON d.linodeId = i.id AND d.account = i.account`): each account's
+scan is fed only the supplier's rows of that account, so that no account is asked for what
+another one holds. */
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,6 +40,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use super::accounts::{ACCOUNT, AccountsExec};
 use super::exec::{Awaiting, Calls, ResourceScanExec};
 use super::plan::missing_params;
 use super::pushdown::{distinct, scalar};
@@ -60,17 +66,18 @@ impl PhysicalOptimizerRule for ParamsFromJoins {
             })?
             .data;
         plan.apply(|node| {
-            // Values of a join are not shared out among the accounts of a set.
-            if node.downcast_ref::<super::accounts::AccountsExec>().is_some() {
+            // A join gives an account's scan only the values of that account.
+            if node.downcast_ref::<AccountsExec>().is_some() {
                 for child in node.children() {
                     if let Some(scan) = child.downcast_ref::<ResourceScanExec>()
                         && let Calls::Awaiting(Awaiting { awaited, supplier: None, .. }) = &scan.calls
                     {
                         return Err(DataFusionError::External(Box::new(crate::error::ScanError(format!(
-                            "{} in an account set is read with its {} given by value: WHERE account = '…' AND \
-                             {} = …; a join does not give it across accounts",
+                            "{} in an account set gets its {} from a join that matches the account too \
+                             (… ON t.{} = … AND t.account = ….account), or by value (WHERE account = '…' AND {} = …)",
                             scan.resource.full_name,
                             awaited.join(", "),
+                            awaited[0],
                             awaited.join(" = … AND ")
                         )))));
                     }
@@ -107,48 +114,93 @@ fn feed(node: &Arc<dyn ExecutionPlan>, join: &HashJoinExec) -> Result<Option<Arc
         };
         let mut scan: Option<Arc<dyn ExecutionPlan>> = None;
         let mut keys = Vec::new();
+        let mut account_key = None;
         for (left, right) in join.on() {
             let (target_key, source_key) = if target_is_left { (left, right) } else { (right, left) };
             let Some(column) = target_key.downcast_ref::<Column>() else { continue };
             let Some((node, name)) = trace(target, column.index()) else { continue };
-            let Some(Calls::Awaiting(awaiting)) = node.downcast_ref::<ResourceScanExec>().map(|s| &s.calls) else {
+            let Some(awaited) = awaited_of(&node) else { continue };
+            if !scan.as_ref().is_none_or(|s| Arc::ptr_eq(s, &node)) {
                 continue;
-            };
-            let same_scan = scan.as_ref().is_none_or(|s| Arc::ptr_eq(s, &node));
-            if awaiting.supplier.is_none() && awaiting.awaited.contains(&name) && same_scan {
+            }
+            if awaited.contains(&name) {
                 keys.push((name, source_key.clone()));
+                scan = Some(node);
+            } else if name == ACCOUNT && node.downcast_ref::<AccountsExec>().is_some() {
+                account_key = Some(source_key.clone());
                 scan = Some(node);
             }
         }
         let Some(scan) = scan else { continue };
-        let exec = scan.downcast_ref::<ResourceScanExec>().expect("traced to a scan");
-        let Calls::Awaiting(awaiting) = &exec.calls else { continue };
-        if !awaiting.awaited.iter().all(|a| keys.iter().any(|(name, _)| name == a)) {
+        let awaited = awaited_of(&scan).unwrap_or_default();
+        if !awaited.iter().all(|a| keys.iter().any(|(name, _)| name == a)) {
             continue;
         }
         let input = Arc::new(SharedInput { plan: source.clone(), batches: OnceCell::new() });
-        let supplier = Supplier { input: input.clone(), keys, from: describe_source(source) };
-        let fed: Arc<dyn ExecutionPlan> = Arc::new(ResourceScanExec {
-            calls: Calls::Awaiting(Awaiting { supplier: Some(supplier), ..awaiting.clone() }),
-            caller: exec.caller.clone(),
-            table: exec.table.clone(),
-            resource: exec.resource.clone(),
-            schema: exec.schema.clone(),
-            projection: exec.projection.clone(),
-            projected: exec.projected.clone(),
-            properties: exec.properties.clone(),
-        });
+        let supplier = Supplier { input: input.clone(), keys, from: describe_source(source), account: None };
+        let fed = match scan.downcast_ref::<AccountsExec>() {
+            None => fed_scan(&scan, supplier),
+            // Each account's scan gets the supplier's rows of its account.
+            Some(accounts) => {
+                let Some(account_key) = account_key else { continue };
+                let children = accounts
+                    .names()
+                    .iter()
+                    .zip(scan.children())
+                    .map(|(name, child)| {
+                        let only = Some((account_key.clone(), name.clone()));
+                        fed_scan(child, Supplier { account: only, ..supplier.clone() })
+                    })
+                    .collect();
+                replace_children_if_necessary(scan.clone(), children)?
+            }
+        };
+        let table = match (scan.downcast_ref::<ResourceScanExec>(), scan.downcast_ref::<AccountsExec>()) {
+            (Some(exec), _) => exec.table.clone(),
+            (None, Some(accounts)) => accounts.table().to_string(),
+            (None, None) => unreachable!("traced to a scan"),
+        };
         let target = target
             .clone()
             .transform_up(|node| {
                 Ok(if Arc::ptr_eq(&node, &scan) { Transformed::yes(fed.clone()) } else { Transformed::no(node) })
             })?
             .data;
-        let replay: Arc<dyn ExecutionPlan> = Arc::new(ReplayExec { input, to: exec.table.clone() });
+        let replay: Arc<dyn ExecutionPlan> = Arc::new(ReplayExec { input, to: table });
         let children = if target_is_left { vec![target, replay] } else { vec![replay, target] };
         return Ok(Some(replace_children_if_necessary(node.clone(), children)?));
     }
     Ok(None)
+}
+
+/// The parameters a scan still awaits, with no supplier yet: a scan's, or those every
+/// account's scan of a set awaits.
+fn awaited_of(node: &Arc<dyn ExecutionPlan>) -> Option<Vec<String>> {
+    let of_scan = |node: &Arc<dyn ExecutionPlan>| match node.downcast_ref::<ResourceScanExec>().map(|s| &s.calls) {
+        Some(Calls::Awaiting(Awaiting { awaited, supplier: None, .. })) => Some(awaited.clone()),
+        _ => None,
+    };
+    if node.downcast_ref::<AccountsExec>().is_none() {
+        return of_scan(node);
+    }
+    let awaited: Vec<Vec<String>> = node.children().into_iter().map(of_scan).collect::<Option<_>>()?;
+    awaited.first().filter(|first| awaited.iter().all(|a| a == *first)).cloned()
+}
+
+/// An awaiting scan with the supplier of its parameters.
+fn fed_scan(scan: &Arc<dyn ExecutionPlan>, supplier: Supplier) -> Arc<dyn ExecutionPlan> {
+    let exec = scan.downcast_ref::<ResourceScanExec>().expect("an awaiting scan");
+    let Calls::Awaiting(awaiting) = &exec.calls else { unreachable!("an awaiting scan") };
+    Arc::new(ResourceScanExec {
+        calls: Calls::Awaiting(Awaiting { supplier: Some(supplier), ..awaiting.clone() }),
+        caller: exec.caller.clone(),
+        table: exec.table.clone(),
+        resource: exec.resource.clone(),
+        schema: exec.schema.clone(),
+        projection: exec.projection.clone(),
+        projected: exec.projected.clone(),
+        properties: exec.properties.clone(),
+    })
 }
 
 /// Whether the join drops the target side's rows that match nothing on the other side, so
@@ -162,11 +214,12 @@ fn may_restrict(join_type: JoinType, target_is_left: bool) -> bool {
     }
 }
 
-/// The scan and column name behind output column `index` of `plan`, through projections,
-/// filters and the operators that pass their input's columns on unchanged.
+/// The scan (or scans of an account set) and column name behind output column `index` of
+/// `plan`, through projections, filters and the operators that pass their input's columns on
+/// unchanged.
 fn trace(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<(Arc<dyn ExecutionPlan>, String)> {
-    if let Some(scan) = plan.downcast_ref::<ResourceScanExec>() {
-        return Some((plan.clone(), scan.projected.fields().get(index)?.name().clone()));
+    if plan.downcast_ref::<ResourceScanExec>().is_some() || plan.downcast_ref::<AccountsExec>().is_some() {
+        return Some((plan.clone(), plan.schema().fields().get(index)?.name().clone()));
     }
     if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         let expr = &projection.projection_expr().iter().nth(index)?.expr;
@@ -221,6 +274,8 @@ pub(super) struct Supplier {
     input: Arc<SharedInput>,
     keys: Vec<(String, PhysicalExprRef)>,
     from: String,
+    /// Over an account set: the supplier's account column, and the account whose rows count.
+    account: Option<(PhysicalExprRef, String)>,
 }
 
 impl Supplier {
@@ -232,7 +287,17 @@ impl Supplier {
             let mut all = Vec::new();
             for batch in batches.iter().flatten() {
                 let array = key.evaluate(batch)?.into_array(batch.num_rows())?;
+                let accounts = match &self.account {
+                    Some((column, _)) => Some(column.evaluate(batch)?.into_array(batch.num_rows())?),
+                    None => None,
+                };
                 for row in 0..array.len() {
+                    if let (Some(accounts), Some((_, name))) = (&accounts, &self.account)
+                        && scalar(&ScalarValue::try_from_array(accounts, row)?).as_ref().and_then(Value::as_str)
+                            != Some(name.as_str())
+                    {
+                        continue;
+                    }
                     all.extend(scalar(&ScalarValue::try_from_array(&array, row)?));
                 }
             }
@@ -252,7 +317,11 @@ impl fmt::Display for Supplier {
                 None => format!("{param} from {key}"),
             })
             .collect();
-        write!(f, "{} of {}", keys.join(", "), self.from)
+        write!(f, "{} of {}", keys.join(", "), self.from)?;
+        match &self.account {
+            Some((_, name)) => write!(f, " of account {name}"),
+            None => Ok(()),
+        }
     }
 }
 
