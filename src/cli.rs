@@ -284,8 +284,6 @@ struct Target {
     defaults: Defaults,
 }
 
-/// An in-process sandbox for `--sandbox`; otherwise `--api-url` or the provider's, with the
-/// token from the environment or a profile.
 /// The accounts of an account set (`--all-profiles`, `--profile a,b`, a group), each with
 /// its profile's token and API URL; none for a session of one account.
 fn account_set(cli: &Cli) -> Result<Vec<AccountOptions>, Error> {
@@ -311,6 +309,8 @@ fn accounts_of(spec: SetSpec, cli: &Cli) -> Result<Vec<AccountOptions>, Error> {
         .collect())
 }
 
+/// An in-process sandbox for `--sandbox`; otherwise `--api-url` or the provider's, with the
+/// token from the environment or a profile.
 async fn target(cli: &Cli, registry: &Registry) -> Result<Target, Error> {
     if cli.sandbox {
         // It serves what the session's provider files describe.

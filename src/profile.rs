@@ -223,7 +223,7 @@ fn parse(text: &str) -> Vec<(String, String, String)> {
             continue;
         }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.trim().trim_matches('"').to_string();
+            section = section_name(name);
             continue;
         }
         let Some((key, value)) = line.split_once('=').or_else(|| line.split_once(':')) else { continue };
@@ -238,6 +238,24 @@ fn parse(text: &str) -> Vec<(String, String, String)> {
     entries
 }
 
+/// A section header's name with TOML's quoted keys unquoted: `profiles."cust.one"` is
+/// `profiles.cust.one`, whose profile is `cust.one`; an INI header is taken as it is.
+fn section_name(header: &str) -> String {
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut quote = None;
+    for c in header.trim().chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '.') => parts.push(std::mem::take(&mut part).trim().to_string()),
+            (_, c) => part.push(c),
+        }
+    }
+    parts.push(part.trim().to_string());
+    parts.join(".")
+}
+
 fn value(sections: &[(String, String, String)], section: &str, key: &str) -> Option<String> {
     sections
         .iter()
@@ -249,7 +267,15 @@ fn value(sections: &[(String, String, String)], section: &str, key: &str) -> Opt
 
 #[cfg(test)]
 mod tests {
-    use super::{list_items, parse, wildcard};
+    use super::{list_items, parse, section_name, wildcard};
+
+    #[test]
+    fn quoted_toml_keys_name_profiles_with_dots() {
+        assert_eq!(section_name(r#"profiles."cust.one""#), "profiles.cust.one");
+        assert_eq!(section_name("profiles . 'acme'"), "profiles.acme");
+        assert_eq!(section_name("acme"), "acme");
+        assert_eq!(section_name(" groups.customers "), "groups.customers");
+    }
 
     #[test]
     fn groups_list_profiles_with_wildcards() {

@@ -160,6 +160,21 @@ fn a_failing_account_fails_the_statement_or_is_left_out_when_asked() {
     let run = accounts.run(&["--all-profiles", "-o", "ndjson", "-e", "SET accounts_on_error = 'skip'", "-e", sql]);
     assert_eq!(run.rows().len(), 3);
 
+    // A change acts only when every account it reads answers, whatever the session says.
+    let mark = accounts.sandbox.log().len();
+    for change in [
+        "REPLACE linode.images.images SET description = 'x' WHERE NOT is_public",
+        "EXPLAIN DELETE FROM linode.images.images WHERE label = 'nothing'",
+    ] {
+        let run = accounts.run(&["--all-profiles", "--accounts-on-error", "skip", "-e", change]);
+        let stderr = run.fails();
+        assert!(
+            stderr.contains("revoked: GET") && stderr.contains("a change acts only when every account"),
+            "{stderr}"
+        );
+    }
+    assert!(changes_since(&accounts, mark).is_empty(), "nothing was sent");
+
     // SHOW ACCOUNTS: each account with how its requests went, and its budget.
     let run = accounts.run(&[
         "--all-profiles",
@@ -322,6 +337,27 @@ for row in sorted(cur.fetchall()):
         .map(|l| l["account"].clone())
         .collect();
     assert_eq!(puts, [json!("acme"), json!("initech")]);
+
+    // accounts_on_error follows the connection's settings: a rolled-back SET, DISCARD ALL.
+    let out = broken.psql(
+        "operator-secret",
+        &[
+            "BEGIN",
+            "SET accounts_on_error = 'skip'",
+            "ROLLBACK",
+            "SHOW accounts_on_error",
+            "SET accounts_on_error = 'skip'",
+            "SHOW imageql.accounts_on_error",
+            "DISCARD ALL",
+            "SHOW imageql.accounts_on_error",
+        ],
+    );
+    let shown: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| ["fail", "skip"].contains(l))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(shown, ["fail", "skip", "fail"], "{}", String::from_utf8_lossy(&out.stderr));
 
     // A token is not the password here.
     let out = server.psql("tok-acme", &["SELECT 1"]);
@@ -523,4 +559,72 @@ fn a_view_over_an_account_set_is_each_accounts_own() {
     assert_eq!(usage, [json!({"account": "initech", "n": 4})]);
     let called: Vec<Value> = accounts.sandbox.log_since(mark).iter().map(|l| l["account"].clone()).collect();
     assert!(!called.is_empty() && called.iter().all(|a| a == "initech"), "{called:?}");
+}
+
+#[test]
+fn every_problem_of_a_change_over_a_set_is_told_at_once_with_its_account_and_row() {
+    let accounts = Accounts::start();
+    let mark = accounts.sandbox.log().len();
+    let disks: Vec<String> = ["acme", "globex", "initech"]
+        .iter()
+        .map(|account| {
+            let instance = accounts.rows(&[
+                "--profile",
+                account,
+                "-e",
+                "SELECT id FROM linode.linode.instances ORDER BY id LIMIT 1",
+            ]);
+            let linode = instance[0]["id"].as_i64().unwrap();
+            let disk = accounts.rows(&[
+                "--profile",
+                account,
+                "-e",
+                &format!("SELECT id FROM linode.linode.disks WHERE linodeId = {linode} ORDER BY id LIMIT 1"),
+            ]);
+            format!("('{account}', {}, 'bad/label')", disk[0]["id"])
+        })
+        .collect();
+    let stderr = accounts
+        .run(&[
+            "--profile",
+            "customers",
+            "-e",
+            &format!(
+                "INSERT INTO linode.images.images (ACCOUNT, disk_id, label) VALUES ('acme', 1, 'fine'), {}",
+                disks.join(", ")
+            ),
+        ])
+        .fails();
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    for (account, row) in [("acme", 2), ("globex", 3), ("initech", 4)] {
+        assert!(stderr.contains(&format!("{account}: row {row}: label")), "{account}, row {row}: {stderr}");
+    }
+    assert!(changes_since(&accounts, mark).is_empty(), "nothing was sent");
+    let stderr = accounts
+        .run(&["--profile", "customers", "-e", "EXEC linode.images.images.put_image @account = 'acme', @ACCOUNT = 'globex', @imageId = 'private/1', @label = 'x'"])
+        .fails();
+    assert!(stderr.contains("@account is given twice"), "{stderr}");
+}
+
+#[test]
+fn two_profiles_of_one_account_read_it_once() {
+    let accounts = Accounts::start();
+    let config = accounts.home.path().join(".config/imageql/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[profiles.\"acme.again\"]\ntoken = \"tok-acme\"\napi_url = \"{0}\"\n\n[profiles.\"initech.eu\"]\ntoken = \"tok-initech\"\napi_url = \"{0}\"\n",
+        accounts.sandbox.url
+    ));
+    std::fs::write(&config, text).unwrap();
+    // A quoted TOML key names a profile with a dot; one with the token of acme is acme.
+    let run = accounts.run(&[
+        "--profile",
+        "acme,acme.again,initech.eu",
+        "-o",
+        "ndjson",
+        "-e",
+        "SELECT account, count(*) AS n FROM linode.images.images WHERE NOT is_public GROUP BY account ORDER BY account",
+    ]);
+    assert_eq!(counts(&run.rows()), [("acme", 4), ("initech.eu", 4)].map(|(a, n)| (a.to_string(), n)).into());
+    assert!(run.stderr().contains("profile acme.again is the same account as acme"), "{}", run.stderr());
 }

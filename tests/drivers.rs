@@ -92,6 +92,7 @@ fn node_postgres_binds_arrays_and_changes_reads_cursors_and_streams() {
     assert_eq!(report["disks_unquoted"], json!(disks), "linodeId needs no quotes");
     assert_eq!(report["search_path"], json!(ids.len()), "SET search_path finds unqualified tables");
     assert_eq!(report["prepared_by_name"], json!({"prepare": "PREPARE", "n": above, "deallocate": "DEALLOCATE"}));
+    assert_eq!(report["execute_deallocated"]["error"], json!("26000"), "{}", report["execute_deallocated"]);
 
     let change = &report["change"];
     assert_eq!(change["inserted"], json!(1), "{change}");

@@ -658,3 +658,25 @@ async fn await_waits_for_a_capture_to_become_available() {
         .count();
     assert!(polls >= 1);
 }
+
+#[tokio::test]
+async fn a_delete_through_an_alias_and_unquoted_column_names_in_any_case() {
+    let sandbox = sandbox();
+    let mark = sandbox.log().len();
+    sandbox.imageql(&["-e", "REPLACE linode.images.images SET LABEL = 'Renamed' WHERE id = 'private/1002'"]).ok();
+    assert_eq!(image(&sandbox, "private%2F1002").await.1["label"], "Renamed");
+    let out = sandbox
+        .imageql(&[
+            "-o",
+            "ndjson",
+            "-e",
+            "DELETE FROM linode.images.images AS x WHERE x.label = 'Renamed' RETURNING x.id",
+        ])
+        .ok();
+    assert!(out.contains("private/1002"), "{out}");
+    assert_eq!(image(&sandbox, "private%2F1002").await.0, 404);
+    assert_eq!(
+        changes(&sandbox.log_since(mark)),
+        ["PUT /v4/images/private%2F1002 200", "DELETE /v4/images/private%2F1002 200"]
+    );
+}

@@ -158,6 +158,20 @@ fn the_shell_keeps_psql_habits() {
     p.exp_string("imageql> ").unwrap();
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
+
+    // A backslash command acts at the continuation prompt: \timing keeps the pending
+    // statement, which then runs; \q leaves.
+    let mut p = shell(&sandbox, home.path());
+    p.send_line("SELECT 'kept' AS pending").unwrap();
+    p.exp_string("imageql-> ").unwrap();
+    p.send_line("\\timing off").unwrap();
+    p.exp_string("timing is off").unwrap();
+    p.send_line(";").unwrap();
+    p.exp_string("kept").unwrap();
+    p.send_line("SELECT 'never run'").unwrap();
+    p.exp_string("imageql-> ").unwrap();
+    p.send_line("\\q").unwrap();
+    p.exp_eof().unwrap();
 }
 
 #[test]

@@ -153,8 +153,42 @@ pub struct Usage {
     pub budget_left: Option<u32>,
 }
 
+/// The HTTP clients (connections, TLS configuration) the API clients of a session share:
+/// the accounts of a set cost one, not one each. Tokens go with each request, never with a
+/// client.
+#[derive(Clone)]
+pub struct Http {
+    proxied: reqwest::Client,
+    /// Plain http is only allowed to this machine: a proxy (HTTP_PROXY) would see the token.
+    direct: reqwest::Client,
+}
+
+impl Http {
+    pub fn new() -> Http {
+        Http { proxied: http_client(false), direct: http_client(true) }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Http {
+        Http::new()
+    }
+}
+
+fn http_client(direct: bool) -> reqwest::Client {
+    // No overall timeout on the client: an upload may take hours. API calls set their own.
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("imageql/", env!("CARGO_PKG_VERSION")))
+        .redirect(same_origin_redirects());
+    let http = if direct { http.no_proxy() } else { http };
+    http.build().expect("the TLS backend initialises")
+}
+
 impl ApiClient {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        http: &Http,
         base_url: &str,
         token: Option<Token>,
         token_source: &str,
@@ -163,16 +197,10 @@ impl ApiClient {
         shared: Shared,
         timeout: Duration,
     ) -> ApiClient {
-        // No overall timeout on the client: an upload may take hours. API calls set their own.
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("imageql/", env!("CARGO_PKG_VERSION")))
-            .redirect(same_origin_redirects());
-        // Plain http is only allowed to this machine: a proxy (HTTP_PROXY) would see the token.
-        if base_url.starts_with("http://") {
-            http = http.no_proxy();
-        }
-        let http = http.build().expect("the TLS backend initialises");
+        let http = match base_url.starts_with("http://") {
+            true => http.direct.clone(),
+            false => http.proxied.clone(),
+        };
         let base_url = base_url.trim_end_matches('/').to_string();
         let identity = IDENTITY_KEYS.hash_one((&base_url, token.as_ref().map(|Token(t)| t)));
         ApiClient {

@@ -154,6 +154,7 @@ type Clients = std::collections::HashMap<String, Arc<ApiClient>>;
 
 /// The clients of one account: its token and API base (or the provider's) for each provider.
 fn clients_for(
+    http: &crate::api::Http,
     options: &SessionOptions,
     base_url: Option<&String>,
     token: Option<&Token>,
@@ -171,6 +172,7 @@ fn clients_for(
         }
         let base = base.as_str().trim_end_matches('/').to_string();
         let client = ApiClient::new(
+            http,
             &base,
             token.cloned(),
             token_source.unwrap_or(&provider.auth.env_var),
@@ -199,12 +201,32 @@ impl Session {
             }
             shown.report(event);
         });
-        let clients =
-            clients_for(&options, options.base_url.as_ref(), options.token.as_ref(), options.token_source.as_deref())?;
+        let http = crate::api::Http::new();
+        let clients = clients_for(
+            &http,
+            &options,
+            options.base_url.as_ref(),
+            options.token.as_ref(),
+            options.token_source.as_deref(),
+        )?;
         let mut accounts = Vec::new();
+        let mut seen: Vec<(&str, Option<&String>, Option<u64>)> = Vec::new();
         for account in &options.accounts {
+            // Two profiles of one account (linode-cli's and imageql's files both name it) would
+            // read its rows twice and send its changes twice.
+            let identity = (account.base_url.as_ref(), account.token.as_ref().map(Token::fingerprint));
+            if let Some((first, ..)) = seen.iter().find(|(_, url, token)| (*url, *token) == identity) {
+                let text = format!(
+                    "profile {} is the same account as {first} (the same token and API): it is read once, as {first}",
+                    account.name
+                );
+                options.progress.report(crate::api::Event::Warning(&text));
+                continue;
+            }
+            seen.push((account.name.as_str(), identity.0, identity.1));
             let source = format!("the token of profile {}", account.name);
-            let clients = clients_for(&options, account.base_url.as_ref(), account.token.as_ref(), Some(&source))?;
+            let clients =
+                clients_for(&http, &options, account.base_url.as_ref(), account.token.as_ref(), Some(&source))?;
             accounts.push((account.name.clone(), clients));
         }
         Session::build(options, clients, accounts, warnings).await
@@ -761,12 +783,16 @@ impl Session {
         bound: &mutate::Bound,
         cancel: &CancelToken,
     ) -> Result<Vec<mutate::Part>, Error> {
-        let rows = mutate::input_rows(bound, cancel).await?;
+        let rows = {
+            let _every_account = self.on_error.for_change();
+            mutate::input_rows(bound, cancel).await?
+        };
         let mut parts = Vec::new();
-        for (account, rows) in mutate::split(rows, &self.accounts)? {
+        for rows in mutate::split(rows, &self.accounts)? {
+            let account = rows.account.clone();
             let session = members.session(&account).await?;
             let api = members.client(&account, &bound.provider.id)?;
-            parts.push(mutate::Part { bound: bound.part(&account, rows, session.ctx.state()), api, account });
+            parts.push(mutate::Part { bound: bound.part(rows, session.ctx.state()), api, account });
         }
         Ok(parts)
     }

@@ -42,6 +42,8 @@ pub enum Error {
     Placeholder(crate::template::TemplateError),
     /// A setting no one has heard of (`current_setting('nope')`).
     UnknownSetting(String),
+    /// `EXECUTE name` of no statement prepared with that name.
+    UnknownPrepared(String),
     /// An error whose message would repeat a secret the statement gave: shown masked.
     Masked {
         error: Box<Error>,
@@ -50,7 +52,11 @@ pub enum Error {
     /// A prepared statement whose result would no longer be what it was described as.
     Stale(String),
     /// Accounts of an account set that failed, each with why.
-    AccountsFailed(Vec<(String, String)>),
+    AccountsFailed {
+        failed: Vec<(String, String)>,
+        /// Read for a change, which acts only when every account answers.
+        change: bool,
+    },
     /// A value a setting does not take.
     BadSetting {
         name: String,
@@ -216,8 +222,9 @@ impl Error {
             Error::UnknownColumn { .. } => "42703",
             Error::UnknownFunction { .. } => "42883",
             Error::UnknownSetting(_) => "42704",
+            Error::UnknownPrepared(_) => "26000",
             Error::BadSetting { .. } => "22023",
-            Error::AccountsFailed(_) => "08006",
+            Error::AccountsFailed { .. } => "08006",
             Error::Stale(_) => "0A000",
             Error::Masked { error, .. } => error.sqlstate(),
             Error::Placeholder(_) => "42601",
@@ -290,8 +297,8 @@ impl From<DataFusionError> for Error {
                 None if let Some(Error::UnknownSetting(name)) = inner.downcast_ref::<Error>() => {
                     Error::UnknownSetting(name.clone())
                 }
-                None if let Some(Error::AccountsFailed(failed)) = inner.downcast_ref::<Error>() => {
-                    Error::AccountsFailed(failed.clone())
+                None if let Some(Error::AccountsFailed { failed, change }) = inner.downcast_ref::<Error>() => {
+                    Error::AccountsFailed { failed: failed.clone(), change: *change }
                 }
                 None => match inner.downcast_ref::<ScanError>() {
                     Some(ScanError(message)) => Error::Refused(message.clone()),
@@ -323,6 +330,9 @@ impl From<DataFusionError> for Error {
                 (_, Some((name, nearest))) => Error::UnknownFunction { name, nearest },
                 _ => Error::Query(message.clone()),
             },
+            DataFusionError::Execution(message) if let Some(name) = prepared_not_found(message) => {
+                Error::UnknownPrepared(name)
+            }
             root => Error::Query(root.strip_backtrace()),
         }
     }
@@ -335,6 +345,13 @@ fn function_not_found(message: &str) -> Option<(String, Option<String>)> {
     let (name, rest) = rest.split_once('\'')?;
     let nearest = rest.split_once("Did you mean '").and_then(|(_, n)| n.split_once('\'')).map(|(n, _)| n.to_string());
     Some((name.to_string(), nearest))
+}
+
+/// DataFusion reports an unknown prepared statement only in words: `Prepared statement 'p'
+/// does not exist`.
+fn prepared_not_found(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("Prepared statement '")?;
+    rest.strip_suffix("' does not exist").map(str::to_string)
 }
 
 /// DataFusion reports an unknown table only in words: `table 'a.b.c' not found`.

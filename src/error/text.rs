@@ -61,18 +61,26 @@ impl fmt::Display for Error {
             Error::InvalidValue { message, .. } => f.write_str(message),
             Error::Placeholder(problem) => write!(f, "{problem}"),
             Error::UnknownSetting(name) => write!(f, "unrecognized configuration parameter \"{name}\""),
+            Error::UnknownPrepared(name) => write!(f, "prepared statement \"{name}\" does not exist"),
             Error::Stale(message) => f.write_str(message),
             Error::Masked { error, secrets } => f.write_str(&crate::mutate::masked(&error.to_string(), secrets)),
-            Error::AccountsFailed(failed) => {
+            Error::AccountsFailed { failed, change } => {
                 let plural = if failed.len() == 1 { "" } else { "s" };
                 write!(f, "{} account{plural} failed", failed.len())?;
                 for (name, why) in failed {
                     write!(f, "\n  {name}: {why}")?;
                 }
-                write!(
-                    f,
-                    "\nthe others' rows are not answered alone; SET accounts_on_error = 'skip' (or --accounts-on-error skip) answers from them"
-                )
+                match change {
+                    true => write!(
+                        f,
+                        "\na change acts only when every account it reads answers, whatever accounts_on_error says: \
+                         nothing was sent; name the accounts to change with WHERE account = …"
+                    ),
+                    false => write!(
+                        f,
+                        "\nthe others' rows are not answered alone; SET accounts_on_error = 'skip' (or --accounts-on-error skip) answers from them"
+                    ),
+                }
             }
             Error::BadSetting { name, value, expected } => {
                 write!(f, "invalid value for parameter \"{name}\": \"{value}\" (it takes {expected})")

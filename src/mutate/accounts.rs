@@ -18,7 +18,7 @@ use super::execute::{prepare, send};
 use super::{Bound, Input};
 use crate::api::ApiClient;
 use crate::cancel::CancelToken;
-use crate::error::{Error, Partial};
+use crate::error::{Error, Partial, Validation};
 use crate::outcome::{Change, Outcome};
 use crate::provider::Verb;
 
@@ -43,32 +43,68 @@ pub struct Part {
     pub api: Arc<ApiClient>,
 }
 
-/// An account's name and its input rows.
-pub type AccountRows = (String, Vec<Vec<Value>>);
+/// One account's input rows, with each row's number in the statement's rows (from 1).
+#[derive(Debug, PartialEq)]
+pub struct AccountRows {
+    pub account: String,
+    pub rows: Vec<Vec<Value>>,
+    pub numbers: Vec<usize>,
+}
 
 /// The input rows of a change over a set, grouped by the account each ends with, in the
 /// order the set names its accounts; the account is taken off each row.
 pub fn split(rows: Vec<Vec<Value>>, accounts: &[String]) -> Result<Vec<AccountRows>, Error> {
-    let mut parts: Vec<AccountRows> = accounts.iter().map(|a| (a.clone(), vec![])).collect();
+    let mut parts: Vec<AccountRows> =
+        accounts.iter().map(|a| AccountRows { account: a.clone(), rows: vec![], numbers: vec![] }).collect();
     for (i, mut row) in rows.into_iter().enumerate() {
         let named = row.pop().unwrap_or(Value::Null);
-        let Some(part) = parts.iter_mut().find(|(account, _)| named.as_str() == Some(account.as_str())) else {
+        let Some(part) = parts.iter_mut().find(|p| named.as_str() == Some(p.account.as_str())) else {
             return Err(Error::Refused(format!(
                 "row {}: the account {named} is not one of this session's: {}",
                 i + 1,
                 accounts.join(", ")
             )));
         };
-        part.1.push(row);
+        part.rows.push(row);
+        part.numbers.push(i + 1);
     }
-    parts.retain(|(_, rows)| !rows.is_empty());
+    parts.retain(|p| !p.rows.is_empty());
     Ok(parts)
+}
+
+/// Each part's result, or what stops them all: every part's problems with its values at
+/// once (each named by its account), else the first other failure.
+pub(super) fn each_or_problems<T>(results: Vec<(&str, Result<T, Error>)>) -> Result<Vec<T>, Error> {
+    let mut done = Vec::with_capacity(results.len());
+    let mut invalid: Option<Validation> = None;
+    let mut other = None;
+    for (account, result) in results {
+        match result {
+            Ok(value) => done.push(value),
+            Err(Error::Validation(found)) => {
+                let named = found.problems.iter().map(|(subject, v)| (format!("{account}: {subject}"), v.clone()));
+                match &mut invalid {
+                    Some(all) => all.problems.extend(named),
+                    None => invalid = Some(Validation { problems: named.collect(), ..found }),
+                }
+            }
+            Err(error) => {
+                other.get_or_insert(error);
+            }
+        }
+    }
+    match (invalid, other) {
+        (Some(invalid), _) => Err(Error::Validation(invalid)),
+        (None, Some(error)) => Err(error),
+        (None, None) => Ok(done),
+    }
 }
 
 impl Bound {
     /// The part of this change (bound over a set) that one account's rows make, checked and
     /// read in `state`, that account's session.
-    pub fn part(&self, account: &str, rows: Vec<Vec<Value>>, state: SessionState) -> Bound {
+    pub fn part(&self, rows: AccountRows, state: SessionState) -> Bound {
+        let AccountRows { account, rows, numbers } = rows;
         Bound {
             verb: self.verb,
             provider: self.provider.clone(),
@@ -86,7 +122,8 @@ impl Bound {
             upload: self.upload.clone(),
             set_change: self.set_change.clone(),
             state,
-            scope: Scope::Account(account.to_string()),
+            scope: Scope::Account(account),
+            row_numbers: numbers,
         }
     }
 }
@@ -109,10 +146,11 @@ pub fn with_account(batch: RecordBatch, scope: &Scope) -> Result<RecordBatch, Er
 /// Reads and checks every part, then sends them one account after another. A failure
 /// part-way names, account by account, what was sent and what was not.
 pub async fn execute_parts(parts: Vec<Part>, cancel: &CancelToken) -> Result<Vec<(String, Outcome)>, Error> {
-    let mut ready = Vec::with_capacity(parts.len());
+    let mut prepared = Vec::with_capacity(parts.len());
     for part in &parts {
-        ready.push(prepare(&part.bound, &part.api, cancel).await?);
+        prepared.push((part.account.as_str(), prepare(&part.bound, &part.api, cancel).await));
     }
+    let ready = each_or_problems(prepared)?;
     let subjects: Vec<Vec<String>> = parts
         .iter()
         .zip(&ready)
@@ -234,11 +272,16 @@ mod tests {
             vec![json!("private/4"), json!("initech")],
         ];
         let parts = split(rows, &set).unwrap();
+        let rows = |account: &str, rows: Vec<Vec<Value>>, numbers: Vec<usize>| AccountRows {
+            account: account.into(),
+            rows,
+            numbers,
+        };
         assert_eq!(
             parts,
             [
-                ("acme".to_string(), vec![vec![json!("private/1")]]),
-                ("initech".to_string(), vec![vec![json!("private/3")], vec![json!("private/4")]]),
+                rows("acme", vec![vec![json!("private/1")]], vec![2]),
+                rows("initech", vec![vec![json!("private/3")], vec![json!("private/4")]], vec![1, 3]),
             ]
         );
     }

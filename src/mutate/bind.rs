@@ -13,7 +13,7 @@ use datafusion::logical_expr::{Expr as LogicalExpr, LogicalPlan, LogicalPlanBuil
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, BinaryOperator, Delete, Expr, ExprWithAlias, FromTable, Ident, Insert, ObjectName, Statement,
-    TableFactor, TableObject, TableWithJoins, Update, visit_expressions,
+    TableFactor, TableObject, TableWithJoins, Update, visit_expressions, visit_expressions_mut,
 };
 use serde_json::Value;
 
@@ -219,6 +219,7 @@ fn bound(state: &SessionState, target: Resolved, verb: Verb, method_name: &str, 
         set_change: None,
         state: state.clone(),
         scope: scope.clone(),
+        row_numbers: vec![],
     }
 }
 
@@ -258,7 +259,10 @@ async fn bind_insert(
         .filter_map(|c| c.0.last().and_then(|p| p.as_ident()))
         .map(|i| insertable(&target, i))
         .collect();
-    let account_at = columns.iter().position(|c| c == ACCOUNT);
+    if let Some(twice) = columns.iter().enumerate().find(|(i, c)| columns[..*i].contains(c)).map(|(_, c)| c) {
+        return Err(Error::Refused(format!("INSERT names {twice} twice: name each column once")));
+    }
+    let account_at = columns.iter().position(|c| c.eq_ignore_ascii_case(ACCOUNT));
     if *scope == Scope::Set {
         let Some(at) = account_at else {
             return Err(Error::Refused(format!(
@@ -513,7 +517,16 @@ async fn bind_replace(
         let AssignmentTarget::ColumnName(column) = &assignment.target else {
             return Err(Error::Refused("REPLACE sets one column at a time: SET a = 1, b = 2".into()));
         };
-        let column = column.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone()).unwrap_or_default();
+        let Some(ident) = column.0.last().and_then(|p| p.as_ident()) else {
+            return Err(Error::Refused(format!("REPLACE sets columns by name, not {column}")));
+        };
+        // Unquoted names are matched regardless of case, as SQL folds them.
+        let writable = resource.methods_for(SqlVerb::Replace).flat_map(|(_, m)| m.body.iter().map(|f| &f.name));
+        let column = match ident.quote_style {
+            None => writable.into_iter().find(|name| name.eq_ignore_ascii_case(&ident.value)).cloned(),
+            Some(_) => None,
+        }
+        .unwrap_or_else(|| ident.value.clone());
         if assigned.iter().any(|(c, _)| c == &column) {
             return Err(Error::Refused(format!("REPLACE sets {column} twice: set each column once")));
         }
@@ -597,6 +610,7 @@ async fn bind_delete(
             "name the rows with WHERE (and LIMIT), e.g. WHERE id = '…'",
         ));
     }
+    let delete = &without_alias(delete);
     let tables = match &delete.from {
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
     };
@@ -626,6 +640,29 @@ async fn bind_delete(
     let plan = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Delete(dml)))).await?;
     by_query(&mut bound, method, DataFrame::new(state.clone(), dml_input(plan)?), vec![])?;
     Ok(bound)
+}
+
+/// `DELETE FROM t AS x WHERE x.label = … RETURNING x.id` as `DELETE FROM t WHERE label = …
+/// RETURNING id`: DataFusion plans a DELETE's WHERE over the table's own name.
+fn without_alias(delete: &Delete) -> Delete {
+    let mut delete = delete.clone();
+    let (FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables)) = &mut delete.from;
+    let Some(TableWithJoins { relation: TableFactor::Table { alias, .. }, .. }) = tables.first_mut() else {
+        return delete;
+    };
+    let Some(alias) = alias.take() else { return delete };
+    let unqualified = |expr: &mut Expr| {
+        if let Expr::CompoundIdentifier(parts) = expr
+            && let [qualifier, column] = parts.as_slice()
+            && qualifier.value.eq_ignore_ascii_case(&alias.name.value)
+        {
+            *expr = Expr::Identifier(column.clone());
+        }
+        ControlFlow::<()>::Continue(())
+    };
+    let _ = visit_expressions_mut(&mut delete.selection, unqualified);
+    let _ = visit_expressions_mut(&mut delete.returning, unqualified);
+    delete
 }
 
 fn bind_exec(
@@ -679,8 +716,10 @@ fn bind_exec(
         let Some(param) = ident.value.strip_prefix('@') else {
             return Err(Error::Refused(format!("EXEC parameters start with @: {}", ident.value)));
         };
-        if param == ACCOUNT && *scope == Scope::Set {
-            account = Some(value);
+        if param.eq_ignore_ascii_case(ACCOUNT) && *scope == Scope::Set {
+            if account.replace(value).is_some() {
+                return Err(Error::Refused("@account is given twice: an EXEC acts in one account".into()));
+            }
             continue;
         }
         if upload_param.as_deref() == Some(param) {
@@ -703,8 +742,14 @@ fn bind_exec(
         let mut valid = accepted(method);
         valid.extend(upload_param.as_deref());
         valid.extend(method.complete_set.iter().flat_map(|s| [s.add.as_str(), s.remove.as_str()]));
+        if *scope == Scope::Set {
+            valid.push(ACCOUNT);
+        }
         if !valid.contains(&param) {
             return Err(unknown_name(format!("{method_name} takes no parameter @{param}"), param, &valid));
+        }
+        if values.iter().any(|(name, _)| name == param) {
+            return Err(Error::Refused(format!("@{param} is given twice: give each parameter once")));
         }
         values.push((param.to_string(), value));
     }

@@ -117,7 +117,7 @@ pub(super) async fn calls(bound: &Bound, rows: Vec<Vec<Value>>) -> Result<Vec<Ca
     let mut problems = Vec::new();
     for (i, row) in rows.into_iter().enumerate() {
         let subject = match bound.verb {
-            Verb::Insert => format!("row {}", i + 1),
+            Verb::Insert => format!("row {}", bound.row_numbers.get(i).copied().unwrap_or(i + 1)),
             Verb::Replace | Verb::Delete => subject_of(row.first()),
             Verb::Exec => "@@json".to_string(),
         };

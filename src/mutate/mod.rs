@@ -28,7 +28,7 @@ use datafusion::sql::sqlparser::ast::SelectItem;
 use serde_json::{Map, Value};
 
 use crate::provider::{HttpVerb, Method, Provider, Resource, Verb};
-pub use accounts::{Part, Scope, combined, execute_parts, nothing_changed, split};
+pub use accounts::{AccountRows, Part, Scope, combined, execute_parts, nothing_changed, split};
 pub use bind::{bind, bind_for_describe, changes_resources, target};
 pub use execute::{await_all, execute, input_rows, result_schema};
 
@@ -92,6 +92,9 @@ pub struct Bound {
     pub state: SessionState,
     /// Whether the change is over an account set, and which account.
     pub scope: Scope,
+    /// The number of each input row in the statement's rows, for reports; empty when they
+    /// are all of them, in order.
+    pub row_numbers: Vec<usize>,
 }
 
 /// A local file to send to the URL the response gives (`@file` of an upload method).

@@ -13,7 +13,7 @@ use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
-use super::accounts::{ACCOUNT, Part, Scope};
+use super::accounts::{ACCOUNT, Part, Scope, each_or_problems};
 use super::execute::{calls, input_rows};
 use super::sets;
 use super::values::rows_of_batches;
@@ -87,9 +87,12 @@ pub async fn preview(bound: &Bound, api: &ApiClient, cancel: &CancelToken) -> Re
 pub async fn preview_parts(parts: &[Part], cancel: &CancelToken) -> Result<Option<RecordBatch>, Error> {
     let Some(first) = parts.first() else { return Ok(None) };
     let columns = preview_columns(&first.bound.resource);
-    let (mut all_lines, mut all_calls) = (Vec::new(), Vec::new());
+    let mut found = Vec::with_capacity(parts.len());
     for part in parts {
-        let (mut lines, calls) = lines(&part.bound, &part.api, cancel).await?;
+        found.push((part.account.as_str(), lines(&part.bound, &part.api, cancel).await));
+    }
+    let (mut all_lines, mut all_calls) = (Vec::new(), Vec::new());
+    for (part, (mut lines, calls)) in parts.iter().zip(each_or_problems(found)?) {
         let mut total = total(&part.bound, &calls, &lines, &columns);
         total.account = Some(part.account.clone());
         lines.push(total);
@@ -98,7 +101,8 @@ pub async fn preview_parts(parts: &[Part], cancel: &CancelToken) -> Result<Optio
     }
     let mut total = total(&first.bound, &all_calls, &all_lines, &columns);
     if let Some(sent) = total.request.strip_suffix(", none sent") {
-        total.request = format!("{sent} in {} accounts, none sent", parts.len());
+        let plural = if parts.len() == 1 { "" } else { "s" };
+        total.request = format!("{sent} in {} account{plural}, none sent", parts.len());
     }
     all_lines.push(total);
     Ok(Some(batch(&first.bound, all_lines)?))
@@ -251,7 +255,8 @@ fn total(bound: &Bound, calls: &[Call], lines: &[Line], columns: &[(&str, bool)]
         })
         .collect();
     let frees = frees(&bound.resource, bound.verb).map(|_| requests.iter().filter_map(|l| l.frees).sum::<f64>());
-    let frees = frees.map(|f| (f * 10_000.0).round() / 10_000.0);
+    // `+ 0.0` turns the -0.0 of an empty sum into 0.
+    let frees = frees.map(|f| (f * 10_000.0).round() / 10_000.0 + 0.0);
     Line { step: "total".into(), request, shown, frees, account: None }
 }
 

@@ -11,7 +11,7 @@ are the answer and the failures are warnings. */
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StringArray};
@@ -43,15 +43,37 @@ pub const ACCOUNTS_IN_FLIGHT: usize = 32;
 #[derive(Debug, Default)]
 pub struct OnError {
     skip: AtomicBool,
+    /// Changes reading their rows now: every account must answer them.
+    changes: AtomicUsize,
 }
 
 impl OnError {
+    /// Whether a failing account is left out of the answer.
     pub fn skip(&self) -> bool {
-        self.skip.load(Ordering::Relaxed)
+        self.skip.load(Ordering::Relaxed) && !self.changing()
     }
 
     pub fn set_skip(&self, skip: bool) {
         self.skip.store(skip, Ordering::Relaxed);
+    }
+
+    fn changing(&self) -> bool {
+        self.changes.load(Ordering::Relaxed) > 0
+    }
+
+    /// While the guard lives, reads are for a change: a failing account fails them.
+    pub fn for_change(self: &Arc<Self>) -> ForChange {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        ForChange(self.clone())
+    }
+}
+
+/// Reads for a change, until dropped (see [`OnError::for_change`]).
+pub struct ForChange(Arc<OnError>);
+
+impl Drop for ForChange {
+    fn drop(&mut self) {
+        self.0.changes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -273,7 +295,8 @@ impl ExecutionPlan for AccountsExec {
             }
             failed.sort();
             if !failed.is_empty() && !on_error.skip() {
-                let error = DataFusionError::External(Box::new(Error::AccountsFailed(failed)));
+                let change = on_error.changing();
+                let error = DataFusionError::External(Box::new(Error::AccountsFailed { failed, change }));
                 return stream::iter(vec![Err(error)]);
             }
             for (name, why) in &failed {

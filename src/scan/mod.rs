@@ -95,11 +95,15 @@ pub fn register_accounts(
         for service in provider.services.values() {
             let schema = Arc::new(MemorySchemaProvider::new());
             for resource in service.resources.values() {
+                // One schema for every account's table.
+                let first = accounts.first().map(|(_, api)| api.clone());
+                let template = first.map(|api| ResourceTable::new(provider.clone(), resource.clone(), api, options));
                 let tables = accounts
                     .iter()
-                    .map(|(name, api)| {
-                        let table = ResourceTable::new(provider.clone(), resource.clone(), api.clone(), options);
-                        (name.clone(), Arc::new(table) as Arc<dyn TableProvider>)
+                    .zip(std::iter::repeat(template))
+                    .filter_map(|((name, api), template)| {
+                        let table = ResourceTable { api: api.clone(), ..template? };
+                        Some((name.clone(), Arc::new(table) as Arc<dyn TableProvider>))
                     })
                     .collect();
                 let table = AccountsTable::new(resource.full_name.clone(), tables, on_error.clone(), progress.clone());
@@ -112,7 +116,7 @@ pub fn register_accounts(
     Ok(())
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ResourceTable {
     provider: Arc<Provider>,
     resource: Arc<Resource>,

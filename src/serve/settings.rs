@@ -24,6 +24,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("extra_float_digits", "1"),
     (crate::engine::DRY_RUN, "off"),
     (crate::engine::AWAIT_TIMEOUT, "30min"),
+    (crate::engine::ACCOUNTS_ON_ERROR, "fail"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
     ("is_superuser", "off"),
@@ -228,6 +229,7 @@ impl Settings {
         let name = match name.to_lowercase().as_str() {
             "time zone" => "timezone".to_string(),
             "names" => "client_encoding".to_string(),
+            "accounts_on_error" => crate::engine::ACCOUNTS_ON_ERROR.to_string(),
             other => other.to_string(),
         };
         if let Some((_, why)) = FIXED.iter().find(|(n, _)| *n == name) {
@@ -261,6 +263,7 @@ impl Settings {
         let name = match name {
             "time zone" => "timezone",
             "transaction isolation level" => "transaction_isolation",
+            "accounts_on_error" => crate::engine::ACCOUNTS_ON_ERROR,
             other => other,
         };
         if name == "all" {

@@ -279,9 +279,9 @@ pub async fn run(session: Session, format: Format, vars: HashMap<String, String>
         if pending.is_empty() && line.trim().is_empty() {
             continue;
         }
-        if pending.is_empty()
-            && let Some(command) = line.trim().strip_prefix('\\')
-        {
+        // A backslash command acts at the continuation prompt too (as in psql): `\q` leaves,
+        // the others keep the pending statement.
+        if let Some(command) = line.trim().strip_prefix('\\') {
             remember(&mut editor, &history, line.trim());
             match command.parse::<Command>() {
                 Ok(command) => {

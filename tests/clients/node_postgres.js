@@ -77,6 +77,7 @@ function streamed(client, text, batchSize) {
     const deallocate = await client.query('DEALLOCATE big');
     return { prepare: prepare.command, n: row.n, deallocate: deallocate.command };
   });
+  await attempt('execute_deallocated', () => rows('EXECUTE big(2000)'));
   await attempt('change', async () => {
     const [disk] = await rows('SELECT id FROM linode.linode.disks WHERE linodeId = $1 ORDER BY id LIMIT 1', [instance.id]);
     const inserted = await client.query(

@@ -39,7 +39,9 @@ use super::reply::{Failure, Rows, change_tag, complete, description, notice};
 use super::settings::{Applied, Settings};
 use super::wire::{MAX_MESSAGE_BYTES, Probe, ReadError, Wire};
 use super::{Shared, catalog, functions, params};
-use crate::engine::{AWAIT_TIMEOUT, CopyFormat, DRY_RUN, Kind, OwnSetting, Prepared, Session, own_setting};
+use crate::engine::{
+    ACCOUNTS_ON_ERROR, AWAIT_TIMEOUT, CopyFormat, DRY_RUN, Kind, OwnSetting, Prepared, Session, own_setting,
+};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::sql::split_statements;
@@ -481,7 +483,7 @@ impl Connection {
     /// The session follows the connection's values of imageql's own settings (after a RESET
     /// ALL or DISCARD ALL too).
     fn sync_own_settings(&self) -> Result<(), Failure> {
-        for name in [DRY_RUN, AWAIT_TIMEOUT] {
+        for name in [DRY_RUN, AWAIT_TIMEOUT, ACCOUNTS_ON_ERROR] {
             let own = OwnSetting::Set { name: name.into(), value: Some(self.settings.get(name)) };
             self.session.apply_own_setting(&own).map_err(|e| Failure::new(e.sqlstate(), e.to_string()))?;
         }
