@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::{DEFAULT_CACHE_TTL, Shared, Token};
 use crate::engine::{
-    ACCOUNTS_ON_ERROR, AWAIT_TIMEOUT, AccountOptions, Memory, OwnSetting, Policy, Session, SessionOptions,
+    ACCOUNTS_ON_ERROR, AWAIT_TIMEOUT, AccountOptions, HistoryOptions, Memory, OwnSetting, Policy, Session,
+    SessionOptions,
 };
 use crate::error::Error;
 use crate::mutate::Defaults;
@@ -93,6 +94,10 @@ pub struct Cli {
     /// Read everything from the API afresh (the same as --cache-ttl 0)
     #[arg(long, conflicts_with = "cache_ttl", global = true)]
     no_cache: bool,
+    /// The history store `record` writes and `linode.history.*` reads
+    /// [default: $XDG_DATA_HOME/imageql/history, ~/.local/share/imageql/history]
+    #[arg(long, value_name = "DIR", global = true)]
+    history: Option<PathBuf>,
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -120,6 +125,9 @@ enum Command {
     /// Serve the Postgres wire protocol over the engine until interrupted; the first line
     /// printed is the connection URL
     Serve(ServeArgs),
+    /// Append what changed since the last recording to the history store: the recorded
+    /// tables of the account (or account set), one row per account and table
+    Record,
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -174,8 +182,9 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         let origin = if cli.execute.len() == 1 { "-e".to_string() } else { format!("-e #{}", i + 1) };
         scripts.push((origin, sql.clone()));
     }
-    let interactive = scripts.is_empty() && std::io::stdin().is_terminal();
-    if scripts.is_empty() && !interactive {
+    let recording = matches!(cli.command, Some(Command::Record));
+    let interactive = scripts.is_empty() && !recording && std::io::stdin().is_terminal();
+    if scripts.is_empty() && !interactive && !recording {
         let mut text = String::new();
         std::io::stdin()
             .lock()
@@ -202,9 +211,18 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         token_source: None,
         memory: Memory::default(),
         defaults,
+        history: history_options(&cli),
         accounts,
     };
     let session = Session::new(options).await?;
+    if let Some(Command::Record) = &cli.command {
+        let history = history_options(&cli)
+            .ok_or_else(|| Error::Usage("no history store: give --history DIR (HOME is not set)".into()))?;
+        let store = crate::history::Store::new(history.dir);
+        let recorded = crate::history::record(&session, &store, &history.account).await?;
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        return output::print(Outcome::batch(recorded_batch(&recorded)?, None), format, &mut out).await.map(|_| ());
+    }
     if let Some(mode) = &cli.accounts_on_error {
         let own = OwnSetting::Set { name: ACCOUNTS_ON_ERROR.into(), value: Some(mode.clone()) };
         session.apply_own_setting(&own).map_err(|e| Error::Usage(format!("--accounts-on-error: {e}")))?;
@@ -256,6 +274,38 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         printed |= shown;
     }
     Ok(())
+}
+
+/// The history store and the name a session of one account reads it under.
+fn history_options(cli: &Cli) -> Option<HistoryOptions> {
+    let dir = cli.history.clone().or_else(crate::history::Store::default_dir)?;
+    let account = match (&cli.profile, cli.all_profiles) {
+        (Some(name), false) if !profile::names_a_set(name).unwrap_or(true) => name.clone(),
+        _ => "default".to_string(),
+    };
+    Some(HistoryOptions { dir, account })
+}
+
+/// What `record` did, a row per account and table.
+fn recorded_batch(recorded: &[crate::history::Recorded]) -> Result<datafusion::arrow::array::RecordBatch, Error> {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("account", DataType::Utf8, false),
+        Field::new("table", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("written", DataType::Int64, false),
+    ]));
+    let text = |f: fn(&crate::history::Recorded) -> &str| {
+        Arc::new(StringArray::from(recorded.iter().map(f).collect::<Vec<_>>())) as _
+    };
+    let number = |f: fn(&crate::history::Recorded) -> usize| {
+        Arc::new(Int64Array::from(recorded.iter().map(|r| f(r) as i64).collect::<Vec<_>>())) as _
+    };
+    Ok(datafusion::arrow::array::RecordBatch::try_new(
+        schema,
+        vec![text(|r| &r.account), text(|r| &r.table), number(|r| r.rows), number(|r| r.written)],
+    )?)
 }
 
 fn load_registry(cli: &Cli) -> Result<Arc<Registry>, Error> {

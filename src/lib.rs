@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod files;
 pub mod gzip;
+pub mod history;
 pub mod json_text;
 pub mod mutate;
 pub mod outcome;

@@ -151,6 +151,8 @@ pub struct Usage {
     pub failing: Option<String>,
     /// Requests the general rate limit allows this minute; `None` without a known limit.
     pub budget_left: Option<u32>,
+    /// The API's time at its last answer (its `Date` header).
+    pub server_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The HTTP clients (connections, TLS configuration) the API clients of a session share:
@@ -413,6 +415,11 @@ impl ApiClient {
             },
         })?;
         let status = response.status();
+        if let Some(date) = response.headers().get("date").and_then(|d| d.to_str().ok())
+            && let Ok(date) = chrono::DateTime::parse_from_rfc2822(date)
+        {
+            self.usage.lock().unwrap_or_else(|e| e.into_inner()).server_time = Some(date.to_utc());
+        }
         let retry_after = header_number(response.headers(), "retry-after").map(Duration::from_secs);
         // The headers speak of the most specific limit the request falls under.
         if let Some(class) = classes.last() {

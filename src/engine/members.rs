@@ -39,6 +39,8 @@ impl std::fmt::Debug for Members {
 impl Members {
     pub fn new(mut options: SessionOptions, accounts: Vec<(String, Clients)>) -> Members {
         options.accounts = vec![];
+        // The set reads its accounts' history itself.
+        options.history = None;
         let sessions = accounts.iter().map(|_| OnceCell::new()).collect();
         Members { options, accounts, sessions }
     }
@@ -57,6 +59,11 @@ impl Members {
     /// The client of the account `name` for a provider.
     pub fn client(&self, name: &str, provider: &str) -> Result<Arc<ApiClient>, Error> {
         Ok(self.accounts[self.index(name)?].1[provider].clone())
+    }
+
+    /// Every account's clients.
+    pub fn clients(&self) -> Vec<Arc<ApiClient>> {
+        self.accounts.iter().flat_map(|(_, clients)| clients.values().cloned()).collect()
     }
 
     pub fn names(&self) -> Vec<String> {

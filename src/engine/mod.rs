@@ -90,6 +90,17 @@ pub struct SessionOptions {
     /// An account set: every provider table gets a leading `account` column and reads each
     /// of them with its own token. Empty: one account, `base_url` and `token`.
     pub accounts: Vec<AccountOptions>,
+    /// The history store the session reads (`provider.history.*`); `None`: no history.
+    pub history: Option<HistoryOptions>,
+}
+
+/// Where the history is and whose a session reads.
+#[derive(Debug, Clone)]
+pub struct HistoryOptions {
+    pub dir: std::path::PathBuf,
+    /// The name a session of one account reads and records it under (its profile's, or
+    /// `default`); a set's accounts go by their own names.
+    pub account: String,
 }
 
 /// One account of an account set, named by its profile.
@@ -118,6 +129,7 @@ impl SessionOptions {
             memory: Memory::default(),
             defaults: mutate::Defaults::new(),
             accounts: vec![],
+            history: None,
         }
     }
 }
@@ -308,7 +320,100 @@ impl Session {
             None => session.register_views().await?,
             Some(members) => session.register_set_views(members, &options.progress).await?,
         }
+        if let Some(history) = &options.history {
+            session.register_history(history).await?;
+        }
         Ok(session)
+    }
+
+    /// `provider.history.*`: the observations of each recorded resource, their versions and
+    /// the rows at a moment, and `changes(from, to)`, for the session's own accounts.
+    async fn register_history(&self, options: &HistoryOptions) -> Result<(), Error> {
+        let store = crate::history::Store::new(options.dir.clone());
+        let accounts = match self.accounts.is_empty() {
+            true => vec![options.account.clone()],
+            false => self.accounts.clone(),
+        };
+        for provider in self.registry.providers.values() {
+            let recorded: Vec<Arc<crate::provider::Resource>> = self
+                .registry
+                .recorded()
+                .into_iter()
+                .filter(|r| r.full_name.starts_with(&format!("{}.", provider.id)))
+                .collect();
+            let Some(catalog) = self.ctx.catalog(&provider.id).filter(|_| !recorded.is_empty()) else { continue };
+            let schema = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
+            catalog.register_schema("history", schema.clone())?;
+            let transitions = crate::history::TransitionsTable::new(store.clone(), recorded.clone(), accounts.clone());
+            datafusion::catalog::SchemaProvider::register_table(
+                schema.as_ref(),
+                "transitions".into(),
+                Arc::new(transitions),
+            )?;
+            for resource in &recorded {
+                let table = crate::history::HistoryTable::new(store.clone(), resource.clone(), accounts.clone());
+                datafusion::catalog::SchemaProvider::register_table(
+                    schema.as_ref(),
+                    resource.name.clone(),
+                    Arc::new(table),
+                )?;
+                let full = format!("{}.history.{}", provider.id, resource.name);
+                for (name, sql, at) in crate::history::views(resource, &full) {
+                    let at_param = crate::provider::ViewParam {
+                        name: "at".into(),
+                        kind: crate::provider::Kind::Datetime,
+                        description: "The moment (UTC).".into(),
+                    };
+                    self.register_sql_view(&name, &sql, if at { vec![at_param] } else { vec![] }).await?;
+                }
+            }
+            let period = |name: &str, description: &str| crate::provider::ViewParam {
+                name: name.into(),
+                kind: crate::provider::Kind::Datetime,
+                description: description.into(),
+            };
+            let changes = format!(
+                "SELECT * FROM {}.history.transitions WHERE at >= CAST($from AS TIMESTAMP) AND at < CAST($to AS TIMESTAMP)",
+                provider.id
+            );
+            let params = vec![
+                period("from", "The period's start (inclusive, UTC)."),
+                period("to", "The period's end (exclusive, UTC)."),
+            ];
+            self.register_sql_view(&format!("{}.history.changes", provider.id), &changes, params).await?;
+        }
+        Ok(())
+    }
+
+    /// A view of imageql's own SQL, by its full name; with parameters, a table function.
+    async fn register_sql_view(
+        &self,
+        full: &str,
+        sql: &str,
+        params: Vec<crate::provider::ViewParam>,
+    ) -> Result<(), Error> {
+        let parsed = sql::parse(sql, Dialect::Generic)?;
+        let plan = self.ctx.state().statement_to_plan(parsed.statement).await?;
+        if params.is_empty() {
+            let parts: Vec<&str> = full.split('.').collect();
+            let table = TableReference::full(parts[0], parts[1], parts[2]);
+            self.ctx.register_table(table, Arc::new(ViewTable::new(plan, Some(sql.to_string()))))?;
+        } else {
+            self.ctx.register_udtf(full, Arc::new(function::ViewFunction::new(full.to_string(), params, plan)));
+        }
+        Ok(())
+    }
+
+    /// The names of the account set's accounts; none for a session of one account.
+    pub fn accounts(&self) -> &[String] {
+        &self.accounts
+    }
+
+    /// The API's time at its latest answer to this session, from its `Date` header.
+    pub fn server_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let clients = self.clients.values().cloned();
+        let members = self.members.iter().flat_map(|m| m.clients());
+        clients.chain(members).filter_map(|c| c.usage().server_time).max()
     }
 
     /// The views of an account set: each account's own, `account` first. One account's

@@ -226,6 +226,16 @@ pub struct Resource {
     pub lifecycle: Option<Lifecycle>,
     /// What a dry run shows of each row a change touches.
     pub preview: Option<Preview>,
+    /// Recorded by `imageql record` into the history store.
+    pub history: Option<History>,
+}
+
+/// How a resource is recorded: which of its rows (a SQL predicate over its columns).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
 }
 
 /// The columns a dry run (EXPLAIN of a change) shows of each row a request touches, and
@@ -806,6 +816,11 @@ impl Registry {
         Ok(())
     }
 
+    /// The resources the history store records.
+    pub fn recorded(&self) -> Vec<Arc<Resource>> {
+        self.resources().filter(|(_, _, r)| r.history.is_some()).map(|(_, _, r)| r.clone()).collect()
+    }
+
     /// The names of the body fields that hold secrets (`root_pass`), lowercase.
     pub fn secret_fields(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -821,14 +836,26 @@ impl Registry {
 
     /// The full names of the views with parameters (table functions), lowercase.
     pub fn functions(&self) -> impl Iterator<Item = String> + '_ {
-        self.providers.values().flat_map(|p| {
+        let views = self.providers.values().flat_map(|p| {
             p.services.values().flat_map(move |s| {
                 s.views
                     .iter()
                     .filter(|(_, v)| !v.params.is_empty())
                     .map(move |(name, _)| format!("{}.{}.{name}", p.id, s.id).to_lowercase())
             })
-        })
+        });
+        // The history's: each recorded resource at a moment, and the changes of a period.
+        let recorded = self.recorded();
+        let history = self.providers.values().flat_map(move |p| {
+            let own: Vec<String> = recorded
+                .iter()
+                .filter(|r| r.full_name.starts_with(&format!("{}.", p.id)))
+                .map(|r| format!("{}.history.{}_at", p.id, r.name).to_lowercase())
+                .collect();
+            let changes = (!own.is_empty()).then(|| format!("{}.history.changes", p.id));
+            own.into_iter().chain(changes)
+        });
+        views.chain(history)
     }
 
     /// Every resource with its provider, in name order.

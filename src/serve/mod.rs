@@ -229,6 +229,7 @@ impl Server {
 /// The engine session of an authenticated connection.
 async fn session(shared: &Shared, token: Option<Token>, token_source: &str) -> Result<Session, Error> {
     let options = crate::engine::SessionOptions {
+        history: None,
         base_url: shared.base_url.clone(),
         token,
         registry: shared.registry.clone(),

@@ -368,6 +368,14 @@ pub fn python_clients() -> PathBuf {
     virtualenv("python-clients", &PYTHON_CLIENTS)
 }
 
+/// An independent Parquet reader, at its current release.
+pub const PARQUET_READERS: [&str; 1] = ["duckdb==2.0.1"];
+
+/// A virtualenv with DuckDB, made once per build directory.
+pub fn parquet_readers() -> PathBuf {
+    virtualenv("parquet-readers", &PARQUET_READERS)
+}
+
 /// A virtualenv with psycopg, SQLAlchemy, pandas, pgcli and asyncpg, made once per build
 /// directory.
 pub fn postgres_clients() -> PathBuf {
