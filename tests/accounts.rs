@@ -628,3 +628,23 @@ fn two_profiles_of_one_account_read_it_once() {
     assert_eq!(counts(&run.rows()), [("acme", 4), ("initech.eu", 4)].map(|(a, n)| (a.to_string(), n)).into());
     assert!(run.stderr().contains("profile acme.again is the same account as acme"), "{}", run.stderr());
 }
+
+#[test]
+fn an_account_set_records_each_accounts_history_and_reads_only_its_own() {
+    let accounts = Accounts::start();
+    let store = tempfile::tempdir().unwrap();
+    let history = store.path().to_str().unwrap();
+    let recorded = accounts.rows(&["--history", history, "--profile", "acme,globex", "record"]);
+    let written: Vec<(String, i64)> = recorded
+        .iter()
+        .filter(|r| r["table"] == "linode.images.images")
+        .map(|r| (r["account"].as_str().unwrap().to_string(), r["written"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(written, [("acme".to_string(), 4), ("globex".to_string(), 4)]);
+    let sql = "SELECT account, count(*) AS n FROM linode.history.images GROUP BY account ORDER BY account";
+    let set = accounts.rows(&["--history", history, "--profile", "customers", "-e", sql]);
+    assert_eq!(counts(&set), [("acme", 4), ("globex", 4)].map(|(a, n)| (a.to_string(), n)).into());
+    // A session of one account reads only that account's history.
+    let alone = accounts.rows(&["--history", history, "--profile", "globex", "-e", sql]);
+    assert_eq!(counts(&alone), [("globex".to_string(), 4)].into());
+}

@@ -143,7 +143,7 @@ impl TransitionsTable {
         let values = rows_of_batches(&[stored.project(&(2..schema.fields().len()).collect::<Vec<_>>())?])?;
         let flags = rows_of_batches(&[stored.project(&[1])?])?;
         // Each row's observations in time order.
-        let mut by_row: BTreeMap<String, Vec<(i64, bool, &Vec<Value>)>> = BTreeMap::new();
+        let mut by_row: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
         for (i, row) in values.iter().enumerate() {
             let id = row[key_at].as_str().map(str::to_string).unwrap_or_else(|| row[key_at].to_string());
             let deleted = flags[i].first() == Some(&Value::Bool(true));
@@ -183,6 +183,9 @@ impl TransitionsTable {
 fn failed(error: Error) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::External(Box::new(error))
 }
+
+/// One observation of a row: when (microseconds), whether it said the row was gone, its values.
+type Seen<'a> = (i64, bool, &'a Vec<Value>);
 
 #[derive(Debug, Clone, Copy)]
 enum Change {
