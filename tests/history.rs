@@ -179,6 +179,20 @@ fn recordings_keep_what_changed_and_answer_any_moment_and_period() {
     assert_eq!(versions.len(), 2);
     assert_eq!(versions[1]["valid_to"], Value::Null, "the current version");
 
+    // usage bills the deleted image exactly from what the history saw of it (it was made
+    // before the events the API keeps); without the history it is an estimate.
+    let bill = |store: &str| {
+        let sql = format!(
+            "SELECT gb, copies, estimated FROM linode.images.usage('{t2}'::timestamp - interval '30 days', '{t2}') WHERE id = '{c}'"
+        );
+        history.sandbox.imageql(&["--no-cache", "--history", store, "-o", "ndjson", "-e", &sql]).rows()
+    };
+    let seen = bill(history.store.path().to_str().unwrap());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let unseen = bill(elsewhere.path().to_str().unwrap());
+    assert_eq!((&seen[0]["estimated"], &unseen[0]["estimated"]), (&json!(false), &json!(true)), "{seen:?} {unseen:?}");
+    assert!(seen[0]["gb"].as_f64().unwrap() > 0.0 && seen[0]["copies"].as_i64().unwrap() > 0, "{seen:?}");
+
     // The files are plain Parquet: DuckDB reads them, partitions as columns.
     let python = common::parquet_readers().join("bin/python");
     let script = "import duckdb, sys\n\

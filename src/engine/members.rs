@@ -39,8 +39,6 @@ impl std::fmt::Debug for Members {
 impl Members {
     pub fn new(mut options: SessionOptions, accounts: Vec<(String, Clients)>) -> Members {
         options.accounts = vec![];
-        // The set reads its accounts' history itself.
-        options.history = None;
         let sessions = accounts.iter().map(|_| OnceCell::new()).collect();
         Members { options, accounts, sessions }
     }
@@ -49,8 +47,13 @@ impl Members {
     pub async fn session(&self, name: &str) -> Result<Arc<Session>, Error> {
         let index = self.index(name)?;
         let made = self.sessions[index].get_or_try_init(|| async {
-            let clients = self.accounts[index].1.clone();
-            let session = Box::pin(Session::build(self.options.clone(), clients, vec![], Arc::default())).await?;
+            let (name, clients) = self.accounts[index].clone();
+            let mut options = self.options.clone();
+            // Each account reads its own history.
+            if let Some(history) = &mut options.history {
+                history.account = name;
+            }
+            let session = Box::pin(Session::build(options, clients, vec![], Arc::default())).await?;
             Ok::<_, Error>(Arc::new(session))
         });
         made.await.cloned()

@@ -316,23 +316,24 @@ impl Session {
             warnings,
             secret_fields: options.registry.secret_fields(),
         };
+        // The views read the history (usage bills a deleted image by what it saw).
+        session.register_history(options.history.as_ref()).await?;
         match &session.members {
             None => session.register_views().await?,
             Some(members) => session.register_set_views(members, &options.progress).await?,
-        }
-        if let Some(history) = &options.history {
-            session.register_history(history).await?;
         }
         Ok(session)
     }
 
     /// `provider.history.*`: the observations of each recorded resource, their versions and
-    /// the rows at a moment, and `changes(from, to)`, for the session's own accounts.
-    async fn register_history(&self, options: &HistoryOptions) -> Result<(), Error> {
-        let store = crate::history::Store::new(options.dir.clone());
-        let accounts = match self.accounts.is_empty() {
-            true => vec![options.account.clone()],
-            false => self.accounts.clone(),
+    /// the rows at a moment, and `changes(from, to)`, for the session's own accounts; empty
+    /// without a store.
+    async fn register_history(&self, options: Option<&HistoryOptions>) -> Result<(), Error> {
+        let store = crate::history::Store::new(options.map(|o| o.dir.clone()).unwrap_or_default());
+        let accounts = match (options, self.accounts.is_empty()) {
+            (None, _) => vec![],
+            (Some(options), true) => vec![options.account.clone()],
+            (Some(_), false) => self.accounts.clone(),
         };
         for provider in self.registry.providers.values() {
             let recorded: Vec<Arc<crate::provider::Resource>> = self

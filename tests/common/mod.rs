@@ -233,7 +233,7 @@ impl Drop for ServeProcess {
 /// the machine's user gives it a token or defaults.
 pub fn imageql_command(home: &Path) -> Command {
     let mut command = Command::new(binary());
-    command.env("HOME", home).env_remove("XDG_CONFIG_HOME").env_remove("LINODE_CLI_CONFIG");
+    command.env("HOME", home).env_remove("XDG_CONFIG_HOME").env_remove("XDG_DATA_HOME").env_remove("LINODE_CLI_CONFIG");
     command
 }
 
