@@ -163,8 +163,9 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         };
         let accounts = spec.map(|spec| accounts_of(spec, &cli)).transpose()?.unwrap_or_default();
         let answers = shared(&cli);
-        let server =
-            Server::bind(args, registry, base_url, token, scan_options(&cli), timeout, answers, accounts).await?;
+        let server = Server::bind(args, registry, base_url, token, scan_options(&cli), timeout, answers, accounts)
+            .await?
+            .with_history(history_options(&cli));
         let mut stdout = std::io::stdout().lock();
         // Scripts wait for this line to learn the port, so it must not sit in a buffer.
         let _ = writeln!(stdout, "{}", server.url()).and_then(|_| stdout.flush());

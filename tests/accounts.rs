@@ -648,3 +648,65 @@ fn an_account_set_records_each_accounts_history_and_reads_only_its_own() {
     let alone = accounts.rows(&["--history", history, "--profile", "globex", "-e", sql]);
     assert_eq!(counts(&alone), [("globex".to_string(), 4)].into());
 }
+
+#[test]
+fn serve_records_its_accounts_and_a_token_connection_reads_no_history() {
+    let accounts = Accounts::start();
+    let home = accounts.home.path();
+    let password = home.join("password");
+    std::fs::write(&password, "operator-secret\n").unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let history = store.path().to_str().unwrap();
+    let (config, cli_config) = (home.join(".config"), home.join(".linode-cli"));
+    let env = [
+        ("HOME", home.to_str().unwrap()),
+        ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ("LINODE_CLI_CONFIG", cli_config.to_str().unwrap()),
+    ];
+    let server = common::ServeProcess::start(
+        &accounts.sandbox,
+        &[
+            "--profile",
+            "acme,globex",
+            "--password-file",
+            password.to_str().unwrap(),
+            "--history",
+            history,
+            "--record-every",
+            "1s",
+        ],
+        &env,
+    );
+    // The first recording starts at once; poll for it with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let sql = "SELECT account, count(*) AS n FROM linode.history.images GROUP BY account ORDER BY account";
+    let seen = loop {
+        let out = server.psql("operator-secret", &[sql]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if stdout.contains("acme|4") && stdout.contains("globex|4") {
+            break stdout;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recording within 30 s: {stdout}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(!seen.contains("initech"), "{seen}");
+    // A connection that brings its own token reads no history: the store holds other accounts'.
+    let open = common::ServeProcess::start(&accounts.sandbox, &["--history", history], &env);
+    let out = open.psql("tok-acme", &["SELECT count(*) AS n FROM linode.history.images"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().nth(1),
+        Some("0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nor can such a server record: it holds no token.
+    let refused = common::imageql_command(home)
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-url", &accounts.sandbox.url, "--record-every", "1h"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("--record-every records the accounts the server holds tokens for")
+    );
+}

@@ -58,7 +58,9 @@ use crate::sql::{self, Dialect};
 pub use guard::Policy;
 pub use memory::Memory;
 use meta::Meta;
-pub use settings::{ACCOUNTS_ON_ERROR, AWAIT_TIMEOUT, DRY_RUN, OwnSetting, duration_text, own_setting, setting_text};
+pub use settings::{
+    ACCOUNTS_ON_ERROR, AWAIT_TIMEOUT, DRY_RUN, OwnSetting, duration, duration_text, own_setting, setting_text,
+};
 use statement::Form;
 pub use statement::{CopyFormat, Kind, Prepared, Statement};
 

@@ -90,6 +90,14 @@ pub struct ServeArgs {
     /// MiB one statement may hold
     #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     pub statement_memory: u64,
+    /// Record the served accounts into the history store this often (600, 90s, 10min, 2h),
+    /// as `imageql record` does; needs --token-from-env or an account set
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub record_every: Option<Duration>,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    crate::engine::duration("--record-every", text).map_err(|e| e.to_string())
 }
 
 /// How connections prove who they are, and the token their queries then run with.
@@ -126,6 +134,10 @@ struct Shared {
     tokens: access::Tokens,
     /// The account set every connection reads; empty for one account.
     accounts: Vec<crate::engine::AccountOptions>,
+    /// The history store connections read, when the server holds the accounts' tokens (a
+    /// connection with its own token reads no history: the store holds other accounts').
+    history: Option<crate::engine::HistoryOptions>,
+    record_every: Option<Duration>,
 }
 
 pub struct Server {
@@ -202,8 +214,28 @@ impl Server {
             logins: access::Logins::default(),
             tokens: access::Tokens::default(),
             accounts,
+            history: None,
+            record_every: args.record_every,
         };
+        if args.record_every.is_some() && matches!(shared.auth, Auth::TokenIsPassword { .. }) {
+            return Err(Error::Usage(
+                "--record-every records the accounts the server holds tokens for: give --token-from-env or \
+                 --profile SET, with --password-file"
+                    .into(),
+            ));
+        }
         Ok(Server { listener, shared: Arc::new(shared) })
+    }
+
+    /// The history store: connections read it and `--record-every` records into it, when
+    /// the server holds the tokens of the accounts it serves.
+    pub fn with_history(mut self, history: Option<crate::engine::HistoryOptions>) -> Server {
+        if let Some(shared) = Arc::get_mut(&mut self.shared)
+            && matches!(shared.auth, Auth::Fixed { .. })
+        {
+            shared.history = history;
+        }
+        self
     }
 
     /// `postgresql://host:port/database`, without credentials.
@@ -214,6 +246,12 @@ impl Server {
 
     /// Serves connections until the process is interrupted.
     pub async fn run(self) -> Result<(), Error> {
+        if let (Some(every), Some(history), Auth::Fixed { token, .. }) =
+            (self.shared.record_every, &self.shared.history, &self.shared.auth)
+        {
+            let (shared, history, token) = (self.shared.clone(), history.clone(), token.clone());
+            tokio::spawn(async move { record_every(shared, history, token, every).await });
+        }
         loop {
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
@@ -226,10 +264,36 @@ impl Server {
     }
 }
 
+/// Records the served accounts every `every`, the first time at once; each recording's
+/// outcome is a line on standard error.
+async fn record_every(
+    shared: Arc<Shared>,
+    history: crate::engine::HistoryOptions,
+    token: Option<Token>,
+    every: Duration,
+) {
+    let store = crate::history::Store::new(history.dir.clone());
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let recorded = match session(&shared, token.clone(), "the server's LINODE_TOKEN").await {
+            Ok(session) => crate::history::record(&session, &store, &history.account).await,
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(recorded) => {
+                let written: usize = recorded.iter().map(|r| r.written).sum();
+                eprintln!("imageql serve: recorded {} tables, {written} rows written", recorded.len());
+            }
+            Err(e) => eprintln!("imageql serve: recording failed: {e}"),
+        }
+    }
+}
+
 /// The engine session of an authenticated connection.
 async fn session(shared: &Shared, token: Option<Token>, token_source: &str) -> Result<Session, Error> {
     let options = crate::engine::SessionOptions {
-        history: None,
+        history: shared.history.clone(),
         base_url: shared.base_url.clone(),
         token,
         registry: shared.registry.clone(),
