@@ -127,7 +127,22 @@ enum Command {
     Serve(ServeArgs),
     /// Append what changed since the last recording to the history store: the recorded
     /// tables of the account (or account set), one row per account and table
-    Record,
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RecordArgs {
+    /// Keep this many days of history (`400d`); what is older is folded into each row's last
+    /// observation before then
+    #[arg(long, value_name = "DAYS", value_parser = parse_days)]
+    keep: Option<i64>,
+}
+
+fn parse_days(text: &str) -> Result<i64, String> {
+    match text.trim().trim_end_matches('d').parse::<i64>() {
+        Ok(days) if (1..=36_500).contains(&days) => Ok(days),
+        _ => Err("expected a number of days from 1 to 36500, such as 400d".into()),
+    }
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -183,7 +198,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         let origin = if cli.execute.len() == 1 { "-e".to_string() } else { format!("-e #{}", i + 1) };
         scripts.push((origin, sql.clone()));
     }
-    let recording = matches!(cli.command, Some(Command::Record));
+    let recording = matches!(cli.command, Some(Command::Record(_)));
     let interactive = scripts.is_empty() && !recording && std::io::stdin().is_terminal();
     if scripts.is_empty() && !interactive && !recording {
         let mut text = String::new();
@@ -216,11 +231,12 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
         accounts,
     };
     let session = Session::new(options).await?;
-    if let Some(Command::Record) = &cli.command {
+    if let Some(Command::Record(args)) = &cli.command {
         let history = history_options(&cli)
             .ok_or_else(|| Error::Usage("no history store: give --history DIR (HOME is not set)".into()))?;
         let store = crate::history::Store::new(history.dir);
-        let recorded = crate::history::record(&session, &store, &history.account).await?;
+        let keep = args.keep.map(chrono::Duration::days);
+        let recorded = crate::history::record(&session, &store, &history.account, keep).await?;
         let mut out = BufWriter::new(std::io::stdout().lock());
         return output::print(Outcome::batch(recorded_batch(&recorded)?, None), format, &mut out).await.map(|_| ());
     }

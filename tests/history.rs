@@ -207,3 +207,64 @@ fn recordings_keep_what_changed_and_answer_any_moment_and_period() {
     let observations = history.rows("SELECT count(*) AS n FROM linode.history.images")[0]["n"].as_i64().unwrap();
     assert!(stdout.contains(&format!("('default', 'linode.images.images', {observations})")), "{stdout}");
 }
+
+/// The parquet files of each day of the images table, oldest day first.
+fn files_per_day(store: &Path) -> Vec<(String, usize)> {
+    let table = walk(store)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| p.to_string_lossy().contains("table=linode.images.images"));
+    let mut days: BTreeMap<String, usize> = BTreeMap::new();
+    for file in table {
+        let day = file.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+        *days.entry(day).or_default() += 1;
+    }
+    days.into_iter().collect()
+}
+
+#[test]
+fn past_days_are_one_file_each_and_a_retention_folds_what_is_older() {
+    let history = History::start();
+    // Recordings at 01:00 and 02:00 of each day, so that a day's two stay on one date.
+    let now = chrono::NaiveDateTime::parse_from_str(&history.advance(0), "%Y-%m-%dT%H:%M:%S").unwrap();
+    let next = (now.date() + chrono::Duration::days(1)).and_hms_opt(1, 0, 0).unwrap();
+    history.advance((next - now).num_seconds());
+    let id = history.rows("SELECT id FROM linode.images.images WHERE NOT is_public ORDER BY id LIMIT 1")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rename = |label: String| {
+        history.run(&["-e", &format!("REPLACE linode.images.images SET label = '{label}' WHERE id = '{id}'")]).ok();
+    };
+    for day in 0..5 {
+        rename(format!("day-{day}-a"));
+        history.record();
+        history.advance(3600);
+        rename(format!("day-{day}-b"));
+        history.record();
+        history.advance(86_400 - 3600);
+    }
+    let days = files_per_day(history.store.path());
+    assert_eq!(days.len(), 5, "{days:?}");
+    assert!(days[..4].iter().all(|(_, files)| *files == 1), "past days are merged: {days:?}");
+    assert_eq!(days[4].1, 2, "today is not: {days:?}");
+    let versions = |history: &History| {
+        history.rows(&format!("SELECT label FROM linode.history.images_versions WHERE id = '{id}' ORDER BY valid_from"))
+    };
+    assert_eq!(versions(&history).len(), 10);
+    let held = history.rows("SELECT count(*) AS n FROM linode.images.images WHERE NOT is_public")[0]["n"].clone();
+
+    // Keeping 2 days folds days 0, 1 and 2 into each row's last observation then.
+    history.run(&["record", "--keep", "2d"]).ok();
+    let kept: Vec<Value> = versions(&history).into_iter().map(|r| r["label"].clone()).collect();
+    assert_eq!(kept, ["day-2-b", "day-3-a", "day-3-b", "day-4-a", "day-4-b"].map(|l| json!(l)));
+    let days = files_per_day(history.store.path());
+    let folded_into = format!("day={}", next.date() + chrono::Duration::days(2));
+    assert_eq!(days[0].0, folded_into, "nothing older is left: {days:?}");
+    assert!(days.iter().all(|(_, files)| *files == 1), "{days:?}");
+    // Every row is still known: nothing is recorded again as new.
+    let now = history.advance(0);
+    let at = history.rows(&format!("SELECT count(*) AS n FROM linode.history.images_at('{now}')"));
+    assert_eq!(at[0]["n"], held);
+    assert!(history.record().values().all(|n| *n == 0));
+}

@@ -15,6 +15,7 @@ and `provider.history.changes(from, to)`: every row created, changed (with the f
 changed) or deleted in `[from, to)`, of every recorded table. A session reads the history of
 its own accounts only. */
 
+mod compact;
 mod record;
 mod store;
 mod tables;

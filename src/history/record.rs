@@ -35,8 +35,14 @@ pub struct Recorded {
 }
 
 /// Records every recorded table of the session's accounts (`single`: the name a session of
-/// one account records under).
-pub async fn record(session: &Session, store: &Store, single: &str) -> Result<Vec<Recorded>, Error> {
+/// one account records under), then compacts what it wrote to; with `keep`, what is older
+/// is folded into each row's last observation.
+pub async fn record(
+    session: &Session,
+    store: &Store,
+    single: &str,
+    keep: Option<chrono::Duration>,
+) -> Result<Vec<Recorded>, Error> {
     let mut recorded = Vec::new();
     for resource in session.registry().recorded() {
         let filter = resource.history.as_ref().and_then(|h| h.filter.as_deref());
@@ -51,6 +57,8 @@ pub async fn record(session: &Session, store: &Store, single: &str) -> Result<Ve
         let observed_at = session.server_time().unwrap_or_else(Utc::now);
         for (account, now) in by_account(&resource, batches, session.accounts(), single)? {
             recorded.push(record_table(store, &resource, &account, now, observed_at)?);
+            let keep_from = keep.map(|keep| (observed_at - keep).date_naive());
+            super::compact::compact(store, &resource, &account, observed_at.date_naive(), keep_from)?;
         }
     }
     Ok(recorded)

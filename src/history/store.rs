@@ -14,7 +14,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -48,36 +48,54 @@ impl Store {
         &self.root
     }
 
-    fn table_dir(&self, account: &str, table: &str) -> PathBuf {
+    pub(super) fn table_dir(&self, account: &str, table: &str) -> PathBuf {
         self.root.join(format!("account={}", encoded(account))).join(format!("table={table}"))
     }
 
     /// Every file of an account's table, oldest first (their names start with the time).
     pub fn files(&self, account: &str, table: &str) -> Result<Vec<PathBuf>, Error> {
-        let mut files = Vec::new();
-        let days = match std::fs::read_dir(self.table_dir(account, table)) {
-            Ok(days) => days,
+        Ok(self.days(account, table)?.into_iter().flat_map(|(_, files)| files).collect())
+    }
+
+    /// The days of an account's table, oldest first, each with its files, oldest first.
+    pub fn days(&self, account: &str, table: &str) -> Result<Vec<(NaiveDate, Vec<PathBuf>)>, Error> {
+        let entries = match std::fs::read_dir(self.table_dir(account, table)) {
+            Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
             Err(e) => return Err(self.failed("read", e)),
         };
-        for day in days {
-            let day = day.map_err(|e| self.failed("read", e))?.path();
-            for file in std::fs::read_dir(&day).map_err(|e| self.failed("read", e))? {
+        let mut days = Vec::new();
+        for entry in entries {
+            let dir = entry.map_err(|e| self.failed("read", e))?.path();
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let Some(day) = name.strip_prefix("day=").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            else {
+                continue;
+            };
+            let mut files = Vec::new();
+            for file in std::fs::read_dir(&dir).map_err(|e| self.failed("read", e))? {
                 let path = file.map_err(|e| self.failed("read", e))?.path();
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                 if name.ends_with(".parquet") && !name.starts_with('.') {
                     files.push(path);
                 }
             }
+            files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+            days.push((day, files));
         }
-        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-        Ok(files)
+        days.sort_by_key(|(day, _)| *day);
+        Ok(days)
     }
 
     /// What the files of an account's table hold, oldest first.
     pub fn read(&self, account: &str, table: &str) -> Result<Vec<RecordBatch>, Error> {
+        self.read_files(&self.files(account, table)?)
+    }
+
+    /// What `files` hold, in their order.
+    pub fn read_files(&self, files: &[PathBuf]) -> Result<Vec<RecordBatch>, Error> {
         let mut batches = Vec::new();
-        for path in self.files(account, table)? {
+        for path in files {
             let file = File::open(&path).map_err(|e| self.failed("read", e))?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                 .and_then(|builder| builder.build())
@@ -97,14 +115,26 @@ impl Store {
         observed_at: DateTime<Utc>,
         batch: &RecordBatch,
     ) -> Result<PathBuf, Error> {
-        let dir = self.table_dir(account, table).join(format!("day={}", observed_at.format("%Y-%m-%d")));
-        std::fs::create_dir_all(&dir).map_err(|e| self.failed("write", e))?;
         let name = format!(
             "{}-{}-{}.parquet",
             observed_at.format("%Y%m%dT%H%M%S%.6fZ"),
             std::process::id(),
             WRITTEN.fetch_add(1, Ordering::Relaxed)
         );
+        self.write(account, table, observed_at.date_naive(), &name, batch)
+    }
+
+    /// Writes `batch` as the file `name` of a day: under a hidden name, then renamed.
+    pub fn write(
+        &self,
+        account: &str,
+        table: &str,
+        day: NaiveDate,
+        name: &str,
+        batch: &RecordBatch,
+    ) -> Result<PathBuf, Error> {
+        let dir = self.table_dir(account, table).join(format!("day={}", day.format("%Y-%m-%d")));
+        std::fs::create_dir_all(&dir).map_err(|e| self.failed("write", e))?;
         let hidden = dir.join(format!(".{name}.tmp"));
         let written = (|| {
             let file = File::create(&hidden)?;

@@ -277,7 +277,7 @@ async fn record_every(
     loop {
         ticks.tick().await;
         let recorded = match session(&shared, token.clone(), "the server's LINODE_TOKEN").await {
-            Ok(session) => crate::history::record(&session, &store, &history.account).await,
+            Ok(session) => crate::history::record(&session, &store, &history.account, None).await,
             Err(e) => Err(e),
         };
         match recorded {
