@@ -96,7 +96,7 @@ impl Store {
     pub fn read_files(&self, files: &[PathBuf]) -> Result<Vec<RecordBatch>, Error> {
         let mut batches = Vec::new();
         for path in files {
-            let file = File::open(&path).map_err(|e| self.failed("read", e))?;
+            let file = File::open(path).map_err(|e| self.failed("read", e))?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                 .and_then(|builder| builder.build())
                 .map_err(|e| Error::Query(format!("the history file {} is not Parquet: {e}", path.display())))?;
