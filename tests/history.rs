@@ -268,3 +268,50 @@ fn past_days_are_one_file_each_and_a_retention_folds_what_is_older() {
     assert_eq!(at[0]["n"], held);
     assert!(history.record().values().all(|n| *n == 0));
 }
+
+#[test]
+fn a_recorder_killed_at_any_moment_leaves_a_store_that_reads_whole() {
+    let history = History {
+        sandbox: SandboxProcess::start(&["--time-scale", "0", "--seed-images", "400", "--latency-ms", "5"]),
+        store: tempfile::tempdir().unwrap(),
+    };
+    history.record();
+    let ids: Vec<String> = history
+        .rows("SELECT id FROM linode.images.images WHERE NOT is_public ORDER BY id LIMIT 12")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let store = history.store.path().to_str().unwrap().to_string();
+    for (round, id) in ids.iter().enumerate() {
+        history
+            .run(&["-e", &format!("REPLACE linode.images.images SET label = 'round-{round}' WHERE id = '{id}'")])
+            .ok();
+        let mut recorder = common::imageql_command(history.store.path())
+            .args(["--api-url", &history.sandbox.url, "--history", &store, "--no-cache", "record"])
+            .env("LINODE_TOKEN", TOKEN)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Killed at a different moment each round: while reading, comparing, writing or renaming.
+        std::thread::sleep(std::time::Duration::from_millis(10 * round as u64));
+        let _ = recorder.kill(); // SIGKILL
+        let _ = recorder.wait();
+    }
+    // Whatever was left, the store reads whole, and the next recording catches up.
+    history.record();
+    let labels = history.rows(&format!(
+        "SELECT id, label FROM linode.history.images_at('{}') WHERE id IN ({}) ORDER BY id",
+        history.advance(0),
+        ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ")
+    ));
+    let expected: Vec<Value> =
+        ids.iter().enumerate().map(|(round, id)| json!({"id": id, "label": format!("round-{round}")})).collect();
+    let mut sorted = expected.clone();
+    sorted.sort_by_key(|r| r["id"].as_str().unwrap().to_string());
+    assert_eq!(labels, sorted);
+    assert!(history.record().values().all(|n| *n == 0));
+    // Every visible file reads as Parquet (a broken one would fail the query).
+    let observations = history.rows("SELECT count(*) AS n FROM linode.history.images")[0]["n"].as_i64().unwrap();
+    assert!(observations >= 400, "{observations}");
+}
