@@ -132,14 +132,15 @@ fn recordings_keep_what_changed_and_answer_any_moment_and_period() {
         "INSERT /*+ AWAIT */ INTO linode.images.images (disk_id, label) VALUES ({disk}, 'made') RETURNING id"
     ));
     let b = made[0]["id"].as_str().unwrap().to_string();
-    let t1 = history.advance(0);
     history.record();
+    // Taken after the recording, which may have seen a later second.
+    let t1 = history.advance(0);
     // Another hour: c deleted, b renamed.
     history.advance(3600);
     history.run(&["-e", &format!("DELETE FROM linode.images.images WHERE id = '{c}'")]).ok();
     history.run(&["-e", &format!("REPLACE linode.images.images SET label = 'made-2' WHERE id = '{b}'")]).ok();
-    let t2 = history.advance(0);
     history.record();
+    let t2 = history.advance(0);
 
     // The rows at a moment, as a hand-kept log has them.
     assert_eq!(history.labels_at(&t0, &[a, &b, c]), before);
