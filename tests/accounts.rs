@@ -690,6 +690,17 @@ fn serve_records_its_accounts_and_a_token_connection_reads_no_history() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     assert!(!seen.contains("initech"), "{seen}");
+    // The history's table functions, through the Postgres dialect's rewrites.
+    let out = server.psql(
+        "operator-secret",
+        &["SELECT account, count(*) AS n FROM linode.history.images_at(now() + interval '1 day') GROUP BY account ORDER BY account"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(),
+        ["account|n", "acme|4", "globex|4", "(2 rows)"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A connection that brings its own token reads no history: the store holds other accounts'.
     let open = common::ServeProcess::start(&accounts.sandbox, &["--history", history], &env);
     let out = open.psql("tok-acme", &["SELECT count(*) AS n FROM linode.history.images"]);

@@ -25,8 +25,8 @@ use datafusion::sql::parser::{
     CopyToSource, CopyToStatement, DFParserBuilder, ExplainStatement, Statement as DFStatement,
 };
 use datafusion::sql::sqlparser::ast::{
-    CopyTarget, Expr, Ident, ObjectName, Query, SelectItem, Statement, Update, Visit, Visitor, visit_expressions_mut,
-    visit_relations, visit_relations_mut,
+    CopyTarget, Expr, Ident, ObjectName, Query, SelectItem, Statement, TableFactor, Update, Visit, VisitMut, Visitor,
+    VisitorMut, visit_expressions_mut, visit_relations, visit_relations_mut,
 };
 use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -425,18 +425,32 @@ fn complete_table_names(statement: &mut Statement, registry: &Registry, local: &
     });
 }
 
+/// Table functions named by their whole dotted name, as one identifier.
+struct FunctionNames<'a>(&'a [String]);
+
+impl VisitorMut for FunctionNames<'_> {
+    type Break = ();
+
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table { name, args: Some(_), .. } = factor else { return ControlFlow::Continue(()) };
+        let written = name.to_string().to_lowercase();
+        // A shortened name (`history.images_at`, or `images_at` once the Postgres dialect's
+        // rewrites drop the qualifiers) stands for the one function it ends.
+        let ending = |f: &&String| *f == &written || f.ends_with(&format!(".{written}"));
+        let mut found = self.0.iter().filter(ending);
+        if let (Some(full), None) = (found.next(), found.next()) {
+            *name = ObjectName::from(vec![Ident::new(full.clone())]);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 fn resolve_statement_names(statement: &mut Statement, registry: &Registry, local: &[String]) {
     complete_table_names(statement, registry, local);
     // DataFusion looks a table function up by the first part of its name only, so a view with
     // parameters is registered under its whole dotted name as one identifier.
     let functions: Vec<String> = registry.functions().collect();
-    let _ = visit_relations_mut(statement, |name| {
-        let full = name.to_string().to_lowercase();
-        if name.0.len() == 3 && functions.contains(&full) {
-            *name = ObjectName::from(vec![Ident::new(full)]);
-        }
-        ControlFlow::<()>::Continue(())
-    });
+    let _ = statement.visit(&mut FunctionNames(&functions));
     let mut resources = Vec::new();
     let _ = visit_relations(statement, |name| {
         let parts: Vec<&str> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.as_str())).collect();
