@@ -14,15 +14,13 @@ GROUP BY type
 ORDER BY monthly_usd DESC;
 
 -- What each tag costs per month (an image with two tags counts for both).
-SELECT tag, count(*) AS images, round(sum(c.monthly_usd), 2) AS monthly_usd
-FROM (SELECT id, unnest(tags) AS tag FROM linode.images.images WHERE NOT is_public) t
-JOIN linode.images.storage_costs c ON c.id = t.id
+SELECT tag, count(*) AS images, sum(monthly_usd) AS monthly_usd
+FROM (SELECT unnest(tags) AS tag, monthly_usd FROM linode.images.storage_costs) AS tagged
 GROUP BY tag
 ORDER BY monthly_usd DESC, tag;
 
--- Where the money goes: cost per region (each copy costs its share).
-SELECT r['region'] AS region, count(*) AS copies, round(sum(c.monthly_usd / c.copies), 2) AS monthly_usd
-FROM (SELECT id, unnest(regions) AS r FROM linode.images.images WHERE NOT is_public) i
-JOIN linode.images.storage_costs c ON c.id = i.id
-GROUP BY 1
+-- Where the money goes: what the copies in each region cost (a copy bills while available).
+SELECT region, count(*) AS copies, count(*) FILTER (WHERE billed) AS billed, sum(monthly_usd) AS monthly_usd
+FROM linode.images.storage_costs_by_region
+GROUP BY region
 ORDER BY monthly_usd DESC, region;

@@ -18,6 +18,7 @@ use crate::engine::{
 use crate::error::Error;
 use crate::mutate::Defaults;
 use crate::outcome::Outcome;
+use crate::output::dir::OutputDir;
 use crate::output::{self, Format};
 use crate::profile::SetSpec;
 use crate::provider::Registry;
@@ -49,6 +50,10 @@ pub struct Cli {
     /// Result format [default: the profile's, or table]
     #[arg(short = 'o', long = "output", value_enum)]
     output: Option<Format>,
+    /// Write each result set of -e/-f to a file of its own in DIR (created if missing), named
+    /// by a `-- name: NAME` comment before the statement or by its number: `DIR/NAME.csv`
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
     /// Take the token and defaults from profile NAME (imageql's config.toml or linode-cli's users);
     /// several (`a,b`), a wildcard (`cust_*`) or a group of config.toml make an account set
     #[arg(long, value_name = "NAME", conflicts_with = "sandbox")]
@@ -200,6 +205,9 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     }
     let recording = matches!(cli.command, Some(Command::Record(_)));
     let interactive = scripts.is_empty() && !recording && std::io::stdin().is_terminal();
+    if cli.output_dir.is_some() && (interactive || recording) {
+        return Err(Error::Usage("--output-dir writes the results of -e, -f or standard input".into()));
+    }
     if scripts.is_empty() && !interactive && !recording {
         let mut text = String::new();
         std::io::stdin()
@@ -272,12 +280,28 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
             statements.push((at, text));
         }
     }
+    if let Some(dir) = &cli.output_dir {
+        let dir = OutputDir::new(dir, format);
+        let texts: Vec<&str> = statements.iter().map(|(_, text)| text.as_str()).collect();
+        let files = dir.files(&texts)?;
+        dir.create()?;
+        for ((at, statement), file) in statements.into_iter().zip(files) {
+            let outcome = session.execute(&statement).await.map_err(&at)?;
+            dir.write(outcome, &file).await.map_err(&at)?;
+        }
+        return Ok(());
+    }
     let several = statements.len() > 1;
     let mut printed = false;
     for (at, statement) in statements {
         let outcome = session.execute(&statement).await.map_err(&at)?;
         let mut out = BufWriter::new(stdout.lock());
-        let shown = several && !matches!(outcome, Outcome::Done);
+        let shown = several
+            && match outcome {
+                Outcome::Done => false,
+                Outcome::Copied(_) => matches!(format, Format::Table | Format::Text),
+                _ => true,
+            };
         let write = |out: &mut BufWriter<_>, text: String| {
             out.write_all(text.as_bytes()).map_err(|e| at(Error::Output(e.into())))
         };

@@ -24,6 +24,7 @@ pub mod output;
 pub mod profile;
 pub mod provider;
 pub mod random;
+pub mod readable;
 pub mod sandbox;
 pub mod scan;
 pub mod serve;

@@ -13,6 +13,8 @@ pub enum Outcome {
     Rows { stream: SendableRecordBatchStream, changed: Option<Change> },
     /// A change without RETURNING.
     Changed(Change),
+    /// A `COPY … TO 'file'`: the rows it wrote there.
+    Copied(u64),
     /// Nothing to show (CREATE VIEW, SET).
     Done,
 }
@@ -33,6 +35,7 @@ impl std::fmt::Debug for Outcome {
                 f.debug_struct("Rows").field("schema", &stream.schema()).field("changed", changed).finish()
             }
             Outcome::Changed(change) => f.debug_tuple("Changed").field(change).finish(),
+            Outcome::Copied(rows) => f.debug_tuple("Copied").field(rows).finish(),
             Outcome::Done => f.write_str("Done"),
         }
     }

@@ -174,11 +174,12 @@ async fn the_cost_view_matches_a_hand_computation() {
         .rows("SELECT id, type, billed_mb, gb, monthly_usd, hourly_usd FROM linode.images.storage_costs ORDER BY id");
 
     // By hand: private/1004 is 2890 MB in 4 regions = 11560 MB = 11.2890625 GB;
-    // at $0.10 per GB-month that is $1.12890625 a month, and $0.00154645 an hour (730 h).
+    // at $0.10 per GB-month that is $1.12890625 a month, billed in cents, and $0.00154645 an
+    // hour (730 h).
     let golden = rows.iter().find(|r| r["id"] == "private/1004").unwrap();
     assert_eq!(
         golden,
-        &json!({"id": "private/1004", "type": "manual", "billed_mb": 11560, "gb": 11.2891, "monthly_usd": 1.1289, "hourly_usd": 0.001546})
+        &json!({"id": "private/1004", "type": "manual", "billed_mb": 11560, "gb": 11.2891, "monthly_usd": 1.13, "hourly_usd": 0.001546})
     );
     // Recovery images are free.
     let recovery = rows.iter().find(|r| r["id"] == "private/1012").unwrap();
@@ -200,7 +201,7 @@ async fn the_cost_view_matches_a_hand_computation() {
         let monthly = if image["type"] == "automatic" { 0.0 } else { total / 1024.0 * 0.10 };
         assert_eq!(row["billed_mb"].as_f64().unwrap(), total);
         assert_eq!(row["gb"].as_f64().unwrap(), round(total / 1024.0, 4), "{row}");
-        assert_eq!(row["monthly_usd"].as_f64().unwrap(), round(monthly, 4), "{row}");
+        assert_eq!(row["monthly_usd"].as_f64().unwrap(), round(monthly, 2), "{row}");
         assert_eq!(row["hourly_usd"].as_f64().unwrap(), round(monthly / 730.0, 6), "{row}");
     }
 }
@@ -214,9 +215,12 @@ fn copy_exports_csv_json_and_parquet() {
     let query = "SELECT id, label, size, tags, created FROM linode.images.images WHERE NOT is_public ORDER BY id";
     let flat = "SELECT id, label, size, array_to_string(tags, ' ') AS tags FROM linode.images.images WHERE NOT is_public ORDER BY id";
     for (name, query) in [("images.csv", flat), ("images.json", query), ("images.parquet", query)] {
+        // The file is the result: nothing on stdout to mix with other results.
         let out = sandbox.imageql(&["-o", "csv", "-e", &format!("COPY ({query}) TO '{}'", file(name))]).ok();
-        assert_eq!(out, "count\n14\n", "{name}");
+        assert_eq!(out, "", "{name}");
     }
+    let told = sandbox.imageql(&["-e", &format!("COPY ({flat}) TO '{}'", file("told.csv"))]).ok();
+    assert_eq!(told, "COPY 14\n");
     let csv = std::fs::read_to_string(file("images.csv")).unwrap();
     assert!(csv.starts_with("id,label,size,tags\nprivate/1001,golden-web-2024,2650,golden prod web\n"), "{csv}");
     // Lists written as they are go into CSV as JSON text.
@@ -229,6 +233,9 @@ fn copy_exports_csv_json_and_parquet() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(json[0]["tags"], json!(["golden", "prod", "web"]));
+    // Timestamps as every output format writes them, in JSON and CSV files alike.
+    assert_eq!(json[0]["created"], json!("2024-03-11T09:14:22Z"));
+    assert!(nested.contains(",2024-03-11T09:14:22Z\n"), "{nested}");
     let parquet = std::fs::read(file("images.parquet")).unwrap();
     assert_eq!(&parquet[..4], b"PAR1");
     let back = sandbox
@@ -243,6 +250,82 @@ fn copy_exports_csv_json_and_parquet() {
         .ok();
     // The sizes of the 14 seeded private images add up to 35820 MB.
     assert_eq!(back, "n,mb\n14,35820\n");
+}
+
+#[test]
+fn timestamps_intervals_and_money_read_the_same_in_every_format() {
+    let sandbox = SandboxProcess::start(&[]);
+    let sql = "SELECT i.id, i.created, i.expiry - i.created AS lifetime, c.monthly_usd
+               FROM images i JOIN storage_costs c ON c.id = i.id
+               WHERE i.id IN ('private/1004', 'private/1012') ORDER BY i.id";
+    for format in ["table", "json", "ndjson", "csv", "text"] {
+        let out = sandbox.imageql(&["-o", format, "-e", sql]).ok();
+        for shown in ["2025-02-03T11:30:00Z", "7 days", "1.13", "0.00"] {
+            assert!(out.contains(shown), "-o {format} shows {shown}: {out}");
+        }
+        assert!(!out.contains("PT604800S") && !out.contains("1.1289"), "{out}");
+    }
+    // Sums of money stay exact cents, and round() keeps them money.
+    let total = sandbox.imageql(&["-o", "csv", "-e", "SELECT sum(monthly_usd) AS usd FROM storage_costs"]).ok();
+    let usd = total.lines().nth(1).unwrap();
+    assert!(usd.split_once('.').is_some_and(|(_, cents)| cents.len() == 2), "{total}");
+}
+
+#[test]
+fn output_dir_writes_each_result_set_to_a_file_of_its_own() {
+    let sandbox = SandboxProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let runs = std::cell::Cell::new(0);
+    let script_run = |script: &str, format: &str| {
+        let path = dir.path().join("script.sql");
+        std::fs::write(&path, script).unwrap();
+        runs.set(runs.get() + 1);
+        let out = dir.path().join(format!("out-{}", runs.get()));
+        let run = sandbox.imageql(&["-o", format, "--output-dir", out.to_str().unwrap(), "-f", path.to_str().unwrap()]);
+        (run, out)
+    };
+    let files = |out: &Path| {
+        let mut names: Vec<String> =
+            std::fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    let script = "SELECT status, count(*) AS n FROM images WHERE NOT is_public GROUP BY status ORDER BY status;
+                  SET imageql.dry_run = on;
+                  -- name: private
+                  SELECT id FROM images WHERE NOT is_public ORDER BY id;
+                  DELETE FROM images WHERE id = 'private/1003';";
+    let (run, out) = script_run(script, "csv");
+    assert_eq!(run.ok(), "", "nothing on stdout");
+    assert_eq!(files(&out), ["1.csv", "4.csv", "private.csv"], "SET writes no file");
+    let private = std::fs::read_to_string(out.join("private.csv")).unwrap();
+    assert_eq!(private.lines().next(), Some("id"));
+    assert_eq!(private.lines().count(), 15, "a header and the 14 private images");
+    let preview = std::fs::read_to_string(out.join("4.csv")).unwrap();
+    assert!(preview.starts_with("step,request,"), "the dry run's rows: {preview}");
+    let (run, out) = script_run(script, "json");
+    run.ok();
+    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(out.join("private.json")).unwrap()).unwrap();
+    assert_eq!(rows.len(), 14);
+
+    // A failing statement stops the script and leaves no partial file.
+    let (run, out) = script_run("SELECT 1 AS one;\nSELECT nope FROM images;\nSELECT 3 AS three;", "csv");
+    assert!(run.fails().contains("script.sql:2"), "{}", run.stderr());
+    assert_eq!(files(&out), ["1.csv"]);
+
+    // Names that are no plain file name, or that two statements share, run nothing.
+    for (script, complaint) in [
+        ("-- name: ../escape\nSELECT 1;", "cannot name a file"),
+        ("-- name: .hidden\nSELECT 1;", "cannot name a file"),
+        ("-- name: twice\nSELECT 1;\n-- name: twice\nSELECT 2;", "both write twice.csv"),
+    ] {
+        let mark = sandbox.log().len();
+        let (run, out) = script_run(&format!("SELECT count(*) FROM images;\n{script}"), "csv");
+        assert_eq!(run.code(), 2, "{script}: {}", run.stderr());
+        assert!(run.stderr().contains(complaint), "{}", run.stderr());
+        assert!(!out.exists(), "no directory made");
+        assert!(sandbox.log_since(mark).is_empty(), "nothing ran");
+    }
 }
 
 #[test]

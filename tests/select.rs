@@ -322,7 +322,7 @@ fn sql_runs_in_full_over_the_api_rows() {
     let rows = sandbox.imageql(&["-o", "ndjson", "-e", times]).rows();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["id"], "private/1012");
-    assert_eq!(rows[0]["lifetime"], "PT604800S", "seven days");
+    assert_eq!(rows[0]["lifetime"], "7 days", "in days and hours, not ISO 8601's PT604800S");
 }
 
 #[test]
@@ -644,6 +644,30 @@ async fn copy_writes_nested_columns_as_json_and_never_half_a_file() {
 }
 
 #[test]
+fn region_names_are_the_regions_by_name_in_listings_and_single_reads() {
+    let sandbox = SandboxProcess::start(&[]);
+    let rows = sandbox.rows("SELECT id, regions, region_names FROM linode.images.images ORDER BY id");
+    assert!(rows.iter().any(|r| r["regions"].is_null()), "public images have no regions");
+    for row in &rows {
+        let expected = match row["regions"].as_array() {
+            Some(regions) => json!(regions.iter().map(|r| r["region"].clone()).collect::<Vec<_>>()),
+            None => Value::Null,
+        };
+        assert_eq!(row["region_names"], expected, "{row}");
+    }
+    let one = sandbox.rows("SELECT region_names FROM linode.images.images WHERE id = 'private/1004'");
+    assert_eq!(one, vec![json!({"region_names": ["us-east", "us-iad", "eu-west", "ap-south"]})]);
+    let in_region = sandbox.rows("SELECT id FROM images WHERE array_has(region_names, 'eu-west') ORDER BY id");
+    let expected: Vec<Value> = rows
+        .iter()
+        .filter(|r| r["region_names"].as_array().is_some_and(|n| n.contains(&json!("eu-west"))))
+        .map(|r| json!({"id": r["id"]}))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(in_region, expected);
+}
+
+#[test]
 fn short_and_mistyped_table_names_are_resolved_or_explained() {
     let sandbox = SandboxProcess::start(&[]);
     let full = sandbox.rows("SELECT id, size FROM linode.images.images WHERE NOT is_public ORDER BY id");
@@ -651,6 +675,17 @@ fn short_and_mistyped_table_names_are_resolved_or_explained() {
     assert_eq!(sandbox.rows("SELECT id, size FROM images WHERE NOT is_public ORDER BY id"), full);
     assert_eq!(sandbox.rows("SELECT id, size FROM IMAGES.images WHERE NOT is_public ORDER BY id"), full);
     assert!(!sandbox.rows("SELECT * FROM storage_costs").is_empty(), "views too");
+    // Short names resolve wherever a full one does: DESCRIBE, SHOW, methods, the history.
+    let described = |name: &str| sandbox.imageql(&["-o", "csv", "-e", &format!("DESCRIBE {name}")]).ok();
+    assert_eq!(described("images"), described("linode.images.images"));
+    assert_eq!(described("storage_costs"), described("linode.images.storage_costs"));
+    assert_eq!(described("history.images"), described("linode.history.images"));
+    assert_eq!(described("METHOD images.post_image"), described("METHOD linode.images.images.post_image"));
+    let methods = |name: &str| sandbox.imageql(&["-o", "csv", "-e", &format!("SHOW METHODS IN {name}")]).ok();
+    assert_eq!(methods("images"), methods("linode.images.images"));
+    let columns = |name: &str| sandbox.imageql(&["-o", "csv", "-e", &format!("SHOW COLUMNS FROM {name}")]).ok();
+    assert_eq!(columns("images"), columns("linode.images.images"));
+    assert_eq!(sandbox.rows("SELECT count(*) AS n FROM accounts"), vec![json!({"n": 1})]);
 
     for typo in ["linode.images.imagse", "imagse", "images.imagse"] {
         let mark = sandbox.log().len();
@@ -681,6 +716,11 @@ fn short_and_mistyped_table_names_are_resolved_or_explained() {
     let stderr = sandbox.imageql(&["--providers", providers, "-e", "SELECT id FROM images"]).fails();
     assert!(stderr.contains("linode.backups.images, linode.images.images"), "{stderr}");
     assert!(sandbox.log_since(mark).is_empty());
+    // …wherever a table is named.
+    for statement in ["DESCRIBE images", "SHOW COLUMNS FROM images", "COPY (SELECT id FROM images) TO 'x.csv'"] {
+        let stderr = sandbox.imageql(&["--providers", providers, "-e", statement]).fails();
+        assert!(stderr.contains("several tables have that name: linode.backups.images, linode.images.images"), "{stderr}");
+    }
     let rows = sandbox
         .imageql(&[
             "--providers",

@@ -58,6 +58,31 @@ fn the_shell_takes_multi_line_statements_completes_columns_and_keeps_history() {
     p.exp_string("column_name,data_type,is_nullable\r\nid,Utf8,NO").unwrap();
     p.send_line("\\d linode.images.images;DROP").unwrap();
     p.exp_string("is not a table name").unwrap();
+    // Short names: completed by Tab, their columns too, and described by \d.
+    p.send("SELECT sum(monthly_usd) AS usd FROM storage_c").unwrap();
+    p.flush().unwrap();
+    p.exp_string("FROM storage_c").unwrap();
+    p.send("\t").unwrap();
+    p.flush().unwrap();
+    p.exp_string("FROM storage_costs").unwrap();
+    p.send(";\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("usd\r\n").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    p.send("SELECT id FROM images WHERE lab").unwrap();
+    p.flush().unwrap();
+    p.exp_string("WHERE lab").unwrap();
+    p.send("\t").unwrap();
+    p.flush().unwrap();
+    p.exp_string("WHERE label").unwrap();
+    p.send(" = 'golden-db-2024';\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("private/1002").unwrap();
+    p.exp_string("imageql> ").unwrap();
+    p.send_line("\\d images").unwrap();
+    p.exp_string("label,string,NO").unwrap();
+    p.send_line("\\d storage_costs").unwrap();
+    p.exp_string("column_name,data_type,is_nullable\r\nid,Utf8,NO").unwrap();
     p.send_line("\\q").unwrap();
     p.exp_eof().unwrap();
 

@@ -91,6 +91,11 @@ pub fn parse(text: &str, registry: &Registry) -> Option<Result<Meta, Error>> {
         }
         i += 1;
     }
+    // Shortened names (`DESCRIBE images`) stand for the one resource, view or method they end.
+    let target = match head.as_str() {
+        "METHODS" | "DESCRIBE" => target.map(|name| registry.completed(&name).unwrap_or(name)),
+        _ => target,
+    };
     let need = |what: &str, example: &str| Err(Error::Refused(format!("SHOW {what} needs IN {example}")));
     Some(match head.as_str() {
         "PROVIDERS" => Ok(Meta::Providers { like }),
@@ -200,7 +205,15 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, Error> {
             Ok(batch(&["id", "name", "title", "description"], rows))
         }
         Meta::Resources { service, like } => {
-            if let Some(service) = service {
+            // `IN images` is the one provider's service of that name.
+            let service = service.as_ref().map(|name| {
+                let mut owners = registry.providers.values().filter(|p| !name.contains('.') && p.services.contains_key(name));
+                match (owners.next(), owners.next()) {
+                    (Some(provider), None) => format!("{}.{name}", provider.id),
+                    _ => name.clone(),
+                }
+            });
+            if let Some(service) = &service {
                 let found = service
                     .split_once('.')
                     .and_then(|(p, s)| registry.providers.get(p).and_then(|provider| provider.services.get(s)));

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::datasource::ViewTable;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -487,7 +487,7 @@ impl Session {
             failed(Error::Refused(format!("the view uses {{{{ {missing} }}}}, which is not a constant")))
         })?;
         let mut parsed = sql::parse(&query, Dialect::Generic).map_err(failed)?;
-        sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
+        sql::resolve_names(&mut parsed.statement, &self.registry, &self.session_tables());
         let plan = self.ctx.state().statement_to_plan(parsed.statement).await.map_err(|e| failed(e.into()))?;
         if view.params.is_empty() {
             let table = TableReference::full(provider.id.as_str(), service, name);
@@ -499,10 +499,24 @@ impl Session {
         Ok(())
     }
 
-    /// The tables this session made (CREATE TABLE), whose names are not completed.
-    fn local_tables(&self) -> Vec<String> {
+    /// The tables this session made (CREATE TABLE), and the engine's own in the providers'
+    /// catalogs (history, meta).
+    fn session_tables(&self) -> sql::SessionTables {
         let public = self.ctx.catalog("datafusion").and_then(|c| c.schema("public"));
-        public.map(|schema| schema.table_names()).unwrap_or_default().iter().map(|t| t.to_lowercase()).collect()
+        let local = public.map(|schema| schema.table_names()).unwrap_or_default();
+        let described = self.registry.table_names();
+        let mut engine = Vec::new();
+        for provider in self.registry.providers.keys() {
+            let Some(catalog) = self.ctx.catalog(provider) else { continue };
+            // A Postgres client's catalog queries name these as the client means them.
+            let system = |schema: &String| matches!(schema.as_str(), "pg_catalog" | "information_schema");
+            for schema in catalog.schema_names().into_iter().filter(|s| !system(s)) {
+                let tables = catalog.schema(&schema).map(|s| s.table_names()).unwrap_or_default();
+                engine.extend(tables.into_iter().map(|t| format!("{provider}.{schema}.{t}")));
+            }
+        }
+        engine.retain(|full| !described.contains(full));
+        sql::SessionTables { local: local.iter().map(|t| t.to_lowercase()).collect(), engine }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -549,6 +563,8 @@ impl Session {
     /// `DESCRIBE name`, made without text: a resource's description from the registry, or
     /// DataFusion's of any other table or view (the shell's `\d name`).
     pub fn describe_named(&self, name: &str) -> Result<Statement, Error> {
+        let completed = self.registry.completed(name);
+        let name = completed.as_deref().unwrap_or(name);
         if self.registry.resolve(name).is_ok_and(|r| r.method.is_none()) {
             return Ok(Statement { form: Form::Meta(Meta::Describe { resource: name.to_string(), extended: false }) });
         }
@@ -586,12 +602,12 @@ impl Session {
         let state = self.ctx.state();
         guard::check_statement(&mut parsed.statement, &state, &self.policy)?;
         if let Some((mut query, format)) = statement::copied_query(&parsed)? {
-            sql::resolve_names(&mut query.statement, &self.registry, &self.local_tables());
+            sql::resolve_names(&mut query.statement, &self.registry, &self.session_tables());
             let plan = self.plan(&state, &mut query).await?;
             guard::check_plan(&plan, &self.registry, &self.policy)?;
             return Ok(Prepared::new(Some(parsed), Kind::CopyOut(plan, format)));
         }
-        sql::resolve_names(&mut parsed.statement, &self.registry, &self.local_tables());
+        sql::resolve_names(&mut parsed.statement, &self.registry, &self.session_tables());
         if let DFStatement::Statement(prepare) = &parsed.statement
             && let SqlStatement::Prepare { statement: inner, .. } = prepare.as_ref()
             && mutate::changes_resources(&self.registry, inner)
@@ -963,10 +979,7 @@ impl Session {
     /// Everything DataFusion runs: queries, EXPLAIN, views, COPY, settings.
     async fn query(&self, plan: LogicalPlan) -> Result<Outcome, Error> {
         if let LogicalPlan::Copy(copy) = plan {
-            let counted = copy::run(&self.ctx, copy).await?;
-            let schema = counted.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
-            let batch = concat_batches(&schema, &counted)?;
-            return Ok(Outcome::batch(batch, None));
+            return Ok(Outcome::Copied(copy::run(&self.ctx, copy).await?));
         }
         let quiet = !statement::returns_rows(&plan);
         let frame = self.ctx.execute_logical_plan(plan).await?;
@@ -983,7 +996,7 @@ impl Session {
         match error {
             Error::UnknownTable { name, .. } => {
                 let catalog = self.ctx.state().config().options().catalog.default_catalog.clone();
-                unknown_table(&self.registry, &name, &catalog)
+                unknown_table(&self.registry, &self.session_tables(), &name, &catalog)
             }
             other => other,
         }
@@ -1007,12 +1020,13 @@ fn parameters(parsed: &sql::Parsed) -> usize {
 
 /// The error for a table DataFusion did not find, named as the user wrote it (without the
 /// session's default catalog and `public.`), with the full names it may stand for.
-fn unknown_table(registry: &Registry, name: &str, catalog: &str) -> Error {
+fn unknown_table(registry: &Registry, tables: &sql::SessionTables, name: &str, catalog: &str) -> Error {
     let written =
         name.strip_prefix(&format!("{catalog}.")).map(|n| n.strip_prefix("public.").unwrap_or(n)).unwrap_or(name);
     let parts: Vec<&str> = written.split('.').collect();
-    let matches = if parts.len() < 3 { registry.completions(&parts) } else { vec![] };
-    let known = registry.table_names();
+    let matches = if parts.len() < 3 { tables.completions(registry, &parts) } else { vec![] };
+    let mut known = registry.table_names();
+    known.extend(tables.engine.iter().cloned());
     let nearest = nearest(written, known.iter().map(String::as_str)).or_else(|| {
         // A shortened name: compared with the same number of last parts of each full name.
         let shortened = |full: &String| full.split('.').skip(3 - parts.len().min(3)).collect::<Vec<_>>().join(".");

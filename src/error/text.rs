@@ -39,11 +39,9 @@ impl fmt::Display for Error {
             Error::UnknownTable { name, matches, nearest } => {
                 write!(f, "unknown table {name}: ")?;
                 match (matches.as_slice(), nearest) {
-                    ([], Some(nearest)) => write!(f, "did you mean {nearest}? ")?,
+                    ([], Some(nearest)) | ([nearest], _) => write!(f, "did you mean {nearest}? ")?,
                     ([], None) => {}
-                    (matches, _) => {
-                        write!(f, "several tables have that name, write one in full: {}; ", matches.join(", "))?
-                    }
+                    (matches, _) => write!(f, "several tables have that name: {}; write one in full. ", matches.join(", "))?,
                 }
                 write!(f, "SHOW RESOURCES lists what can be queried")
             }

@@ -28,20 +28,21 @@ pub use record::{Recorded, record};
 pub use store::Store;
 pub use tables::{HistoryTable, TransitionsTable};
 
-use crate::provider::{Resource, resource_schema};
+use crate::provider::{Resource, sent_schema};
 
 /// When a recording saw the row (UTC, the API's time from its `Date` header).
 pub const OBSERVED_AT: &str = "observed_at";
 /// Whether the observation says the row was gone (it then repeats its last values).
 pub const DELETED: &str = "deleted";
 
-/// The columns of a recorded resource's files: `observed_at`, `deleted`, then its own.
+/// The columns of a recorded resource's files: `observed_at`, `deleted`, then those the API
+/// sends (a derived column, such as `region_names`, is not kept).
 pub fn stored_schema(resource: &Resource) -> SchemaRef {
     let mut fields = vec![
         Field::new(OBSERVED_AT, DataType::Timestamp(TimeUnit::Microsecond, None), true),
         Field::new(DELETED, DataType::Boolean, true),
     ];
-    fields.extend(resource_schema(resource).fields().iter().map(|f| f.as_ref().clone().with_nullable(true)));
+    fields.extend(sent_schema(resource).fields().iter().map(|f| f.as_ref().clone().with_nullable(true)));
     Arc::new(Schema::new(fields))
 }
 
@@ -49,7 +50,7 @@ pub fn stored_schema(resource: &Resource) -> SchemaRef {
 /// (`provider.history.images`), by name: its versions, and its rows at a moment.
 pub fn views(resource: &Resource, table: &str) -> Vec<(String, String, bool)> {
     let key = resource.key().map(|k| k.column).unwrap_or("id");
-    let columns: Vec<String> = resource_schema(resource).fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
+    let columns: Vec<String> = sent_schema(resource).fields().iter().map(|f| format!("\"{}\"", f.name())).collect();
     let columns = columns.join(", ");
     let versions = format!(
         "SELECT account, valid_from, valid_to, {columns} FROM (\

@@ -71,7 +71,7 @@ fn by_account(
     accounts: &[String],
     single: &str,
 ) -> Result<Vec<(String, RecordBatch)>, Error> {
-    let schema = crate::provider::resource_schema(resource);
+    let schema = crate::provider::sent_schema(resource);
     let all = concat_batches(&batches.first().map(|b| b.schema()).unwrap_or(schema.clone()), &batches)?;
     if accounts.is_empty() {
         return Ok(vec![(single.to_string(), all.project(&own_columns(&all, &schema))?)]);

@@ -240,7 +240,7 @@ pub async fn combined(
         let (rows, done) = match outcome {
             Outcome::Rows { stream, changed } => (Some(stream), changed),
             Outcome::Changed(done) => (None, Some(done)),
-            Outcome::Done => (None, None),
+            Outcome::Done | Outcome::Copied(_) => (None, None),
         };
         if let Some(done) = done {
             change.count += done.count;

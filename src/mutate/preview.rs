@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef};
-use datafusion::logical_expr::{col, lit};
+use datafusion::logical_expr::{cast, col, lit};
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
@@ -25,6 +25,8 @@ use crate::provider::{Kind, Method, Resource, Verb};
 
 /// The column of what a deletion frees per month.
 const FREES: &str = "frees_monthly_usd";
+/// Money in cents, as the cost views give it.
+const CENTS_PRECISION: u8 = 14;
 
 /// The columns of a change's dry run: the account (over an account set), the step, the
 /// request, the previewed columns of the resource (whole numbers as numbers, the rest as
@@ -40,7 +42,7 @@ pub fn preview_schema(resource: &Resource, verb: Verb, scope: &Scope) -> SchemaR
         fields.push(ArrowField::new(name, if numeric { DataType::Int64 } else { DataType::Utf8 }, true));
     }
     if frees(resource, verb).is_some() {
-        fields.push(ArrowField::new(FREES, DataType::Float64, true));
+        fields.push(ArrowField::new(FREES, DataType::Decimal128(CENTS_PRECISION, 2), true));
     }
     Arc::new(Schema::new(fields))
 }
@@ -256,7 +258,6 @@ fn total(bound: &Bound, calls: &[Call], lines: &[Line], columns: &[(&str, bool)]
         .collect();
     let frees = frees(&bound.resource, bound.verb).map(|_| requests.iter().filter_map(|l| l.frees).sum::<f64>());
     // `+ 0.0` turns the -0.0 of an empty sum into 0.
-    let frees = frees.map(|f| (f * 10_000.0).round() / 10_000.0 + 0.0);
     Line { step: "total".into(), request, shown, frees, account: None }
 }
 
@@ -278,7 +279,8 @@ fn batch(bound: &Bound, lines: Vec<Line>) -> Result<RecordBatch, Error> {
         });
     }
     if frees(&bound.resource, bound.verb).is_some() {
-        arrays.push(Arc::new(Float64Array::from(lines.iter().map(|l| l.frees).collect::<Vec<_>>())));
+        let cents = lines.iter().map(|l| l.frees.map(|usd| (usd * 100.0).round() as i128));
+        arrays.push(Arc::new(Decimal128Array::from_iter(cents).with_precision_and_scale(CENTS_PRECISION, 2)?));
     }
     Ok(RecordBatch::try_new(schema, arrays)?)
 }
@@ -345,11 +347,12 @@ async fn freed_costs(
         return Ok(HashMap::new());
     }
     let ctx = SessionContext::new_with_state(bound.state.clone());
+    // The view's money may be an exact decimal; what a preview adds up is a float.
     let frame = ctx
         .table(view)
         .await?
         .filter(col(key.column).in_list(wanted, false))?
-        .select(vec![col(key.column), col(column)])?;
+        .select(vec![col(key.column), cast(col(column), DataType::Float64)])?;
     let mut costs = HashMap::new();
     for row in rows_of_batches(&frame.collect().await?)? {
         if let [id, cost] = row.as_slice()

@@ -1,11 +1,13 @@
 /*! The one printing path: statement outcomes as `table`, `json` (one array), `ndjson`, `csv`
-and `text` (tab-separated, no header). All but `table` write each batch as it arrives. In
+and `text` (tab-separated, no header). All but `table` write each batch as it arrives, every
+format with timestamps and intervals as [`readable`](crate::readable) gives them. In
 `csv` and `text`, lists and structs are written as JSON text so that the cell can be parsed
 again; `table` and `text` escape what would break their lines or drive the terminal
 ([`escape`]). A change without rows prints a one-line summary in `table` and `text`, and one row
 elsewhere so that the output stays parseable. [`progress`] draws the engine's progress on a
 terminal. */
 
+pub mod dir;
 mod escape;
 pub mod progress;
 
@@ -19,6 +21,7 @@ use crate::error::Error;
 use crate::json_text::nested_as_json;
 use crate::outcome::{Change, Outcome};
 use crate::provider::Verb;
+use crate::readable::{readable, readable_type};
 use escape::Escape;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
@@ -53,6 +56,13 @@ pub async fn print(outcome: Outcome, format: Format, out: &mut dyn Write) -> Res
             summary(&change, format, out)?;
             Ok(None)
         }
+        // The file is the result: data formats get nothing that would mix with other results.
+        Outcome::Copied(rows) => {
+            if matches!(format, Format::Table | Format::Text) {
+                writeln!(out, "COPY {rows}").map_err(|e| Error::Output(e.into()))?;
+            }
+            Ok(None)
+        }
         Outcome::Done => Ok(None),
     }
 }
@@ -68,6 +78,8 @@ pub async fn print_expanded(outcome: Outcome, width: usize, out: &mut dyn Write)
     let Outcome::Rows { stream, .. } = outcome else { return print(outcome, Format::Table, out).await };
     let schema = stream.schema();
     let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    let batches = batches.iter().map(readable).collect::<Result<Vec<_>, _>>()?;
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
     let table = pretty_format_batches_with_schema(schema.clone(), &batches)?.to_string();
     let rows = batches.iter().map(|b| b.num_rows()).sum();
     let widest = table.lines().map(|l| l.chars().count()).max().unwrap_or(0);
@@ -144,6 +156,9 @@ struct Printer<'w> {
 
 impl<'w> Printer<'w> {
     fn new(format: Format, schema: SchemaRef, out: &'w mut dyn Write) -> Result<Self, ArrowError> {
+        let fields: Vec<Field> =
+            schema.fields().iter().map(|f| f.as_ref().clone().with_data_type(readable_type(f.data_type()))).collect();
+        let schema = Arc::new(Schema::new(fields));
         let mut printer = Printer { format, out, schema, held: vec![], json: None, rows: 0 };
         match format {
             Format::Json => {
@@ -164,6 +179,7 @@ impl<'w> Printer<'w> {
 
     fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
         self.rows += batch.num_rows();
+        let batch = readable(&batch)?;
         match self.format {
             Format::Table => self.held.push(Escape::Controls.batch(&batch)?),
             Format::Json => {

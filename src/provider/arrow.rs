@@ -13,6 +13,15 @@ pub fn resource_schema(resource: &Resource) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The columns the API sends: the table's without its derived ones (what the history keeps).
+pub fn sent_schema(resource: &Resource) -> SchemaRef {
+    let schema = resource_schema(resource);
+    let derived = |name: &str| resource.fields.iter().any(|f| f.name == name && f.derived.is_some());
+    Arc::new(Schema::new(
+        schema.fields().iter().filter(|f| !derived(f.name())).map(|f| f.as_ref().clone()).collect::<Vec<_>>(),
+    ))
+}
+
 /// The column type of a parameter of `kind`.
 pub fn scalar_type(kind: Kind) -> DataType {
     match kind {

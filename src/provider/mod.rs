@@ -17,7 +17,7 @@ use std::sync::Arc;
 use include_dir::{Dir, include_dir};
 use serde::Deserialize;
 
-pub use arrow::{data_type, resource_schema, scalar_type};
+pub use arrow::{data_type, resource_schema, scalar_type, sent_schema};
 pub use seed::{Row, Seed, seed_params};
 pub use template::{PathTemplate, Pattern, encode_segment};
 
@@ -361,6 +361,30 @@ pub struct Field {
     /// A secret (a root password): never shown in a dry run, an error or the shell's history.
     #[serde(default)]
     pub secret: bool,
+    /// A column the API does not send, read from another field of the same row.
+    pub derived: Option<Derived>,
+}
+
+/// `{from: regions, item: region}`: the `item` of each object in the list field `from`
+/// (`["us-east", "eu-west"]`), a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Derived {
+    pub from: String,
+    pub item: String,
+}
+
+impl Derived {
+    /// The value for a row, from the row's JSON; null when `from` is.
+    pub fn value(&self, row: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+        use serde_json::Value;
+        match row.get(&self.from) {
+            Some(Value::Array(items)) => {
+                Value::Array(items.iter().filter_map(|item| item.get(&self.item).cloned()).collect())
+            }
+            _ => Value::Null,
+        }
+    }
 }
 
 /// A value that names a row of `table` by its `column`, a row whose `has` field holds (or
@@ -885,6 +909,31 @@ impl Registry {
             .collect()
     }
 
+    /// The full name of a shortened resource, view or method name (`images`,
+    /// `images.post_image`) that stands for exactly one; `None` for a full or unknown name.
+    pub fn completed(&self, name: &str) -> Option<String> {
+        let parts: Vec<&str> = name.split('.').collect();
+        if parts.len() >= 3 {
+            return None;
+        }
+        if let [full] = self.completions(&parts).as_slice() {
+            return Some(full.clone());
+        }
+        let (resource, method) = parts.split_last().map(|(m, r)| (r, m.to_lowercase()))?;
+        let tables = if resource.is_empty() { vec![] } else { self.completions(resource) };
+        let methods: Vec<String> = tables
+            .iter()
+            .filter_map(|table| self.resolve(table).ok())
+            .flat_map(|found| found.resource.methods.keys().cloned().collect::<Vec<_>>().into_iter().map(move |m| (found.resource.full_name.clone(), m)))
+            .filter(|(_, m)| m.to_lowercase() == method)
+            .map(|(table, m)| format!("{table}.{m}"))
+            .collect();
+        match methods.as_slice() {
+            [full] => Some(full.clone()),
+            _ => None,
+        }
+    }
+
     pub fn resources(&self) -> impl Iterator<Item = (&Arc<Provider>, &Service, &Arc<Resource>)> {
         self.providers
             .values()
@@ -968,6 +1017,20 @@ fn validate_resource(r: &mut Resource) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     if let Some(f) = r.fields.iter().find(|f| !seen.insert(f.name.as_str())) {
         return Err(format!("{full_name}: field `{}` is declared twice", f.name));
+    }
+    for f in &r.fields {
+        let Some(derived) = &f.derived else { continue };
+        let source = r.fields.iter().find(|s| s.name == derived.from && s.derived.is_none());
+        let items = source.filter(|s| s.kind == Kind::Array).and_then(|s| s.items.as_deref());
+        let item = items.filter(|i| i.kind == Kind::Object).and_then(|i| i.fields.iter().find(|x| x.name == derived.item));
+        let strings = f.kind == Kind::Array && f.items.as_deref().is_some_and(|i| i.kind == Kind::String);
+        if item.is_none_or(|i| i.kind != Kind::String) || !strings || f.filter.len() > 0 {
+            return Err(format!(
+                "{full_name}: field `{}` is derived from `{}`'s `{}`, which must be a string field of a list of \
+                 objects; a derived field is a list of strings and cannot be filtered by the API",
+                f.name, derived.from, derived.item
+            ));
+        }
     }
     for (name, m) in &r.methods {
         for p in &m.params {

@@ -8,7 +8,7 @@ use datafusion::common::{DataFusionError, Result};
 use serde_json::Value;
 
 use crate::api::Page;
-use crate::provider::{Kind, Resource};
+use crate::provider::{Derived, Kind, Resource};
 use crate::xfilter::Filter;
 
 /// Rows of `resource` (or rows shaped by `schema`) as one batch.
@@ -39,6 +39,8 @@ pub struct RowDecoder {
     schema: SchemaRef,
     /// Free-form fields among them, passed on as JSON text.
     json_fields: Vec<String>,
+    /// Derived fields among them, computed from the row.
+    derived: Vec<(String, Derived)>,
 }
 
 impl RowDecoder {
@@ -53,7 +55,13 @@ impl RowDecoder {
             .filter(|f| f.kind == Kind::Json && schema.field_with_name(&f.name).is_ok())
             .map(|f| f.name.clone())
             .collect();
-        RowDecoder { resource: resource.full_name.clone(), schema, json_fields }
+        let derived = resource
+            .fields
+            .iter()
+            .filter(|f| schema.field_with_name(&f.name).is_ok())
+            .filter_map(|f| Some((f.name.clone(), f.derived.clone()?)))
+            .collect();
+        RowDecoder { resource: resource.full_name.clone(), schema, json_fields, derived }
     }
 
     pub fn decode(&self, fetched: Fetched) -> Result<RecordBatch> {
@@ -76,7 +84,7 @@ impl RowDecoder {
             .build_decoder()
             .map_err(|e| self.mismatch(e))?;
         match rows {
-            Rows::Page(page) if self.json_fields.is_empty() && params.is_empty() => {
+            Rows::Page(page) if self.json_fields.is_empty() && self.derived.is_empty() && params.is_empty() => {
                 for row in page.rows() {
                     decoder.decode(row).map_err(|e| self.mismatch(e))?;
                 }
@@ -110,13 +118,18 @@ impl RowDecoder {
         Ok(kept)
     }
 
-    /// A row that needs changes first: parameter values added, free-form fields as text.
+    /// A row that needs changes first: parameter values and derived fields added, free-form
+    /// fields as text.
     fn serialize(&self, decoder: &mut Decoder, mut row: Value, params: &[(String, Value)]) -> Result<()> {
         let Value::Object(object) = &mut row else {
             return Err(self.mismatch(format!("a row is not an object: {row}")));
         };
         for (name, value) in params {
             object.insert(name.clone(), value.clone());
+        }
+        for (name, derived) in &self.derived {
+            let value = derived.value(object);
+            object.insert(name.clone(), value);
         }
         for name in &self.json_fields {
             if let Some(value) = object.get_mut(name).filter(|v| !v.is_null()) {

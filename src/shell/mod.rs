@@ -30,7 +30,8 @@ use crate::output::{self, Format};
 use crate::provider::Registry;
 use crate::sql::{is_complete, split_statements};
 use crate::template;
-use datafusion::arrow::array::{Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::Decimal128Type;
 use datafusion::common::ParamValues;
 
 const KEYWORDS: &[&str] = &[
@@ -123,6 +124,23 @@ impl Names {
                     names.tables.push(full);
                 }
             }
+        }
+        // The shortened names that stand for one table (`images`, `images.storage_costs`),
+        // completed and their columns offered as for the full name.
+        let mut short = Vec::new();
+        for full in &names.tables {
+            let parts: Vec<&str> = full.split('.').collect();
+            for name in [parts[2..].join("."), parts[1..].join(".")] {
+                if registry.completed(&name).as_ref() == Some(full) {
+                    short.push((name, full.to_lowercase()));
+                }
+            }
+        }
+        for (name, full) in short {
+            if let Some(columns) = names.columns.get(&full).cloned() {
+                names.columns.insert(name.to_lowercase(), columns);
+            }
+            names.tables.push(name);
         }
         names
     }
@@ -562,8 +580,8 @@ fn switch(value: &str) -> Option<bool> {
 fn requests_and_savings(preview: &RecordBatch) -> (usize, Option<f64>) {
     let steps = preview.column_by_name("step").and_then(|c| c.as_any().downcast_ref::<StringArray>());
     let requests = steps.map(|s| s.iter().flatten().filter(|step| step.parse::<usize>().is_ok()).count());
-    let frees = preview.column_by_name("frees_monthly_usd").and_then(|c| c.as_any().downcast_ref::<Float64Array>());
-    let total = frees.filter(|f| !f.is_empty()).map(|f| f.value(f.len() - 1));
+    let frees = preview.column_by_name("frees_monthly_usd").and_then(|c| c.as_primitive_opt::<Decimal128Type>());
+    let total = frees.filter(|f| !f.is_empty()).map(|f| f.value(f.len() - 1) as f64 / 100.0);
     (requests.unwrap_or(0), total)
 }
 

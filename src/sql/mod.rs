@@ -353,9 +353,9 @@ fn parse_error(error: ParserError) -> Error {
 /// Resolves names SQL would lowercase against the resources a statement reads: a parameter
 /// that aliases a column becomes that column (`WHERE imageId = …` → `WHERE id = …`), and a
 /// camelCase column keeps its case (`linodeId`). Columns take priority over aliases. A table
-/// name unique without its provider and service (`FROM images`) is completed; `local` are the
-/// session's own tables (CREATE TABLE), which keep their names.
-pub fn resolve_names(statement: &mut DFStatement, registry: &Registry, local: &[String]) {
+/// name unique without its provider and service (`FROM images`) is completed; the session's
+/// own tables keep their names.
+pub fn resolve_names(statement: &mut DFStatement, registry: &Registry, tables: &SessionTables) {
     let statement: &mut Statement = match statement {
         DFStatement::Statement(s) => s,
         DFStatement::Explain(explain) => match explain.statement.as_mut() {
@@ -364,11 +364,37 @@ pub fn resolve_names(statement: &mut DFStatement, registry: &Registry, local: &[
         },
         // `COPY (query) TO …`: the query's names, as for a SELECT.
         DFStatement::CopyTo(CopyToStatement { source: CopyToSource::Query(query), .. }) => {
-            return as_statement(query, |select| resolve_statement_names(select, registry, local));
+            return as_statement(query, |select| resolve_statement_names(select, registry, tables));
         }
         _ => return,
     };
-    resolve_statement_names(statement, registry, local);
+    resolve_statement_names(statement, registry, tables);
+}
+
+/// The tables a session has besides the provider files' resources and views.
+#[derive(Debug, Default)]
+pub struct SessionTables {
+    /// Made by the session (CREATE TABLE), lowercased: they keep their names and shadow others.
+    pub local: Vec<String>,
+    /// The engine's own (the history's, `meta.accounts`), full names: a shortened name stands
+    /// for one of them when no resource or view has it (`images` is the live table).
+    pub engine: Vec<String>,
+}
+
+impl SessionTables {
+    /// The full names a shortened name (`images`, `history.images`) stands for.
+    pub fn completions(&self, registry: &Registry, parts: &[&str]) -> Vec<String> {
+        let found = registry.completions(parts);
+        if !found.is_empty() {
+            return found;
+        }
+        let suffix: Vec<String> = parts.iter().map(|p| p.to_lowercase()).collect();
+        let ends = |full: &&String| {
+            let names: Vec<String> = full.split('.').map(str::to_lowercase).collect();
+            suffix.len() < names.len() && names.ends_with(&suffix)
+        };
+        self.engine.iter().filter(ends).cloned().collect()
+    }
 }
 
 /// Applies `change` to a query inside another statement, as to a statement of its own.
@@ -397,32 +423,43 @@ fn common_table_names(statement: &Statement) -> Vec<String> {
 }
 
 /// A shortened table name (`images`, `images.images`) becomes the full name it stands for
-/// when exactly one resource or view has it, unless a WITH clause or a table of the session
-/// (`local`) has that name. Ambiguous and unknown names are left for the error to explain.
-fn complete_table_names(statement: &mut Statement, registry: &Registry, local: &[String]) {
+/// when exactly one table has it, unless a WITH clause or a table of the session has that
+/// name. Ambiguous and unknown names are left for the error to explain.
+fn complete_table_names(statement: &mut Statement, registry: &Registry, tables: &SessionTables) {
     // The name a CREATE gives is the user's own; only the query in it reads tables.
     let statement = match statement {
         Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => statement,
         Statement::CreateTable(create) => match create.query.as_mut() {
-            Some(query) => return as_statement(query, |select| complete_table_names(select, registry, local)),
+            Some(query) => return as_statement(query, |select| complete_table_names(select, registry, tables)),
             None => return,
         },
+        Statement::ExplainTable { table_name, .. } => return complete_table_name(table_name, registry, tables, &[]),
+        Statement::ShowColumns { show_options, .. } => {
+            if let Some(name) = show_options.show_in.as_mut().and_then(|show_in| show_in.parent_name.as_mut()) {
+                complete_table_name(name, registry, tables, &[]);
+            }
+            return;
+        }
         _ => return,
     };
     let shadowed = common_table_names(statement);
     let _ = visit_relations_mut(statement, |name| {
-        let parts: Vec<&str> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.as_str())).collect();
-        let first = parts.first().map(|p| p.to_lowercase()).unwrap_or_default();
-        let shadowed = parts.len() == 1 && (shadowed.contains(&first) || local.contains(&first));
-        if parts.len() < 3
-            && parts.len() == name.0.len()
-            && !shadowed
-            && let [full] = registry.completions(&parts).as_slice()
-        {
-            *name = ObjectName::from(full.split('.').map(Ident::new).collect::<Vec<_>>());
-        }
+        complete_table_name(name, registry, tables, &shadowed);
         ControlFlow::<()>::Continue(())
     });
+}
+
+fn complete_table_name(name: &mut ObjectName, registry: &Registry, tables: &SessionTables, shadowed: &[String]) {
+    let parts: Vec<&str> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.as_str())).collect();
+    let first = parts.first().map(|p| p.to_lowercase()).unwrap_or_default();
+    let shadowed = parts.len() == 1 && (shadowed.contains(&first) || tables.local.contains(&first));
+    if parts.len() < 3
+        && parts.len() == name.0.len()
+        && !shadowed
+        && let [full] = tables.completions(registry, &parts).as_slice()
+    {
+        *name = ObjectName::from(full.split('.').map(Ident::new).collect::<Vec<_>>());
+    }
 }
 
 /// Table functions named by their whole dotted name, as one identifier.
@@ -445,8 +482,8 @@ impl VisitorMut for FunctionNames<'_> {
     }
 }
 
-fn resolve_statement_names(statement: &mut Statement, registry: &Registry, local: &[String]) {
-    complete_table_names(statement, registry, local);
+fn resolve_statement_names(statement: &mut Statement, registry: &Registry, tables: &SessionTables) {
+    complete_table_names(statement, registry, tables);
     // DataFusion looks a table function up by the first part of its name only, so a view with
     // parameters is registered under its whole dotted name as one identifier.
     let functions: Vec<String> = registry.functions().collect();

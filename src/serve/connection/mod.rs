@@ -437,15 +437,11 @@ impl Connection {
             return Ok(Answer::Copy(rows, copy.clone()));
         }
         Ok(match outcome {
-            Outcome::Rows { stream, changed: None } if is_copy(prepared) => {
-                let batches = watch.unless_stopped(datafusion::physical_plan::common::collect(stream)).await?;
-                let written = batches.map_err(|e| Failure::from(Error::from(e)))?;
-                Answer::Tag(format!("COPY {}", copied(&written)))
-            }
             Outcome::Rows { stream, changed } => {
                 Answer::Rows(Rows::new(stream, format, &options, prepared.column_names(), changed, command(prepared))?)
             }
             Outcome::Changed(change) => Answer::Tag(change_tag(&change, None)),
+            Outcome::Copied(rows) => Answer::Tag(format!("COPY {rows}")),
             Outcome::Done => Answer::Tag(done_tag(prepared)),
         })
     }
@@ -670,7 +666,7 @@ async fn describe(prepared: &Prepared, session: &Session) -> Result<Option<Schem
         let all = name == "all";
         return Ok(Some(shown(&name, vec![], all).schema()));
     }
-    if is_copy(prepared) {
+    if matches!(prepared.kind(), Kind::Plan(LogicalPlan::Copy(_))) {
         return Ok(None);
     }
     Ok(session.describe(prepared).await?)
@@ -690,18 +686,6 @@ fn shown(column: &str, rows: Vec<(String, String)>, all: bool) -> RecordBatch {
         ),
     };
     RecordBatch::try_new(Arc::new(schema), columns).expect("columns of equal length")
-}
-
-fn is_copy(prepared: &Prepared) -> bool {
-    matches!(prepared.kind(), Kind::Plan(LogicalPlan::Copy(_)))
-}
-
-/// Rows a COPY wrote, from DataFusion's count.
-fn copied(batches: &[RecordBatch]) -> u64 {
-    let count = |batch: &RecordBatch| {
-        batch.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().map_or(0, |a| a.value(0))
-    };
-    batches.iter().map(count).sum()
 }
 
 /// The command word of a statement that returns rows.

@@ -1,0 +1,124 @@
+/*! `--output-dir DIR`: each result set of a script in a file of its own, which any tool loads
+as it is (one CSV header per file). A file is named by the statement's `-- name: NAME` comment,
+or else by its number in the script (`3.csv`); statements without rows (SET, COPY, CREATE VIEW)
+write none. Every name is checked before the first statement runs, and a file is written under
+a hidden name and renamed once complete: a failing statement leaves no partial file. */
+
+use std::collections::HashMap;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::outcome::Outcome;
+use crate::output::{Format, print};
+
+/// Where each statement's result set goes.
+pub struct OutputDir {
+    dir: PathBuf,
+    format: Format,
+}
+
+impl OutputDir {
+    pub fn new(dir: &Path, format: Format) -> OutputDir {
+        OutputDir { dir: dir.to_path_buf(), format }
+    }
+
+    /// Creates the directory when it does not exist.
+    pub fn create(&self) -> Result<(), Error> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| Error::File { path: self.dir.display().to_string(), source })
+    }
+
+    /// The file of each statement, in order; a name given twice or one that is not a plain
+    /// file name is a usage error.
+    pub fn files(&self, statements: &[&str]) -> Result<Vec<PathBuf>, Error> {
+        let extension = match self.format {
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Ndjson => "ndjson",
+            Format::Table | Format::Text => "txt",
+        };
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut files = Vec::with_capacity(statements.len());
+        for (i, statement) in statements.iter().enumerate() {
+            let name = match result_name(statement) {
+                Some(name) if !is_plain_name(name) => {
+                    return Err(Error::Usage(format!(
+                        "statement {}: `-- name: {name}` cannot name a file: use letters, digits, `_`, `-` and `.`",
+                        i + 1
+                    )));
+                }
+                Some(name) => name.to_string(),
+                None => (i + 1).to_string(),
+            };
+            if let Some(first) = seen.insert(name.clone(), i + 1) {
+                return Err(Error::Usage(format!(
+                    "statements {first} and {} both write {name}.{extension}: give them different `-- name:`s",
+                    i + 1
+                )));
+            }
+            files.push(self.dir.join(format!("{name}.{extension}")));
+        }
+        Ok(files)
+    }
+
+    /// Writes `outcome` to `file` when it has rows (or is a change's summary); `true` when it
+    /// wrote the file.
+    pub async fn write(&self, outcome: Outcome, file: &Path) -> Result<bool, Error> {
+        if matches!(outcome, Outcome::Done | Outcome::Copied(_)) {
+            return Ok(false);
+        }
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let partial = file.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+        let failed = |source| Error::File { path: file.display().to_string(), source };
+        let result = async {
+            let mut out = BufWriter::new(std::fs::File::create(&partial).map_err(failed)?);
+            print(outcome, self.format, &mut out).await?;
+            out.into_inner().map_err(|e| failed(e.into_error()))?.sync_all().map_err(failed)?;
+            std::fs::rename(&partial, file).map_err(failed)
+        };
+        let written = result.await;
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        written.map(|_| true)
+    }
+}
+
+/// The name a `-- name: NAME` comment before the statement gives its result.
+pub fn result_name(statement: &str) -> Option<&str> {
+    statement
+        .lines()
+        .map(str::trim)
+        .take_while(|line| line.is_empty() || line.starts_with("--"))
+        .find_map(|line| line.trim_start_matches('-').trim().strip_prefix("name:"))
+        .map(str::trim)
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leading_name_comment_names_the_result() {
+        assert_eq!(result_name("-- name: by_region\nSELECT 1"), Some("by_region"));
+        assert_eq!(result_name("-- costs per image\n--name:costs\nSELECT 1"), Some("costs"));
+        assert_eq!(result_name("SELECT 1 -- name: late"), None);
+        assert_eq!(result_name("SELECT 1\n-- name: inside"), None);
+    }
+
+    #[test]
+    fn names_are_plain_and_distinct() {
+        let dir = OutputDir { dir: PathBuf::from("out"), format: Format::Csv };
+        let files = dir.files(&["SELECT 1", "-- name: b\nSELECT 2"]).unwrap();
+        assert_eq!(files, vec![PathBuf::from("out/1.csv"), PathBuf::from("out/b.csv")]);
+        assert!(dir.files(&["-- name: ../x\nSELECT 1"]).is_err());
+        assert!(dir.files(&["-- name: .hidden\nSELECT 1"]).is_err());
+        assert!(dir.files(&["-- name: 2\nSELECT 1", "SELECT 2"]).is_err());
+    }
+}
