@@ -374,19 +374,6 @@ pub struct Derived {
     pub item: String,
 }
 
-impl Derived {
-    /// The value for a row, from the row's JSON; null when `from` is.
-    pub fn value(&self, row: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
-        use serde_json::Value;
-        match row.get(&self.from) {
-            Some(Value::Array(items)) => {
-                Value::Array(items.iter().filter_map(|item| item.get(&self.item).cloned()).collect())
-            }
-            _ => Value::Null,
-        }
-    }
-}
-
 /// A value that names a row of `table` by its `column`, a row whose `has` field holds (or
 /// is) `value`: a region that offers Object Storage.
 #[derive(Debug, Clone, Deserialize)]
