@@ -29,14 +29,15 @@ fn blocks(text: &str, language: &str) -> Vec<String> {
 /// Deploys an instance from private/1001 and one from no image at all, whose null `image`
 /// is the NOT IN trap.
 fn deploy_one_from_an_image_and_one_without(sandbox: &SandboxProcess) {
-    sandbox.imageql(&[
-        "-e",
-        "INSERT INTO linode.linode.instances (region, type, image, label, authorized_users) \
+    sandbox
+        .imageql(&[
+            "-e",
+            "INSERT INTO linode.linode.instances (region, type, image, label, authorized_users) \
          VALUES ('us-east', 'g6-standard-2', 'private/1001', 'from-golden', '[\"ops\"]')",
-        "-e",
-        "INSERT INTO linode.linode.instances (region, type, label) VALUES ('us-east', 'g6-standard-2', 'blank')",
-    ])
-    .ok();
+            "-e",
+            "INSERT INTO linode.linode.instances (region, type, label) VALUES ('us-east', 'g6-standard-2', 'blank')",
+        ])
+        .ok();
 }
 
 #[test]
@@ -74,9 +75,8 @@ fn every_sql_block_of_the_cookbook_runs_and_answers() {
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(unused, private);
-    let trap = sandbox.rows(
-        "SELECT id FROM images WHERE NOT is_public AND id NOT IN (SELECT image FROM linode.linode.instances)",
-    );
+    let trap = sandbox
+        .rows("SELECT id FROM images WHERE NOT is_public AND id NOT IN (SELECT image FROM linode.linode.instances)");
     assert!(trap.is_empty(), "NOT IN over a null answers nothing, which is why the view exists: {trap:?}");
 
     // Job 9: one CSV per named result, each with one header.

@@ -719,7 +719,10 @@ fn short_and_mistyped_table_names_are_resolved_or_explained() {
     // …wherever a table is named.
     for statement in ["DESCRIBE images", "SHOW COLUMNS FROM images", "COPY (SELECT id FROM images) TO 'x.csv'"] {
         let stderr = sandbox.imageql(&["--providers", providers, "-e", statement]).fails();
-        assert!(stderr.contains("several tables have that name: linode.backups.images, linode.images.images"), "{stderr}");
+        assert!(
+            stderr.contains("several tables have that name: linode.backups.images, linode.images.images"),
+            "{stderr}"
+        );
     }
     let rows = sandbox
         .imageql(&[

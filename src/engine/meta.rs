@@ -207,7 +207,8 @@ pub fn run(meta: &Meta, registry: &Registry) -> Result<RecordBatch, Error> {
         Meta::Resources { service, like } => {
             // `IN images` is the one provider's service of that name.
             let service = service.as_ref().map(|name| {
-                let mut owners = registry.providers.values().filter(|p| !name.contains('.') && p.services.contains_key(name));
+                let mut owners =
+                    registry.providers.values().filter(|p| !name.contains('.') && p.services.contains_key(name));
                 match (owners.next(), owners.next()) {
                     (Some(provider), None) => format!("{}.{name}", provider.id),
                     _ => name.clone(),

@@ -41,7 +41,9 @@ impl fmt::Display for Error {
                 match (matches.as_slice(), nearest) {
                     ([], Some(nearest)) | ([nearest], _) => write!(f, "did you mean {nearest}? ")?,
                     ([], None) => {}
-                    (matches, _) => write!(f, "several tables have that name: {}; write one in full. ", matches.join(", "))?,
+                    (matches, _) => {
+                        write!(f, "several tables have that name: {}; write one in full. ", matches.join(", "))?
+                    }
                 }
                 write!(f, "SHOW RESOURCES lists what can be queried")
             }

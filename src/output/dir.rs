@@ -25,7 +25,8 @@ impl OutputDir {
 
     /// Creates the directory when it does not exist.
     pub fn create(&self) -> Result<(), Error> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| Error::File { path: self.dir.display().to_string(), source })
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|source| Error::File { path: self.dir.display().to_string(), source })
     }
 
     /// The file of each statement, in order; a name given twice or one that is not a plain

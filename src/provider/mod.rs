@@ -911,7 +911,16 @@ impl Registry {
         let methods: Vec<String> = tables
             .iter()
             .filter_map(|table| self.resolve(table).ok())
-            .flat_map(|found| found.resource.methods.keys().cloned().collect::<Vec<_>>().into_iter().map(move |m| (found.resource.full_name.clone(), m)))
+            .flat_map(|found| {
+                found
+                    .resource
+                    .methods
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(move |m| (found.resource.full_name.clone(), m))
+            })
             .filter(|(_, m)| m.to_lowercase() == method)
             .map(|(table, m)| format!("{table}.{m}"))
             .collect();
@@ -1009,7 +1018,8 @@ fn validate_resource(r: &mut Resource) -> Result<(), String> {
         let Some(derived) = &f.derived else { continue };
         let source = r.fields.iter().find(|s| s.name == derived.from && s.derived.is_none());
         let items = source.filter(|s| s.kind == Kind::Array).and_then(|s| s.items.as_deref());
-        let item = items.filter(|i| i.kind == Kind::Object).and_then(|i| i.fields.iter().find(|x| x.name == derived.item));
+        let item =
+            items.filter(|i| i.kind == Kind::Object).and_then(|i| i.fields.iter().find(|x| x.name == derived.item));
         let strings = f.kind == Kind::Array && f.items.as_deref().is_some_and(|i| i.kind == Kind::String);
         if item.is_none_or(|i| i.kind != Kind::String) || !strings || f.filter.len() > 0 {
             return Err(format!(
