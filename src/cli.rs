@@ -42,7 +42,7 @@ pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Run SQL and exit (repeatable; after any -f files)
-    #[arg(short = 'e', long = "execute", value_name = "SQL")]
+    #[arg(short = 'e', long = "execute", value_name = "SQL", allow_hyphen_values = true)]
     execute: Vec<String>,
     /// Run a script and exit; stops at the first failing statement (repeatable)
     #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -277,15 +277,16 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
             let at = |source: Error| Error::At { origin: origin.clone(), line: piece.line, source: Box::new(source) };
             let text = template::bind_values(&piece.text, |name| vars.get(name).cloned())
                 .map_err(|e| at(Error::Placeholder(e)))?;
-            statements.push((at, text));
+            statements.push((format!("{origin}:{}", piece.line), at, text));
         }
     }
     if let Some(dir) = &cli.output_dir {
         let dir = OutputDir::new(dir, format);
-        let texts: Vec<&str> = statements.iter().map(|(_, text)| text.as_str()).collect();
+        let texts: Vec<(String, &str)> =
+            statements.iter().map(|(place, _, text)| (place.clone(), text.as_str())).collect();
         let files = dir.files(&texts)?;
         dir.create()?;
-        for ((at, statement), file) in statements.into_iter().zip(files) {
+        for ((_, at, statement), file) in statements.into_iter().zip(files) {
             let outcome = session.execute(&statement).await.map_err(&at)?;
             dir.write(outcome, &file).await.map_err(&at)?;
         }
@@ -293,7 +294,7 @@ async fn run_inner(cli: Cli) -> Result<(), Error> {
     }
     let several = statements.len() > 1;
     let mut printed = false;
-    for (at, statement) in statements {
+    for (_, at, statement) in statements {
         let outcome = session.execute(&statement).await.map_err(&at)?;
         let mut out = BufWriter::new(stdout.lock());
         let shown = several

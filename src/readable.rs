@@ -8,7 +8,7 @@ the wire protocol has its own. */
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, ListArray, RecordBatch, StringArray, StructArray, make_array,
+    Array, ArrayRef, AsArray, ListArray, MapArray, RecordBatch, StringArray, StructArray, make_array,
 };
 use datafusion::arrow::datatypes::{
     DataType, DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType, DurationSecondType, Field,
@@ -27,6 +27,7 @@ pub fn readable_type(data_type: &DataType) -> DataType {
         DataType::Timestamp(..) | DataType::Duration(_) | DataType::Interval(_) => DataType::Utf8,
         DataType::Struct(fields) => DataType::Struct(readable_fields(fields)),
         DataType::List(item) => DataType::List(Arc::new(readable_field(item))),
+        DataType::Map(entries, sorted) => DataType::Map(Arc::new(readable_field(entries)), *sorted),
         other => other.clone(),
     }
 }
@@ -57,6 +58,21 @@ pub fn readable_array(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     Ok(match array.data_type() {
         DataType::Timestamp(unit, _) => timestamps_text(array, *unit)?,
         DataType::Duration(unit) => Arc::new(durations_text(array, *unit)),
+        DataType::Map(entries, sorted) => {
+            let map = array.as_map();
+            let DataType::Struct(fields) = readable_type(entries.data_type()) else {
+                unreachable!("a map's entries are a struct")
+            };
+            let children = map.entries().columns().iter().map(readable_array).collect::<Result<Vec<_>, _>>()?;
+            let entries_array = StructArray::try_new(fields, children, map.entries().nulls().cloned())?;
+            Arc::new(MapArray::try_new(
+                Arc::new(readable_field(entries)),
+                map.offsets().clone(),
+                entries_array,
+                map.nulls().cloned(),
+                *sorted,
+            )?)
+        }
         DataType::Interval(unit) => Arc::new(intervals_text(array, *unit)),
         DataType::Struct(fields) => {
             let strukt = array.as_struct();
@@ -93,7 +109,12 @@ fn durations_text(array: &ArrayRef, unit: TimeUnit) -> StringArray {
         TimeUnit::Microsecond => (1_000, array.as_primitive::<DurationMicrosecondType>().iter().collect()),
         TimeUnit::Nanosecond => (1, array.as_primitive::<DurationNanosecondType>().iter().collect()),
     };
-    values.into_iter().map(|v| v.map(|v| interval_text(0, 0, v as i128 * scale))).collect()
+    // A difference of timestamps reads in days, as Postgres justifies `timestamp - timestamp`.
+    let nanos = |v: i64| v as i128 * scale;
+    values
+        .into_iter()
+        .map(|v| v.map(|v| interval_text(0, (nanos(v) / NANOS_PER_DAY) as i64, nanos(v) % NANOS_PER_DAY)))
+        .collect()
 }
 
 fn intervals_text(array: &ArrayRef, unit: IntervalUnit) -> StringArray {
@@ -116,24 +137,28 @@ fn intervals_text(array: &ArrayRef, unit: IntervalUnit) -> StringArray {
     }
 }
 
-/// `1 year 2 mons 3 days 04:05:06.5`, Postgres's way; time beyond a day counts as days.
+/// `1 year 2 mons 3 days 04:05:06.5`, as Postgres writes an interval: each part keeps its
+/// sign, and the time says `+` when a part before it is negative (`-1 days +02:00:00`).
 fn interval_text(months: i64, days: i64, nanos: i128) -> String {
-    let days = days as i128 + nanos / NANOS_PER_DAY;
-    let nanos = nanos % NANOS_PER_DAY;
     let mut parts = vec![];
-    let plural = |n: i128, one: &str, many: &str| format!("{n} {}", if n.abs() == 1 { one } else { many });
+    let plural = |n: i64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let (years, months) = (months / 12, months % 12);
     if years != 0 {
-        parts.push(plural(years.into(), "year", "years"));
+        parts.push(plural(years, "year", "years"));
     }
     if months != 0 {
-        parts.push(plural(months.into(), "mon", "mons"));
+        parts.push(plural(months, "mon", "mons"));
     }
     if days != 0 {
         parts.push(plural(days, "day", "days"));
     }
     if nanos != 0 || parts.is_empty() {
-        let sign = if nanos < 0 { "-" } else { "" };
+        let negative_before = years < 0 || months < 0 || days < 0;
+        let sign = match (nanos < 0, negative_before) {
+            (true, _) => "-",
+            (false, true) => "+",
+            (false, false) => "",
+        };
         let nanos = nanos.abs();
         let seconds = nanos / NANOS_PER_SECOND;
         // Microseconds, as Postgres keeps them: `now()`'s nanoseconds are noise to a reader.
@@ -150,16 +175,24 @@ fn interval_text(months: i64, days: i64, nanos: i128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{DurationMillisecondArray, TimestampSecondArray};
+    use datafusion::arrow::array::{DurationMillisecondArray, DurationNanosecondArray, TimestampSecondArray};
 
     #[test]
     fn intervals_read_in_days_and_hours() {
         let nanos = |s: f64| (s * 1e9) as i128;
-        assert_eq!(interval_text(0, 0, nanos(259_192.26)), "2 days 23:59:52.26");
         assert_eq!(interval_text(0, 3, 0), "3 days");
         assert_eq!(interval_text(14, 1, nanos(3600.0)), "1 year 2 mons 1 day 01:00:00");
         assert_eq!(interval_text(0, 0, 0), "00:00:00");
         assert_eq!(interval_text(0, 0, -nanos(90.0)), "-00:01:30");
+        // As Postgres: the hours of an interval stay hours, each part keeps its sign.
+        assert_eq!(interval_text(0, 0, nanos(25.0 * 3600.0)), "25:00:00");
+        assert_eq!(interval_text(0, -1, nanos(2.0 * 3600.0)), "-1 days +02:00:00");
+        assert_eq!(interval_text(0, -1, 0), "-1 days");
+        let differences: ArrayRef =
+            Arc::new(DurationNanosecondArray::from(vec![nanos(259_192.26) as i64, -nanos(90_000.0) as i64]));
+        let text = readable_array(&differences).unwrap();
+        let text: Vec<_> = text.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(text, ["2 days 23:59:52.26", "-1 days -01:00:00"]);
     }
 
     #[test]

@@ -308,6 +308,11 @@ fn output_dir_writes_each_result_set_to_a_file_of_its_own() {
     let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(out.join("private.json")).unwrap()).unwrap();
     assert_eq!(rows.len(), 14);
 
+    // -e takes a named statement too.
+    let out = dir.path().join("from-e");
+    sandbox.imageql(&["--output-dir", out.to_str().unwrap(), "-o", "json", "-e", "-- name: n\nSELECT 1 AS n"]).ok();
+    assert_eq!(files(&out), ["n.json"]);
+
     // A failing statement stops the script and leaves no partial file.
     let (run, out) = script_run("SELECT 1 AS one;\nSELECT nope FROM images;\nSELECT 3 AS three;", "csv");
     assert!(run.fails().contains("script.sql:2"), "{}", run.stderr());
@@ -316,7 +321,7 @@ fn output_dir_writes_each_result_set_to_a_file_of_its_own() {
     // Names that are no plain file name, or that two statements share, run nothing.
     for (script, complaint) in [
         ("-- name: ../escape\nSELECT 1;", "cannot name a file"),
-        ("-- name: .hidden\nSELECT 1;", "cannot name a file"),
+        ("-- name: .hidden\nSELECT 1;", "cannot start with a dot"),
         ("-- name: twice\nSELECT 1;\n-- name: twice\nSELECT 2;", "both write twice.csv"),
     ] {
         let mark = sandbox.log().len();

@@ -44,6 +44,21 @@ async fn psql_lists_describes_queries_changes_and_survives_errors() {
         assert!(described.lines().any(|l| l.starts_with(&format!("{column}|"))), "{column}: {described}");
     }
 
+    // Values as PostgreSQL writes them: a timestamp without a zero fraction, a difference of
+    // timestamps in days, money as numeric, and short names.
+    let out = server.psql(
+        TOKEN,
+        &["SELECT i.created, i.expiry - i.created AS lifetime, c.monthly_usd FROM images i \
+           JOIN storage_costs c ON c.id = i.id WHERE i.id = 'private/1012'"],
+    );
+    let values = text(&out.stdout);
+    assert!(out.status.success(), "{values}{}", text(&out.stderr));
+    let row = values.lines().nth(1).unwrap_or_default();
+    let cells: Vec<&str> = row.split('|').collect();
+    assert_eq!(cells.len(), 3, "{values}");
+    assert!(cells[0].len() == 19 && !cells[0].contains('.'), "{values}");
+    assert_eq!(&cells[1..], ["7 days", "0.00"], "{values}");
+
     let out = server.psql(
         TOKEN,
         &["SELECT status, count(*) AS n FROM linode.images.images WHERE NOT is_public GROUP BY status ORDER BY status"],

@@ -44,7 +44,7 @@ fn param_type(kind: Kind) -> DataType {
         Kind::Integer => DataType::Int64,
         Kind::Number => DataType::Float64,
         Kind::Boolean => DataType::Boolean,
-        Kind::Datetime => DataType::Timestamp(TimeUnit::Second, None),
+        Kind::Datetime => DataType::Timestamp(TimeUnit::Microsecond, None),
         _ => DataType::Utf8,
     }
 }

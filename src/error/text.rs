@@ -37,13 +37,16 @@ impl fmt::Display for Error {
             Error::Sandbox(error) => write!(f, "{error}"),
             Error::UnknownResource(error) => write!(f, "{error}"),
             Error::UnknownTable { name, matches, nearest } => {
+                if matches.len() > 1 {
+                    let matches = matches.join(", ");
+                    return write!(
+                        f,
+                        "{name} is ambiguous: several tables have that name: {matches}; write one in full"
+                    );
+                }
                 write!(f, "unknown table {name}: ")?;
-                match (matches.as_slice(), nearest) {
-                    ([], Some(nearest)) | ([nearest], _) => write!(f, "did you mean {nearest}? ")?,
-                    ([], None) => {}
-                    (matches, _) => {
-                        write!(f, "several tables have that name: {}; write one in full. ", matches.join(", "))?
-                    }
+                if let Some(nearest) = matches.first().or(nearest.as_ref()) {
+                    write!(f, "did you mean {nearest}? ")?;
                 }
                 write!(f, "SHOW RESOURCES lists what can be queried")
             }

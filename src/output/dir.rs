@@ -26,35 +26,32 @@ impl OutputDir {
     /// Creates the directory when it does not exist.
     pub fn create(&self) -> Result<(), Error> {
         std::fs::create_dir_all(&self.dir)
-            .map_err(|source| Error::File { path: self.dir.display().to_string(), source })
+            .map_err(|e| Error::Usage(format!("--output-dir {}: {e}", self.dir.display())))
     }
 
-    /// The file of each statement, in order; a name given twice or one that is not a plain
-    /// file name is a usage error.
-    pub fn files(&self, statements: &[&str]) -> Result<Vec<PathBuf>, Error> {
+    /// The file of each statement (given with where it is, `report.sql:12`), in order; a name
+    /// given twice or one that is not a plain file name is a usage error.
+    pub fn files(&self, statements: &[(String, &str)]) -> Result<Vec<PathBuf>, Error> {
         let extension = match self.format {
             Format::Csv => "csv",
             Format::Json => "json",
             Format::Ndjson => "ndjson",
             Format::Table | Format::Text => "txt",
         };
-        let mut seen: HashMap<String, usize> = HashMap::new();
         let mut files = Vec::with_capacity(statements.len());
-        for (i, statement) in statements.iter().enumerate() {
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for (i, (at, statement)) in statements.iter().enumerate() {
             let name = match result_name(statement) {
-                Some(name) if !is_plain_name(name) => {
-                    return Err(Error::Usage(format!(
-                        "statement {}: `-- name: {name}` cannot name a file: use letters, digits, `_`, `-` and `.`",
-                        i + 1
-                    )));
+                Some(name) => {
+                    plain_name(name).map_err(|why| Error::Usage(format!("{at}: `-- name: {name}` {why}")))?;
+                    // `-- name: costs.csv` is `costs`.
+                    name.strip_suffix(&format!(".{extension}")).unwrap_or(name).to_string()
                 }
-                Some(name) => name.to_string(),
                 None => (i + 1).to_string(),
             };
-            if let Some(first) = seen.insert(name.clone(), i + 1) {
+            if let Some(first) = seen.insert(name.clone(), at) {
                 return Err(Error::Usage(format!(
-                    "statements {first} and {} both write {name}.{extension}: give them different `-- name:`s",
-                    i + 1
+                    "{first} and {at} both write {name}.{extension}: give them different `-- name:`s"
                 )));
             }
             files.push(self.dir.join(format!("{name}.{extension}")));
@@ -85,20 +82,32 @@ impl OutputDir {
     }
 }
 
-/// The name a `-- name: NAME` comment before the statement gives its result.
+/// The name the last `-- name: NAME` comment before the statement gives its result.
 pub fn result_name(statement: &str) -> Option<&str> {
     statement
         .lines()
         .map(str::trim)
         .take_while(|line| line.is_empty() || line.starts_with("--"))
-        .find_map(|line| line.trim_start_matches('-').trim().strip_prefix("name:"))
+        .filter_map(|line| line.trim_start_matches('-').trim().strip_prefix("name:"))
+        .last()
         .map(str::trim)
 }
 
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+/// Why `name` cannot name a file in the directory, if it cannot.
+fn plain_name(name: &str) -> Result<(), &'static str> {
+    // Room for the extension and the hidden partial name within a file name's 255 bytes.
+    const LONGEST: usize = 200;
+    if name.is_empty() {
+        Err("is empty")
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        Err("cannot name a file: use letters, digits, `_`, `-` and `.`")
+    } else if name.starts_with('.') {
+        Err("cannot start with a dot (a hidden file)")
+    } else if name.len() > LONGEST {
+        Err("is longer than 200 characters")
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -111,15 +120,21 @@ mod tests {
         assert_eq!(result_name("-- costs per image\n--name:costs\nSELECT 1"), Some("costs"));
         assert_eq!(result_name("SELECT 1 -- name: late"), None);
         assert_eq!(result_name("SELECT 1\n-- name: inside"), None);
+        assert_eq!(result_name("-- name: first\n-- name: last\nSELECT 1"), Some("last"));
     }
 
     #[test]
     fn names_are_plain_and_distinct() {
         let dir = OutputDir { dir: PathBuf::from("out"), format: Format::Csv };
-        let files = dir.files(&["SELECT 1", "-- name: b\nSELECT 2"]).unwrap();
-        assert_eq!(files, vec![PathBuf::from("out/1.csv"), PathBuf::from("out/b.csv")]);
-        assert!(dir.files(&["-- name: ../x\nSELECT 1"]).is_err());
-        assert!(dir.files(&["-- name: .hidden\nSELECT 1"]).is_err());
-        assert!(dir.files(&["-- name: 2\nSELECT 1", "SELECT 2"]).is_err());
+        let at = |texts: &[&'static str]| texts.iter().map(|t| ("-e".to_string(), *t)).collect::<Vec<_>>();
+        let files = dir.files(&at(&["SELECT 1", "-- name: b\nSELECT 2", "-- name: c.csv\nSELECT 3"])).unwrap();
+        let expected = ["out/1.csv", "out/b.csv", "out/c.csv"].map(PathBuf::from);
+        assert_eq!(files, expected);
+        let long = format!("-- name: {}\nSELECT 1", "a".repeat(201));
+        for refused in ["-- name: ../x\nSELECT 1", "-- name: .hidden\nSELECT 1", "-- name:\nSELECT 1", long.as_str()] {
+            assert!(dir.files(&[("-e".to_string(), refused)]).is_err(), "{refused}");
+        }
+        assert!(dir.files(&at(&["-- name: 2\nSELECT 1", "SELECT 2"])).is_err());
+        assert!(dir.files(&at(&["-- name: 2.csv\nSELECT 1", "SELECT 2"])).is_err());
     }
 }

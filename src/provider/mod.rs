@@ -729,14 +729,35 @@ pub struct Resolved {
     pub method: Option<String>,
 }
 
-/// A name that refers to no resource, with the closest one when it looks like a typo.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown resource {name}: {}resources are {}", .nearest.as_ref().map(|n| format!("did you mean {n}? ")).unwrap_or_default(), .known.join(", "))]
+/// A name that refers to no resource: the resources a shortened name could mean, or the
+/// closest one when it looks like a typo.
+#[derive(Debug, Clone)]
 pub struct UnknownResource {
     pub name: String,
+    pub matches: Vec<String>,
     pub nearest: Option<String>,
     pub known: Vec<String>,
 }
+
+impl std::fmt::Display for UnknownResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.matches.len() > 1 {
+            let matches = self.matches.join(", ");
+            return write!(
+                f,
+                "{} is ambiguous: several resources have that name: {matches}; write one in full",
+                self.name
+            );
+        }
+        write!(f, "unknown resource {}: ", self.name)?;
+        if let Some(nearest) = &self.nearest {
+            write!(f, "did you mean {nearest}? ")?;
+        }
+        write!(f, "resources are {}", self.known.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownResource {}
 
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -900,34 +921,17 @@ impl Registry {
     /// `images.post_image`) that stands for exactly one; `None` for a full or unknown name.
     pub fn completed(&self, name: &str) -> Option<String> {
         let parts: Vec<&str> = name.split('.').collect();
-        if parts.len() >= 3 {
-            return None;
-        }
-        if let [full] = self.completions(&parts).as_slice() {
+        if parts.len() < 3
+            && let [full] = self.completions(&parts).as_slice()
+        {
             return Some(full.clone());
         }
-        let (resource, method) = parts.split_last().map(|(m, r)| (r, m.to_lowercase()))?;
-        let tables = if resource.is_empty() { vec![] } else { self.completions(resource) };
-        let methods: Vec<String> = tables
-            .iter()
-            .filter_map(|table| self.resolve(table).ok())
-            .flat_map(|found| {
-                found
-                    .resource
-                    .methods
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .map(move |m| (found.resource.full_name.clone(), m))
-            })
-            .filter(|(_, m)| m.to_lowercase() == method)
-            .map(|(table, m)| format!("{table}.{m}"))
-            .collect();
-        match methods.as_slice() {
-            [full] => Some(full.clone()),
-            _ => None,
-        }
+        let found = self.resolve(name).ok()?;
+        let full = match found.method {
+            Some(method) => format!("{}.{method}", found.resource.full_name),
+            None => found.resource.full_name.clone(),
+        };
+        (full != name).then_some(full)
     }
 
     pub fn resources(&self) -> impl Iterator<Item = (&Arc<Provider>, &Service, &Arc<Resource>)> {
@@ -944,27 +948,68 @@ impl Registry {
 
     /// `provider.service.resource` or `provider.service.resource.method`; the resource's
     /// parts compare without case, as SQL identifiers do.
+    /// A shortened resource (`images`, `images.images`) stands for the one resource whose full
+    /// name ends in it, also before a method (`images.post_image`); the parts compare without
+    /// case, as SQL identifiers do.
     pub fn resolve(&self, name: &str) -> Result<Resolved, UnknownResource> {
         let parts: Vec<&str> = name.split('.').collect();
-        let (table, method) = match parts.as_slice() {
-            [p, s, r] => ([p, s, r], None),
-            [p, s, r, m] => ([p, s, r], Some(m.to_string())),
-            _ => return Err(self.unknown(name)),
-        };
-        let [p, s, r] = table.map(|part| part.to_lowercase());
-        match self.resource(&p, &s, &r) {
-            Some((provider, resource)) => {
-                Ok(Resolved { provider: provider.clone(), resource: resource.clone(), method })
+        let full_names = |found: &[Arc<Resource>]| found.iter().map(|r| r.full_name.clone()).collect();
+        let tables = self.resources_named(&parts);
+        match tables.as_slice() {
+            [resource] => return Ok(self.resolved(resource, None)),
+            [] => {}
+            several => return Err(self.unknown(name, full_names(several))),
+        }
+        if let Some((method, table)) = parts.split_last()
+            && !table.is_empty()
+        {
+            match self.resources_named(table).as_slice() {
+                [resource] => return Ok(self.resolved(resource, Some(method))),
+                [] => {}
+                several => return Err(self.unknown(name, full_names(several))),
             }
-            None => Err(self.unknown(name)),
+        }
+        Err(self.unknown(name, vec![]))
+    }
+
+    /// The resource a full name names, or those a shortened name (one or two parts) ends.
+    fn resources_named(&self, parts: &[&str]) -> Vec<Arc<Resource>> {
+        let lower: Vec<String> = parts.iter().map(|p| p.to_lowercase()).collect();
+        let suffix: Vec<&str> = lower.iter().map(String::as_str).collect();
+        match lower.as_slice() {
+            [p, s, r] => self.resource(p, s, r).map(|(_, r)| vec![r.clone()]).unwrap_or_default(),
+            [_] | [_, _] => self
+                .resources()
+                .map(|(_, _, r)| r)
+                .filter(|r| r.full_name.to_lowercase().split('.').collect::<Vec<_>>().ends_with(&suffix))
+                .cloned()
+                .collect(),
+            _ => vec![],
         }
     }
 
-    fn unknown(&self, name: &str) -> UnknownResource {
+    fn resolved(&self, resource: &Arc<Resource>, method: Option<&str>) -> Resolved {
+        let provider = resource.full_name.split('.').next().and_then(|id| self.providers.get(id));
+        Resolved {
+            provider: provider.expect("a resource's provider is registered").clone(),
+            resource: resource.clone(),
+            method: method.map(str::to_string),
+        }
+    }
+
+    fn unknown(&self, name: &str, matches: Vec<String>) -> UnknownResource {
         let known: Vec<String> = self.resources().map(|(_, _, r)| r.full_name.clone()).collect();
-        let table: String = name.split('.').take(3).collect::<Vec<_>>().join(".");
-        let nearest = nearest(&table, known.iter().map(String::as_str)).map(str::to_string);
-        UnknownResource { name: name.to_string(), nearest, known }
+        let parts: Vec<&str> = name.split('.').collect();
+        let depth = parts.len().min(3);
+        let table = parts[..depth].join(".");
+        let nearest = nearest(&table, known.iter().map(String::as_str)).or_else(|| {
+            // A shortened name: compared with the same number of last parts of each full name.
+            let short: Vec<String> =
+                known.iter().map(|full| full.split('.').skip(3 - depth).collect::<Vec<_>>().join(".")).collect();
+            let close = nearest(&table, short.iter().map(String::as_str))?;
+            known.iter().zip(&short).find(|(_, s)| s.as_str() == close).map(|(full, _)| full.as_str())
+        });
+        UnknownResource { name: name.to_string(), matches, nearest: nearest.map(str::to_string), known }
     }
 }
 

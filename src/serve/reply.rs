@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{ArrayRef, AsArray, IntervalMonthDayNanoArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, DurationNanosecondType, Field, IntervalMonthDayNano, Schema, SchemaRef, TimeUnit,
+};
 use datafusion::arrow::error::ArrowError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
@@ -116,6 +119,18 @@ pub fn change_tag(change: &Change, rows: Option<usize>) -> String {
 
 type Encoded = Box<dyn Iterator<Item = pgwire::error::PgWireResult<DataRow>> + Send>;
 
+/// Durations as intervals of days and time (`2 days 23:59:52`, not `71:59:52`).
+fn days_and_time(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    const NANOS_PER_DAY: i64 = 86_400_000_000_000;
+    let nanos = cast(column, &DataType::Duration(TimeUnit::Nanosecond))?;
+    let intervals: IntervalMonthDayNanoArray = nanos
+        .as_primitive::<DurationNanosecondType>()
+        .iter()
+        .map(|v| v.map(|v| IntervalMonthDayNano::new(0, (v / NANOS_PER_DAY) as i32, v % NANOS_PER_DAY)))
+        .collect();
+    Ok(Arc::new(intervals))
+}
+
 /// Rows on their way to a client: the record batches of a statement, encoded one batch at a
 /// time, never all held at once.
 pub struct Rows {
@@ -146,9 +161,13 @@ impl Rows {
     ) -> Result<Rows, Failure> {
         let schema = stream.schema();
         let fields = Arc::new(field_infos(&schema, format, options, names)?);
+        // Records, and timestamps (`2024-03-11 09:14:22`, without the `.000000` of the
+        // encoder), as PostgreSQL writes them.
         let rendered: Vec<usize> = (0..fields.len())
             .filter(|&i| {
-                fields[i].format() == FieldFormat::Text && composite::is_composite(schema.field(i).data_type())
+                let data_type = schema.field(i).data_type();
+                fields[i].format() == FieldFormat::Text
+                    && (composite::is_composite(data_type) || matches!(data_type, DataType::Timestamp(_, None)))
             })
             .collect();
         let mut encoding = fields.as_ref().clone();
@@ -159,14 +178,24 @@ impl Rows {
         Ok(Rows { fields, rendered, encoding, schema, stream, batch: None, sent: 0, change, command })
     }
 
-    /// `batch` with its record columns rendered as text.
+    /// `batch` with its record and timestamp columns rendered as text, and its durations
+    /// (differences of timestamps) in days and time, as PostgreSQL justifies them.
     fn rendered(&self, batch: RecordBatch) -> Result<RecordBatch, Failure> {
-        if self.rendered.is_empty() {
+        let durations = |batch: &RecordBatch| {
+            batch.schema().fields().iter().any(|f| matches!(f.data_type(), DataType::Duration(_)))
+        };
+        if self.rendered.is_empty() && !durations(&batch) {
             return Ok(batch);
         }
         let failed = |e: ArrowError| Failure::new("XX000", format!("a row cannot be sent: {e}"));
         let mut columns = batch.columns().to_vec();
         let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        for (column, field) in columns.iter_mut().zip(fields.iter_mut()) {
+            if matches!(field.data_type(), DataType::Duration(_)) {
+                *column = days_and_time(column).map_err(failed)?;
+                *field = field.clone().with_data_type(column.data_type().clone());
+            }
+        }
         for &i in &self.rendered {
             columns[i] = Arc::new(composite::texts(&columns[i]).map_err(failed)?);
             fields[i] = Field::new(fields[i].name(), DataType::Utf8, true);
