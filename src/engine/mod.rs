@@ -41,7 +41,7 @@ use datafusion::datasource::ViewTable;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SessionState, SessionStateBuilder};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, TableType};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{DescribeAlias, Statement as SqlStatement};
@@ -53,7 +53,9 @@ pub use crate::files::FileAccess;
 use crate::mutate;
 use crate::outcome::Outcome;
 use crate::provider::{Provider, Registry, View, nearest};
-use crate::scan::{AccountsInfo, OnError, ParamsFromJoins, ScanOptions, register_accounts, register_all};
+use crate::scan::{
+    AccountsInfo, ComputedTable, OnError, ParamsFromJoins, ScanOptions, register_accounts, register_all,
+};
 use crate::sql::{self, Dialect};
 pub use guard::Policy;
 pub use memory::Memory;
@@ -293,7 +295,7 @@ impl Session {
                 datafusion::catalog::SchemaProvider::register_table(
                     schema.as_ref(),
                     "accounts".into(),
-                    Arc::new(AccountsInfo::new(of(provider))),
+                    ComputedTable::new(AccountsInfo::new(of(provider)), TableType::View),
                 )?;
                 catalog.register_schema("meta", schema)?;
             }
@@ -351,14 +353,14 @@ impl Session {
             datafusion::catalog::SchemaProvider::register_table(
                 schema.as_ref(),
                 "transitions".into(),
-                Arc::new(transitions),
+                ComputedTable::new(transitions, TableType::Base),
             )?;
             for resource in &recorded {
                 let table = crate::history::HistoryTable::new(store.clone(), resource.clone(), accounts.clone());
                 datafusion::catalog::SchemaProvider::register_table(
                     schema.as_ref(),
                     resource.name.clone(),
-                    Arc::new(table),
+                    ComputedTable::new(table, TableType::Base),
                 )?;
                 let full = format!("{}.history.{}", provider.id, resource.name);
                 for (name, sql, at) in crate::history::views(resource, &full) {

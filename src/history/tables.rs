@@ -5,17 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
 use serde_json::Value;
 
 use super::store::Store;
@@ -23,7 +18,7 @@ use super::{OBSERVED_AT, stored_schema};
 use crate::error::Error;
 use crate::mutate::rows_of_batches;
 use crate::provider::Resource;
-use crate::scan::ACCOUNT;
+use crate::scan::{ACCOUNT, Computed};
 
 /// Every observation of a recorded resource, `account` first.
 #[derive(Debug)]
@@ -41,7 +36,7 @@ impl HistoryTable {
         HistoryTable { store, resource, accounts, schema: Arc::new(Schema::new(fields)) }
     }
 
-    fn batches(&self) -> Result<Vec<RecordBatch>, Error> {
+    fn observations(&self) -> Result<Vec<RecordBatch>, Error> {
         let stored = stored_schema(&self.resource);
         let mut batches = Vec::new();
         for account in &self.accounts {
@@ -52,29 +47,6 @@ impl HistoryTable {
             batches.push(RecordBatch::try_new(self.schema.clone(), columns)?);
         }
         Ok(batches)
-    }
-}
-
-#[async_trait]
-impl TableProvider for HistoryTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batches = self.batches().map_err(failed)?;
-        let batch = concat_batches(&self.schema, &batches)?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
     }
 }
 
@@ -101,7 +73,7 @@ impl TransitionsTable {
         TransitionsTable { store, resources, accounts, schema }
     }
 
-    fn batch(&self) -> Result<RecordBatch, Error> {
+    fn transitions_now(&self) -> Result<RecordBatch, Error> {
         let mut rows: Vec<Transition> = Vec::new();
         for account in &self.accounts {
             for resource in &self.resources {
@@ -180,6 +152,26 @@ impl TransitionsTable {
     }
 }
 
+impl Computed for HistoryTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn rows(&self) -> Result<RecordBatch> {
+        Ok(concat_batches(&self.schema, &self.observations().map_err(failed)?)?)
+    }
+}
+
+impl Computed for TransitionsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn rows(&self) -> Result<RecordBatch> {
+        self.transitions_now().map_err(failed)
+    }
+}
+
 fn failed(error: Error) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::External(Box::new(error))
 }
@@ -212,26 +204,4 @@ struct Transition {
     /// Microseconds since the epoch, UTC.
     at: i64,
     fields: Option<String>,
-}
-
-#[async_trait]
-impl TableProvider for TransitionsTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch().map_err(failed)?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
-    }
 }

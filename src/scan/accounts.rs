@@ -19,7 +19,6 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, project_schema};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -30,6 +29,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, stream};
 
+use super::computed::Computed;
 use super::plan::{account_filter, mentions_account};
 use crate::api::{ApiClient, Event, Progress};
 use crate::error::Error;
@@ -329,8 +329,14 @@ impl AccountsInfo {
         ]));
         AccountsInfo { accounts, schema }
     }
+}
 
-    fn batch(&self) -> Result<RecordBatch> {
+impl Computed for AccountsInfo {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn rows(&self) -> Result<RecordBatch> {
         let usage: Vec<_> = self.accounts.iter().map(|(name, api)| (name, api.shown_base(), api.usage())).collect();
         let status = |u: &crate::api::Usage| match (&u.failing, u.requests) {
             (Some(why), _) => format!("failing: {why}"),
@@ -348,27 +354,5 @@ impl AccountsInfo {
             Arc::new(Int64Array::from(usage.iter().map(|(_, _, u)| u.budget_left.map(i64::from)).collect::<Vec<_>>())),
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
-    }
-}
-
-#[async_trait]
-impl TableProvider for AccountsInfo {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch()?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
     }
 }

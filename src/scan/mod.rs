@@ -4,6 +4,7 @@ A scan turns pushed-down predicates into requests (see [`pushdown`]) and streams
 response page into a `RecordBatch` as it arrives. */
 
 mod accounts;
+mod computed;
 mod decode;
 mod dependent;
 mod exec;
@@ -11,6 +12,7 @@ mod plan;
 mod pushdown;
 
 pub use accounts::{ACCOUNT, AccountsInfo, AccountsTable, OnError};
+pub use computed::{Computed, ComputedTable};
 pub use dependent::ParamsFromJoins;
 
 pub use decode::to_batch;
