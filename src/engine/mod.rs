@@ -52,7 +52,7 @@ use crate::error::Error;
 pub use crate::files::FileAccess;
 use crate::mutate;
 use crate::outcome::Outcome;
-use crate::provider::{Provider, Registry, View, nearest};
+use crate::provider::{Provider, Registry, View, nearest_table};
 use crate::scan::{
     AccountsInfo, ComputedTable, OnError, ParamsFromJoins, ScanOptions, register_accounts, register_all,
 };
@@ -1029,14 +1029,8 @@ fn unknown_table(registry: &Registry, tables: &sql::SessionTables, name: &str, c
     let matches = if parts.len() < 3 { tables.completions(registry, &parts) } else { vec![] };
     let mut known = registry.table_names();
     known.extend(tables.engine.iter().cloned());
-    let nearest = nearest(written, known.iter().map(String::as_str)).or_else(|| {
-        // A shortened name: compared with the same number of last parts of each full name.
-        let shortened = |full: &String| full.split('.').skip(3 - parts.len().min(3)).collect::<Vec<_>>().join(".");
-        let short: Vec<String> = known.iter().map(shortened).collect();
-        let close = nearest(written, short.iter().map(String::as_str))?;
-        known.iter().zip(&short).find(|(_, s)| s.as_str() == close).map(|(full, _)| full.as_str())
-    });
-    Error::UnknownTable { name: written.to_string(), matches, nearest: nearest.map(str::to_string) }
+    let nearest = nearest_table(written, &known).map(str::to_string);
+    Error::UnknownTable { name: written.to_string(), matches, nearest }
 }
 
 /// The API base as a URL: http or https with a host, nothing the client would have to guess

@@ -999,18 +999,22 @@ impl Registry {
 
     fn unknown(&self, name: &str, matches: Vec<String>) -> UnknownResource {
         let known: Vec<String> = self.resources().map(|(_, _, r)| r.full_name.clone()).collect();
-        let parts: Vec<&str> = name.split('.').collect();
-        let depth = parts.len().min(3);
-        let table = parts[..depth].join(".");
-        let nearest = nearest(&table, known.iter().map(String::as_str)).or_else(|| {
-            // A shortened name: compared with the same number of last parts of each full name.
-            let short: Vec<String> =
-                known.iter().map(|full| full.split('.').skip(3 - depth).collect::<Vec<_>>().join(".")).collect();
-            let close = nearest(&table, short.iter().map(String::as_str))?;
-            known.iter().zip(&short).find(|(_, s)| s.as_str() == close).map(|(full, _)| full.as_str())
-        });
-        UnknownResource { name: name.to_string(), matches, nearest: nearest.map(str::to_string), known }
+        let table: Vec<&str> = name.split('.').take(3).collect();
+        let nearest = nearest_table(&table.join("."), &known).map(str::to_string);
+        UnknownResource { name: name.to_string(), matches, nearest, known }
     }
+}
+
+/// The full table name closest to `written`, which may be shortened (`imagse` is close to
+/// `linode.images.images` by its last part).
+pub fn nearest_table<'a>(written: &str, known: &'a [String]) -> Option<&'a str> {
+    nearest(written, known.iter().map(String::as_str)).or_else(|| {
+        let depth = written.split('.').count().min(3);
+        let short: Vec<String> =
+            known.iter().map(|full| full.split('.').skip(3 - depth).collect::<Vec<_>>().join(".")).collect();
+        let close = nearest(written, short.iter().map(String::as_str))?;
+        known.iter().zip(&short).find(|(_, s)| s.as_str() == close).map(|(full, _)| full.as_str())
+    })
 }
 
 /// The closest of `candidates` to `name`, if one is close enough to be a typo.
