@@ -686,6 +686,17 @@ fn short_and_mistyped_table_names_are_resolved_or_explained() {
     let columns = |name: &str| sandbox.imageql(&["-o", "csv", "-e", &format!("SHOW COLUMNS FROM {name}")]).ok();
     assert_eq!(columns("images"), columns("linode.images.images"));
     assert_eq!(sandbox.rows("SELECT count(*) AS n FROM accounts"), vec![json!({"n": 1})]);
+    // …and in changes and EXEC, where a typo gets the nearest name too.
+    let exec = |name: &str| {
+        let sql = format!("EXPLAIN EXEC {name} @imageId='private/1001', @label='renamed'");
+        sandbox.imageql(&["-o", "csv", "-e", &sql]).ok()
+    };
+    assert_eq!(exec("images.put_image"), exec("linode.images.images.put_image"));
+    assert_eq!(exec("images.images.put_image"), exec("linode.images.images.put_image"));
+    for typo in ["SHOW METHODS IN imagse", "DELETE FROM imagse WHERE id = 'private/1001'", "EXEC imagse.put_image"] {
+        let stderr = sandbox.imageql(&["-e", typo]).fails();
+        assert!(stderr.contains("did you mean linode.images.images?"), "{typo}: {stderr}");
+    }
 
     for typo in ["linode.images.imagse", "imagse", "images.imagse"] {
         let mark = sandbox.log().len();

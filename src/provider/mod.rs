@@ -999,8 +999,11 @@ impl Registry {
 
     fn unknown(&self, name: &str, matches: Vec<String>) -> UnknownResource {
         let known: Vec<String> = self.resources().map(|(_, _, r)| r.full_name.clone()).collect();
-        let table: Vec<&str> = name.split('.').take(3).collect();
-        let nearest = nearest_table(&table.join("."), &known).map(str::to_string);
+        // The name as a table, else without its last part (a method).
+        let parts: Vec<&str> = name.split('.').collect();
+        let nearest = nearest_table(&parts[..parts.len().min(3)].join("."), &known)
+            .or_else(|| nearest_table(&parts[..parts.len() - 1].join("."), &known).filter(|_| parts.len() > 1))
+            .map(str::to_string);
         UnknownResource { name: name.to_string(), matches, nearest, known }
     }
 }
