@@ -212,6 +212,11 @@ async fn psycopg_and_sqlalchemy_read_typed_values() {
     assert_eq!(report["tags_are_lists"], true);
     assert_eq!(report["created_is_datetime"], true);
     assert_eq!(report["any_ids"].as_array().unwrap().len(), 2);
+    let expected = sandbox.rows("SELECT count(*) AS n FROM linode.images.usage('2026-12-01', '2026-12-02')");
+    let counts = report["usage_counts"].as_array().unwrap();
+    assert!(expected[0]["n"].as_i64().unwrap() > 0, "the day bills images");
+    assert_eq!(counts.len(), 8);
+    assert!(counts.iter().all(|n| *n == expected[0]["n"]), "{counts:?} vs {expected:?}");
     let columns: Vec<&str> = report["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     assert!(columns.contains(&"label") && columns.contains(&"tags"), "{columns:?}");
     assert!(report["tables"].as_array().unwrap().iter().any(|t| t == "images"), "{}", report["tables"]);

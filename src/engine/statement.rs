@@ -453,7 +453,12 @@ fn literal(value: &ScalarValue) -> Result<SqlExpr, Error> {
         }
         other => text(Value::SingleQuotedString(match other {
             ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => s.clone(),
-            other => other.to_string(),
+            // Arrow's text of a timestamp or date (`2026-12-01T00:00:00`), which reads back as
+            // one; a ScalarValue displays a timestamp as its raw number.
+            other => match other.cast_to(&DataType::Utf8) {
+                Ok(ScalarValue::Utf8(Some(text))) => text,
+                _ => other.to_string(),
+            },
         })),
     }
 }

@@ -22,6 +22,16 @@ with psycopg.connect(url, password=password) as conn:
     report["any_ids"] = sorted(r[0] for r in rows)
     report["tags_are_lists"] = all(isinstance(r[1], list) for r in rows)
     report["created_is_datetime"] = all(isinstance(r[2], datetime.datetime) for r in rows)
+    # A table function's datetime arguments as drivers bind them: datetime, aware datetime,
+    # date, text; in text and in binary.
+    month = datetime.datetime(2026, 12, 1)
+    arguments = [month, month.replace(tzinfo=datetime.timezone.utc), month.date(), "2026-12-01"]
+    query = "SELECT count(*) FROM linode.images.usage(%s, %s)"
+    report["usage_counts"] = [
+        conn.cursor(binary=binary).execute(query, (start, month + datetime.timedelta(days=1))).fetchone()[0]
+        for start in arguments
+        for binary in (False, True)
+    ]
 
 engine = sqlalchemy.create_engine(
     url.replace("postgresql://", "postgresql+psycopg://"), connect_args={"password": password}
